@@ -1,0 +1,255 @@
+"""LayerSpec (the fields every layer has), the layer registry and ``@register``.
+
+A layer type is one pydantic class with ``type: Literal["Name"]``, decorated with
+``@register``. It says how many bottoms and tops it takes, infers its output
+shapes from its input shapes (per sample, no batch dimension), and builds its
+``torch.nn.Module``. The module's ``forward(*bottoms)`` returns one tensor, or a
+tuple with one tensor per top.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from importlib import metadata
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NamedTuple
+
+from pydantic import BeforeValidator, Field, PlainValidator, PrivateAttr, ValidationInfo, WithJsonSchema, field_validator
+from pydantic_core import PydanticCustomError
+
+from netcfg.errors import NetcfgError, ShapeError, did_you_mean
+from netcfg.spec import Spec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "Blob", "LayerSpec", "ParamSpec", "Rule", "FillerSpec", "AnyLayer",
+    "register", "registry", "lookup", "StrList", "IntPair", "check_rank", "pair",
+]
+
+
+class Blob(NamedTuple):
+    """What shape inference knows of a blob: per-sample shape and dtype."""
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    def __str__(self) -> str:
+        dims = "x".join(map(str, self.shape)) or "scalar"
+        return dims if self.dtype == "float32" else f"{dims} {self.dtype}"
+
+
+def _as_list(v: Any) -> Any:
+    return [v] if isinstance(v, (str, int, float, dict)) else v
+
+
+StrList = Annotated[list[str], BeforeValidator(_as_list)]
+FloatList = Annotated[list[float], BeforeValidator(_as_list)]
+# an int or [h, w]; Caffe's repeated kernel_size/stride/pad fields
+IntPair = Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_as_list), Field(min_length=1, max_length=3)]
+
+
+def pair(v: list[int] | None, h: int | None = None, w: int | None = None, default: int = 0) -> tuple[int, int]:
+    """Caffe's rule: explicit _h/_w beat the repeated field; one value means square."""
+    if h is not None or w is not None:
+        return (h if h is not None else default, w if w is not None else default)
+    if not v:
+        return (default, default)
+    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+
+
+def check_rank(layer: LayerSpec, blob: Blob, ranks: tuple[int, ...], what: str = "input") -> None:
+    if len(blob.shape) not in ranks:
+        want = " or ".join(f"{r}-d" for r in ranks)
+        raise ShapeError(f"{layer.type} expects a {want} {what} per sample (no batch dimension), got shape {list(blob.shape)}")
+
+
+class Rule(Spec):
+    """Caffe's NetStateRule: a layer is kept when an include rule matches (or none is
+    given) and no exclude rule matches."""
+
+    phase: Literal["TRAIN", "TEST"] | None = Field(None, description="match only in this phase")
+    stage: StrList = Field(default_factory=list, description="every stage listed must be active")
+    not_stage: StrList = Field(default_factory=list, description="no stage listed may be active")
+    min_level: int | None = Field(None, description="the net's level must be >= this")
+    max_level: int | None = Field(None, description="the net's level must be <= this")
+
+    def matches(self, phase: str, stages: set[str], level: int = 0) -> bool:
+        return (
+            (self.phase is None or self.phase == phase)
+            and all(s in stages for s in self.stage)
+            and not any(s in stages for s in self.not_stage)
+            and (self.min_level is None or level >= self.min_level)
+            and (self.max_level is None or level <= self.max_level)
+        )
+
+
+class ParamSpec(Spec):
+    """Caffe's ParamSpec: per learnable blob, in the layer's blob order (weight, bias)."""
+
+    lr_mult: float = Field(1.0, ge=0, description="learning-rate multiplier; 0 freezes the blob")
+    decay_mult: float = Field(1.0, ge=0, description="weight-decay multiplier")
+    name: str | None = Field(None, min_length=1, description="blobs with the same name share one tensor")
+
+
+class FillerSpec(Spec):
+    """Caffe's FillerParameter. Defaults are Caffe's."""
+
+    type: Literal["constant", "uniform", "gaussian", "xavier", "msra", "bilinear", "positive_unitball", "orthogonal", "lecun"] = Field(
+        "constant", description="initialisation scheme")
+    value: float = Field(0.0, description="constant: the value")
+    min: float = Field(0.0, description="uniform: lower bound")
+    max: float = Field(1.0, description="uniform: upper bound")
+    mean: float = Field(0.0, description="gaussian: mean")
+    std: float = Field(1.0, gt=0, description="gaussian: standard deviation")
+    variance_norm: Literal["FAN_IN", "FAN_OUT", "AVERAGE"] = Field(
+        "FAN_IN", description="xavier/msra/lecun: scale by fan_in, fan_out or their average")
+    gain: float = Field(1.0, gt=0, description="orthogonal: gain")
+
+    @field_validator("variance_norm", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class LayerSpec(Spec):
+    """Fields every layer has."""
+
+    name: str = Field(..., min_length=1, pattern=r"^[^.\s]+(\.[^.\s]+)*$", description="unique layer name")
+    type: str = Field(..., description="layer type")
+    bottom: StrList | None = Field(None, description="input blob names; default: the previous layer's top")
+    top: StrList | None = Field(None, description="output blob names; default: the layer's name")
+    include: Annotated[list[Rule], BeforeValidator(_as_list)] = Field(default_factory=list, description="keep the layer when any rule matches")
+    exclude: Annotated[list[Rule], BeforeValidator(_as_list)] = Field(default_factory=list, description="drop the layer when any rule matches")
+    loss_weight: FloatList | None = Field(None, description="weight of each top in the total loss")
+    param: Annotated[list[ParamSpec], BeforeValidator(_as_list)] = Field(default_factory=list, description="lr_mult/decay_mult/name per learnable blob")
+
+    _path: tuple = PrivateAttr(())  # key path in the net file, for locating errors
+
+    # --- what the type declares (class-level, not config) ---
+    n_bottoms: ClassVar[tuple[int, int | None]] = (1, 1)  # min, max (None: any)
+    n_tops: ClassVar[tuple[int, int | None]] = (1, 1)
+    is_loss: ClassVar[bool] = False   # default loss_weight 1; output is a scalar
+    reduces_batch: ClassVar[bool] = False  # output has no batch dimension (losses, Accuracy)
+
+    def blob_names(self) -> list[str]:
+        """Names of the learnable blobs, in ``param:`` order."""
+        return []
+
+    def num_tops(self) -> int:
+        """How many tops this layer produces when ``top`` is not given."""
+        return 1
+
+    def infer(self, bottoms: list[Blob]) -> list[Blob]:
+        """Output blobs from input blobs; raise ShapeError on a mismatch."""
+        raise NotImplementedError(f"{type(self).__name__}.infer")
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        """The torch module for this layer, for these input shapes."""
+        raise NotImplementedError(f"{type(self).__name__}.build")
+
+    def flops(self, bottoms: list[Blob], tops: list[Blob]) -> int:
+        """Floating-point operations per sample (a multiply-add counts 2)."""
+        return 0
+
+    def fill(self, module: nn.Module) -> None:
+        """Apply ``weight_filler``/``bias_filler`` if the layer has them."""
+        from netcfg.layers.fillers import fill_module
+
+        fill_module(self, module)
+
+    def loss_weights(self, n_tops: int) -> list[float]:
+        if self.loss_weight is not None:
+            return list(self.loss_weight)
+        return [1.0 if self.is_loss else 0.0] * n_tops
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+# ---------------------------------------------------------------- registry
+
+
+class RegistryError(NetcfgError):
+    pass
+
+
+_REGISTRY: dict[str, type[LayerSpec]] = {}
+_BUILTINS_LOADED = False
+
+
+def register(cls: type[LayerSpec]) -> type[LayerSpec]:
+    """Class decorator: make ``cls`` the layer type named by its ``type`` Literal."""
+    ann = cls.model_fields["type"].annotation
+    args = getattr(ann, "__args__", ())
+    if getattr(ann, "__origin__", None) is not Literal or len(args) != 1:
+        raise TypeError(f"{cls.__qualname__}.type must be Literal['LayerName']")
+    name = args[0]
+    prev = _REGISTRY.get(name)
+    if prev is not None and prev is not cls:
+        raise RegistryError(
+            f"layer type '{name}' registered twice: by {prev.__module__}.{prev.__qualname__} "
+            f"and by {cls.__module__}.{cls.__qualname__}"
+        )
+    _REGISTRY[name] = cls
+    return cls
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        importlib.import_module("netcfg.layers")
+
+
+def registry() -> dict[str, type[LayerSpec]]:
+    """Every registered layer type (built-ins, plus plugins loaded so far)."""
+    _load_builtins()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def _entry_point(name: str) -> bool:
+    """Load the ``netcfg.layers`` entry point called ``name``, if one exists."""
+    for ep in metadata.entry_points(group="netcfg.layers"):
+        if ep.name == name:
+            ep.load()  # importing the module runs its @register
+            return name in _REGISTRY
+    return False
+
+
+def lookup(name: str) -> type[LayerSpec]:
+    """The spec class for a type name; KeyError if unknown (after trying plugins)."""
+    _load_builtins()
+    if name in _REGISTRY or _entry_point(name):
+        return _REGISTRY[name]
+    raise KeyError(name)
+
+
+def _dispatch(value: Any, info: ValidationInfo) -> LayerSpec:
+    if isinstance(value, LayerSpec):
+        return value
+    if not isinstance(value, dict):
+        raise PydanticCustomError("layer_mapping", "a layer must be a mapping with name and type, got {value}", {"value": repr(value)})
+    name = value.get("type")
+    if name is None:
+        raise PydanticCustomError("layer_type_missing", "layer has no 'type' key")
+    try:
+        cls = lookup(str(name))
+    except KeyError:
+        hint = did_you_mean(str(name), _REGISTRY, show_all=0)
+        raise PydanticCustomError(
+            "layer_type", "unknown layer type '{name}' ({hint}`netcfg layers` lists all types)",
+            {"name": str(name), "hint": f"{hint}; " if hint else ""},
+        ) from None
+    return cls.model_validate(value, context=info.context)
+
+
+# A field holding any registered layer: validated by the class its `type` names.
+# The JSON Schema points at one definition that `netcfg schema` fills with all types.
+AnyLayer = Annotated[
+    LayerSpec,
+    PlainValidator(_dispatch),
+    WithJsonSchema({"$ref": "#/$defs/Layer"}),
+]

@@ -1,0 +1,148 @@
+"""Convolution and Deconvolution (transposed convolution), 1-d or 2-d, Caffe's parameters."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from torch import nn
+
+from netcfg.errors import ShapeError
+from netcfg.layers.base import Blob, FillerSpec, IntPair, LayerSpec, check_rank, pair, register
+
+__all__ = ["Convolution", "Deconvolution"]
+
+
+class _ConvBase(LayerSpec):
+    num_output: int = Field(..., ge=1, description="number of output channels (filters)")
+    bias_term: bool = Field(True, description="learn a per-channel bias")
+    kernel_size: IntPair | None = Field(None, description="kernel size: one value (square) or [h, w]")
+    stride: IntPair = Field(default_factory=lambda: [1], description="stride: one value or [h, w]")
+    pad: IntPair = Field(default_factory=lambda: [0], description="zero padding: one value or [h, w]")
+    dilation: IntPair = Field(default_factory=lambda: [1], description="kernel dilation: one value or [h, w]")
+    kernel_h: int | None = Field(None, ge=1, description="kernel height (overrides kernel_size)")
+    kernel_w: int | None = Field(None, ge=1, description="kernel width (overrides kernel_size)")
+    stride_h: int | None = Field(None, ge=1, description="vertical stride (overrides stride)")
+    stride_w: int | None = Field(None, ge=1, description="horizontal stride (overrides stride)")
+    pad_h: int | None = Field(None, ge=0, description="vertical padding (overrides pad)")
+    pad_w: int | None = Field(None, ge=0, description="horizontal padding (overrides pad)")
+    group: int = Field(1, ge=1, description="split channels into this many groups (depthwise: group = channels)")
+    weight_filler: FillerSpec | None = Field(None, description="weight initialisation; default: PyTorch's")
+    bias_filler: FillerSpec | None = Field(None, description="bias initialisation; default: PyTorch's")
+    weight_norm: bool = Field(False, description="reparameterise the weight as g * v / |v| (Salimans & Kingma 2016)")
+
+    @model_validator(mode="after")
+    def _kernel_given(self):
+        if self.kernel_size is None and (self.kernel_h is None or self.kernel_w is None):
+            raise ValueError("give kernel_size, or both kernel_h and kernel_w")
+        for key in ("kernel_size", "stride", "dilation"):
+            v = getattr(self, key)
+            if v is not None and 0 in v:
+                raise ValueError(f"{key} must be >= 1, got {v}")
+        return self
+
+    # geometry: (kh, kw), (sh, sw), (ph, pw), (dh, dw)
+    def geometry(self) -> tuple[tuple[int, int], ...]:
+        return (
+            pair(self.kernel_size, self.kernel_h, self.kernel_w),
+            pair(self.stride, self.stride_h, self.stride_w, 1),
+            pair(self.pad, self.pad_h, self.pad_w, 0),
+            pair(self.dilation, default=1),
+        )
+
+    def blob_names(self) -> list[str]:
+        w = ["parametrizations.weight.original0", "parametrizations.weight.original1"] if self.weight_norm else ["weight"]
+        return w + (["bias"] if self.bias_term else [])
+
+    def _check_channels(self, c: int) -> None:
+        if c % self.group:
+            raise ShapeError(f"{c} input channels are not divisible by group {self.group}", key="group")
+        if self.num_output % self.group:
+            raise ShapeError(f"num_output {self.num_output} is not divisible by group {self.group}", key="group")
+
+    def _spatial(self, bottoms: list[Blob]) -> tuple[int, list[int]]:
+        (x,) = bottoms
+        check_rank(self, x, (2, 3))
+        self._check_channels(x.shape[0])
+        return x.shape[0], list(x.shape[1:])
+
+    def _finish(self, module: nn.Module) -> nn.Module:
+        if self.weight_norm:
+            module = nn.utils.parametrizations.weight_norm(module, name="weight", dim=0)
+        return module
+
+
+@register
+class Convolution(_ConvBase):
+    """2-d (C, H, W) or 1-d (C, L) convolution with Caffe's output size:
+    out = (in + 2 pad - dilation (k - 1) - 1) // stride + 1."""
+
+    type: Literal["Convolution"]
+
+    def infer(self, bottoms: list[Blob]) -> list[Blob]:
+        c, spatial = self._spatial(bottoms)
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.geometry()
+        dims = list(zip(spatial, (kh, kw), (sh, sw), (ph, pw), (dh, dw))) if len(spatial) == 2 else [(spatial[0], kh, sh, ph, dh)]
+        out = []
+        for size, k, s, p, d in dims:
+            extent = d * (k - 1) + 1
+            if size + 2 * p < extent:
+                raise ShapeError(f"kernel extent {extent} is larger than the padded input {size + 2 * p} "
+                                 f"(input {list(bottoms[0].shape)}, pad {p})", key="kernel_size")
+            out.append((size + 2 * p - extent) // s + 1)
+        return [Blob((self.num_output, *out))]
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        c = bottoms[0].shape[0]
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.geometry()
+        if len(bottoms[0].shape) == 3:
+            conv = nn.Conv2d(c, self.num_output, (kh, kw), (sh, sw), (ph, pw), (dh, dw), self.group, self.bias_term)
+        else:
+            conv = nn.Conv1d(c, self.num_output, kh, sh, ph, dh, self.group, self.bias_term)
+        return self._finish(conv)
+
+    def flops(self, bottoms: list[Blob], tops: list[Blob]) -> int:
+        (kh, kw), *_ = self.geometry()
+        k = kh * kw if len(bottoms[0].shape) == 3 else kh
+        out = tops[0].shape
+        n_out = 1
+        for d in out:
+            n_out *= d
+        return 2 * n_out * (bottoms[0].shape[0] // self.group) * k + (n_out if self.bias_term else 0)
+
+
+@register
+class Deconvolution(_ConvBase):
+    """Transposed convolution (Caffe's Deconvolution):
+    out = stride (in - 1) + dilation (k - 1) + 1 - 2 pad."""
+
+    type: Literal["Deconvolution"]
+
+    def infer(self, bottoms: list[Blob]) -> list[Blob]:
+        c, spatial = self._spatial(bottoms)
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.geometry()
+        dims = list(zip(spatial, (kh, kw), (sh, sw), (ph, pw), (dh, dw))) if len(spatial) == 2 else [(spatial[0], kh, sh, ph, dh)]
+        out = []
+        for size, k, s, p, d in dims:
+            o = s * (size - 1) + d * (k - 1) + 1 - 2 * p
+            if o < 1:
+                raise ShapeError(f"output size {o} < 1 for input {list(bottoms[0].shape)}", key="pad")
+            out.append(o)
+        return [Blob((self.num_output, *out))]
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        c = bottoms[0].shape[0]
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.geometry()
+        if len(bottoms[0].shape) == 3:
+            conv = nn.ConvTranspose2d(c, self.num_output, (kh, kw), (sh, sw), (ph, pw), 0, self.group, self.bias_term, (dh, dw))
+        else:
+            conv = nn.ConvTranspose1d(c, self.num_output, kh, sh, ph, 0, self.group, self.bias_term, dh)
+        return self._finish(conv)
+
+    def flops(self, bottoms: list[Blob], tops: list[Blob]) -> int:
+        (kh, kw), *_ = self.geometry()
+        k = kh * kw if len(bottoms[0].shape) == 3 else kh
+        n_in = 1
+        for d in bottoms[0].shape:
+            n_in *= d
+        return 2 * n_in * (self.num_output // self.group) * k

@@ -1,0 +1,83 @@
+"""Caffe's weight fillers, applied in place to a layer's parameters.
+
+A layer without a filler keeps PyTorch's default initialisation (Caffe's own
+default, constant 0, would leave a net that cannot learn). Fan-in and fan-out are
+Caffe's: fan_in = numel / shape[0], fan_out = numel / shape[1].
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from netcfg.layers.base import FillerSpec, LayerSpec
+
+__all__ = ["fill", "fill_module"]
+
+
+def _fans(t: torch.Tensor) -> tuple[int, int]:
+    n = t.numel()
+    if t.dim() < 2:
+        return n, n
+    return n // t.shape[0], n // t.shape[1]
+
+
+def _scale_n(f: FillerSpec, t: torch.Tensor) -> float:
+    fan_in, fan_out = _fans(t)
+    return {"FAN_IN": fan_in, "FAN_OUT": fan_out, "AVERAGE": (fan_in + fan_out) / 2}[f.variance_norm]
+
+
+@torch.no_grad()
+def fill(t: torch.Tensor, f: FillerSpec) -> None:
+    """Fill tensor ``t`` in place as Caffe's filler ``f`` would."""
+    kind = f.type
+    if kind == "constant":
+        t.fill_(f.value)
+    elif kind == "uniform":
+        t.uniform_(f.min, f.max)
+    elif kind == "gaussian":
+        t.normal_(f.mean, f.std)
+    elif kind == "xavier":  # Glorot & Bengio 2010, Caffe's uniform variant
+        a = math.sqrt(3.0 / _scale_n(f, t))
+        t.uniform_(-a, a)
+    elif kind == "msra":  # He et al. 2015
+        t.normal_(0.0, math.sqrt(2.0 / _scale_n(f, t)))
+    elif kind == "lecun":  # LeCun normal, for self-normalising (SELU) nets
+        t.normal_(0.0, math.sqrt(1.0 / _scale_n(f, t)))
+    elif kind == "orthogonal":
+        nn.init.orthogonal_(t, gain=f.gain)
+    elif kind == "positive_unitball":  # each output row sums to 1
+        t.uniform_(0.0, 1.0)
+        if t.dim() > 1:
+            t.div_(t.flatten(1).sum(1).view(-1, *[1] * (t.dim() - 1)))
+    elif kind == "bilinear":  # upsampling kernel for Deconvolution, Caffe's formula
+        if t.dim() != 4 or t.shape[-1] != t.shape[-2]:
+            raise ValueError("bilinear filler needs a square 4-d kernel")
+        k = t.shape[-1]
+        factor = math.ceil(k / 2)
+        c = (2 * factor - 1 - factor % 2) / (2.0 * factor)
+        r = torch.arange(k, dtype=torch.float64)
+        w1 = 1 - (r / factor - c).abs()
+        t.copy_((w1[:, None] * w1[None, :]).to(t.dtype).expand_as(t))
+    else:  # pragma: no cover - the spec's Literal keeps this unreachable
+        raise ValueError(f"unknown filler {kind}")
+
+
+def fill_module(spec: LayerSpec, module: nn.Module) -> None:
+    """Apply the spec's ``weight_filler``/``bias_filler`` to ``module.weight``/``.bias``."""
+    for field, attr in (("weight_filler", "weight"), ("bias_filler", "bias")):
+        f = getattr(spec, field, None)
+        p = getattr(module, attr, None)
+        if f is None or not isinstance(p, torch.Tensor):
+            continue
+        if nn.utils.parametrize.is_parametrized(module, attr):
+            # weight-normed: fill a plain tensor, then let the parametrization
+            # split it into direction and norm (its right_inverse)
+            with torch.no_grad():
+                w = torch.empty_like(p)
+                fill(w, f)
+                setattr(module, attr, w)
+        else:
+            fill(p, f)

@@ -1,0 +1,256 @@
+"""NetSpec -> checked Graph: phase filtering, blob wiring, shape inference, counts.
+
+Caffe's semantics: layers run in file order; a bottom names a blob produced by an
+input or an earlier layer; a top equal to a bottom is in place; a blob read by
+several layers fans out; blobs nobody reads at the end are the net's outputs. All
+of it is checked here, before any weight is allocated: shapes by each layer's
+``infer``, parameter counts by building the layer on the meta device.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from netcfg.errors import ConfigError, ConfigErrors, ShapeError, did_you_mean
+from netcfg.layers.base import Blob, LayerSpec
+from netcfg.net.spec import NetSpec
+
+__all__ = ["Node", "Graph", "build_graph", "layer_active"]
+
+
+@dataclass
+class Node:
+    """One layer of a graph with its wiring and inferred blobs."""
+
+    spec: LayerSpec
+    bottoms: list[str]
+    tops: list[str]
+    in_blobs: list[Blob]
+    out_blobs: list[Blob]
+    params: int = 0
+    flops: int = 0
+    loss_weights: list[float] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass
+class Graph:
+    """A net for one phase: its inputs, layers in run order, outputs and loss weights."""
+
+    name: str
+    phase: str
+    inputs: dict[str, Blob]
+    nodes: list[Node]
+    outputs: list[str]
+    blobs: dict[str, Blob]
+    losses: dict[str, float]  # top -> loss_weight, nonzero only
+    spec: NetSpec | None = None
+
+    @property
+    def total_params(self) -> int:
+        return sum(n.params for n in self.nodes)
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(n.params for n in self.nodes if n.params and _trainable(n))
+
+    @property
+    def flops(self) -> int:
+        return sum(n.flops for n in self.nodes)
+
+
+def _trainable(node: Node) -> bool:
+    return not node.spec.param or any(p.lr_mult > 0 for p in node.spec.param)
+
+
+def layer_active(layer: LayerSpec, phase: str, stages: set[str], level: int = 0) -> bool:
+    """Caffe's NetStateRule logic."""
+    if layer.include and not any(r.matches(phase, stages, level) for r in layer.include):
+        return False
+    return not any(r.matches(phase, stages, level) for r in layer.exclude)
+
+
+def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | list[str] = (), level: int = 0) -> Graph:
+    """Wire and shape-check the layers of ``spec`` active in ``phase``; raise ConfigErrors."""
+    phase = phase.upper()
+    stage_set = set(stages)
+    errors: list[ConfigError] = []
+    blobs: dict[str, Blob | None] = {name: Blob(tuple(i.shape), i.dtype) for name, i in spec.inputs.items()}
+    producers: dict[str, LayerSpec | None] = {name: None for name in spec.inputs}
+    available: dict[str, None] = {}  # insertion-ordered set: produced and not yet read
+    nodes: list[Node] = []
+    seen_names: dict[str, LayerSpec] = {}
+    later_tops = _later_tops(spec.layers)
+    prev_top: str | None = next(iter(spec.inputs))
+    shared: dict[str, tuple] = {}
+
+    def err(layer: LayerSpec, msg: str, key: str | None = None, hint: str | None = None) -> None:
+        path = layer._path + ((key,) if key else ())
+        errors.append(spec.locate(ConfigError(msg, path, hint=hint)))
+
+    for idx, layer in enumerate(spec.layers):
+        if not layer_active(layer, phase, stage_set, level):
+            continue
+        cls = type(layer)
+        if layer.name in seen_names:
+            first = seen_names[layer.name]._path
+            err(layer, f"duplicate layer name '{layer.name}'", "name",
+                hint=f"first used by the layer at {spec.locate(ConfigError('', first)).where}")
+            continue
+        seen_names[layer.name] = layer
+        bottoms = list(layer.bottom) if layer.bottom is not None else ([prev_top] if prev_top else [])
+        tops = list(layer.top) if layer.top is not None else _default_tops(layer)
+        if not _count_ok(bottoms, cls.n_bottoms):
+            err(layer, f"{layer.type} takes {_count_text(cls.n_bottoms)} bottom(s), got {len(bottoms)}: {bottoms}",
+                "bottom" if layer.bottom is not None else None)
+            _poison(tops, blobs, producers, layer)
+            continue
+        if not _count_ok(tops, cls.n_tops):
+            err(layer, f"{layer.type} makes {_count_text(cls.n_tops)} top(s), got {len(tops)}: {tops}", "top")
+            _poison(tops, blobs, producers, layer)
+            continue
+        missing = False
+        for b in bottoms:
+            if b in blobs:
+                continue
+            missing = True
+            later = later_tops.get(b)
+            if later is not None and later[0] > idx:
+                err(layer, f"bottom '{b}' is produced by layer '{later[1]}', which comes later; layers run in "
+                           "file order, so this is a cycle or a misplaced layer", "bottom")
+            else:
+                err(layer, f"bottom '{b}' is not an input or the top of an earlier layer", "bottom",
+                    hint=did_you_mean(b, blobs, show_all=8))
+        if missing:
+            _poison(tops, blobs, producers, layer)
+            continue
+        for t in tops:
+            if t in blobs and t not in bottoms:
+                owner = producers.get(t)
+                who = f"layer '{owner.name}'" if owner is not None else "an input"
+                err(layer, f"top '{t}' is already produced by {who}; only an in-place layer (top = bottom) may reuse a name", "top")
+                missing = True
+        if missing:
+            continue
+        in_blobs = [blobs[b] for b in bottoms]
+        if any(b is None for b in in_blobs):  # upstream error already reported
+            _poison(tops, blobs, producers, layer)
+            continue
+        try:
+            out_blobs = layer.infer(in_blobs)
+            if len(out_blobs) != len(tops):
+                raise ShapeError(f"{layer.type} makes {len(out_blobs)} top(s) here, but {len(tops)} are named: {tops}", key="top")
+            weights = layer.loss_weights(len(tops))
+            if len(weights) != len(tops):
+                raise ShapeError(f"loss_weight has {len(weights)} value(s) for {len(tops)} top(s)", key="loss_weight")
+            params = _count_params(layer, in_blobs, shared)
+        except ShapeError as e:
+            shapes = ", ".join(f"{b}: {s}" for b, s in zip(bottoms, in_blobs))
+            err(layer, f"{layer.type} layer '{layer.name}': {e} [inputs {shapes}]", e.key)
+            _poison(tops, blobs, producers, layer)
+            continue
+        for b in bottoms:
+            available.pop(b, None)
+        for t, blob in zip(tops, out_blobs):
+            blobs[t] = blob
+            producers[t] = layer
+            available[t] = None
+        nodes.append(Node(layer, bottoms, tops, in_blobs, out_blobs, params,
+                          layer.flops(in_blobs, out_blobs), weights))
+        prev_top = tops[0] if tops else prev_top
+    if not errors and not nodes:
+        errors.append(spec.locate(ConfigError(f"no layer is active in phase {phase}", ("layers",))))
+    if errors:
+        raise ConfigErrors(errors)
+    losses = {t: w for n in nodes for t, w in zip(n.tops, n.loss_weights) if w}
+    graph = Graph(spec.name, phase, {k: v for k, v in blobs.items() if k in spec.inputs},  # type: ignore[misc]
+                  nodes, list(available), {k: v for k, v in blobs.items() if v is not None}, losses, spec)
+    _check_memory(graph)
+    return graph
+
+
+def _default_tops(layer: LayerSpec) -> list[str]:
+    n = layer.num_tops()
+    return [layer.name] if n == 1 else [f"{layer.name}_{i}" for i in range(n)]
+
+
+def _later_tops(layers: list[LayerSpec]) -> dict[str, tuple[int, str]]:
+    out: dict[str, tuple[int, str]] = {}
+    for i, layer in enumerate(layers):
+        for t in layer.top if layer.top is not None else [layer.name]:
+            out.setdefault(t, (i, layer.name))
+    return out
+
+
+def _poison(tops: list[str], blobs: dict, producers: dict, layer: LayerSpec) -> None:
+    """Mark a failed layer's tops as unknown so downstream layers stay quiet."""
+    for t in tops:
+        blobs.setdefault(t, None)
+        producers.setdefault(t, layer)
+
+
+def _count_ok(items: list, bounds: tuple[int, int | None]) -> bool:
+    lo, hi = bounds
+    return len(items) >= lo and (hi is None or len(items) <= hi)
+
+
+def _count_text(bounds: tuple[int, int | None]) -> str:
+    lo, hi = bounds
+    if hi == lo:
+        return str(lo)
+    return f"at least {lo}" if hi is None else f"{lo} to {hi}"
+
+
+def _count_params(layer: LayerSpec, in_blobs: list[Blob], shared: dict[str, tuple]) -> int:
+    """Learnable parameters of ``layer``, counting a shared (named) blob once."""
+    with torch.device("meta"):
+        module = layer.build(in_blobs)
+    names = layer.blob_names()
+    if len(layer.param) > len(names):
+        raise ShapeError(f"param lists {len(layer.param)} entries but {layer.type} has "
+                         f"{len(names)} learnable blob(s): {names or 'none'}", key="param")
+    total = 0
+    counted = set()
+    for i, blob in enumerate(names):
+        t = module.get_parameter(blob)
+        counted.add(id(t))
+        share = layer.param[i].name if i < len(layer.param) else None
+        if share is not None:
+            if share in shared:
+                owner, shape = shared[share]
+                if shape != tuple(t.shape):
+                    raise ShapeError(f"shared param '{share}' has shape {list(t.shape)} here but "
+                                     f"{list(shape)} in layer '{owner}'", key="param")
+                continue
+            shared[share] = (layer.name, tuple(t.shape))
+        total += t.numel()
+    # parameters the layer does not list as blobs (e.g. inside a Residual body)
+    total += sum(p.numel() for p in module.parameters() if id(p) not in counted)
+    return total
+
+
+def _check_memory(graph: Graph) -> None:
+    """Refuse at check time a net whose parameters alone could not fit in RAM."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    need = graph.total_params * 4 * 3  # fp32 weights, gradients, one optimizer slot
+    if need > ram:
+        big = max(graph.nodes, key=lambda n: n.params)
+        err = ConfigError(
+            f"the net has {graph.total_params:,} parameters: about {need / 2**30:.1f} GiB to train in fp32, "
+            f"more than this machine's {ram / 2**30:.1f} GiB of memory (largest: layer '{big.name}', "
+            f"{big.params:,} parameters)", big.spec._path, hint="reduce num_output or the input size")
+        raise ConfigErrors([graph.spec.locate(err) if graph.spec else err])
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)

@@ -1,0 +1,121 @@
+"""Net: the ``nn.Module`` that runs a checked Graph.
+
+The schedule (module, bottom names, top names) is computed once at build time;
+``forward`` only looks blobs up by name and calls the layers. Parameters are named
+``<layer>.<blob>`` (``conv1.weight``), so weights move between nets by layer name;
+a dotted layer name (``stage2.block1.conv1``) becomes nested modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from netcfg.errors import ConfigError, ConfigErrors
+from netcfg.net.graph import Graph
+
+__all__ = ["Net", "ParamInfo"]
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """A learnable tensor of the net with its solver multipliers."""
+
+    name: str
+    param: nn.Parameter
+    lr_mult: float
+    decay_mult: float
+
+
+class Net(nn.Module):
+    """A net built from a Graph; ``net(**inputs)`` returns every output top by name."""
+
+    def __init__(self, graph: Graph):
+        super().__init__()
+        self.graph = graph
+        self.input_names: tuple[str, ...] = tuple(graph.inputs)
+        self.outputs: tuple[str, ...] = tuple(graph.outputs)
+        self.loss_weights: dict[str, float] = dict(graph.losses)
+        self._schedule: list[tuple[nn.Module, tuple[str, ...], tuple[str, ...]]] = []
+        self._infos: list[ParamInfo] = []
+        shared: dict[str, tuple[str, nn.Parameter]] = {}
+        for node in graph.nodes:
+            module = node.spec.build(node.in_blobs)
+            node.spec.fill(module)
+            self._insert(node.name, module)
+            self._schedule.append((module, tuple(node.bottoms), tuple(node.tops)))
+            self._bind_params(node, module, shared)
+
+    def _insert(self, name: str, module: nn.Module) -> None:
+        parent: nn.Module = self
+        *scopes, leaf = name.split(".")
+        for s in scopes:
+            child = parent._modules.get(s)
+            if child is None:
+                child = nn.Module()
+                parent._modules[s] = child
+            parent = child
+        # straight into _modules: a layer may be called "forward" or "training"
+        parent._modules[leaf] = module
+
+    def _bind_params(self, node, module: nn.Module, shared: dict) -> None:
+        spec = node.spec
+        for i, blob in enumerate(spec.blob_names()):
+            p = module.get_parameter(blob)
+            ps = spec.param[i] if i < len(spec.param) else None
+            lr_mult, decay_mult = (ps.lr_mult, ps.decay_mult) if ps else (1.0, 1.0)
+            if ps is not None and ps.name is not None:
+                if ps.name in shared:  # tie to the first owner's tensor
+                    owner_name, owner = shared[ps.name]
+                    _set_param(module, blob, owner)
+                    continue
+                shared[ps.name] = (f"{node.name}.{blob}", p)
+            if lr_mult == 0:
+                p.requires_grad_(False)
+            self._infos.append(ParamInfo(f"{node.name}.{blob}", p, lr_mult, decay_mult))
+        listed = {id(i.param) for i in self._infos}
+        for sub, p in module.named_parameters():  # e.g. parameters inside a Residual body
+            if id(p) not in listed:
+                self._infos.append(ParamInfo(f"{node.name}.{sub}", p, 1.0, 1.0))
+
+    def param_infos(self) -> list[ParamInfo]:
+        """Every distinct learnable tensor with its lr_mult/decay_mult (shared ones once)."""
+        return list(self._infos)
+
+    def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        blobs = dict(inputs)
+        for module, bottoms, tops in self._schedule:
+            out = module(*[blobs[b] for b in bottoms])
+            if len(tops) == 1:
+                blobs[tops[0]] = out
+            else:
+                for t, o in zip(tops, out):
+                    blobs[t] = o
+        return {t: blobs[t] for t in self.outputs}
+
+    def loss(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The total loss: the sum of every loss top times its loss_weight."""
+        total = None
+        for top, w in self.loss_weights.items():
+            v = outputs[top]
+            v = v if v.dim() == 0 else v.sum()
+            term = v if w == 1.0 else v * w
+            total = term if total is None else total + term
+        if total is None:
+            raise ConfigErrors([ConfigError(f"net '{self.graph.name}' has no loss in phase {self.graph.phase}",
+                                            ("layers",), hint="add a loss layer or a loss_weight")])
+        return total
+
+    def check_inputs(self, inputs: dict[str, torch.Tensor]) -> None:
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise ConfigErrors([ConfigError(f"missing input(s) {missing}; the net takes {list(self.input_names)}")])
+
+
+def _set_param(module: nn.Module, path: str, p: nn.Parameter) -> None:
+    *scopes, leaf = path.split(".")
+    for s in scopes:
+        module = getattr(module, s)
+    setattr(module, leaf, p)

@@ -1,0 +1,94 @@
+"""NetSpec: the schema of a net file, and loading one from YAML with located errors."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, PrivateAttr
+
+from netcfg.errors import ConfigError, ConfigErrors
+from netcfg.layers.base import AnyLayer, LayerSpec
+from netcfg.source import Source, apply_overrides, load_yaml
+from netcfg.spec import Spec, validate
+
+__all__ = ["InputSpec", "NetSpec", "load_net", "net_from_source", "DTYPES"]
+
+DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "uint8", "bool")
+
+
+def _shape_shorthand(v: Any) -> Any:
+    return {"shape": v} if isinstance(v, list) else v
+
+
+class InputSpec(Spec):
+    """One named input of the net: its per-sample shape (no batch dimension) and dtype."""
+
+    shape: list[Annotated[int, Field(ge=1)]] = Field(..., description="per-sample shape, e.g. [1, 28, 28]; [] for a scalar label")
+    dtype: Literal[DTYPES] = Field("float32", description="element type; labels are int64")  # type: ignore[valid-type]
+
+
+class NetSpec(Spec):
+    """A net file: a name, named inputs, and layers wired by blob name in file order."""
+
+    name: str = Field(..., min_length=1, description="the net's name")
+    inputs: dict[str, Annotated[InputSpec, BeforeValidator(_shape_shorthand)]] = Field(
+        ..., min_length=1, description="named inputs: per-sample shape, or {shape, dtype}")
+    layers: list[AnyLayer] = Field(..., min_length=1, description="the layers, run in file order")
+    plugins: list[str] = Field(default_factory=list, description="Python modules to import for third-party layer types")
+
+    _source: Source | None = PrivateAttr(None)
+
+    @property
+    def source(self) -> Source | None:
+        """Where this spec came from, for locating errors found after validation."""
+        return self._source
+
+    def locate(self, err: ConfigError) -> ConfigError:
+        if self._source is not None:
+            return self._source.locate(err)
+        return err
+
+
+def _import_plugins(src: Source) -> None:
+    plugins = src.data.get("plugins") or []
+    if not isinstance(plugins, list):
+        return  # the schema reports the wrong type
+    errors = []
+    for i, mod in enumerate(plugins):
+        if not isinstance(mod, str):
+            continue
+        try:
+            importlib.import_module(mod)
+        except ImportError as e:
+            errors.append(src.locate(ConfigError(f"cannot import plugin module '{mod}': {e}", ("plugins", i),
+                                                 hint="is it installed, or on PYTHONPATH?")))
+    if errors:
+        raise ConfigErrors(errors)
+
+
+def net_from_source(src: Source) -> NetSpec:
+    """Validate a located YAML document as a NetSpec."""
+    _import_plugins(src)
+    spec = validate(NetSpec, src)
+    spec._source = src
+    _set_paths(spec.layers, ("layers",))
+    return spec
+
+
+def _set_paths(layers: list[LayerSpec], prefix: tuple) -> None:
+    for i, layer in enumerate(layers):
+        layer._path = prefix + (i,)
+        for key in ("body", "shortcut"):  # container layers (Residual)
+            sub = getattr(layer, key, None)
+            if isinstance(sub, list):
+                _set_paths(sub, layer._path + (key,))
+
+
+def load_net(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> NetSpec:
+    """Read, validate and return the net file at ``path`` (with ``--set`` overrides)."""
+    src = load_yaml(path)
+    if overrides:
+        apply_overrides(src, list(overrides))
+    return net_from_source(src)

@@ -44,10 +44,12 @@ def _as_list(v: Any) -> Any:
     return [v] if isinstance(v, (str, int, float, dict)) else v
 
 
-StrList = Annotated[list[str], BeforeValidator(_as_list)]
-FloatList = Annotated[list[float], BeforeValidator(_as_list)]
+StrList = Annotated[list[str], BeforeValidator(_as_list, json_schema_input_type=str | list[str])]
+FloatList = Annotated[list[float], BeforeValidator(_as_list, json_schema_input_type=float | list[float])]
 # an int or [h, w]; Caffe's repeated kernel_size/stride/pad fields
-IntPair = Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_as_list), Field(min_length=1, max_length=3)]
+IntPair = Annotated[list[Annotated[int, Field(ge=0)]],
+                    BeforeValidator(_as_list, json_schema_input_type=Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]]),
+                    Field(min_length=1, max_length=3)]
 
 
 def pair(v: list[int] | None, h: int | None = None, w: int | None = None, default: int = 0) -> tuple[int, int]:
@@ -120,10 +122,10 @@ class LayerSpec(Spec):
     type: str = Field(..., description="layer type")
     bottom: StrList | None = Field(None, description="input blob names; default: the previous layer's top")
     top: StrList | None = Field(None, description="output blob names; default: the layer's name")
-    include: Annotated[list[Rule], BeforeValidator(_as_list)] = Field(default_factory=list, description="keep the layer when any rule matches")
-    exclude: Annotated[list[Rule], BeforeValidator(_as_list)] = Field(default_factory=list, description="drop the layer when any rule matches")
+    include: Annotated[list[Rule], BeforeValidator(_as_list, json_schema_input_type=Rule | list[Rule])] = Field(default_factory=list, description="keep the layer when any rule matches")
+    exclude: Annotated[list[Rule], BeforeValidator(_as_list, json_schema_input_type=Rule | list[Rule])] = Field(default_factory=list, description="drop the layer when any rule matches")
     loss_weight: FloatList | None = Field(None, description="weight of each top in the total loss")
-    param: Annotated[list[ParamSpec], BeforeValidator(_as_list)] = Field(default_factory=list, description="lr_mult/decay_mult/name per learnable blob")
+    param: Annotated[list[ParamSpec], BeforeValidator(_as_list, json_schema_input_type=ParamSpec | list[ParamSpec])] = Field(default_factory=list, description="lr_mult/decay_mult/name per learnable blob")
 
     _path: tuple = PrivateAttr(())  # key path in the net file, for locating errors
 

@@ -47,6 +47,7 @@ class Net(nn.Module):
             self._insert(node.name, module)
             self._schedule.append((module, tuple(node.bottoms), tuple(node.tops)))
             self._bind_params(node, module, shared)
+        self.train(graph.phase == "TRAIN")  # Dropout/BatchNorm follow the phase
 
     def _insert(self, name: str, module: nn.Module) -> None:
         parent: nn.Module = self

@@ -1,0 +1,97 @@
+"""``netcfg check FILE``: validate a net (or solver) file and print its layer table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+PhaseOpt = Annotated[str, typer.Option("--phase", help="TRAIN or TEST", case_sensitive=False)]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("check")(check)
+
+
+def check(
+    file: Annotated[Path, typer.Argument(help="net file (YAML)", show_default=False)],
+    phase: PhaseOpt = "TRAIN",
+    stage: Annotated[list[str], typer.Option("--stage", help="active stage (repeatable)")] = [],
+    set_: Annotated[list[str], typer.Option("--set", help="override a key: a.b=value (repeatable)")] = [],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
+) -> None:
+    """Validate FILE, infer every blob's shape, print a layer table (exit 2 when invalid)."""
+    from netcfg.errors import ConfigError
+    from netcfg.net import build_graph
+    from netcfg.net.spec import net_from_source
+    from netcfg.source import apply_overrides, load_yaml
+
+    phase = phase.upper()
+    if phase not in ("TRAIN", "TEST"):
+        raise ConfigError(f"--phase must be TRAIN or TEST, got '{phase}'", file="--phase")
+    src = load_yaml(file)
+    if set_:
+        apply_overrides(src, set_)
+    graph = build_graph(net_from_source(src), phase, stage)
+    if as_json:
+        typer.echo(json.dumps(graph_json(graph), indent=1))
+    else:
+        typer.echo(render_table(graph))
+
+
+def graph_json(graph) -> dict:
+    return {
+        "name": graph.name,
+        "phase": graph.phase,
+        "inputs": {k: {"shape": list(b.shape), "dtype": b.dtype} for k, b in graph.inputs.items()},
+        "layers": [
+            {
+                "name": n.name,
+                "type": n.spec.type,
+                "bottoms": n.bottoms,
+                "tops": n.tops,
+                "shapes": {t: list(b.shape) for t, b in zip(n.tops, n.out_blobs)},
+                "params": n.params,
+                "flops": n.flops,
+            }
+            for n in graph.nodes
+        ],
+        "outputs": graph.outputs,
+        "losses": graph.losses,
+        "total_params": graph.total_params,
+        "trainable_params": graph.trainable_params,
+        "flops": graph.flops,
+    }
+
+
+def _human(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def render_table(graph) -> str:
+    rows = [("layer", "type", "tops", "output shape", "params", "FLOPs")]
+    for name, b in graph.inputs.items():
+        rows.append((name, "input", name, str(b), "", ""))
+    for n in graph.nodes:
+        shapes = ", ".join(str(b) for b in n.out_blobs)
+        rows.append((n.name, n.spec.type, ", ".join(n.tops), shapes, f"{n.params:,}" if n.params else "",
+                     _human(n.flops) if n.flops else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    right = {4, 5}
+    lines = []
+    for j, r in enumerate(rows):
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    loss = ", ".join(f"{t} x {w:g}" for t, w in graph.losses.items()) or "none"
+    lines.append("")
+    lines.append(f"{graph.name} ({graph.phase}): {len(graph.nodes)} layers, {graph.total_params:,} parameters "
+                 f"({graph.trainable_params:,} trainable), {_human(graph.flops)} FLOPs per sample")
+    lines.append(f"outputs: {', '.join(graph.outputs)}; loss: {loss}")
+    return "\n".join(lines)

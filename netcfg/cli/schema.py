@@ -1,0 +1,32 @@
+"""``netcfg schema``: the JSON Schema of net (or solver) files, for editors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("schema")(schema)
+
+
+def schema(
+    kind: Annotated[str, typer.Argument(help="net or solver")] = "net",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="write to this file")] = None,
+) -> None:
+    """Write the JSON Schema of net or solver files (stdout, or -o FILE)."""
+    from netcfg.errors import ConfigError
+    from netcfg.schema import net_schema, solver_schema
+
+    makers = {"net": net_schema, "solver": solver_schema}
+    if kind not in makers:
+        raise ConfigError(f"unknown schema '{kind}'", file="netcfg schema", hint="valid: net, solver")
+    text = json.dumps(makers[kind](), indent=1)
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text + "\n")
+        typer.echo(f"wrote {output}")

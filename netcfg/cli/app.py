@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from netcfg.cli import check, layers, schema
+from netcfg.cli import check, layers, schema, test, train
 
 app = typer.Typer(
     name="netcfg",
@@ -21,7 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (check, schema, layers):
+for _module in (check, train, test, schema, layers):
     _module.register(app)
 
 

@@ -14,7 +14,7 @@ import math
 from importlib import metadata
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import BeforeValidator, Field, PlainValidator, PrivateAttr, ValidationInfo, WithJsonSchema, field_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, PlainValidator, PrivateAttr, SerializationInfo, ValidationInfo, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 
 from netcfg.errors import NetcfgError, ShapeError, did_you_mean
@@ -248,10 +248,17 @@ def _dispatch(value: Any, info: ValidationInfo) -> LayerSpec:
     return cls.model_validate(value, context=info.context)
 
 
+def _serialize(value: LayerSpec, info: SerializationInfo) -> dict[str, Any]:
+    # serialise as the concrete type (the declared LayerSpec would drop its fields)
+    return value.model_dump(mode=info.mode, exclude_unset=info.exclude_unset,
+                            exclude_defaults=info.exclude_defaults, exclude_none=info.exclude_none)
+
+
 # A field holding any registered layer: validated by the class its `type` names.
 # The JSON Schema points at one definition that `netcfg schema` fills with all types.
 AnyLayer = Annotated[
     LayerSpec,
     PlainValidator(_dispatch),
+    PlainSerializer(_serialize),
     WithJsonSchema({"$ref": "#/$defs/Layer"}),
 ]

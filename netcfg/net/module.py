@@ -32,7 +32,9 @@ class ParamInfo:
 class Net(nn.Module):
     """A net built from a Graph; ``net(**inputs)`` returns every output top by name."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, share: Net | None = None):
+        """Build every layer of ``graph``. With ``share`` (Caffe's test net), a layer
+        whose spec and input shapes equal one of ``share``'s reuses its module."""
         super().__init__()
         self.graph = graph
         self.input_names: tuple[str, ...] = tuple(graph.inputs)
@@ -40,10 +42,16 @@ class Net(nn.Module):
         self.loss_weights: dict[str, float] = dict(graph.losses)
         self._schedule: list[tuple[nn.Module, tuple[str, ...], tuple[str, ...]]] = []
         self._infos: list[ParamInfo] = []
+        self._layers: dict[str, tuple] = {}  # name -> (spec, in_blobs, module)
         shared: dict[str, tuple[str, nn.Parameter]] = {}
         for node in graph.nodes:
-            module = node.spec.build(node.in_blobs)
-            node.spec.fill(module)
+            theirs = share._layers.get(node.name) if share is not None else None
+            if theirs is not None and theirs[0] == node.spec and theirs[1] == node.in_blobs:
+                module = theirs[2]
+            else:
+                module = node.spec.build(node.in_blobs)
+                node.spec.fill(module)
+            self._layers[node.name] = (node.spec, node.in_blobs, module)
             self._insert(node.name, module)
             self._schedule.append((module, tuple(node.bottoms), tuple(node.tops)))
             self._bind_params(node, module, shared)
@@ -108,6 +116,22 @@ class Net(nn.Module):
             raise ConfigErrors([ConfigError(f"net '{self.graph.name}' has no loss in phase {self.graph.phase}",
                                             ("layers",), hint="add a loss layer or a loss_weight")])
         return total
+
+    @torch.no_grad()
+    def first_nonfinite(self, **inputs: torch.Tensor) -> tuple[str, str] | None:
+        """(layer, top) of the first output that holds NaN or inf, or None."""
+        for name, t in inputs.items():
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                return ("input", name)
+        blobs = dict(inputs)
+        for (module, bottoms, tops), node in zip(self._schedule, self.graph.nodes):
+            out = module(*[blobs[b] for b in bottoms])
+            outs = (out,) if len(tops) == 1 else tuple(out)
+            for t, o in zip(tops, outs):
+                blobs[t] = o
+                if o.is_floating_point() and not torch.isfinite(o).all():
+                    return (node.name, t)
+        return None
 
     def check_inputs(self, inputs: dict[str, torch.Tensor]) -> None:
         missing = [n for n in self.input_names if n not in inputs]

@@ -1,0 +1,40 @@
+"""``netcfg test SOLVER --weights W``: run the TEST phase and print every output's mean."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("test")(test)
+
+
+def test(
+    solver: Annotated[Path, typer.Argument(help="solver file (YAML) or a run's config.yaml", show_default=False)],
+    weights: Annotated[Path, typer.Option("--weights", help="trained weights (.safetensors)")],
+    iterations: Annotated[int | None, typer.Option("--iterations", min=1, help="test batches (default: the whole test split)")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="override a solver key: a.b=value (repeatable)")] = [],
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Average every scalar output of the TEST net over the test split."""
+    import tempfile
+
+    from netcfg.solver import Solver
+    from netcfg.solver.spec import load_solver
+
+    overrides = list(set_) + ["max_iter=0", "weights=" + str(weights.resolve())]
+    if device:
+        overrides.append(f"device={device}")
+    spec = load_solver(solver, overrides)
+    spec.data.train = None  # testing reads no training data
+    with tempfile.TemporaryDirectory() as tmp:
+        quiet = (lambda line: None) if as_json else typer.echo
+        s = Solver(spec, out=Path(tmp) / "run", log=quiet)
+        results = s.test(iterations)
+    if as_json:
+        typer.echo(json.dumps(results))

@@ -1,0 +1,170 @@
+"""Built-in data sources (digits, idx) and ``load_source``: a spec -> named tensors.
+
+A source returns whole splits as arrays: ``data`` (N, C, H, W) uint8 images and
+``label`` (N,) int64. Decoded arrays are cached per process (keyed by file, size
+and mtime), and the tensors returned share that memory: treat them as read-only.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from netcfg.data.spec import DataSourceSpec, register_source, source_types
+from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
+
+__all__ = ["load_source", "describe_source", "check_tensors", "read_idx"]
+
+DIGITS_TRAIN = 1437  # the first 80% of scikit-learn's 1,797 digits; the rest is test
+
+
+def load_source(spec: DataSourceSpec, base_dir: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """The split ``spec`` names, as CPU tensors keyed by the source's names (``limit`` applied)."""
+    kind = source_types()[spec.source]
+    arrays = kind.load(spec, spec.resolved_path(base_dir) if kind.needs_path else None)
+    tensors = {name: torch.from_numpy(a[: spec.limit]) for name, a in arrays.items()}
+    check_tensors(spec, tensors)
+    return tensors
+
+
+def describe_source(spec: DataSourceSpec, base_dir: str | Path | None = None) -> dict[str, tuple[tuple[int, ...], str]]:
+    """What the batches hold, per net input: ``{name: (per-sample shape, dtype)}``.
+
+    Names are after ``inputs:`` renaming and dtypes as delivered (``data`` becomes
+    float32), so they compare directly with a net's ``inputs:``.
+    """
+    out = {}
+    for name, t in load_source(spec, base_dir).items():
+        dtype = "float32" if name == "data" else str(t.dtype).removeprefix("torch.")
+        out[spec.input_name(name)] = (tuple(t.shape[1:]), dtype)
+    return out
+
+
+def check_tensors(spec: DataSourceSpec, tensors: dict[str, torch.Tensor]) -> None:
+    """Check that ``inputs``, ``mean_value`` and ``std`` fit the tensors the source gives."""
+    errors = []
+    for key in spec.inputs or {}:
+        if key not in tensors:
+            errors.append(ConfigError(f"source '{spec.source}' has no tensor '{key}'", ("inputs", key),
+                                      hint=did_you_mean(key, tensors)))
+    data = tensors.get("data")
+    channels = data.shape[1] if data is not None and data.dim() > 1 else 1
+    for field in ("mean_value", "std"):
+        value = getattr(spec, field)
+        if isinstance(value, list) and len(value) not in (1, channels):
+            errors.append(ConfigError(f"{field} has {len(value)} values but the data has {channels} channel(s)",
+                                      (field,), hint=f"give one value, or {channels}"))
+    sizes = {name: len(t) for name, t in tensors.items()}
+    if len(set(sizes.values())) > 1:
+        errors.append(ConfigError(f"source tensors differ in length: {sizes}", ("source",)))
+    elif not sizes or not next(iter(sizes.values())):
+        errors.append(ConfigError(f"the {spec.split} split of source '{spec.source}' has no samples", ("source",)))
+    if errors:
+        raise ConfigErrors(errors) if len(errors) > 1 else errors[0]
+
+
+# ---------------------------------------------------------------- digits
+
+
+@register_source("digits")
+def load_digits(spec: DataSourceSpec, path: Path | None) -> dict[str, np.ndarray]:
+    """scikit-learn's 8x8 handwritten digits, 10 classes, bundled (no download)."""
+    images, labels = _digits()
+    part = slice(None, DIGITS_TRAIN) if spec.split == "train" else slice(DIGITS_TRAIN, None)
+    return {"data": images[part], "label": labels[part]}
+
+
+@functools.lru_cache(maxsize=1)
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    d = sk_load_digits()
+    # 0..16 -> 0..255, so the MNIST scale 1/256 gives the same [0, 1) range
+    images = np.rint(d.images * (255 / 16)).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
+    return images, d.target.astype(np.int64)
+
+
+# ---------------------------------------------------------------- idx (MNIST format)
+
+_PREFIXES = {"train": ("train",), "test": ("t10k", "test")}
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@register_source("idx", needs_path=True)
+def load_idx(spec: DataSourceSpec, path: Path | None) -> dict[str, np.ndarray]:
+    """MNIST-format IDX files (MNIST, Fashion-MNIST, KMNIST), gzipped or raw.
+
+    Reads ``<prefix>-images-idx3-ubyte[.gz]`` and ``<prefix>-labels-idx1-ubyte[.gz]``
+    from ``path``, with prefix ``train`` for the train split and ``t10k`` for test.
+    """
+    assert path is not None  # the spec requires it
+    if not path.exists():
+        raise ConfigError(f"directory '{path}' does not exist", ("path",),
+                          hint=None if Path(spec.path or "").expanduser().is_absolute()
+                          else "a relative path resolves against the solver file's directory")
+    if not path.is_dir():
+        raise ConfigError(f"'{path}' is not a directory", ("path",), hint="give the directory holding the IDX files")
+    images = read_idx(_find(path, spec.split, "images", 3))
+    labels = read_idx(_find(path, spec.split, "labels", 1))
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ConfigError(f"images file holds {images.dtype} of {images.ndim} dimensions, expected uint8 (N, H, W)", ("path",))
+    if labels.ndim != 1:
+        raise ConfigError(f"labels file has {labels.ndim} dimensions, expected 1", ("path",))
+    if len(images) != len(labels):
+        raise ConfigError(f"the {spec.split} images file has {len(images)} samples but the labels file has {len(labels)}",
+                          ("path",), hint="are both files from the same data set and download?")
+    return {"data": images[:, None], "label": labels.astype(np.int64)}  # (N, 1, H, W)
+
+
+def _find(directory: Path, split: str, kind: str, ndim: int) -> Path:
+    names = [f"{p}-{kind}{sep}idx{ndim}-ubyte{gz}" for p in _PREFIXES[split] for sep in "-." for gz in (".gz", "")]
+    for name in names:
+        if (directory / name).is_file():
+            return directory / name
+    present = sorted(os.listdir(directory))
+    shown = ", ".join(present[:12]) + (f", ... ({len(present)} in all)" if len(present) > 12 else "")
+    raise ConfigError(f"no {split} {kind} file in '{directory}'", ("path",),
+                      hint=f"expected {names[0]} or {names[1]}; the directory holds: {shown or 'nothing'}")
+
+
+def read_idx(file: Path) -> np.ndarray:
+    """One IDX file (gzipped or raw) as a numpy array; ConfigError if it is not valid IDX."""
+    stat = file.stat()
+    return _read_idx_cached(str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_idx_cached(file: str, size: int, mtime_ns: int) -> np.ndarray:
+    def bad(problem: str) -> ConfigError:
+        return ConfigError(f"'{file}' is not a valid IDX file: {problem}", ("path",),
+                           hint="the file may be truncated or corrupt; download it again")
+
+    try:
+        with open(file, "rb") as f:
+            raw = f.read()
+        if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise bad(f"cannot decompress ({e})") from None
+    if len(raw) < 4 or raw[:2] != b"\0\0":
+        raise bad("the header does not start with the IDX magic number")
+    code, ndim = raw[2], raw[3]
+    if code not in _IDX_DTYPES:
+        raise bad(f"unknown element type code 0x{code:02x}")
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise bad(f"the header promises {ndim} dimensions but the file ends at byte {len(raw)}")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_DTYPES[code])
+    want = header + int(np.prod(dims)) * dtype.itemsize
+    if len(raw) != want:
+        what = "is truncated" if len(raw) < want else "has trailing bytes"
+        raise bad(f"it {what}: shape {list(dims)} needs {want} bytes, the file has {len(raw)}")
+    array = np.frombuffer(raw, dtype, offset=header).reshape(dims)
+    return array.astype(dtype.newbyteorder("="))  # native order, writable (torch needs both)

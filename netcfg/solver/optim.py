@@ -1,0 +1,201 @@
+"""Torch optimizers for Caffe's solver types, with lr_mult/decay_mult groups and L1/L2 decay.
+
+Caffe's update for a parameter with gradient ``g`` (``SGDSolver::ApplyUpdate``)
+is: ``g += weight_decay * decay_mult * w`` (L2) or ``* sign(w)`` (L1), then the
+solver type's rule at the rate ``lr * lr_mult``. Torch's optimizers do the same
+once each param group carries ``lr = lr * lr_mult`` and ``weight_decay =
+weight_decay * decay_mult``, which is what ``make_optimizer`` builds; the
+groups also keep ``lr_mult`` and ``decay_mult`` so ``set_learning_rate`` and
+``apply_l1`` can use them, and the parameter names as torch's ``param_names``.
+
+Defaults where a hyperparameter is left out (Caffe's, except where noted)::
+
+    SGD        momentum 0
+    Nesterov   momentum must be given (> 0); Nesterov without momentum is SGD
+    Adam       momentum 0.9, momentum2 0.999, delta 1e-8
+    AdamW      as Adam; decay is decoupled (w *= 1 - lr * decay), not Caffe
+    RMSProp    rms_decay 0.99, delta 1e-8, momentum 0
+    AdaGrad    delta 1e-8 (torch's own default is 1e-10)
+    AdaDelta   momentum 0.95, delta 1e-6 (Caffe's AdaDelta example values)
+
+Known differences from Caffe:
+
+* SGD/Nesterov momentum: Caffe keeps ``v = momentum * v + lr * g`` (the rate
+  folded into the velocity); torch keeps ``v = momentum * v + g`` and steps by
+  ``lr * v``, so a rate change rescales the whole velocity at once instead of
+  fading in. Identical under a constant rate.
+* Adam: Caffe divides by ``sqrt(v) + delta`` before the bias correction, torch
+  by ``sqrt(v_hat) + delta`` after it, so torch's effective delta is larger by
+  ``1 / sqrt(1 - momentum2 ^ t)``. Only visible for gradients near delta.
+* RMSProp and AdaGrad refuse momentum in Caffe; here RMSProp takes torch's.
+
+L1 decay is not a torch option: the optimizer is built with no decay and the
+runner must call ``apply_l1(optimizer, weight_decay)`` after ``backward()`` and
+before ``optimizer.step()`` (after any gradient clipping, as Caffe does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["OPTIMIZERS", "make_optimizer", "set_learning_rate", "apply_l1"]
+
+
+def _sgd(groups, *, base_lr, momentum, **_) -> torch.optim.Optimizer:
+    return torch.optim.SGD(groups, lr=base_lr, momentum=momentum or 0.0, foreach=True)
+
+
+def _nesterov(groups, *, base_lr, momentum, **_) -> torch.optim.Optimizer:
+    if not momentum:
+        raise ValueError(
+            "solver type 'Nesterov' needs momentum > 0 (e.g. momentum: 0.9); "
+            "without momentum use type 'SGD'"
+        )
+    return torch.optim.SGD(
+        groups, lr=base_lr, momentum=momentum, nesterov=True, foreach=True
+    )
+
+
+def _adam_args(base_lr, momentum, momentum2, delta) -> dict:
+    betas = (
+        0.9 if momentum is None else momentum,
+        0.999 if momentum2 is None else momentum2,
+    )
+    return {"lr": base_lr, "betas": betas, "eps": 1e-8 if delta is None else delta}
+
+
+def _adam(groups, *, base_lr, momentum, momentum2, delta, **_) -> torch.optim.Optimizer:
+    args = _adam_args(base_lr, momentum, momentum2, delta)
+    return torch.optim.Adam(groups, **args, foreach=True)
+
+
+def _adamw(groups, *, base_lr, momentum, momentum2, delta, **_) -> torch.optim.Optimizer:
+    args = _adam_args(base_lr, momentum, momentum2, delta)
+    return torch.optim.AdamW(groups, **args, foreach=True)
+
+
+def _rmsprop(groups, *, base_lr, momentum, delta, rms_decay, **_) -> torch.optim.Optimizer:
+    return torch.optim.RMSprop(
+        groups,
+        lr=base_lr,
+        alpha=0.99 if rms_decay is None else rms_decay,
+        eps=1e-8 if delta is None else delta,
+        momentum=momentum or 0.0,
+        foreach=True,
+    )
+
+
+def _adagrad(groups, *, base_lr, delta, **_) -> torch.optim.Optimizer:
+    eps = 1e-8 if delta is None else delta
+    return torch.optim.Adagrad(groups, lr=base_lr, eps=eps, foreach=True)
+
+
+def _adadelta(groups, *, base_lr, momentum, delta, **_) -> torch.optim.Optimizer:
+    return torch.optim.Adadelta(
+        groups,
+        lr=base_lr,
+        rho=0.95 if momentum is None else momentum,
+        eps=1e-6 if delta is None else delta,
+        foreach=True,
+    )
+
+
+# Caffe's solver ``type`` names -> builder; the solver spec validates against the keys.
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "SGD": _sgd,
+    "Nesterov": _nesterov,
+    "Adam": _adam,
+    "AdamW": _adamw,
+    "RMSProp": _rmsprop,
+    "AdaGrad": _adagrad,
+    "AdaDelta": _adadelta,
+}
+
+
+def make_optimizer(
+    type: str,
+    groups: list[dict],
+    *,
+    base_lr: float,
+    momentum: float | None = None,
+    momentum2: float | None = None,
+    delta: float | None = None,
+    rms_decay: float | None = None,
+    weight_decay: float = 0.0,
+    regularization_type: str = "L2",
+) -> torch.optim.Optimizer:
+    """A torch optimizer for Caffe solver ``type`` over ``groups``.
+
+    Each group is ``{"params": [tensor, ...], "names": [str, ...], "lr_mult":
+    float, "decay_mult": float}``. Groups with ``lr_mult`` 0 are frozen and
+    left out; setting their ``requires_grad`` to False is the caller's job.
+    Hyperparameters a type does not use are ignored (the solver spec rejects
+    them). With ``regularization_type`` "L1" the runner must call ``apply_l1``.
+    """
+    if type not in OPTIMIZERS:
+        raise ValueError(f"unknown solver type '{type}' (valid: {', '.join(OPTIMIZERS)})")
+    if regularization_type not in ("L1", "L2"):
+        raise ValueError(
+            f"unknown regularization_type '{regularization_type}' (valid: L1, L2)"
+        )
+    if type == "AdamW" and regularization_type == "L1" and weight_decay:
+        raise ValueError(
+            "solver type 'AdamW' decays weights decoupled from the gradient, "
+            "which has no L1 form; use regularization_type L2 or type Adam"
+        )
+    l2 = weight_decay if regularization_type == "L2" else 0.0
+
+    torch_groups = []
+    for group in groups:
+        lr_mult = float(group.get("lr_mult", 1.0))
+        decay_mult = float(group.get("decay_mult", 1.0))
+        if lr_mult == 0:
+            continue  # frozen: Caffe's update is exactly zero, so skip the work
+        params = list(group["params"])
+        names = list(group.get("names") or ())
+        if names and len(names) != len(params):
+            raise ValueError(
+                f"param group has {len(params)} params but {len(names)} names"
+            )
+        torch_groups.append({
+            # torch stores (name, tensor) pairs' names as the group's param_names
+            "params": list(zip(names, params)) if names else params,
+            "lr": base_lr * lr_mult,
+            "weight_decay": l2 * decay_mult,
+            "lr_mult": lr_mult,
+            "decay_mult": decay_mult,
+        })
+    if not torch_groups:
+        raise ValueError("nothing to train: every parameter group has lr_mult 0")
+
+    return OPTIMIZERS[type](
+        torch_groups,
+        base_lr=base_lr,
+        momentum=momentum,
+        momentum2=momentum2,
+        delta=delta,
+        rms_decay=rms_decay,
+    )
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's rate to ``lr * lr_mult`` (call before each ``step()``)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_mult", 1.0)
+
+
+@torch.no_grad()
+def apply_l1(optimizer: torch.optim.Optimizer, weight_decay: float) -> None:
+    """Caffe's L1 decay: ``grad += weight_decay * decay_mult * sign(w)``, before ``step()``."""
+    if not weight_decay:
+        return
+    for group in optimizer.param_groups:
+        decay = weight_decay * group.get("decay_mult", 1.0)
+        if not decay:
+            continue
+        params = [p for p in group["params"] if p.grad is not None]
+        if params:
+            grads = [p.grad for p in params]
+            torch._foreach_add_(grads, torch._foreach_sign(params), alpha=decay)

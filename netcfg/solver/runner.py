@@ -1,0 +1,338 @@
+"""Solver: Caffe's training loop over a Net, with tests, display, snapshots and resume.
+
+One iteration (Caffe's ``Solver::Step``): test when ``iter % test_interval == 0``
+(and at 0 if ``test_initialization``), ``iter_size`` forward/backward passes
+with the loss divided by ``iter_size``, gradient clipping, regularisation, an
+update at ``learning_rate(iter)``, the smoothed loss displayed every
+``display`` iterations, a snapshot every ``snapshot`` iterations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections import deque
+from pathlib import Path
+
+import torch
+import yaml
+
+from netcfg.data.loader import BatchLoader
+from netcfg.data.sources import load_source
+from netcfg.errors import ConfigError, ConfigErrors, NetcfgError
+from netcfg.net import Net, build_graph
+from netcfg.solver.checkpoint import load_tree, save_tree
+from netcfg.solver.lr_policy import learning_rate
+from netcfg.solver.optim import apply_l1, make_optimizer, set_learning_rate
+from netcfg.solver.rundir import RunDir, config_diff, resolved_config
+from netcfg.solver.snapshot import copy_weights, save_weights
+from netcfg.solver.spec import SolverSpec, load_solver
+
+__all__ = ["Solver", "TrainingDiverged", "Interrupted"]
+
+
+class TrainingDiverged(NetcfgError):
+    """The loss became NaN or infinite; the last good snapshot is kept."""
+
+    exit_code = 1
+
+
+class Interrupted(NetcfgError):
+    """Ctrl-C: a snapshot was written (when possible) and training stopped."""
+
+    exit_code = 130
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device is cuda but no CUDA device is available", ("device",), hint="use device: auto or cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name}: only {torch.cuda.device_count()} CUDA device(s)", ("device",))
+    return dev
+
+
+class Solver:
+    """Trains the net of a solver file; ``solve()`` runs to ``max_iter``."""
+
+    def __init__(self, spec: SolverSpec, *, out: str | Path | None = None, log=print, run_dir: RunDir | None = None):
+        self.spec = spec
+        self.log = log
+        try:
+            self.device = resolve_device(spec.device)
+        except ConfigError as e:
+            raise ConfigErrors([spec.locate(e)]) from None
+        if spec.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigErrors([spec.locate(ConfigError("fp16 autocast needs a CUDA device", ("precision",), hint="use bf16 on the CPU"))])
+        torch.manual_seed(spec.random_seed)
+        net_spec = spec.net_spec
+        self.net = Net(build_graph(net_spec, "TRAIN", spec.train_stages)).to(self.device)
+        self.test_net: Net | None = None
+        if spec.data.test is not None:
+            self.test_net = Net(build_graph(net_spec, "TEST", spec.test_stages), share=self.net).to(self.device)
+        self.train_data = self._loader("train") if spec.data.train is not None else None
+        self.test_data = self._loader("test") if spec.data.test is not None else None
+        self.optimizer = make_optimizer(
+            spec.type, [{"params": [i.param], "names": [i.name], "lr_mult": i.lr_mult, "decay_mult": i.decay_mult}
+                        for i in self.net.param_infos()],
+            base_lr=spec.base_lr, momentum=spec.momentum, momentum2=spec.momentum2, delta=spec.delta,
+            rms_decay=spec.rms_decay, weight_decay=spec.weight_decay, regularization_type=spec.regularization_type)
+        self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.scaler = torch.amp.GradScaler("cuda") if spec.precision == "fp16" else None
+        self._forward = torch.compile(self.net) if spec.compile else self.net
+        self.iter = 0
+        self.losses: deque[float] = deque(maxlen=spec.average_loss)
+        self.run = run_dir if run_dir is not None else RunDir.create(spec, out)
+        self.last_test: dict[str, float] = {}
+        self._seconds = 0.0  # training time of earlier sessions (resume)
+        if spec.weights:
+            self.load_weights(spec.base_dir / spec.weights)
+
+    # ------------------------------------------------------------ construction
+
+    @classmethod
+    def from_file(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = (), **kwargs) -> Solver:
+        """Load a solver file (and its net), applying ``--set``-style overrides."""
+        return cls(load_solver(path, overrides), **kwargs)
+
+    def _loader(self, split: str) -> BatchLoader:
+        ds = getattr(self.spec.data, split)
+        prefix = ("data", split)
+        try:
+            tensors = load_source(ds, self.spec.base_dir)
+            loader = BatchLoader(tensors, ds, seed=self.spec.random_seed, device=self.device)
+        except ConfigErrors as e:
+            raise ConfigErrors([self.spec.locate(x.prefixed(prefix)) for x in e.errors]) from None
+        except ConfigError as e:
+            raise ConfigErrors([self.spec.locate(e.prefixed(prefix))]) from None
+        self._check_inputs(split, loader)
+        return loader
+
+    def _check_inputs(self, split: str, loader: BatchLoader) -> None:
+        net = self.net if split == "train" else self.test_net
+        batch = next(iter(loader.epoch_batches()))
+        errors = []
+        for name, blob in net.graph.inputs.items():
+            if name not in batch:
+                errors.append(ConfigError(f"the net's input '{name}' is not among the {split} data's tensors "
+                                          f"{sorted(batch)}", ("data", split), hint="map names with inputs: {data: <input>}"))
+                continue
+            got = tuple(batch[name].shape[1:])
+            if got != blob.shape:
+                errors.append(ConfigError(f"the {split} data's '{name}' has per-sample shape {list(got)} but the net's "
+                                          f"input '{name}' is {list(blob.shape)}", ("data", split)))
+        if errors:
+            raise ConfigErrors([self.spec.locate(e) for e in errors])
+
+    # ------------------------------------------------------------ training
+
+    def _autocast(self):
+        if self.spec.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.spec.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def lr(self, it: int | None = None) -> float:
+        s = self.spec
+        return learning_rate(self.iter if it is None else it, base_lr=s.base_lr, lr_policy=s.lr_policy, gamma=s.gamma,
+                             power=s.power, stepsize=s.stepsize, stepvalue=s.stepvalue, max_iter=s.max_iter,
+                             warmup_iter=s.warmup_iter, warmup_start=s.warmup_start, min_lr=s.min_lr)
+
+    def _train_step(self) -> tuple[float, dict[str, float], int]:
+        s = self.spec
+        self.net.train()
+        lr = self.lr()
+        set_learning_rate(self.optimizer, lr)
+        self.optimizer.zero_grad(set_to_none=True)
+        total, outs, images = 0.0, {}, 0
+        for _ in range(s.iter_size):
+            batch = self.train_data.next_batch()
+            images += len(next(iter(batch.values())))
+            with self._autocast():
+                out = self._forward(**batch)
+                loss = self.net.loss(out)
+            scaled = loss / s.iter_size if s.iter_size > 1 else loss
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                self._diverged(batch, value)
+            total += value / s.iter_size
+            for k, v in out.items():
+                if v.dim() == 0:
+                    outs[k] = outs.get(k, 0.0) + float(v.detach()) / s.iter_size
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if s.clip_gradients:
+            torch.nn.utils.clip_grad_norm_(self._params, s.clip_gradients)
+        if s.regularization_type == "L1":
+            apply_l1(self.optimizer, s.weight_decay)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return total, outs, images
+
+    def _diverged(self, batch: dict, value: float) -> None:
+        self.net.eval()
+        where = self.net.first_nonfinite(**batch)
+        self.net.train()
+        at = f"; first non-finite output: layer '{where[0]}', top '{where[1]}'" if where else ""
+        last = self.run.latest_snapshot()
+        keep = f"; last good snapshot: {last}" if last else "; no snapshot was written"
+        raise TrainingDiverged(f"loss is {value} at iteration {self.iter}{at}{keep}. "
+                               "Lower base_lr, add clip_gradients, or check the data scale")
+
+    def step(self, n: int) -> None:
+        """Run ``n`` iterations (Caffe's Solver::Step)."""
+        s = self.spec
+        stop = self.iter + n
+        t0 = time.perf_counter()
+        images = 0
+        last_display = (t0, 0)
+        while self.iter < stop:
+            if s.test_interval and self.iter % s.test_interval == 0 and (self.iter > 0 or s.test_initialization):
+                self.test()
+            loss, outs, n_img = self._train_step()
+            images += n_img
+            self.losses.append(loss)
+            if s.display and self.iter % s.display == 0:
+                now = time.perf_counter()
+                rate = (images - last_display[1]) / max(now - last_display[0], 1e-9)
+                last_display = (now, images)
+                self._display(outs, rate, self._seconds + now - t0)
+            self.iter += 1
+            if s.snapshot and self.iter % s.snapshot == 0:
+                self._seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                self.snapshot()
+        self._seconds += time.perf_counter() - t0
+
+    def _display(self, outs: dict[str, float], rate: float, seconds: float) -> None:
+        smoothed = sum(self.losses) / len(self.losses)
+        epoch = self.train_data.epoch_float
+        rec = {"event": "train", "iter": self.iter, "epoch": round(epoch, 4), "loss": smoothed,
+               **{k: v for k, v in outs.items()}, "lr": self.lr(), "images_per_s": round(rate, 1),
+               "seconds": round(seconds, 3)}
+        self.run.metric(rec)
+        extra = "".join(f", {k} = {v:.4g}" for k, v in outs.items() if k not in self.net.loss_weights or len(outs) > 1)
+        self.log(f"Iteration {self.iter} (epoch {epoch:.2f}), loss = {smoothed:.4f}{extra}, lr = {self.lr():.3g}, "
+                 f"{rate:,.0f} images/s")
+
+    def solve(self) -> dict[str, float]:
+        """Train to ``max_iter``; snapshot at the end; return the last test results."""
+        s = self.spec
+        self.log(f"Solving {self.net.graph.name} on {self.device} ({s.type}, base_lr {s.base_lr}, "
+                 f"lr_policy {s.lr_policy}); run directory {self.run.path}")
+        try:
+            self.step(s.max_iter - self.iter)
+            if s.snapshot_after_train and (not s.snapshot or self.iter % s.snapshot):
+                self.snapshot()
+            if s.display and self.iter % s.display == 0 and self.losses:
+                self.log(f"Iteration {self.iter}, loss = {sum(self.losses) / len(self.losses):.4f}")
+            if s.test_interval and self.iter % s.test_interval == 0 and self.test_net is not None:
+                self.test()
+        except KeyboardInterrupt:
+            path = self.snapshot()
+            raise Interrupted(f"interrupted at iteration {self.iter}; snapshot written: {path}. "
+                              f"Resume with: netcfg train ... --resume {path.with_suffix('.solverstate')}") from None
+        self.log("Optimization Done.")
+        return self.last_test
+
+    # ------------------------------------------------------------ testing
+
+    @torch.no_grad()
+    def test(self, iterations: int | None = None) -> dict[str, float]:
+        """Average every scalar output of the TEST net over the test set (or N batches)."""
+        if self.test_net is None or self.test_data is None:
+            raise ConfigErrors([self.spec.locate(ConfigError("no test data to test on", ("data",), hint="add data.test"))])
+        iterations = iterations or self.spec.test_iter
+        self.test_net.eval()
+        sums: dict[str, float] = {}
+        count = 0
+        t0 = time.perf_counter()
+        for i, batch in enumerate(self.test_data.epoch_batches()):
+            if iterations is not None and i >= iterations:
+                break
+            n = len(next(iter(batch.values())))
+            with self._autocast():
+                out = self.test_net(**batch)
+            if self.test_net.loss_weights:
+                out = {**out, "loss": self.test_net.loss(out)} if "loss" not in out else out
+            for k, v in out.items():
+                if v.dim() == 0:
+                    sums[k] = sums.get(k, 0.0) + float(v) * n
+            count += n
+        self.net.train()
+        results = {k: v / max(count, 1) for k, v in sums.items()}
+        self.last_test = results
+        self.run.metric({"event": "test", "iter": self.iter,
+                         "epoch": round(self.train_data.epoch_float, 4) if self.train_data else 0.0,
+                         **results, "samples": count, "seconds": round(time.perf_counter() - t0, 3)})
+        self.log(f"Iteration {self.iter}, Testing net ({count} samples): "
+                 + ", ".join(f"{k} = {v:.4f}" for k, v in results.items()))
+        return results
+
+    # ------------------------------------------------------------ snapshots
+
+    def state(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "iter": self.iter,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "data": self.train_data.state_dict() if self.train_data else None,
+            "rng": rng,
+            "losses": list(self.losses),
+            "seconds": self._seconds,
+        }
+
+    def snapshot(self) -> Path:
+        """Write <prefix>_iter_<N>.safetensors and .solverstate into the run directory."""
+        weights, state = self.run.snapshot_paths(self.iter)
+        config = resolved_config(self.spec)
+        save_weights(weights, self.net, config["net"], extra={"iter": str(self.iter)})
+        save_tree(state, self.state(), metadata={"solver": self.run.config_text(), "weights": weights.name})
+        self.run.metric({"event": "snapshot", "iter": self.iter, "weights": weights.name, "state": state.name})
+        self.log(f"Snapshotting to {weights} and {state.name}")
+        return weights
+
+    def restore(self, path: str | Path, *, force: bool = False) -> None:
+        """Continue from a .solverstate (and the weights file next to it).
+
+        Refuses when the solver or net differ from the snapshot's, naming what
+        differs, unless ``force`` (``max_iter`` may always grow)."""
+        path = Path(path)
+        tree, meta = load_tree(path)
+        if "solver" in meta:
+            diffs = config_diff(yaml.safe_load(meta["solver"]), resolved_config(self.spec))
+            if diffs and not force:
+                raise NetcfgError(f"{path}: the snapshot was made with a different solver or net:\n  "
+                                  + "\n  ".join(diffs[:20]) + "\nuse --force to continue anyway")
+            for d in diffs:
+                self.log(f"warning: resuming with a changed config: {d}")
+        weights = path.with_name(meta.get("weights", path.stem + ".safetensors"))
+        copy_weights(self.net, weights, strict=True)
+        self.optimizer.load_state_dict(tree["optimizer"])
+        if self.scaler and tree.get("scaler"):
+            self.scaler.load_state_dict(tree["scaler"])
+        if self.train_data and tree.get("data"):
+            self.train_data.load_state_dict(tree["data"])
+        torch.set_rng_state(tree["rng"]["torch"])
+        if "cuda" in tree["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tree["rng"]["cuda"], self.device)
+        self.iter = int(tree["iter"])
+        self.losses = deque(tree["losses"], maxlen=self.spec.average_loss)
+        self._seconds = float(tree.get("seconds", 0.0))
+        self.log(f"Resumed from {path} at iteration {self.iter}")
+
+    def load_weights(self, path: str | Path) -> None:
+        """Initialise from a weights file by layer name, printing what matched."""
+        report = copy_weights(self.net, path)
+        for line in report.lines(str(path)):
+            self.log(line)

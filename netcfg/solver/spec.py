@@ -1,0 +1,161 @@
+"""SolverSpec: the schema of a solver file (Caffe's SolverParameter names), and loading it.
+
+Loading resolves the ``net`` (a path relative to the solver file, or an inline
+net mapping as in a run's ``config.yaml``), validates it, and checks the
+cross-field rules Caffe enforces at run time (a test interval without test data,
+a snapshot without a prefix, a momentum on AdaGrad...) as located errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, PrivateAttr
+
+from netcfg.data.spec import DataSpec
+from netcfg.errors import ConfigError, ConfigErrors
+from netcfg.net.spec import NetSpec, net_from_source
+from netcfg.solver.lr_policy import POLICIES
+from netcfg.source import Source, apply_overrides, load_yaml
+from netcfg.spec import Spec, validate
+
+__all__ = ["SolverSpec", "load_solver", "solver_from_source", "OPTIMIZERS"]
+
+OPTIMIZERS = ("SGD", "Nesterov", "Adam", "AdamW", "RMSProp", "AdaGrad", "AdaDelta")
+# which of momentum/momentum2/rms_decay each optimizer reads (delta: all but SGD/Nesterov)
+_USES = {
+    "SGD": {"momentum"}, "Nesterov": {"momentum"}, "Adam": {"momentum", "momentum2", "delta"},
+    "AdamW": {"momentum", "momentum2", "delta"}, "RMSProp": {"momentum", "rms_decay", "delta"},
+    "AdaGrad": {"delta"}, "AdaDelta": {"momentum", "delta"},
+}
+
+
+class SolverSpec(Spec):
+    """A solver file: what to train, on which data, with which optimizer and schedule."""
+
+    net: str | dict[str, Any] = Field(..., description="net file (path relative to this file) or an inline net")
+    data: DataSpec = Field(default_factory=DataSpec, description="train and test data sources")
+    # optimizer
+    type: Literal[OPTIMIZERS] = Field("SGD", description="optimizer")  # type: ignore[valid-type]
+    base_lr: float = Field(..., gt=0, description="base learning rate")
+    momentum: float | None = Field(None, ge=0, lt=1, description="SGD/Nesterov momentum; Adam beta1; RMSProp momentum; AdaDelta rho")
+    momentum2: float | None = Field(None, ge=0, lt=1, description="Adam/AdamW beta2 (default 0.999)")
+    delta: float | None = Field(None, gt=0, description="numerical-stability epsilon (Adam, RMSProp, AdaGrad, AdaDelta)")
+    rms_decay: float | None = Field(None, ge=0, lt=1, description="RMSProp squared-gradient decay (default 0.99)")
+    weight_decay: float = Field(0.0, ge=0, description="regularisation strength, times each blob's decay_mult")
+    regularization_type: Literal["L2", "L1"] = Field("L2", description="L2 (weight decay) or L1 (Caffe's sign penalty)")
+    clip_gradients: float | None = Field(None, gt=0, description="clip the global gradient L2 norm to this value")
+    # schedule
+    lr_policy: Literal[tuple(POLICIES)] = Field("fixed", description="learning-rate policy")  # type: ignore[valid-type]
+    gamma: float | None = Field(None, description="step/exp/inv/multistep/sigmoid: decay factor")
+    power: float | None = Field(None, description="inv/poly: exponent")
+    stepsize: int | None = Field(None, ge=1, description="step: iterations per drop; sigmoid: centre")
+    stepvalue: list[int] = Field(default_factory=list, description="multistep: iterations at which the rate drops")
+    min_lr: float = Field(0.0, ge=0, description="cosine/linear: the final learning rate")
+    warmup_iter: int = Field(0, ge=0, description="linear warm-up over this many iterations")
+    warmup_start: float = Field(0.0, ge=0, le=1, description="warm-up starts at this fraction of the rate")
+    max_iter: int = Field(..., ge=0, description="iterations to train")
+    iter_size: int = Field(1, ge=1, description="accumulate gradients over this many batches per update")
+    # reporting, testing, snapshots
+    display: int = Field(100, ge=0, description="log the training loss every N iterations (0: never)")
+    average_loss: int = Field(1, ge=1, description="the displayed loss is averaged over the last N iterations")
+    test_interval: int = Field(0, ge=0, description="test every N iterations (0: never)")
+    test_iter: int | None = Field(None, ge=1, description="test batches per test; default: the whole test split")
+    test_initialization: bool = Field(True, description="also test before the first iteration")
+    snapshot: int = Field(0, ge=0, description="write a snapshot every N iterations (0: only at the end)")
+    snapshot_prefix: str | None = Field(None, min_length=1, description="snapshot file names start with this")
+    snapshot_after_train: bool = Field(True, description="write a snapshot when training ends")
+    # engine
+    random_seed: int = Field(1, ge=0, description="seeds weights, data order and dropout; a CPU run repeats bit for bit")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto, cpu, cuda, cuda:N")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp32, or autocast to bf16/fp16 (fp16 on CUDA, with a grad scaler)")
+    compile: bool = Field(False, description="torch.compile the net (slower start, faster steps)")
+    weights: str | None = Field(None, description="initialise from these weights (.safetensors), matched by layer name")
+    train_stages: list[str] = Field(default_factory=list, description="stages active in the TRAIN net")
+    test_stages: list[str] = Field(default_factory=list, description="stages active in the TEST net")
+
+    _source: Source | None = PrivateAttr(None)
+    _dir: Path = PrivateAttr(Path("."))
+    _net: NetSpec | None = PrivateAttr(None)
+
+    @property
+    def net_spec(self) -> NetSpec:
+        if self._net is None:
+            raise RuntimeError("SolverSpec.net_spec is set by load_solver")
+        return self._net
+
+    @property
+    def base_dir(self) -> Path:
+        """Directory that relative paths in this file resolve against."""
+        return self._dir
+
+    def locate(self, err: ConfigError) -> ConfigError:
+        return self._source.locate(err) if self._source is not None else err
+
+
+def cross_checks(s: SolverSpec) -> list[ConfigError]:
+    """Caffe's run-time checks, done at load time with the key they concern."""
+    errs = []
+    if s.test_interval and s.data.test is None:
+        errs.append(ConfigError("test_interval is set but data has no test split", ("test_interval",),
+                                hint="add data.test, or set test_interval: 0"))
+    if s.data.train is None and s.max_iter > 0:
+        errs.append(ConfigError("data has no train split to train on", ("data",), hint="add data.train"))
+    if s.snapshot and s.snapshot_prefix is None:
+        errs.append(ConfigError("snapshot is set but snapshot_prefix is not", ("snapshot",),
+                                hint="add e.g. snapshot_prefix: lenet"))
+    for key in ("momentum", "momentum2", "rms_decay", "delta"):
+        if getattr(s, key) is not None and key not in _USES[s.type]:
+            errs.append(ConfigError(f"{s.type} does not use {key}", (key,),
+                                    hint=f"{s.type} reads: {', '.join(sorted(_USES[s.type])) or 'no extra hyperparameters'}"))
+    for key in POLICIES[s.lr_policy]:
+        value = getattr(s, key)
+        if value is None or value == []:
+            errs.append(ConfigError(f"lr_policy {s.lr_policy} needs {key}", ("lr_policy",), hint=f"add {key}: ..."))
+    if s.stepvalue != sorted(s.stepvalue):
+        errs.append(ConfigError(f"stepvalue must increase, got {s.stepvalue}", ("stepvalue",)))
+    if s.warmup_iter and s.warmup_iter >= max(s.max_iter, 1):
+        errs.append(ConfigError(f"warmup_iter {s.warmup_iter} is not below max_iter {s.max_iter}", ("warmup_iter",)))
+    if s.precision == "fp16" and s.device == "cpu":
+        errs.append(ConfigError("fp16 autocast needs CUDA", ("precision",), hint="use bf16 on the CPU"))
+    return errs
+
+
+def solver_from_source(src: Source, base_dir: Path) -> SolverSpec:
+    """Validate a located solver document and load the net it names."""
+    spec = validate(SolverSpec, src)
+    spec._source, spec._dir = src, base_dir
+    errors = [spec.locate(e) for e in cross_checks(spec)]
+    try:
+        spec._net = _load_net(spec, src, base_dir)
+    except ConfigErrors as e:
+        errors += e.errors
+    except ConfigError as e:
+        errors.append(e)
+    if errors:
+        raise ConfigErrors(errors)
+    return spec
+
+
+def _load_net(spec: SolverSpec, src: Source, base_dir: Path) -> NetSpec:
+    if isinstance(spec.net, dict):  # inline (a run's config.yaml): positions are in this file
+        sub = Source(src.file, spec.net,
+                     {k[1:]: v for k, v in src.positions.items() if k[:1] == ("net",)},
+                     {k[1:]: v for k, v in src.key_positions.items() if k[:1] == ("net",)})
+        return net_from_source(sub)
+    path = Path(spec.net).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if not path.is_file():
+        near = sorted(p.name for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
+        hint = f"files there: {', '.join(near[:8])}" if near else f"{path.parent} has no .yaml files"
+        raise spec.locate(ConfigError(f"net file not found: {path}", ("net",), hint=hint))
+    return net_from_source(load_yaml(path))
+
+
+def load_solver(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SolverSpec:
+    """Read and validate a solver file (with ``--set`` overrides) and its net."""
+    src = load_yaml(path)
+    if overrides:
+        apply_overrides(src, list(overrides))
+    return solver_from_source(src, Path(path).resolve().parent)

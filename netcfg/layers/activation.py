@@ -1,16 +1,268 @@
-"""Element-wise activations (ReLU for now)."""
+"""Element-wise nonlinearities with Caffe's parameter names: ReLU, PReLU, ELU, SELU, ...
+
+Each maps a floating-point blob to a blob of the same shape and dtype. Modules
+never work in place: the net rebinds a blob name to the new tensor instead, so an
+"in place" layer (top = bottom) costs one tensor, not a corrupted autograd graph.
+"""
+
 from __future__ import annotations
-from typing import Literal
-from pydantic import Field
+
+import math
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import Field, model_validator
 from torch import nn
-from netcfg.layers.base import Blob, LayerSpec, register
+
+from netcfg.errors import ShapeError
+from netcfg.layers.base import Blob, FillerSpec, LayerSpec, register
+from netcfg.layers.fillers import fill
+
+__all__ = [
+    "ReLU", "PReLU", "ELU", "SELU", "GELU", "Sigmoid", "TanH", "Swish",
+    "AbsVal", "BNLL", "Threshold", "Clip", "Elementwise", "FLOAT_DTYPES",
+]
+
+FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+class Elementwise(LayerSpec):
+    """Base of the shape-preserving layers: one floating-point bottom, one top alike."""
+
+    cost: ClassVar[int] = 1  # nominal floating-point operations per element
+
+    def infer(self, bottoms: list[Blob]) -> list[Blob]:
+        (x,) = bottoms
+        if x.dtype not in FLOAT_DTYPES:
+            raise ShapeError(f"{self.type} expects a floating-point input, got {x.dtype} "
+                             f"(shape {list(x.shape)}); is an integer label wired here by mistake?", key="bottom")
+        return [x]
+
+    def flops(self, bottoms: list[Blob], tops: list[Blob]) -> int:
+        return self.cost * math.prod(tops[0].shape)
+
+
+# ------------------------------------------------------------------ modules
+
+
+class SwishBeta(nn.Module):
+    """x * sigmoid(beta x)."""
+
+    def __init__(self, beta: float):
+        super().__init__()
+        self.beta = beta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.beta * x)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}"
+
+
+class Abs(nn.Module):
+    """|x|."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.abs(x)
+
+
+class Step(nn.Module):
+    """1 where x > threshold, else 0, in x's dtype."""
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x > self.threshold).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}"
+
+
+class Clamp(nn.Module):
+    """x clamped to [min, max]."""
+
+    def __init__(self, min: float, max: float):
+        super().__init__()
+        self.min, self.max = min, max
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x, self.min, self.max)
+
+    def extra_repr(self) -> str:
+        return f"min={self.min}, max={self.max}"
+
+
+# ------------------------------------------------------------------- layers
+
 
 @register
-class ReLU(LayerSpec):
+class ReLU(Elementwise):
     """max(x, 0) + negative_slope * min(x, 0)."""
+
     type: Literal["ReLU"]
-    negative_slope: float = Field(0.0, description="slope for x < 0 (leaky ReLU when > 0)")
-    def infer(self, bottoms: list[Blob]) -> list[Blob]:
-        return list(bottoms)
+    negative_slope: float = Field(0.0, allow_inf_nan=False, description="slope for x < 0 (leaky ReLU when > 0)")
+
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return nn.LeakyReLU(self.negative_slope) if self.negative_slope else nn.ReLU()
+
+
+@register
+class PReLU(Elementwise):
+    """ReLU with a learned slope for x < 0, one per channel (axis 1 counting the batch)
+    or one shared (He et al. 2015, https://arxiv.org/abs/1502.01852)."""
+
+    type: Literal["PReLU"]
+    channel_shared: bool = Field(False, description="learn one slope for all channels instead of one per channel")
+    filler: FillerSpec = Field(default_factory=lambda: FillerSpec(type="constant", value=0.25),
+                               description="initialisation of the slopes; default constant 0.25, as Caffe")
+
+    cost: ClassVar[int] = 2
+
+    def infer(self, bottoms: list[Blob]) -> list[Blob]:
+        (x,) = super().infer(bottoms)
+        if not self.channel_shared and not x.shape:
+            raise ShapeError("PReLU with one slope per channel needs at least a 1-d input per sample "
+                             "(channels first), got a scalar; set channel_shared: true", key="channel_shared")
+        return [x]
+
+    def blob_names(self) -> list[str]:
+        return ["weight"]  # Caffe's one blob: the slopes, shape (C,) or (1,)
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        channels = 1 if self.channel_shared else bottoms[0].shape[0]
+        return nn.PReLU(channels)
+
+    def fill(self, module: nn.Module) -> None:
+        fill(module.weight, self.filler)
+
+
+@register
+class ELU(Elementwise):
+    """x if x > 0 else alpha (exp(x) - 1) (Clevert et al. 2015, https://arxiv.org/abs/1511.07289)."""
+
+    type: Literal["ELU"]
+    alpha: float = Field(1.0, ge=0, allow_inf_nan=False, description="value the output saturates to (negated) for x -> -inf")
+
+    cost: ClassVar[int] = 3
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        return nn.ELU(self.alpha)
+
+
+@register
+class SELU(Elementwise):
+    """Scaled ELU with the fixed self-normalising constants (Klambauer et al. 2017,
+    https://arxiv.org/abs/1706.02515); pair with lecun fillers and AlphaDropout."""
+
+    type: Literal["SELU"]
+
+    cost: ClassVar[int] = 4
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        return nn.SELU()
+
+
+@register
+class GELU(Elementwise):
+    """x * Phi(x), Phi the standard normal CDF (Hendrycks & Gimpel 2016, https://arxiv.org/abs/1606.08415)."""
+
+    type: Literal["GELU"]
+    approximate: Literal["none", "tanh"] = Field("none", description="none: exact erf form; tanh: the tanh approximation")
+
+    cost: ClassVar[int] = 8
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        return nn.GELU(approximate=self.approximate)
+
+
+@register
+class Sigmoid(Elementwise):
+    """1 / (1 + exp(-x))."""
+
+    type: Literal["Sigmoid"]
+
+    cost: ClassVar[int] = 4
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        return nn.Sigmoid()
+
+
+@register
+class TanH(Elementwise):
+    """tanh(x)."""
+
+    type: Literal["TanH"]
+
+    cost: ClassVar[int] = 4
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        return nn.Tanh()
+
+
+@register
+class Swish(Elementwise):
+    """x * sigmoid(beta x); beta 1 is SiLU (Ramachandran et al. 2017, https://arxiv.org/abs/1710.05941)."""
+
+    type: Literal["Swish"]
+    beta: float = Field(1.0, ge=0, allow_inf_nan=False, description="sharpness: 0 gives x / 2, large values approach ReLU")
+
+    cost: ClassVar[int] = 6
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        return nn.SiLU() if self.beta == 1 else SwishBeta(self.beta)
+
+
+
+@register
+class AbsVal(Elementwise):
+    """|x|."""
+
+    type: Literal["AbsVal"]
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        return Abs()
+
+
+@register
+class BNLL(Elementwise):
+    """Binomial normal log-likelihood, log(1 + exp(x)) (softplus), computed stably."""
+
+    type: Literal["BNLL"]
+
+    cost: ClassVar[int] = 4
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        return nn.Softplus()
+
+
+@register
+class Threshold(Elementwise):
+    """1 where x > threshold, else 0 (a step; no gradient flows through it)."""
+
+    type: Literal["Threshold"]
+    threshold: float = Field(0.0, allow_inf_nan=False, description="inputs strictly above this give 1")
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        return Step(self.threshold)
+
+
+@register
+class Clip(Elementwise):
+    """min(max(x, min), max); e.g. ReLU6 is min 0, max 6."""
+
+    type: Literal["Clip"]
+    min: float = Field(..., allow_inf_nan=False, description="lower bound of the output")
+    max: float = Field(..., allow_inf_nan=False, description="upper bound of the output; >= min")
+
+    cost: ClassVar[int] = 2
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min > self.max:
+            raise ValueError(f"Clip needs min <= max, got min {self.min} > max {self.max}")
+        return self
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        return Clamp(self.min, self.max)

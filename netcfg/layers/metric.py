@@ -1,0 +1,80 @@
+"""Accuracy: Caffe's top-k classification accuracy, overall and per class."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from netcfg.errors import ShapeError
+from netcfg.layers.base import Blob, LayerSpec, register
+from netcfg.layers.loss import check_label, class_axis
+
+__all__ = ["Accuracy"]
+
+
+class TopKAccuracy(nn.Module):
+    """Fraction of labels whose score is beaten by fewer than ``top_k`` classes (ties count as right)."""
+
+    def __init__(self, axis: int, top_k: int, ignore_label: int | None, squeeze: bool, per_class: bool):
+        super().__init__()
+        self.axis, self.top_k, self.ignore_label = axis, top_k, ignore_label
+        self.squeeze, self.per_class = squeeze, per_class
+
+    def forward(self, scores: torch.Tensor, label: torch.Tensor):
+        scores = scores.detach()
+        label = label.long()
+        if self.squeeze:
+            label = label.squeeze(self.axis)
+        if self.axis != 1:
+            scores = scores.movedim(self.axis, 1)  # (N, C, ...)
+        if self.ignore_label is not None:
+            valid = label != self.ignore_label
+            label = torch.where(valid, label, torch.zeros_like(label))  # any in-range index; masked below
+        else:
+            valid = torch.ones_like(label, dtype=torch.bool)
+        true_score = scores.gather(1, label.unsqueeze(1))  # (N, 1, ...)
+        better = (scores > true_score).sum(1)  # (N, ...): classes scoring above the label's
+        correct = (better < self.top_k) & valid
+        accuracy = correct.sum().float() / valid.sum().clamp(min=1).float()  # 0 when every label is ignored
+        if not self.per_class:
+            return accuracy
+        n_classes = scores.shape[1]
+        zeros = torch.zeros(n_classes, device=scores.device)
+        count = zeros.scatter_add(0, label.flatten(), valid.flatten().float())
+        hits = zeros.scatter_add(0, label.flatten(), correct.flatten().float())
+        return accuracy, hits / count.clamp(min=1)  # 0 for a class with no labels, as in Caffe
+
+
+@register
+class Accuracy(LayerSpec):
+    """Top-k accuracy of class scores against integer labels (Caffe's); a second top, if
+    named, gets the accuracy of each class (shape: number of classes)."""
+
+    type: Literal["Accuracy"]
+    n_bottoms = (2, 2)
+    n_tops = (1, 2)
+    reduces_batch = True
+    top_k: int = Field(1, ge=1, description="a prediction is right if the label is among the k highest scores")
+    axis: int = Field(1, description="class axis, counting the batch as 0; -1 for the last")
+    ignore_label: int | None = Field(None, description="labels with this value are not counted")
+
+    def _per_class(self) -> bool:
+        return self.top is not None and len(self.top) == 2
+
+    def infer(self, bottoms: list[Blob]) -> list[Blob]:
+        scores, label = bottoms
+        ax = class_axis(scores, self.axis)
+        check_label(scores, label, ax)
+        n_classes = scores.shape[ax - 1]
+        if self.top_k > n_classes:
+            raise ShapeError(f"top_k {self.top_k} is larger than the {n_classes} classes of scores "
+                             f"{list(scores.shape)}", key="top_k")
+        return [Blob(())] + ([Blob((n_classes,))] if self._per_class() else [])
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        scores, label = bottoms
+        ax = class_axis(scores, self.axis)
+        return TopKAccuracy(ax, self.top_k, self.ignore_label, check_label(scores, label, ax), self._per_class())

@@ -139,6 +139,12 @@ class LayerSpec(Spec):
         """Names of the learnable blobs, in ``param:`` order."""
         return []
 
+    def param_entries(self) -> list[tuple[str, ParamSpec | None]]:
+        """(module path, its ``param:`` entry or None) for every learnable blob, in order.
+        Container layers (Residual) override this to hand out their inner layers' entries."""
+        names = self.blob_names()
+        return [(b, self.param[i] if i < len(self.param) else None) for i, b in enumerate(names)]
+
     def num_tops(self) -> int:
         """How many tops this layer produces when ``top`` is not given."""
         return 1

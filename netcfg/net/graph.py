@@ -67,7 +67,8 @@ class Graph:
 
 
 def _trainable(node: Node) -> bool:
-    return not node.spec.param or any(p.lr_mult > 0 for p in node.spec.param)
+    entries = [ps for _, ps in node.spec.param_entries()]
+    return not entries or any(ps is None or ps.lr_mult > 0 for ps in entries)
 
 
 def layer_active(layer: LayerSpec, phase: str, stages: set[str], level: int = 0) -> bool:
@@ -218,10 +219,10 @@ def _count_params(layer: LayerSpec, in_blobs: list[Blob], shared: dict[str, tupl
                          f"{len(names)} learnable blob(s): {names or 'none'}", key="param")
     total = 0
     counted = set()
-    for i, blob in enumerate(names):
+    for blob, ps in layer.param_entries():
         t = module.get_parameter(blob)
         counted.add(id(t))
-        share = layer.param[i].name if i < len(layer.param) else None
+        share = ps.name if ps is not None else None
         if share is not None:
             if share in shared:
                 owner, shape = shared[share]

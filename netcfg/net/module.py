@@ -71,9 +71,8 @@ class Net(nn.Module):
 
     def _bind_params(self, node, module: nn.Module, shared: dict) -> None:
         spec = node.spec
-        for i, blob in enumerate(spec.blob_names()):
+        for blob, ps in spec.param_entries():
             p = module.get_parameter(blob)
-            ps = spec.param[i] if i < len(spec.param) else None
             lr_mult, decay_mult = (ps.lr_mult, ps.decay_mult) if ps else (1.0, 1.0)
             if ps is not None and ps.name is not None:
                 if ps.name in shared:  # tie to the first owner's tensor

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from netcfg.data.augment import augment, batch_generator, center_crop
 from netcfg.data.sources import check_tensors
 from netcfg.data.spec import DataSourceSpec
 from netcfg.errors import ConfigError
@@ -88,7 +89,7 @@ class BatchLoader:
             self.position = 0
         start = self.position
         self.position = min(start + self.batch_size, self.samples_per_epoch)
-        return self._batch(start, self.position, self._permutation_for(self.epoch))
+        return self._batch(start, self.position, self._permutation_for(self.epoch), train=True)
 
     def epoch_batches(self) -> Iterator[Batch]:
         """One pass over the split in the current epoch's order (file order unless
@@ -119,14 +120,21 @@ class BatchLoader:
 
     # ------------------------------------------------------------ batches
 
-    def _batch(self, start: int, stop: int, perm: torch.Tensor | None) -> Batch:
+    def _batch(self, start: int, stop: int, perm: torch.Tensor | None, train: bool = False) -> Batch:
         if perm is None:
             batch = {name: t[start:stop] for name, t in self._tensors.items()}
         else:
             index = perm[start:stop]
             batch = {name: t.index_select(0, index) for name, t in self._tensors.items()}
         if "data" in batch:
-            batch["data"] = self.transform(batch["data"])
+            x = self.transform(batch["data"])
+            s = self.spec
+            if train and (s.crop_size or s.pad or s.mirror):
+                x = augment(x, crop_size=s.crop_size, pad=s.pad, mirror=s.mirror,
+                            gen=batch_generator(self.seed, self.epoch, start))
+            elif s.crop_size:
+                x = center_crop(x, s.crop_size)
+            batch["data"] = x
         return {self.spec.input_name(name): t for name, t in batch.items()}
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:

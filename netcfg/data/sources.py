@@ -60,6 +60,12 @@ def check_tensors(spec: DataSourceSpec, tensors: dict[str, torch.Tensor]) -> Non
         if isinstance(value, list) and len(value) not in (1, channels):
             errors.append(ConfigError(f"{field} has {len(value)} values but the data has {channels} channel(s)",
                                       (field,), hint=f"give one value, or {channels}"))
+    if spec.crop_size is not None and data is not None and data.dim() == 4:
+        room = min(data.shape[-2:]) + 2 * spec.pad
+        if spec.crop_size > room:
+            errors.append(ConfigError(f"crop_size {spec.crop_size} is larger than the images "
+                                      f"({data.shape[-2]}x{data.shape[-1]}, pad {spec.pad})", ("crop_size",),
+                                      hint=f"use crop_size <= {room}"))
     sizes = {name: len(t) for name, t in tensors.items()}
     if len(set(sizes.values())) > 1:
         errors.append(ConfigError(f"source tensors differ in length: {sizes}", ("source",)))

@@ -1,0 +1,147 @@
+"""Pooling: Caffe's MAX and AVE pooling, 1-d or 2-d, with Caffe's output sizes."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+from torch.nn import functional as F
+
+from netcfg.errors import ShapeError
+from netcfg.layers.base import Blob, IntPair, LayerSpec, check_rank, pair, register
+
+__all__ = ["Pooling", "pool_size"]
+
+
+def pool_size(size: int, k: int, s: int, p: int, ceil: bool) -> int:
+    """Caffe's pooled size: ceil (or floor) of (size + 2 pad - k) / s, plus 1; then the
+    last window is dropped when it would start at or beyond size + pad.
+
+    Caffe clips only when pad > 0; here the clip applies always (PyTorch's rule), so a
+    window lying wholly outside the input (pad 0 and stride > kernel) is never made."""
+    span = size + 2 * p - k
+    out = (-(-span // s) if ceil else span // s) + 1
+    if out > 1 and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+class Pool(nn.Module):
+    """Max or average pooling over the last 1 or 2 axes, with Caffe's sizes and divisors."""
+
+    def __init__(self, op: str, kernel: tuple[int, ...], stride: tuple[int, ...], pad: tuple[int, ...],
+                 ceil: bool, out: tuple[int, ...]):
+        super().__init__()
+        self.op, self.ceil, self.out = op, ceil, out
+        self.kernel, self.stride = kernel, stride
+        # PyTorch pads at most half the kernel; Caffe allows pad < kernel. Beyond half,
+        # pad explicitly (-inf for MAX, 0 for AVE: the divisor counts padding, as in
+        # Caffe) and pool unpadded; the result may have one window more than Caffe's.
+        self.explicit = any(2 * p > k for p, k in zip(pad, kernel))
+        self.pad = (0,) * len(pad) if self.explicit else pad
+        self.fpad = tuple(q for p in reversed(pad) for q in (p, p)) if self.explicit else ()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fpad:
+            x = F.pad(x, self.fpad, value=-math.inf if self.op == "MAX" else 0.0)
+        two_d = len(self.kernel) == 2
+        if self.op == "MAX":
+            fn = F.max_pool2d if two_d else F.max_pool1d
+            y = fn(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil)
+        else:
+            fn = F.avg_pool2d if two_d else F.avg_pool1d
+            y = fn(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil, count_include_pad=True)
+        if self.explicit:  # drop the window Caffe's clip (at input + pad) removes
+            y = y[..., : self.out[0], : self.out[1]] if two_d else y[..., : self.out[0]]
+        return y
+
+
+@register
+class Pooling(LayerSpec):
+    """Max or average pooling over (C, H, W) or (C, L) inputs, with Caffe's output size.
+
+    Deviation from Caffe: a last window that would lie wholly outside the input (only
+    possible with pad 0 and stride > kernel) is dropped, as PyTorch does; Caffe keeps it
+    and fills it with -FLT_MAX (MAX) or a division by zero (AVE). STOCHASTIC is not
+    supported.
+    """
+
+    type: Literal["Pooling"]
+    pool: Literal["MAX", "AVE"] = Field("MAX", description="MAX: the window's maximum; AVE: its mean, padding counted as zeros")
+    kernel_size: IntPair | None = Field(None, description="window size: one value (square) or [h, w]")
+    kernel_h: int | None = Field(None, ge=1, description="window height (overrides kernel_size)")
+    kernel_w: int | None = Field(None, ge=1, description="window width (overrides kernel_size)")
+    stride: IntPair = Field(default_factory=lambda: [1], description="stride: one value or [h, w]")
+    stride_h: int | None = Field(None, ge=1, description="vertical stride (overrides stride)")
+    stride_w: int | None = Field(None, ge=1, description="horizontal stride (overrides stride)")
+    pad: IntPair = Field(default_factory=lambda: [0], description="padding: one value or [h, w]; must be < the kernel")
+    pad_h: int | None = Field(None, ge=0, description="vertical padding (overrides pad)")
+    pad_w: int | None = Field(None, ge=0, description="horizontal padding (overrides pad)")
+    global_pooling: bool = Field(False, description="pool over the whole spatial extent (no kernel_size, stride 1, pad 0)")
+    round_mode: Literal["CEIL", "FLOOR"] = Field(
+        "CEIL", description="round the output size up (Caffe's default: a partial last window is kept) or down")
+
+    @model_validator(mode="after")
+    def _check_geometry(self):
+        kernel_set = self.kernel_size is not None or self.kernel_h is not None or self.kernel_w is not None
+        if self.global_pooling:
+            if kernel_set:
+                raise ValueError("global_pooling takes the kernel from the input: remove kernel_size/kernel_h/kernel_w")
+            if pair(self.stride, self.stride_h, self.stride_w, 1) != (1, 1) or pair(self.pad, self.pad_h, self.pad_w) != (0, 0):
+                raise ValueError("global_pooling needs stride 1 and pad 0")
+            return self
+        if self.kernel_size is None and (self.kernel_h is None or self.kernel_w is None):
+            raise ValueError("give kernel_size, or both kernel_h and kernel_w (or set global_pooling: true)")
+        for key in ("kernel_size", "stride"):
+            v = getattr(self, key)
+            if v is not None and 0 in v:
+                raise ValueError(f"{key} must be >= 1, got {v}")
+        (kh, kw), _, (ph, pw) = self.geometry()
+        if ph >= kh or pw >= kw:
+            raise ValueError(f"pad {[ph, pw]} must be smaller than the kernel {[kh, kw]} (Caffe's rule)")
+        return self
+
+    def geometry(self, spatial: tuple[int, ...] = ()) -> tuple[tuple[int, int], ...]:
+        """(kh, kw), (sh, sw), (ph, pw); global pooling takes the kernel from ``spatial``."""
+        if self.global_pooling:
+            k = (*spatial, 1, 1)[:2]
+            return (k[0], k[1]), (1, 1), (0, 0)
+        return (pair(self.kernel_size, self.kernel_h, self.kernel_w),
+                pair(self.stride, self.stride_h, self.stride_w, 1),
+                pair(self.pad, self.pad_h, self.pad_w, 0))
+
+    def _plan(self, x: Blob) -> tuple[tuple[int, ...], ...]:
+        """Per pooled axis: kernel, stride, pad, output size (kernel clipped to the padded input)."""
+        check_rank(self, x, (2, 3))
+        if x.dtype not in ("float32", "float64", "float16", "bfloat16"):
+            raise ShapeError(f"Pooling needs a floating-point input, got {x.dtype}", key="bottom")
+        spatial = x.shape[1:]
+        geo = list(zip(*self.geometry(spatial)))[: len(spatial)]
+        ks, ss, ps, outs = [], [], [], []
+        for size, (k, s, p) in zip(spatial, geo):
+            out = pool_size(size, k, s, p, self.round_mode == "CEIL")
+            if out < 1:
+                raise ShapeError(f"kernel {k} is larger than the padded input {size + 2 * p} "
+                                 f"(input {list(x.shape)}, pad {p}, stride {s})", key="kernel_size")
+            # A kernel past the padded input (one window, Caffe clips it) equals one that fits.
+            ks.append(min(k, size + 2 * p))
+            ss.append(s)
+            ps.append(p)
+            outs.append(out)
+        return tuple(ks), tuple(ss), tuple(ps), tuple(outs)
+
+    def infer(self, bottoms: list[Blob]) -> list[Blob]:
+        (x,) = bottoms
+        *_, out = self._plan(x)
+        return [Blob((x.shape[0], *out), x.dtype)]
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        kernel, stride, pad, out = self._plan(bottoms[0])
+        return Pool(self.pool, kernel, stride, pad, self.round_mode == "CEIL", out)
+
+    def flops(self, bottoms: list[Blob], tops: list[Blob]) -> int:
+        kernel, *_ = self._plan(bottoms[0])
+        return math.prod(tops[0].shape) * math.prod(kernel)

@@ -22,7 +22,10 @@ def check(
     set_: Annotated[list[str], typer.Option("--set", help="override a key: a.b=value (repeatable)")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
 ) -> None:
-    """Validate FILE, infer every blob's shape, print a layer table (exit 2 when invalid)."""
+    """Validate a net or solver FILE, infer every blob's shape, print a layer table.
+
+    For a solver file, its net is checked in both phases and its data against the
+    net's inputs. Exit 0 when valid, 2 when not."""
     from netcfg.errors import ConfigError
     from netcfg.net import build_graph
     from netcfg.net.spec import net_from_source
@@ -34,7 +37,14 @@ def check(
     src = load_yaml(file)
     if set_:
         apply_overrides(src, set_)
-    graph = build_graph(net_from_source(src), phase, stage)
+    if "net" in src.data and "layers" not in src.data:  # a solver file
+        from netcfg.solver.check import check_solver
+        from netcfg.solver.spec import solver_from_source
+
+        graphs = check_solver(solver_from_source(src, file.resolve().parent))
+        graph = graphs.get(phase) or graphs["TRAIN"]
+    else:
+        graph = build_graph(net_from_source(src), phase, stage)
     if as_json:
         typer.echo(json.dumps(graph_json(graph), indent=1))
     else:

@@ -39,15 +39,17 @@ def train(
         if not resume.is_file():
             raise ConfigError(f"solver state not found: {resume}", file="--resume")
         run_dir = RunDir.resume(spec, resume)
-    log_to = []
+    from netcfg.cli.progress import training_progress
 
-    def log(line: str) -> None:
-        typer.echo(line)
+    log_to = []  # the run directory, once made
+
+    def write_log(line: str) -> None:
         if log_to:
             log_to[0].log_line(line)
 
-    s = Solver(spec, out=out, log=log, run_dir=run_dir)
-    log_to.append(s.run)
-    if resume is not None:
-        s.restore(resume, force=force)
-    s.solve()
+    with training_progress(spec.max_iter, write_log) as (log, on_step):
+        s = Solver(spec, out=out, log=log, run_dir=run_dir, on_step=on_step)
+        log_to.append(s.run)
+        if resume is not None:
+            s.restore(resume, force=force)
+        s.solve()

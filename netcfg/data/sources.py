@@ -42,7 +42,10 @@ def describe_source(spec: DataSourceSpec, base_dir: str | Path | None = None) ->
     out = {}
     for name, t in load_source(spec, base_dir).items():
         dtype = "float32" if name == "data" else str(t.dtype).removeprefix("torch.")
-        out[spec.input_name(name)] = (tuple(t.shape[1:]), dtype)
+        shape = tuple(t.shape[1:])
+        if name == "data" and spec.crop_size and len(shape) == 3:
+            shape = (shape[0], spec.crop_size, spec.crop_size)
+        out[spec.input_name(name)] = (shape, dtype)
     return out
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -58,9 +60,13 @@ def resolve_device(name: str) -> torch.device:
 class Solver:
     """Trains the net of a solver file; ``solve()`` runs to ``max_iter``."""
 
-    def __init__(self, spec: SolverSpec, *, out: str | Path | None = None, log=print, run_dir: RunDir | None = None):
+    def __init__(self, spec: SolverSpec, *, out: str | Path | None = None, log=print, run_dir: RunDir | None = None,
+                 on_step=None):
+        """``log(line)`` receives every message; ``on_step(solver, loss)`` is called after
+        each iteration (the CLI's progress bar)."""
         self.spec = spec
         self.log = log
+        self.on_step = on_step
         try:
             self.device = resolve_device(spec.device)
         except ConfigError as e:
@@ -84,6 +90,8 @@ class Solver:
         self.scaler = torch.amp.GradScaler("cuda") if spec.precision == "fp16" else None
         self._forward = torch.compile(self.net) if spec.compile else self.net
         self.iter = 0
+        self._undo: dict | None = None  # set while an iteration runs (see _roll_back_iteration)
+        self._stop_requested = False    # a Ctrl-C arrived; stop when the iteration ends
         self.losses: deque[float] = deque(maxlen=spec.average_loss)
         self.run = run_dir if run_dir is not None else RunDir.create(spec, out)
         self.last_test: dict[str, float] = {}
@@ -181,8 +189,11 @@ class Solver:
         where = self.net.first_nonfinite(**batch)
         self.net.train()
         at = f"; first non-finite output: layer '{where[0]}', top '{where[1]}'" if where else ""
-        last = self.run.latest_snapshot()
-        keep = f"; last good snapshot: {last}" if last else "; no snapshot was written"
+        # a snapshot of this very iteration holds the weights that just gave a non-finite loss
+        last = self.run.latest_snapshot(before=self.iter)
+        keep = f"; last good snapshot: {last}" if last else "; no good snapshot was written"
+        if self.run.snapshot_paths(self.iter)[1].exists():
+            keep += f" (the snapshot of iteration {self.iter} holds the weights that diverged)"
         raise TrainingDiverged(f"loss is {value} at iteration {self.iter}{at}{keep}. "
                                "Lower base_lr, add clip_gradients, or check the data scale")
 
@@ -193,33 +204,80 @@ class Solver:
         t0 = time.perf_counter()
         images = 0
         last_display = (t0, 0)
-        while self.iter < stop:
-            if s.test_interval and self.iter % s.test_interval == 0 and (self.iter > 0 or s.test_initialization):
-                self.test()
-            loss, outs, n_img = self._train_step()
-            images += n_img
-            self.losses.append(loss)
-            if s.display and self.iter % s.display == 0:
-                now = time.perf_counter()
-                rate = (images - last_display[1]) / max(now - last_display[0], 1e-9)
-                last_display = (now, images)
-                self._display(outs, rate, self._seconds + now - t0)
-            self.iter += 1
-            if s.snapshot and self.iter % s.snapshot == 0:
-                self._seconds += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                self.snapshot()
+        with self._ctrl_c_stops_after_the_iteration():
+            while self.iter < stop:
+                if s.test_interval and self.iter % s.test_interval == 0 and (self.iter > 0 or s.test_initialization):
+                    self.test()
+                # what a Ctrl-C inside the step rolls back, so the snapshot resumes exactly
+                self._undo = self._iteration_start()
+                loss, outs, n_img = self._train_step()
+                self.iter += 1
+                self._undo = None
+                images += n_img
+                self.losses.append(loss)
+                if s.display and (self.iter - 1) % s.display == 0:
+                    now = time.perf_counter()
+                    rate = (images - last_display[1]) / max(now - last_display[0], 1e-9)
+                    last_display = (now, images)
+                    self._display(self.iter - 1, outs, rate, self._seconds + now - t0)
+                if s.snapshot and self.iter % s.snapshot == 0:
+                    self._seconds += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    self.snapshot()
+                if self._stop_requested:
+                    self.log(f"Ctrl-C: stopping after iteration {self.iter - 1}")
+                    raise KeyboardInterrupt
         self._seconds += time.perf_counter() - t0
 
-    def _display(self, outs: dict[str, float], rate: float, seconds: float) -> None:
+    def _iteration_start(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"data": self.train_data.state_dict() if self.train_data else None, "rng": rng}
+
+    def _roll_back_iteration(self) -> None:
+        """Undo what an interrupted iteration drew: its batches and its random numbers.
+        (The weights change only in ``optimizer.step()``, at the iteration's very end.)"""
+        undo, self._undo = self._undo, None
+        if undo is None:
+            return
+        if undo["data"] is not None:
+            self.train_data.load_state_dict(undo["data"])
+        torch.set_rng_state(undo["rng"]["torch"])
+        if "cuda" in undo["rng"]:
+            torch.cuda.set_rng_state(undo["rng"]["cuda"], self.device)
+
+    @contextlib.contextmanager
+    def _ctrl_c_stops_after_the_iteration(self):
+        """Caffe's SIGINT action: the first Ctrl-C lets the running iteration finish, then
+        stops with a snapshot; a second one stops at once. Only where Python's own
+        handler is in place (main thread, no handler of the caller's)."""
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True  # no printing here: the handler may interrupt a print
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _display(self, it: int, outs: dict[str, float], rate: float, seconds: float) -> None:
         smoothed = sum(self.losses) / len(self.losses)
         epoch = self.train_data.epoch_float
-        rec = {"event": "train", "iter": self.iter, "epoch": round(epoch, 4), "loss": smoothed,
-               **{k: v for k, v in outs.items()}, "lr": self.lr(), "images_per_s": round(rate, 1),
+        lr = self.lr(it)
+        rec = {"event": "train", "iter": it, "epoch": round(epoch, 4), "loss": smoothed,
+               **{k: v for k, v in outs.items()}, "lr": lr, "images_per_s": round(rate, 1),
                "seconds": round(seconds, 3)}
         self.run.metric(rec)
         extra = "".join(f", {k} = {v:.4g}" for k, v in outs.items() if k not in self.net.loss_weights or len(outs) > 1)
-        self.log(f"Iteration {self.iter} (epoch {epoch:.2f}), loss = {smoothed:.4f}{extra}, lr = {self.lr():.3g}, "
+        self.log(f"Iteration {it} (epoch {epoch:.2f}), loss = {smoothed:.4f}{extra}, lr = {lr:.3g}, "
                  f"{rate:,.0f} images/s")
 
     def solve(self) -> dict[str, float]:
@@ -236,9 +294,13 @@ class Solver:
             if s.test_interval and self.iter % s.test_interval == 0 and self.test_net is not None:
                 self.test()
         except KeyboardInterrupt:
+            self._roll_back_iteration()
             path = self.snapshot()
-            raise Interrupted(f"interrupted at iteration {self.iter}; snapshot written: {path}. "
-                              f"Resume with: netcfg train ... --resume {path.with_suffix('.solverstate')}") from None
+            raise Interrupted(f"interrupted at iteration {self.iter}; snapshot written: {path}. Resume with: "
+                              f"netcfg train {self.run.path / 'config.yaml'} --resume {path.with_suffix('.solverstate')}"
+                              ) from None
+        finally:
+            self._stop_requested = False
         self.log("Optimization Done.")
         return self.last_test
 
@@ -318,7 +380,16 @@ class Solver:
                 self.log(f"warning: resuming with a changed config: {d}")
         weights = path.with_name(meta.get("weights", path.stem + ".safetensors"))
         copy_weights(self.net, weights, strict=True)
-        self.optimizer.load_state_dict(tree["optimizer"])
+        # the state's buffers (momentum, Adam's moments) with this config's hyperparameters:
+        # load_state_dict would bring back the snapshot's, undoing what --force changed
+        fresh = [{k: v for k, v in g.items() if k not in ("params", "param_names")}
+                 for g in self.optimizer.param_groups]
+        try:
+            self.optimizer.load_state_dict(tree["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise NetcfgError(f"{path}: the optimizer state does not fit this net's parameters ({e})") from None
+        for group, hyper in zip(self.optimizer.param_groups, fresh):
+            group.update(hyper)
         if self.scaler and tree.get("scaler"):
             self.scaler.load_state_dict(tree["scaler"])
         if self.train_data and tree.get("data"):

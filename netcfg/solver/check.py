@@ -1,0 +1,63 @@
+"""Check a solver as a whole: its net in both phases and its data against the net's inputs."""
+
+from __future__ import annotations
+
+from netcfg.data.sources import describe_source
+from netcfg.errors import ConfigError, ConfigErrors
+from netcfg.net import Graph, build_graph
+from netcfg.solver.spec import SolverSpec
+
+__all__ = ["check_solver", "match_inputs"]
+
+
+def match_inputs(spec: SolverSpec, split: str, graph: Graph, tensors: dict[str, tuple[tuple[int, ...], str]]) -> list[ConfigError]:
+    """Errors for each net input the data split does not deliver with the right shape and dtype."""
+    errors = []
+    where = ("data", split)
+    for name, blob in graph.inputs.items():
+        if name not in tensors:
+            errors.append(ConfigError(
+                f"the net's input '{name}' is not among the {split} data's tensors {sorted(tensors)}", where,
+                hint="rename with inputs: {data: <net input>, label: <net input>}"))
+            continue
+        shape, dtype = tensors[name]
+        if tuple(shape) != tuple(blob.shape):
+            errors.append(ConfigError(
+                f"the {split} data's '{name}' has per-sample shape {list(shape)} but the net's input "
+                f"'{name}' is {list(blob.shape)}", where,
+                hint="change the net's inputs:, or crop_size/the data set"))
+        elif dtype != blob.dtype and not (blob.dtype.startswith("float") and dtype.startswith("float")):
+            errors.append(ConfigError(
+                f"the {split} data's '{name}' is {dtype} but the net's input '{name}' is declared {blob.dtype}",
+                where, hint=f"declare it as {{shape: {list(blob.shape)}, dtype: {dtype}}} in the net's inputs:"))
+    return errors
+
+
+def check_solver(spec: SolverSpec) -> dict[str, Graph]:
+    """Build the TRAIN and TEST graphs and match each data split to its net's inputs."""
+    graphs: dict[str, Graph] = {}
+    errors: list[ConfigError] = []
+    for phase, split, stages in (("TRAIN", "train", spec.train_stages), ("TEST", "test", spec.test_stages)):
+        ds = getattr(spec.data, split)
+        if ds is None and phase == "TEST":
+            continue
+        try:
+            graphs[phase] = build_graph(spec.net_spec, phase, stages)
+        except ConfigErrors as e:
+            if phase == "TEST" and "TRAIN" in graphs:  # same errors as TRAIN, usually
+                errors += [x for x in e.errors if x.render() not in {y.render() for y in errors}]
+            else:
+                errors += e.errors
+            continue
+        if ds is None:
+            continue
+        try:
+            tensors = describe_source(ds, spec.base_dir)
+        except (ConfigError, ConfigErrors) as e:
+            for x in getattr(e, "errors", [e]):
+                errors.append(spec.locate(x.prefixed(("data", split))))
+            continue
+        errors += [spec.locate(x) for x in match_inputs(spec, split, graphs[phase], tensors)]
+    if errors:
+        raise ConfigErrors(errors)
+    return graphs

@@ -15,16 +15,13 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from netcfg.errors import ShapeError
-from netcfg.layers.base import Blob, FillerSpec, LayerSpec, register
+from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_float, register
 from netcfg.layers.fillers import fill
 
 __all__ = [
     "ReLU", "PReLU", "ELU", "SELU", "GELU", "Sigmoid", "TanH", "Swish",
-    "AbsVal", "BNLL", "Threshold", "Clip", "Elementwise", "FLOAT_DTYPES",
+    "AbsVal", "BNLL", "Threshold", "Clip", "Elementwise",
 ]
-
-FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
-
 
 class Elementwise(LayerSpec):
     """Base of the shape-preserving layers: one floating-point bottom, one top alike."""
@@ -33,9 +30,7 @@ class Elementwise(LayerSpec):
 
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
         (x,) = bottoms
-        if x.dtype not in FLOAT_DTYPES:
-            raise ShapeError(f"{self.type} expects a floating-point input, got {x.dtype} "
-                             f"(shape {list(x.shape)}); is an integer label wired here by mistake?", key="bottom")
+        check_float(self, x)
         return [x]
 
     def flops(self, bottoms: list[Blob], tops: list[Blob]) -> int:
@@ -104,6 +99,11 @@ class ReLU(Elementwise):
     type: Literal["ReLU"]
     negative_slope: float = Field(0.0, allow_inf_nan=False, description="slope for x < 0 (leaky ReLU when > 0)")
 
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [3, 4]}},
+        {"inputs": {"x": {"shape": [2, 3], "dtype": "float64"}}, "negative_slope": 0.1},
+    ]
+
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return nn.LeakyReLU(self.negative_slope) if self.negative_slope else nn.ReLU()
 
@@ -119,6 +119,11 @@ class PReLU(Elementwise):
                                description="initialisation of the slopes; default constant 0.25, as Caffe")
 
     cost: ClassVar[int] = 2
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [3, 4, 4]}},
+        {"inputs": {"x": [5]}, "channel_shared": True, "filler": {"type": "constant", "value": 0.1}},
+    ]
 
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
         (x,) = super().infer(bottoms)
@@ -147,6 +152,8 @@ class ELU(Elementwise):
 
     cost: ClassVar[int] = 3
 
+    examples: ClassVar[list[dict]] = [{"inputs": {"x": [3, 4]}, "alpha": 0.5}]
+
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return nn.ELU(self.alpha)
 
@@ -159,6 +166,8 @@ class SELU(Elementwise):
     type: Literal["SELU"]
 
     cost: ClassVar[int] = 4
+
+    examples: ClassVar[list[dict]] = [{"inputs": {"x": [3, 4]}}]
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return nn.SELU()
@@ -173,6 +182,8 @@ class GELU(Elementwise):
 
     cost: ClassVar[int] = 8
 
+    examples: ClassVar[list[dict]] = [{"inputs": {"x": [6]}}, {"inputs": {"x": [2, 3]}, "approximate": "tanh"}]
+
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return nn.GELU(approximate=self.approximate)
 
@@ -185,6 +196,8 @@ class Sigmoid(Elementwise):
 
     cost: ClassVar[int] = 4
 
+    examples: ClassVar[list[dict]] = [{"inputs": {"x": [2, 5]}}]
+
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return nn.Sigmoid()
 
@@ -196,6 +209,8 @@ class TanH(Elementwise):
     type: Literal["TanH"]
 
     cost: ClassVar[int] = 4
+
+    examples: ClassVar[list[dict]] = [{"inputs": {"x": [2, 5]}}]
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return nn.Tanh()
@@ -210,6 +225,8 @@ class Swish(Elementwise):
 
     cost: ClassVar[int] = 6
 
+    examples: ClassVar[list[dict]] = [{"inputs": {"x": [4]}}, {"inputs": {"x": [2, 3]}, "beta": 2.0}]
+
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return nn.SiLU() if self.beta == 1 else SwishBeta(self.beta)
 
@@ -220,6 +237,8 @@ class AbsVal(Elementwise):
     """|x|."""
 
     type: Literal["AbsVal"]
+
+    examples: ClassVar[list[dict]] = [{"inputs": {"x": [3, 2, 2]}}]
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return Abs()
@@ -233,6 +252,8 @@ class BNLL(Elementwise):
 
     cost: ClassVar[int] = 4
 
+    examples: ClassVar[list[dict]] = [{"inputs": {"x": [4]}}]
+
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return nn.Softplus()
 
@@ -243,6 +264,8 @@ class Threshold(Elementwise):
 
     type: Literal["Threshold"]
     threshold: float = Field(0.0, allow_inf_nan=False, description="inputs strictly above this give 1")
+
+    examples: ClassVar[list[dict]] = [{"inputs": {"x": {"shape": [5], "dtype": "float64"}}, "threshold": 0.5}]
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return Step(self.threshold)
@@ -257,6 +280,11 @@ class Clip(Elementwise):
     max: float = Field(..., allow_inf_nan=False, description="upper bound of the output; >= min")
 
     cost: ClassVar[int] = 2
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [3, 4]}, "min": -1, "max": 1},
+        {"inputs": {"x": [4]}, "min": 0, "max": 6},  # ReLU6
+    ]
 
     @model_validator(mode="after")
     def _ordered(self):

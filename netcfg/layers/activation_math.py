@@ -129,6 +129,11 @@ class Power(Elementwise):
     scale: float = Field(1.0, allow_inf_nan=False, description="multiplies x before the shift")
     shift: float = Field(0.0, allow_inf_nan=False, description="added after the scale")
 
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [3, 4]}, "power": 2, "scale": 0.5, "shift": 1},
+        {"inputs": {"x": [5]}, "scale": -2},
+    ]
+
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return Affine(self.power, self.scale, self.shift)
 
@@ -147,6 +152,11 @@ class Exp(Elementwise):
     shift: float = Field(0.0, allow_inf_nan=False, description="added to the exponent")
 
     cost: ClassVar[int] = 3
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [4]}},
+        {"inputs": {"x": [2, 3]}, "base": 2, "scale": 0.5, "shift": 1},
+    ]
 
     @model_validator(mode="after")
     def _base(self):
@@ -170,6 +180,11 @@ class Log(Elementwise):
 
     cost: ClassVar[int] = 4
 
+    examples: ClassVar[list[dict]] = [  # shift keeps the argument positive for N(0, 1) inputs
+        {"inputs": {"x": [4]}, "shift": 10},
+        {"inputs": {"x": [2, 3]}, "base": 10, "scale": 0.5, "shift": 10},
+    ]
+
     @model_validator(mode="after")
     def _base(self):
         _check_base(self.base, "Log", allow_one=False)
@@ -188,6 +203,8 @@ class Softmax(Elementwise):
     axis: int = Field(1, ge=-32, le=32, description="axis to normalise over, counting the batch as 0; -1 for the last")
 
     cost: ClassVar[int] = 4  # max, subtract-exp, sum, divide
+
+    examples: ClassVar[list[dict]] = [{"inputs": {"x": [5]}}, {"inputs": {"x": [3, 4, 2]}, "axis": -1}]
 
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
         (x,) = super().infer(bottoms)
@@ -211,6 +228,12 @@ class ArgMax(LayerSpec):
     top_k: int = Field(1, ge=1, description="how many of the largest entries to return, largest first")
     axis: int | None = Field(None, ge=-32, le=32, description="axis to search, counting the batch as 0; "
                                                              "none: each sample flattened")
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [10]}, "top_k": 3},
+        {"inputs": {"x": [4, 5]}, "axis": 2, "out_max_val": True},
+        {"inputs": {"x": [3, 4]}, "top_k": 2, "out_max_val": True},
+    ]
 
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
         (x,) = bottoms

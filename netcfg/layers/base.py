@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Blob", "LayerSpec", "ParamSpec", "Rule", "FillerSpec", "AnyLayer",
-    "register", "registry", "lookup", "StrList", "IntPair", "check_rank", "pair",
+    "register", "registry", "lookup", "StrList", "IntPair", "check_rank", "check_float", "pair",
+    "FLOAT_DTYPES", "INT_DTYPES",
 ]
 
 
@@ -49,7 +50,7 @@ FloatList = Annotated[list[float], BeforeValidator(_as_list, json_schema_input_t
 # an int or [h, w]; Caffe's repeated kernel_size/stride/pad fields
 IntPair = Annotated[list[Annotated[int, Field(ge=0)]],
                     BeforeValidator(_as_list, json_schema_input_type=Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]]),
-                    Field(min_length=1, max_length=3)]
+                    Field(min_length=1, max_length=2)]
 
 
 def pair(v: list[int] | None, h: int | None = None, w: int | None = None, default: int = 0) -> tuple[int, int]:
@@ -59,6 +60,17 @@ def pair(v: list[int] | None, h: int | None = None, w: int | None = None, defaul
     if not v:
         return (default, default)
     return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+
+
+FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
+INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
+
+
+def check_float(layer: LayerSpec, blob: Blob, what: str = "input") -> None:
+    """Refuse an integer blob where real numbers are needed (a label wired in by mistake)."""
+    if blob.dtype not in FLOAT_DTYPES:
+        raise ShapeError(f"{layer.type} needs a floating-point {what}, got {blob.dtype} (shape {list(blob.shape)}); "
+                         "is a label wired in by mistake?", key="bottom")
 
 
 def check_rank(layer: LayerSpec, blob: Blob, ranks: tuple[int, ...], what: str = "input") -> None:
@@ -134,6 +146,12 @@ class LayerSpec(Spec):
     n_tops: ClassVar[tuple[int, int | None]] = (1, 1)
     is_loss: ClassVar[bool] = False   # default loss_weight 1; output is a scalar
     reduces_batch: ClassVar[bool] = False  # output has no batch dimension (losses, Accuracy)
+    # Sample configurations for the registry-wide tests (tests/test_registry.py). Each
+    # dict has `inputs` (the net file's `inputs:` form, per-sample shapes, e.g.
+    # {"x": [3, 8, 8]} or {"ids": {"shape": [5], "dtype": "int64"}}) and the layer's
+    # own fields; name, type and bottom (the inputs, in order) are filled by the test,
+    # and `top` may be given for multi-top layers. Cover the main options in 1-3 dicts.
+    examples: ClassVar[list[dict]] = []
 
     def blob_names(self) -> list[str]:
         """Names of the learnable blobs, in ``param:`` order."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 from torch import nn
 
 from netcfg.errors import ShapeError
-from netcfg.layers.base import Blob, FillerSpec, IntPair, LayerSpec, check_rank, pair, register
+from netcfg.layers.base import Blob, FillerSpec, IntPair, LayerSpec, check_float, check_rank, pair, register
 
 __all__ = ["Convolution", "Deconvolution"]
 
@@ -62,13 +62,15 @@ class _ConvBase(LayerSpec):
 
     def _spatial(self, bottoms: list[Blob]) -> tuple[int, list[int]]:
         (x,) = bottoms
+        check_float(self, x)
         check_rank(self, x, (2, 3))
         self._check_channels(x.shape[0])
         return x.shape[0], list(x.shape[1:])
 
     def _finish(self, module: nn.Module) -> nn.Module:
-        if self.weight_norm:
-            module = nn.utils.parametrizations.weight_norm(module, name="weight", dim=0)
+        if self.weight_norm:  # per output unit: dim 1 of a transposed conv's (in, out, ...) weight
+            dim = 1 if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d)) else 0
+            module = nn.utils.parametrizations.weight_norm(module, name="weight", dim=dim)
         return module
 
 
@@ -78,6 +80,14 @@ class Convolution(_ConvBase):
     out = (in + 2 pad - dilation (k - 1) - 1) // stride + 1."""
 
     type: Literal["Convolution"]
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [4, 7, 7]}, "num_output": 6, "kernel_size": 3, "stride": 2, "pad": 1, "group": 2},
+        {"inputs": {"x": [3, 9]}, "num_output": 4, "kernel_size": 3, "dilation": 2, "bias_term": False,
+         "weight_filler": {"type": "msra"}},
+        {"inputs": {"x": [2, 6, 5]}, "num_output": 3, "kernel_h": 3, "kernel_w": 1, "stride_w": 2, "pad_w": 1,
+         "weight_norm": True, "weight_filler": {"type": "xavier"}, "bias_filler": {"type": "constant", "value": 0.1}},
+    ]
 
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
         c, spatial = self._spatial(bottoms)
@@ -90,7 +100,7 @@ class Convolution(_ConvBase):
                 raise ShapeError(f"kernel extent {extent} is larger than the padded input {size + 2 * p} "
                                  f"(input {list(bottoms[0].shape)}, pad {p})", key="kernel_size")
             out.append((size + 2 * p - extent) // s + 1)
-        return [Blob((self.num_output, *out))]
+        return [Blob((self.num_output, *out), bottoms[0].dtype)]
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         c = bottoms[0].shape[0]
@@ -118,6 +128,12 @@ class Deconvolution(_ConvBase):
 
     type: Literal["Deconvolution"]
 
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [3, 3, 3]}, "num_output": 3, "kernel_size": 4, "stride": 2, "pad": 1, "group": 3,
+         "bias_term": False, "weight_filler": {"type": "bilinear"}},
+        {"inputs": {"x": [4, 5]}, "num_output": 6, "kernel_size": 3, "stride": 2, "group": 2, "weight_norm": True},
+    ]
+
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
         c, spatial = self._spatial(bottoms)
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.geometry()
@@ -128,7 +144,7 @@ class Deconvolution(_ConvBase):
             if o < 1:
                 raise ShapeError(f"output size {o} < 1 for input {list(bottoms[0].shape)}", key="pad")
             out.append(o)
-        return [Blob((self.num_output, *out))]
+        return [Blob((self.num_output, *out), bottoms[0].dtype)]
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         c = bottoms[0].shape[0]

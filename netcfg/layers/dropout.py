@@ -7,7 +7,7 @@ pass stops dropping, as Caffe's TEST net does.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 from torch import nn
@@ -27,6 +27,8 @@ class Dropout(Elementwise):
     type: Literal["Dropout"]
     dropout_ratio: float = Field(0.5, ge=0, lt=1, description="probability of zeroing an element in TRAIN; 0 disables")
 
+    examples: ClassVar[list[dict]] = [{"inputs": {"x": [3, 4]}}, {"inputs": {"x": [6]}, "dropout_ratio": 0}]
+
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return nn.Dropout(self.dropout_ratio) if self.dropout_ratio else nn.Identity()
 
@@ -43,6 +45,8 @@ class AlphaDropout(Elementwise):
     type: Literal["AlphaDropout"]
     dropout_ratio: float = Field(0.05, ge=0, lt=1, description="probability of dropping an element in TRAIN; "
                                                                "0.05 to 0.1 suit SELU nets")
+
+    examples: ClassVar[list[dict]] = [{"inputs": {"x": [3, 4]}, "dropout_ratio": 0.1}]
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return nn.AlphaDropout(self.dropout_ratio) if self.dropout_ratio else nn.Identity()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from netcfg.errors import ShapeError
-from netcfg.layers.base import Blob, FillerSpec, LayerSpec, register
+from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_float, register
 
 __all__ = ["InnerProduct"]
 
@@ -40,6 +40,14 @@ class InnerProduct(LayerSpec):
     bias_filler: FillerSpec | None = Field(None, description="bias initialisation; default: PyTorch's")
     weight_norm: bool = Field(False, description="reparameterise the weight as g * v / |v| (Salimans & Kingma 2016)")
 
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [3, 4, 4]}, "num_output": 5, "param": [{"lr_mult": 1}, {"lr_mult": 2, "decay_mult": 0}]},
+        {"inputs": {"x": [3, 2, 4]}, "num_output": 3, "axis": 2, "bias_term": False,
+         "weight_filler": {"type": "gaussian", "std": 0.1}},
+        {"inputs": {"x": [4, 7]}, "num_output": 2, "axis": -1, "weight_norm": True,
+         "weight_filler": {"type": "xavier"}},
+    ]
+
     def _axis(self, rank: int) -> int:
         """The axis within the per-sample shape (rank excludes the batch)."""
         ax = self.axis if self.axis >= 0 else rank + 1 + self.axis
@@ -52,8 +60,9 @@ class InnerProduct(LayerSpec):
         (x,) = bottoms
         if not x.shape:
             raise ShapeError("InnerProduct needs at least a 1-d input per sample, got a scalar")
+        check_float(self, x)
         ax = self._axis(len(x.shape))
-        return [Blob((*x.shape[:ax], self.num_output))]
+        return [Blob((*x.shape[:ax], self.num_output), x.dtype)]
 
     def blob_names(self) -> list[str]:
         w = ["parametrizations.weight.original0", "parametrizations.weight.original1"] if self.weight_norm else ["weight"]

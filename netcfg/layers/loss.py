@@ -10,7 +10,7 @@ count of non-ignored labels (VALID), the outer count (BATCH_SIZE), every label
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -18,13 +18,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from netcfg.errors import ShapeError
-from netcfg.layers.base import Blob, LayerSpec, register
+from netcfg.layers.base import FLOAT_DTYPES, INT_DTYPES, Blob, LayerSpec, register
 
 __all__ = ["SoftmaxWithLoss", "SigmoidCrossEntropyLoss", "EuclideanLoss", "HingeLoss", "ContrastiveLoss",
-           "class_axis", "check_label"]
+           "class_axis", "check_label", "loss_blob"]
 
 Normalization = Literal["VALID", "BATCH_SIZE", "FULL", "NONE"]
-INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
 
 
 def _upper(v):
@@ -54,6 +53,11 @@ def check_label(scores: Blob, label: Blob, ax: int) -> bool:
                          f"{list(label.shape)}; declare the input as {{shape: {list(label.shape)}, dtype: int64}}",
                          key="bottom")
     return label.shape != want
+
+
+def loss_blob(first: Blob) -> Blob:
+    """The scalar loss top: in the first bottom's floating dtype (the forward computes in it)."""
+    return Blob((), first.dtype if first.dtype in FLOAT_DTYPES else "float32")
 
 
 def _same_count(a: Blob, b: Blob, what: str) -> None:
@@ -123,12 +127,20 @@ class SoftmaxWithLoss(_LossBase):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="mix the one-hot target with a uniform one "
                                                                 "(Szegedy et al. 2016); 0 is plain cross-entropy")
 
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"scores": [5], "label": {"shape": [], "dtype": "int64"}}},
+        {"inputs": {"scores": [3, 4, 4], "label": {"shape": [1, 4, 4], "dtype": "int64"}}, "ignore_label": 1,
+         "normalization": "BATCH_SIZE"},
+        {"inputs": {"scores": [4, 3], "label": {"shape": [4], "dtype": "int32"}}, "axis": -1, "label_smoothing": 0.1,
+         "normalization": "FULL"},
+    ]
+
     _up = field_validator("normalization", mode="before")(_upper)
 
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
         scores, label = bottoms
         check_label(scores, label, class_axis(scores, self.axis))
-        return [Blob(())]
+        return [loss_blob(bottoms[0])]
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         scores, label = bottoms
@@ -170,11 +182,17 @@ class SigmoidCrossEntropyLoss(_LossBase):
         "BATCH_SIZE", description="divide the summed loss by: BATCH_SIZE the batch size, VALID non-ignored "
                                  "targets, FULL all targets, NONE nothing")
 
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"logits": [4], "target": [4]}},
+        {"inputs": {"logits": [2, 3], "target": {"shape": [6], "dtype": "int64"}}, "ignore_label": 1,
+         "normalization": "VALID"},
+    ]
+
     _up = field_validator("normalization", mode="before")(_upper)
 
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
         _same_count(bottoms[0], bottoms[1], "the targets")
-        return [Blob(())]
+        return [loss_blob(bottoms[0])]
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return SigmoidCrossEntropy(self.ignore_label, self.normalization)
@@ -195,9 +213,14 @@ class EuclideanLoss(_LossBase):
 
     type: Literal["EuclideanLoss"]
 
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"a": [3, 2], "b": [6]}},
+        {"inputs": {"a": {"shape": [4], "dtype": "float64"}, "b": {"shape": [4], "dtype": "float64"}}},
+    ]
+
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
         _same_count(bottoms[0], bottoms[1], "the second bottom")
-        return [Blob(())]
+        return [loss_blob(bottoms[0])]
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return Euclidean()
@@ -228,6 +251,12 @@ class HingeLoss(_LossBase):
     type: Literal["HingeLoss"]
     norm: Literal["L1", "L2"] = Field("L1", description="L1: sum of hinge margins; L2: sum of squared margins")
 
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"scores": [5], "label": {"shape": [], "dtype": "int64"}}},
+        {"inputs": {"scores": {"shape": [2, 2], "dtype": "float64"}, "label": {"shape": [1], "dtype": "int32"}},
+         "norm": "L2"},
+    ]
+
     _up = field_validator("norm", mode="before")(_upper)
 
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
@@ -238,7 +267,7 @@ class HingeLoss(_LossBase):
         if label.dtype not in INT_DTYPES:
             raise ShapeError(f"the label must hold integer class indices, got a {label.dtype} blob; "
                              f"declare the input with dtype: int64", key="bottom")
-        return [Blob(())]
+        return [loss_blob(bottoms[0])]
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return Hinge(1 if self.norm == "L1" else 2)
@@ -273,11 +302,17 @@ class ContrastiveLoss(_LossBase):
     margin: float = Field(1.0, ge=0, description="dissimilar pairs closer than this are pushed apart")
     legacy_version: bool = Field(False, description="Caffe's original form: max(margin - d^2, 0) for dissimilar pairs")
 
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"a": [4], "b": [4], "sim": {"shape": [], "dtype": "int64"}}},
+        {"inputs": {"a": [2, 2], "b": [4], "sim": {"shape": [1], "dtype": "int64"}}, "margin": 2,
+         "legacy_version": True},
+    ]
+
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
         a, b, sim = bottoms
         _same_count(a, b, "the second feature bottom")
         _one_per_sample(sim, "the similarity (1 similar, 0 dissimilar)")
-        return [Blob(())]
+        return [loss_blob(bottoms[0])]
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return Contrastive(self.margin, self.legacy_version)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from pydantic import BeforeValidator, Field, model_validator
@@ -65,6 +65,11 @@ class Concat(LayerSpec):
     n_bottoms = (1, None)
     axis: int = Field(1, description="axis to join along, counting the batch as 0; -1 for the last")
 
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"a": [2, 3], "b": [4, 3]}},
+        {"inputs": {"a": [2, 3], "b": [2, 1], "c": [2, 2]}, "axis": -1},
+    ]
+
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
         first = bottoms[0]
         ax = sample_axis(self, self.axis, first)
@@ -108,6 +113,12 @@ class Eltwise(LayerSpec):
     n_bottoms = (2, None)
     operation: Literal["SUM", "PROD", "MAX"] = Field("SUM", description="how to combine the bottoms")
     coeff: FloatList | None = Field(None, description="SUM only: one weight per bottom (e.g. [1, -1] for a difference)")
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"a": [3, 4], "b": [3, 4]}, "coeff": [1, -0.5]},
+        {"inputs": {"a": [5], "b": [5], "c": [5]}, "operation": "PROD"},
+        {"inputs": {"a": [2, 3], "b": [2, 3]}, "operation": "MAX"},
+    ]
 
     @model_validator(mode="after")
     def _check_coeff(self):
@@ -160,6 +171,11 @@ class Slice(LayerSpec):
     slice_point: int_list(1) = Field(  # type: ignore[valid-type]
         default_factory=list, description="increasing indices to cut at (one fewer than the tops); "
                                           "empty: equal parts, one per top")
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [5, 2]}, "slice_point": [1, 3]},
+        {"inputs": {"x": [2, 6]}, "axis": -1, "top": ["a", "b", "c"]},
+    ]
 
     @model_validator(mode="after")
     def _check_points(self):
@@ -218,6 +234,8 @@ class Split(LayerSpec):
     type: Literal["Split"]
     n_tops = (1, None)
 
+    examples: ClassVar[list[dict]] = [{"inputs": {"x": [3]}}, {"inputs": {"x": [2, 2]}, "top": ["a", "b", "c"]}]
+
     def num_tops(self) -> int:
         return 2
 
@@ -245,6 +263,8 @@ class Silence(LayerSpec):
     type: Literal["Silence"]
     n_bottoms = (1, None)
     n_tops = (0, 0)
+
+    examples: ClassVar[list[dict]] = [{"inputs": {"x": [3], "label": {"shape": [], "dtype": "int64"}}}]
 
     def num_tops(self) -> int:
         return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -60,6 +60,13 @@ class Accuracy(LayerSpec):
     top_k: int = Field(1, ge=1, description="a prediction is right if the label is among the k highest scores")
     axis: int = Field(1, description="class axis, counting the batch as 0; -1 for the last")
     ignore_label: int | None = Field(None, description="labels with this value are not counted")
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"scores": [5], "label": {"shape": [], "dtype": "int64"}}, "top_k": 2},
+        {"inputs": {"scores": [3, 4], "label": {"shape": [1, 4], "dtype": "int64"}}, "ignore_label": 0,
+         "top": ["accuracy", "per_class"]},
+        {"inputs": {"scores": [2, 3], "label": {"shape": [2], "dtype": "int64"}}, "axis": -1},
+    ]
 
     def _per_class(self) -> bool:
         return self.top is not None and len(self.top) == 2

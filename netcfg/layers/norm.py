@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -12,19 +12,9 @@ from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from netcfg.errors import ShapeError
-from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_rank, register
+from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_float, check_rank, register
 
-__all__ = ["BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "BatchNormNd", "check_float"]
-
-FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
-
-
-def check_float(layer: LayerSpec, blob: Blob, what: str = "input") -> None:
-    """Normalisation only makes sense on real numbers: refuse an integer blob (a label)."""
-    if blob.dtype not in FLOAT_DTYPES:
-        raise ShapeError(f"{layer.type} needs a floating-point {what}, got {blob.dtype} (shape {list(blob.shape)}); "
-                         "is a label wired in by mistake?", key="bottom")
-
+__all__ = ["BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "BatchNormNd"]
 
 class BatchNormNd(_BatchNorm):
     """Batch normalisation over every axis but the channel (dim 1), any rank >= 2, with Caffe's use_global_stats."""
@@ -79,6 +69,12 @@ class BatchNorm(LayerSpec):
                                                                "(constant 0 on a residual branch's last BatchNorm)")
     bias_filler: FillerSpec | None = Field(None, description="shift initialisation; default constant 0")
 
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [3, 4, 4]}},
+        {"inputs": {"x": [5]}, "affine": False, "moving_average_fraction": 0.9},
+        {"inputs": {"x": [3, 6]}, "use_global_stats": True, "weight_filler": {"type": "constant", "value": 0.5}},
+    ]
+
     @model_validator(mode="after")
     def _fillers_need_affine(self):
         if not self.affine and (self.weight_filler is not None or self.bias_filler is not None):
@@ -129,6 +125,11 @@ class LayerNorm(_AffineNorm):
                                                                "default all per-sample dims (1 for (T, D) tokens)")
     elementwise_affine: bool = Field(True, description="learn a scale and shift per normalised element")
 
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [3, 4]}},
+        {"inputs": {"x": [5, 6]}, "num_axes": 1, "elementwise_affine": False, "eps": 1e-6},
+    ]
+
     def _affine(self) -> bool:
         return self.elementwise_affine
 
@@ -157,6 +158,8 @@ class InstanceNorm(_AffineNorm):
     type: Literal["InstanceNorm"]
     affine: bool = Field(False, description="learn a per-channel scale and shift")
 
+    examples: ClassVar[list[dict]] = [{"inputs": {"x": [3, 4, 4]}}, {"inputs": {"x": [2, 5]}, "affine": True}]
+
     def _affine(self) -> bool:
         return self.affine
 
@@ -183,6 +186,11 @@ class GroupNorm(_AffineNorm):
     num_groups: int = Field(..., ge=1, description="number of channel groups; must divide the channels "
                                                    "(1: LayerNorm over (C, H, W); channels: InstanceNorm)")
     affine: bool = Field(True, description="learn a per-channel scale and shift")
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [4, 3, 3]}, "num_groups": 2},
+        {"inputs": {"x": [6, 5]}, "num_groups": 3, "affine": False},
+    ]
 
     def _affine(self) -> bool:
         return self.affine

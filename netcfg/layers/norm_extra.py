@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -11,9 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from netcfg.errors import ShapeError
-from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_rank, register
+from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_float, check_rank, register
 from netcfg.layers.fillers import fill
-from netcfg.layers.norm import check_float
 
 __all__ = ["Scale", "Bias", "LRN", "AxisAffine", "WithinChannelLRN"]
 
@@ -118,6 +117,13 @@ class Scale(_AxisSpan):
     filler: FillerSpec | None = Field(None, description="scale initialisation; default constant 1 (identity)")
     bias_filler: FillerSpec | None = Field(None, description="bias initialisation; default constant 0")
 
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [3, 4, 4]}, "bias_term": True, "filler": {"type": "constant", "value": 2},
+         "bias_filler": {"type": "constant", "value": 0.5}},
+        {"inputs": {"x": [3, 4, 4], "s": [3]}},  # the scale from a second bottom
+        {"inputs": {"x": [2, 3, 4]}, "axis": 2, "num_axes": -1},
+    ]
+
     @model_validator(mode="after")
     def _bias_filler_needs_bias(self):
         if self.bias_filler is not None and not self.bias_term:
@@ -146,6 +152,11 @@ class Bias(_AxisSpan):
 
     type: Literal["Bias"]
     filler: FillerSpec | None = Field(None, description="bias initialisation; default constant 0")
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [3, 5]}, "filler": {"type": "constant", "value": 1}},
+        {"inputs": {"x": [3, 5], "b": [3, 5]}},
+    ]
 
     def blob_names(self) -> list[str]:
         return [] if self._two() else ["bias"]
@@ -200,6 +211,12 @@ class LRN(LayerSpec):
     k: float = Field(1.0, gt=0, description="constant added before the exponent (AlexNet: 2)")
     norm_region: Literal["ACROSS_CHANNELS", "WITHIN_CHANNEL"] = Field(
         "ACROSS_CHANNELS", description="normalise across neighbouring channels, or within a spatial window of each")
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [6, 3, 3]}, "local_size": 3, "alpha": 0.1},
+        {"inputs": {"x": [2, 5, 5]}, "norm_region": "WITHIN_CHANNEL", "local_size": 3, "k": 2},
+        {"inputs": {"x": [4, 7]}, "norm_region": "WITHIN_CHANNEL", "beta": 0.5},
+    ]
 
     @model_validator(mode="after")
     def _odd(self):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -83,6 +83,12 @@ class Pooling(LayerSpec):
     global_pooling: bool = Field(False, description="pool over the whole spatial extent (no kernel_size, stride 1, pad 0)")
     round_mode: Literal["CEIL", "FLOOR"] = Field(
         "CEIL", description="round the output size up (Caffe's default: a partial last window is kept) or down")
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [3, 6, 6]}, "pool": "MAX", "kernel_size": 3, "stride": 2},  # ceil keeps a partial window
+        {"inputs": {"x": [2, 7]}, "pool": "AVE", "kernel_size": 3, "stride": 2, "pad": 2, "round_mode": "FLOOR"},
+        {"inputs": {"x": [4, 5, 3]}, "pool": "AVE", "global_pooling": True},
+    ]
 
     @model_validator(mode="after")
     def _check_geometry(self):

@@ -47,6 +47,13 @@ class Embed(LayerSpec):
     weight_filler: FillerSpec | None = Field(None, description="table initialisation; default: N(0, 1)")
     bias_filler: FillerSpec | None = Field(None, description="bias initialisation; default: zeros")
 
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"ids": {"shape": [5], "dtype": "int64"}}, "num_output": 4, "input_dim": 10},
+        {"inputs": {"ids": {"shape": [2, 3], "dtype": "int32"}}, "num_output": 3, "input_dim": 2, "bias_term": False,
+         "weight_filler": {"type": "uniform", "min": -0.1, "max": 0.1}},
+        {"inputs": {"ids": {"shape": [4], "dtype": "uint8"}}, "num_output": 2, "input_dim": 3},
+    ]
+
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
         (x,) = bottoms
         if x.dtype not in _INT_DTYPES:
@@ -192,6 +199,14 @@ class LSTM(_RecurrentBase):
 
     type: Literal["LSTM"]
 
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [5, 3]}, "num_output": 4},
+        {"inputs": {"x": [4, 3]}, "num_output": 2, "num_layers": 2, "bidirectional": True, "dropout": 0.5,
+         "return_sequence": False},
+        {"inputs": {"x": [3, 2]}, "num_output": 3, "bias_term": False, "return_sequence": False,
+         "weight_filler": {"type": "orthogonal"}},
+    ]
+
 
 @register
 class GRU(_RecurrentBase):
@@ -203,6 +218,12 @@ class GRU(_RecurrentBase):
 
     gates: ClassVar[int] = 3
     module_class: ClassVar[type[nn.Module]] = GRUStack
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [5, 3]}, "num_output": 4, "bidirectional": True},
+        {"inputs": {"x": [4, 3]}, "num_output": 2, "num_layers": 2, "return_sequence": False,
+         "weight_filler": {"type": "xavier"}, "bias_filler": {"type": "constant", "value": 0}},
+    ]
 
     def _pointwise(self) -> int:
         return 5  # r * (W_hn h), + W_in x, (1 - z), two products and a sum

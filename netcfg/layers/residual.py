@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
@@ -61,6 +61,22 @@ class Residual(LayerSpec):
     shortcut: list[AnyLayer] = Field(default_factory=list, description="layers run on the input for the skip path; empty: identity "
                                      "(a projection, e.g. 1x1 Convolution with stride + BatchNorm, when shapes change)")
     activation: Activation | None = Field("ReLU", description="activation layer type applied after the sum; null: none")
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [4, 5, 5]}, "body": [
+            {"name": "conv1", "type": "Convolution", "num_output": 4, "kernel_size": 3, "pad": 1},
+            {"name": "bn1", "type": "BatchNorm"},
+            {"name": "relu1", "type": "ReLU"},
+            {"name": "conv2", "type": "Convolution", "num_output": 4, "kernel_size": 3, "pad": 1,
+             "param": [{"lr_mult": 2}, {"lr_mult": 0}]},
+        ]},
+        {"inputs": {"x": [2, 6, 6]}, "activation": None, "body": [
+            {"name": "conv", "type": "Convolution", "num_output": 4, "kernel_size": 3, "stride": 2, "pad": 1},
+        ], "shortcut": [
+            {"name": "proj", "type": "Convolution", "num_output": 4, "kernel_size": 1, "stride": 2, "bias_term": False},
+            {"name": "bn", "type": "BatchNorm", "weight_filler": {"type": "constant", "value": 0}},
+        ]},
+    ]
 
     _act: LayerSpec | None = PrivateAttr(None)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import BeforeValidator, Field, ValidationInfo, model_validator
@@ -29,6 +29,11 @@ class Flatten(LayerSpec):
     type: Literal["Flatten"]
     axis: int = Field(1, description="first axis to flatten, counting the batch as 0")
     end_axis: int = Field(-1, description="last axis to flatten (inclusive); -1 for the last")
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [2, 3, 4]}},
+        {"inputs": {"x": {"shape": [2, 3, 4], "dtype": "int64"}}, "axis": 2, "end_axis": 3},
+    ]
 
     def _range(self, x: Blob) -> tuple[int, int]:
         start = sample_axis(self, self.axis, x)
@@ -103,6 +108,12 @@ class Reshape(LayerSpec):
         ..., description="per-sample dims (no batch): 0 copies the input's, one -1 is inferred")
     axis: int = Field(1, description="first axis replaced, counting the batch as 0; -1 appends after the last")
     num_axes: int = Field(-1, ge=-1, description="how many axes from axis are replaced; -1: all the rest")
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [2, 3, 4]}, "shape": [0, -1]},
+        {"inputs": {"x": [6, 4]}, "shape": {"dim": [0, 2, 3, -1]}},  # Caffe's form, batch first
+        {"inputs": {"x": [2, 6]}, "shape": [2, 3], "axis": 2, "num_axes": 1},
+    ]
 
     @model_validator(mode="before")
     @classmethod
@@ -179,6 +190,11 @@ class Crop(LayerSpec):
     offset: int_list(0) = Field(  # type: ignore[valid-type]
         default_factory=list, description="where the crop starts: one value for every cropped axis, or one per axis; "
                                           "default 0")
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [3, 6, 6], "like": [3, 4, 4]}, "offset": 1},
+        {"inputs": {"x": [4, 5], "like": [2, 3]}, "axis": 1, "offset": [1, 2]},
+    ]
 
     def _window(self, bottoms: list[Blob]) -> tuple[int, list[int]]:
         a, b = bottoms

@@ -83,7 +83,8 @@ def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | l
     phase = phase.upper()
     stage_set = set(stages)
     errors: list[ConfigError] = []
-    blobs: dict[str, Blob | None] = {name: Blob(tuple(i.shape), i.dtype) for name, i in spec.inputs.items()}
+    inputs = {name: Blob(tuple(i.shape), i.dtype) for name, i in spec.inputs.items()}
+    blobs: dict[str, Blob | None] = dict(inputs)  # an in-place top rebinds a name; `inputs` keeps the declared blob
     producers: dict[str, LayerSpec | None] = {name: None for name in spec.inputs}
     available: dict[str, None] = {}  # insertion-ordered set: produced and not yet read
     nodes: list[Node] = []
@@ -171,7 +172,7 @@ def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | l
     if errors:
         raise ConfigErrors(errors)
     losses = {t: w for n in nodes for t, w in zip(n.tops, n.loss_weights) if w}
-    graph = Graph(spec.name, phase, {k: v for k, v in blobs.items() if k in spec.inputs},  # type: ignore[misc]
+    graph = Graph(spec.name, phase, inputs,
                   nodes, list(available), {k: v for k, v in blobs.items() if v is not None}, losses, spec)
     _check_memory(graph)
     return graph

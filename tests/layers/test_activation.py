@@ -228,8 +228,8 @@ def test_bad_values_are_rejected(layer, text):
     ("type: Softmax, axis: -4", "data: [3, 4, 5]", "axis -4 is not a per-sample axis"),
     ("type: Softmax", "data: []", "Softmax needs at least a 1-d input per sample to work along axis 1, got a scalar"),
     ("type: PReLU", "data: []", "layers[0].channel_shared: PReLU layer 'act': PReLU with one slope per channel"),
-    ("type: Sigmoid", "data: {shape: [], dtype: int64}", "Sigmoid expects a floating-point input, got int64"),
-    ("type: ReLU", "data: {shape: [4], dtype: uint8}", "ReLU expects a floating-point input, got uint8"),
+    ("type: Sigmoid", "data: {shape: [], dtype: int64}", "Sigmoid needs a floating-point input, got int64"),
+    ("type: ReLU", "data: {shape: [4], dtype: uint8}", "ReLU needs a floating-point input, got uint8"),
 ])
 def test_shape_errors_are_located(layer, inputs, text):
     msg = config_error(layer, inputs)

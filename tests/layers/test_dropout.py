@@ -87,4 +87,4 @@ def test_bad_ratio_is_rejected(layer, text):
 def test_integer_input_is_a_located_shape_error():
     with pytest.raises(ConfigErrors) as e:
         build_graph(spec_of("type: Dropout", "data: {shape: [], dtype: int64}"))
-    assert "Dropout layer 'drop': Dropout expects a floating-point input, got int64" in str(e.value)
+    assert "Dropout layer 'drop': Dropout needs a floating-point input, got int64" in str(e.value)

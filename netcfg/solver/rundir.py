@@ -67,21 +67,26 @@ class RunDir:
         if out is None:
             stem = spec._source.file if spec._source is not None else "run"
             base = Path("runs") / Path(stem).stem
-            path = base
-            n = 2
-            while path.exists():
-                path = base.with_name(f"{base.name}-{n}")
-                n += 1
+            base.parent.mkdir(parents=True, exist_ok=True)
+            path, n = base, 2
+            while True:
+                try:
+                    path.mkdir()  # not exists() then mkdir(): two runs started together must not share one
+                    break
+                except FileExistsError:
+                    path = base.with_name(f"{base.name}-{n}")
+                    n += 1
         else:
             path = Path(out)
-            if path.exists() and any(path.glob("*.solverstate")):
+            if path.exists() and (any(path.glob("*.solverstate")) or (path / "metrics.jsonl").exists()):
                 from netcfg.errors import ConfigError
 
-                raise ConfigError(f"run directory {path} already holds snapshots; refusing to mix runs",
-                                  file="--out", hint="pick a new --out, or continue it with --resume")
-        path.mkdir(parents=True, exist_ok=True)
+                raise ConfigError(f"run directory {path} already holds a run (metrics.jsonl or snapshots); "
+                                  "refusing to mix runs", file="--out",
+                                  hint="pick a new --out, or continue it with --resume")
+            path.mkdir(parents=True, exist_ok=True)
         run = cls(path, spec)
-        atomic_write_bytes(path / "config.yaml", run._config.encode())
+        run.write_config()
         return run
 
     @classmethod
@@ -91,6 +96,11 @@ class RunDir:
 
     def config_text(self) -> str:
         return self._config
+
+    def write_config(self) -> None:
+        """Write config.yaml; a resumed run rewrites it once the resume is accepted,
+        so that it holds what the run now continues with (a grown max_iter, say)."""
+        atomic_write_bytes(self.path / "config.yaml", self._config.encode())
 
     def metric(self, record: dict) -> None:
         with open(self.path / "metrics.jsonl", "a") as f:
@@ -104,12 +114,13 @@ class RunDir:
         base = self.path / f"{self.prefix}_iter_{it}"
         return base.with_suffix(".safetensors"), base.with_suffix(".solverstate")
 
-    def latest_snapshot(self) -> Path | None:
-        """The newest complete snapshot (its .solverstate exists) in this run."""
+    def latest_snapshot(self, before: int | None = None) -> Path | None:
+        """The newest complete snapshot (its .solverstate exists) in this run,
+        of an iteration below ``before`` if given."""
         best = None
         for p in self.path.glob(f"{self.prefix}_iter_*.solverstate"):
             m = re.fullmatch(rf"{re.escape(self.prefix)}_iter_(\d+)\.solverstate", p.name)
-            if m and p.with_suffix(".safetensors").exists():
+            if m and p.with_suffix(".safetensors").exists() and (before is None or int(m.group(1)) < before):
                 if best is None or int(m.group(1)) > best[0]:
                     best = (int(m.group(1)), p)
         return best[1] if best else None

@@ -5,12 +5,17 @@ One iteration (Caffe's ``Solver::Step``): test when ``iter % test_interval == 0`
 with the loss divided by ``iter_size``, gradient clipping, regularisation, an
 update at ``learning_rate(iter)``, the smoothed loss displayed every
 ``display`` iterations, a snapshot every ``snapshot`` iterations.
+
+Ctrl-C (Caffe's SIGINT action) lets the running iteration finish, snapshots and
+stops; a second Ctrl-C stops at once, rolling the unfinished iteration's batches
+and random numbers back first. Either way the snapshot resumes bit for bit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import shlex
 import signal
 import threading
 import time
@@ -220,11 +225,14 @@ class Solver:
                     rate = (images - last_display[1]) / max(now - last_display[0], 1e-9)
                     last_display = (now, images)
                     self._display(self.iter - 1, outs, rate, self._seconds + now - t0)
+                if self.on_step is not None:
+                    self.on_step(self, loss)
                 if s.snapshot and self.iter % s.snapshot == 0:
                     self._seconds += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     self.snapshot()
                 if self._stop_requested:
+                    self._stop_requested = False
                     self.log(f"Ctrl-C: stopping after iteration {self.iter - 1}")
                     raise KeyboardInterrupt
         self._seconds += time.perf_counter() - t0
@@ -296,11 +304,12 @@ class Solver:
         except KeyboardInterrupt:
             self._roll_back_iteration()
             path = self.snapshot()
-            raise Interrupted(f"interrupted at iteration {self.iter}; snapshot written: {path}. Resume with: "
-                              f"netcfg train {self.run.path / 'config.yaml'} --resume {path.with_suffix('.solverstate')}"
-                              ) from None
+            config = shlex.quote(str(self.run.path / "config.yaml"))
+            state = shlex.quote(str(path.with_suffix(".solverstate")))
+            raise Interrupted(f"interrupted at iteration {self.iter}; snapshot written: {path}. "
+                              f"Resume with: netcfg train {config} --resume {state}") from None
         finally:
-            self._stop_requested = False
+            self._stop_requested, self._undo = False, None
         self.log("Optimization Done.")
         return self.last_test
 
@@ -400,6 +409,7 @@ class Solver:
         self.iter = int(tree["iter"])
         self.losses = deque(tree["losses"], maxlen=self.spec.average_loss)
         self._seconds = float(tree.get("seconds", 0.0))
+        self.run.write_config()
         self.log(f"Resumed from {path} at iteration {self.iter}")
 
     def load_weights(self, path: str | Path) -> None:

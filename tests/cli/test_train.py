@@ -1,0 +1,190 @@
+"""``netcfg train`` and ``netcfg test`` end to end: exit codes, messages, the files a run leaves."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from netcfg.cli.app import main
+from netcfg.solver import Solver
+from netcfg.solver.spec import load_solver
+from tests.solver.test_runner import DIVERGING, EXP_NET, MLP, metrics, write_solver
+
+
+def netcfg(*args: str | Path) -> tuple[int, str, str]:
+    """Run the ``netcfg`` command in this process: (exit code, stdout, stderr).
+
+    Through ``main``, the console entry point, not ``CliRunner`` on the typer app:
+    ``main`` is where a NetcfgError becomes its message and exit code."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
+# ------------------------------------------------------------ stopping early
+
+
+def test_ctrl_c_snapshots_and_says_how_to_resume(tmp_path, monkeypatch):
+    solver = write_solver(tmp_path, MLP, max_iter=4, test=False)
+    step, calls = Solver._train_step, []
+
+    def interrupted_after_3(self):
+        calls.append(1)
+        if len(calls) > 3:
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(Solver, "_train_step", interrupted_after_3)
+    code, out, err = netcfg("train", solver, "--set", "max_iter=8", "--out", tmp_path / "run")
+    assert code == 130
+    assert "interrupted at iteration 3" in err
+    assert (tmp_path / "run/tiny_iter_3.safetensors").is_file()
+    assert (tmp_path / "run/tiny_iter_3.solverstate").is_file()
+    command = shlex.split(err.split("Resume with: netcfg ")[1])
+    state = tmp_path / "run/tiny_iter_3.solverstate"
+    assert command == ["train", str(tmp_path / "run/config.yaml"), "--resume", str(state)]
+    monkeypatch.setattr(Solver, "_train_step", step)
+    code, out, err = netcfg(*command)  # the command as printed works, --set max_iter=8 included
+    assert code == 0, err
+    assert (tmp_path / "run/tiny_iter_8.solverstate").is_file()
+    assert [r["iter"] for r in metrics(tmp_path / "run")] == list(range(8))
+
+
+def test_divergence_exits_1_naming_the_layer_and_keeps_the_last_good_snapshot(tmp_path):
+    solver = write_solver(tmp_path, EXP_NET, **DIVERGING)
+    code, out, err = netcfg("train", solver, "--out", tmp_path / "run")
+    assert code == 1
+    assert "loss is nan at iteration 6" in err and "layer 'exp1'" in err
+    assert f"last good snapshot: {tmp_path / 'run/tiny_iter_4.solverstate'}" in err
+    assert (tmp_path / "run/tiny_iter_4.safetensors").is_file()
+    assert not list((tmp_path / "run").glob("*.tmp-*"))
+    assert "Traceback" not in err
+    # without snapshots the run leaves only config.yaml and metrics.jsonl; training
+    # again into the same --out would append a second run to that metrics.jsonl
+    code, out, err = netcfg("train", solver, "--set", "snapshot=0", "--out", tmp_path / "nosnap")
+    assert code == 1 and "no good snapshot was written" in err
+    assert not list((tmp_path / "nosnap").glob("*.solverstate"))
+    code, out, err = netcfg("train", solver, "--set", "snapshot=0", "--out", tmp_path / "nosnap")
+    assert code == 2 and "already holds a run" in err
+
+
+# ------------------------------------------------------------ config errors
+
+BAD_SOLVERS = {
+    # name: (solver text, the line:col of the error, words the message has)
+    "test_interval without test data": (
+        "net: net.yaml\ndata:\n  train: {source: digits, split: train, batch_size: 8}\n"
+        "base_lr: 0.1\nmax_iter: 1\ntest_interval: 10\n", "6:16", "test_interval"),
+    "snapshot without snapshot_prefix": (
+        "net: net.yaml\ndata:\n  train: {source: digits, split: train, batch_size: 8}\n"
+        "base_lr: 0.1\nmax_iter: 1\nsnapshot: 5\n", "6:11", "snapshot_prefix"),
+    "momentum on AdaGrad": (
+        "net: net.yaml\ndata:\n  train: {source: digits, split: train, batch_size: 8}\n"
+        "type: AdaGrad\nbase_lr: 0.1\nmomentum: 0.9\nmax_iter: 1\n", "6:11", "AdaGrad does not use momentum"),
+    "missing net file": (
+        "net: no_such_net.yaml\ndata:\n  train: {source: digits, split: train, batch_size: 8}\n"
+        "base_lr: 0.1\nmax_iter: 1\n", "1:6", "net file not found"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SOLVERS))
+def test_solver_errors_are_located_and_exit_2(tmp_path, case):
+    text, where, words = BAD_SOLVERS[case]
+    (tmp_path / "net.yaml").write_text(MLP)
+    (tmp_path / "bad.yaml").write_text(text)
+    code, out, err = netcfg("train", tmp_path / "bad.yaml", "--out", tmp_path / "run")
+    assert code == 2
+    assert err.startswith(f"{tmp_path / 'bad.yaml'}:{where}: error: ")
+    assert words in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------ the run directory
+
+
+def test_runs_never_overwrite_each_other_and_config_yaml_trains_again(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    solver = write_solver(tmp_path, MLP, max_iter=2)
+    assert netcfg("train", solver)[0] == 0
+    first = {p.name: p.read_bytes() for p in (tmp_path / "runs/solver").iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "train.log", "tiny_iter_2.safetensors",
+            "tiny_iter_2.solverstate"} <= first.keys()
+    code, out, err = netcfg("train", solver, "--set", "base_lr=0.05")
+    assert code == 0, err
+    assert "run directory runs/solver-2" in out
+    assert {p.name: p.read_bytes() for p in (tmp_path / "runs/solver").iterdir()} == first
+    # the run's config.yaml is a solver file with its net inline: it checks and trains as it is
+    code, out, err = netcfg("check", "runs/solver-2/config.yaml")
+    assert code == 0, err
+    code, out, err = netcfg("train", "runs/solver-2/config.yaml", "--set", "max_iter=1", "--out", "again")
+    assert code == 0, err
+    assert "base_lr 0.05" in out
+    assert (tmp_path / "again/tiny_iter_1.safetensors").is_file()
+    # --out at a directory that holds a run's snapshots is refused
+    code, out, err = netcfg("train", solver, "--out", "runs/solver")
+    assert code == 2 and "--resume" in err
+
+
+def test_weights_report_what_matched_when_the_last_layer_changes(tmp_path):
+    solver = write_solver(tmp_path, MLP, max_iter=2, test=False)
+    assert netcfg("train", solver, "--out", tmp_path / "run")[0] == 0
+    trained = tmp_path / "run/tiny_iter_2.safetensors"
+    twelve = MLP.replace("num_output: 10", "num_output: 12").replace(
+        "  - {name: loss,", "  - {name: ip3, type: InnerProduct, bottom: ip1, num_output: 4}\n"
+                           "  - {name: silence, type: Silence, bottom: ip3}\n  - {name: loss,")
+    solver2 = write_solver(tmp_path / "finetune", twelve, max_iter=0, test=False)
+    code, out, err = netcfg("train", solver2, "--weights", trained, "--out", tmp_path / "ft")
+    assert code == 0, err
+    assert f"weights from {trained}: 2 blobs copied" in out
+    assert ("shape mismatch, left as initialised: "
+            "ip2.weight (file [10, 16], net [12, 16]), ip2.bias (file [10], net [12])") in out
+    assert "not in the file, left as initialised: ip3.weight, ip3.bias" in out
+    got, want = load_file(tmp_path / "ft/tiny_iter_0.safetensors"), load_file(trained)
+    assert torch.equal(got["ip1.weight"], want["ip1.weight"]) and torch.equal(got["ip1.bias"], want["ip1.bias"])
+
+
+# ------------------------------------------------------------ netcfg test
+
+
+def test_test_prints_outputs_averaged_over_the_test_set(tmp_path):
+    # 120 test samples in batches of 50: the last batch of 20 must weigh 20/120
+    solver = write_solver(tmp_path, MLP, max_iter=20, test=False)
+    assert netcfg("train", solver, "--out", tmp_path / "run")[0] == 0
+    trained = tmp_path / "run/tiny_iter_20.safetensors"
+    with_test = write_solver(tmp_path, MLP, name="with_test", max_iter=20)
+    code, out, err = netcfg("test", with_test, "--weights", trained, "--json")
+    assert code == 0, err
+    results = json.loads(out)
+    assert set(results) == {"accuracy", "loss"}
+    assert 0 <= results["accuracy"] <= 1
+    # the same numbers from one batch of all 120 samples
+    s = Solver(load_solver(with_test, ("data.test.batch_size=120", f"weights={trained}")), out=tmp_path / "one",
+               log=lambda line: None)
+    assert s.test() == pytest.approx(results, rel=1e-5)
+    assert results["accuracy"] > 0.5  # the weights were loaded: untrained is about 0.1
+
+
+# ------------------------------------------------------------ a real run
+
+
+def test_digits_solver_learns(tmp_path):
+    solver = Path(__file__).parents[2] / "solvers/digits.yaml"
+    code, out, err = netcfg("train", solver, "--set", "max_iter=300", "--set", "test_interval=300",
+                            "--set", "test_initialization=false", "--out", tmp_path / "run")
+    assert code == 0, err
+    tests = metrics(tmp_path / "run", "test")
+    assert [r["iter"] for r in tests] == [300]
+    assert tests[0]["accuracy"] > 0.9 and tests[0]["samples"] == 360

@@ -1,0 +1,127 @@
+"""Snapshot and resume: a resumed CPU run repeats the straight run bit for bit, and a changed solver is refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from netcfg.solver import Solver
+from netcfg.solver.rundir import RunDir
+from netcfg.solver.runner import Interrupted
+from netcfg.solver.spec import load_solver
+from tests.cli.test_train import netcfg
+from tests.solver.test_runner import MLP, MLP_DROPOUT, metrics, solve, write_solver
+
+OPTIMIZERS = {
+    "sgd-momentum": dict(type="SGD", base_lr=0.1, momentum=0.9, weight_decay=0.001),
+    "adam": dict(type="Adam", base_lr=0.01, weight_decay=0.001),
+}
+
+
+def train_losses(run, start: int) -> list[tuple[int, float]]:
+    return [(r["iter"], r["loss"]) for r in metrics(run) if r["iter"] >= start]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_resume_repeats_the_straight_run_bit_for_bit(tmp_path, optimizer):
+    # 12 iterations straight, or 5, then --resume with max_iter grown back to 12; the
+    # 256-sample epoch of 8 batches ends inside the resumed part, dropout draws on the RNG
+    solver = write_solver(tmp_path, MLP_DROPOUT, max_iter=12, test_interval=4, **OPTIMIZERS[optimizer])
+    assert netcfg("train", solver, "--out", tmp_path / "straight")[0] == 0
+    assert netcfg("train", solver, "--out", tmp_path / "split", "--set", "max_iter=5")[0] == 0
+    code, out, err = netcfg("train", solver, "--resume", tmp_path / "split/tiny_iter_5.solverstate")
+    assert code == 0, err
+    assert "Resumed from" in out and "iteration 5" in out
+    assert_same_weights(load_file(tmp_path / "straight/tiny_iter_12.safetensors"),
+                        load_file(tmp_path / "split/tiny_iter_12.safetensors"))
+    assert train_losses(tmp_path / "split", 5) == train_losses(tmp_path / "straight", 5)
+    tested = [{k: r[k] for k in ("iter", "loss", "accuracy")} for r in metrics(tmp_path / "split", "test")]
+    assert tested == [{k: r[k] for k in ("iter", "loss", "accuracy")} for r in metrics(tmp_path / "straight", "test")]
+
+
+@pytest.mark.parametrize("how", ["KeyboardInterrupt", "SIGINT"])
+def test_ctrl_c_inside_an_iteration_resumes_exactly(tmp_path, how):
+    # Ctrl-C lands while the net computes iteration 4, after its batch was drawn and
+    # dropout drew its mask. A real SIGINT lets the iteration finish (Caffe's way); a
+    # KeyboardInterrupt raised there (a second Ctrl-C) rolls the iteration back.
+    # Either way the snapshot must resume as if nothing had happened.
+    path = write_solver(tmp_path, MLP_DROPOUT, max_iter=10, test=False)
+    straight = solve(path, tmp_path / "straight")
+    lines = []
+    s = Solver(load_solver(path), out=tmp_path / "run", log=lines.append)
+    calls = []
+
+    def interrupt(module, args, output):
+        calls.append(1)
+        if len(calls) == 5:
+            if how == "SIGINT":
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                raise KeyboardInterrupt
+
+    s.net.ip2.register_forward_hook(interrupt)
+    with pytest.raises(Interrupted) as e:
+        s.solve()
+    stopped = 5 if how == "SIGINT" else 4
+    assert s.iter == stopped and f"tiny_iter_{stopped}.solverstate" in str(e.value)
+    if how == "SIGINT":
+        assert "Ctrl-C: stopping after iteration 4" in lines
+    state = tmp_path / f"run/tiny_iter_{stopped}.solverstate"
+    resumed = Solver(load_solver(path), run_dir=RunDir.resume(load_solver(path), state), log=lambda line: None)
+    resumed.restore(state)
+    resumed.solve()
+    assert_same_weights(straight.net.state_dict(), resumed.net.state_dict())
+    assert train_losses(tmp_path / "run", 0) == train_losses(tmp_path / "straight", 0)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_resume_refuses_a_changed_solver_unless_forced(tmp_path):
+    solver = write_solver(tmp_path, MLP, max_iter=3, test=False)
+    assert netcfg("train", solver, "--out", tmp_path / "run")[0] == 0
+    state = tmp_path / "run/tiny_iter_3.solverstate"
+    code, out, err = netcfg("train", solver, "--resume", state, "--set", "base_lr=0.2", "--set", "max_iter=5")
+    assert code == 2
+    assert "base_lr: 0.1 -> 0.2" in err and "--force" in err
+    assert "max_iter" not in err  # growing max_iter needs no confirmation
+    assert not (tmp_path / "run/tiny_iter_5.solverstate").exists()
+    assert load_solver(tmp_path / "run/config.yaml").base_lr == 0.1
+    code, out, err = netcfg("train", solver, "--resume", state, "--set", "base_lr=0.2", "--set", "max_iter=5",
+                            "--force")
+    assert code == 0, err
+    assert "base_lr" in out  # the warning
+    assert (tmp_path / "run/tiny_iter_5.solverstate").is_file()
+    assert [r["lr"] for r in metrics(tmp_path / "run")] == [0.1] * 3 + [0.2] * 2
+    # config.yaml now holds what the run continued with, so resuming it again goes on from there
+    again = load_solver(tmp_path / "run/config.yaml")
+    assert (again.base_lr, again.max_iter) == (0.2, 5)
+
+
+def test_resume_refuses_a_changed_net(tmp_path):
+    solver = write_solver(tmp_path, MLP, max_iter=2, test=False)
+    assert netcfg("train", solver, "--out", tmp_path / "run")[0] == 0
+    (tmp_path / "net.yaml").write_text(MLP.replace("num_output: 16", "num_output: 24"))
+    code, out, err = netcfg("train", solver, "--resume", tmp_path / "run/tiny_iter_2.solverstate")
+    assert code == 2
+    assert "net.layers[0].num_output: 16 -> 24" in err
+
+
+def test_forced_resume_trains_with_the_new_hyperparameters(tmp_path):
+    path = write_solver(tmp_path, MLP, max_iter=2, test=False, weight_decay=0.001)
+    solve(path, tmp_path / "run")
+    state = tmp_path / "run/tiny_iter_2.solverstate"
+    changed = load_solver(path, ("weight_decay=0.01", "momentum=0.5"))
+    s = Solver(changed, run_dir=RunDir.resume(changed, state), log=lambda line: None)
+    s.restore(state, force=True)
+    assert {g["weight_decay"] for g in s.optimizer.param_groups} == {0.01}
+    assert {g["momentum"] for g in s.optimizer.param_groups} == {0.5}
+    assert s.optimizer.state  # the momentum buffers came back all the same

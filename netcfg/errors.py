@@ -133,6 +133,6 @@ def did_you_mean(word: str, choices: Iterable[str], *, show_all: int = 12) -> st
         parts.append(f"did you mean '{close[0]}'?")
     if len(choices) <= show_all:
         parts.append("valid: " + ", ".join(choices))
-    elif not close:
+    elif not close and show_all > 0:
         parts.append(f"valid: {', '.join(choices[:show_all])}, ... ({len(choices)} in all)")
     return "; ".join(parts)

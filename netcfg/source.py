@@ -2,7 +2,8 @@
 
 Only YAML's standard scalar types are accepted (safe loading); tabs in
 indentation, duplicate keys, unknown tags, empty files, non-mappings and bytes that
-are not UTF-8 are located errors. ``--set a.b=v`` overrides are applied here, on the
+are not UTF-8 are located errors; ``<<`` merge keys follow YAML (a key of the mapping
+itself overrides a merged one). ``--set a.b=v`` overrides are applied here, on the
 plain data, so the spec layer sees one document.
 """
 
@@ -15,14 +16,15 @@ from typing import Any
 
 import yaml
 
-from netcfg.errors import ConfigError, ConfigErrors, KeyPath
+from netcfg.errors import ConfigError, ConfigErrors, KeyPath, did_you_mean
 
 __all__ = ["Source", "load_yaml", "parse_yaml", "apply_overrides"]
 
 # Tags PyYAML's safe constructor turns into plain data; anything else (!!python/...,
 # !custom) is refused rather than silently read as a string.
+_YAML_TAG = "tag:yaml.org,2002:"
 _STANDARD_TAGS = {
-    "tag:yaml.org,2002:" + t
+    _YAML_TAG + t
     for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
 }
 _MAX_NODES = 1_000_000  # guards against alias bombs ("billion laughs")
@@ -36,13 +38,19 @@ class Source:
     data: Any
     positions: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
     key_positions: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    overridden: dict[KeyPath, str] = field(default_factory=dict)  # path -> "--set a.b=v"
 
     def locate(self, err: ConfigError, *, at_key: bool = False) -> ConfigError:
-        """Fill in file:line:col for ``err`` from the longest known prefix of its path."""
+        """Fill in file:line:col for ``err`` from the longest known prefix of its path
+        (or name the ``--set`` that wrote the value there)."""
         if err.line is not None:
             return err
-        err.file = self.file
         path = err.path
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.overridden:
+                err.file = self.overridden[path[:n]]
+                return err
+        err.file = self.file
         table = self.key_positions if at_key else self.positions
         for n in range(len(path), -1, -1):
             pos = table.get(path[:n]) or self.positions.get(path[:n])
@@ -64,19 +72,19 @@ def load_yaml(path: str | Path) -> Source:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"file not found: {name}", file=name) from None
+        raise ConfigError("no such file", file=name) from None
     except IsADirectoryError:
-        raise ConfigError(f"is a directory, not a YAML file: {name}", file=name) from None
+        raise ConfigError("is a directory, not a YAML file", file=name) from None
     except OSError as e:
-        raise ConfigError(f"cannot read {name}: {e.strerror}", file=name) from None
+        raise ConfigError(f"cannot read the file: {e.strerror}", file=name) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
         raise ConfigError(
-            f"byte 0x{raw[e.start]:02x} is not UTF-8 text; is this a YAML file?",
-            file=name, line=line, col=col,
+            f"byte 0x{raw[e.start]:02x} is not UTF-8 text", file=name, line=line, col=col,
+            hint="is this a YAML file? save it as UTF-8",
         ) from None
     return parse_yaml(text, name)
 
@@ -85,28 +93,24 @@ def parse_yaml(text: str, file: str = "<string>") -> Source:
     """Parse YAML text into a Source whose top level is a mapping."""
     if text.startswith("\ufeff"):
         text = text[1:]
+    tabs = []
     for i, line in enumerate(text.splitlines(), start=1):
         indent = len(line) - len(line.lstrip(" \t"))
         if "\t" in line[:indent]:
-            raise ConfigError(
-                "tab character in indentation", file=file, line=i,
-                col=line.index("\t") + 1, hint="YAML indents with spaces only",
-            )
+            tabs.append(ConfigError("tab character in indentation", file=file, line=i,
+                                    col=line.index("\t") + 1, hint="YAML indents with spaces only"))
+    if tabs:
+        raise ConfigErrors(tabs)
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        msg = e.problem or e.context or "invalid YAML"
-        if e.context and e.problem:
-            msg = f"{e.problem} ({e.context})"
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise ConfigError(f"YAML syntax: {msg}", file=file, line=line, col=col) from None
+        raise _syntax_error(e, file) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"YAML syntax: {e}", file=file, line=1, col=1) from None
     finally:
         loader.dispose()
-    if node is None:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.value == "" and not node.style):
         raise ConfigError("file is empty; expected a mapping of keys", file=file, line=1, col=1)
     src = Source(file=file, data=None)
     builder = _Builder(src, loader)
@@ -122,6 +126,44 @@ def parse_yaml(text: str, file: str = "<string>") -> Source:
     return src
 
 
+def _syntax_error(e: yaml.MarkedYAMLError, file: str) -> ConfigError:
+    """PyYAML's parser message in plain words, with a hint for the common slips."""
+    problem = e.problem or e.context or "invalid YAML"
+    mark, opened = e.problem_mark or e.context_mark, e.context_mark
+    at = f"line {opened.line + 1}, column {opened.column + 1}" if opened else ""
+    hint = None
+    if e.context and "flow mapping" in e.context:
+        msg, hint = f"{problem}; the '{{' at {at} is not closed", "add the missing '}'"
+    elif e.context and "flow sequence" in e.context:
+        msg, hint = f"{problem}; the '[' at {at} is not closed", "add the missing ']'"
+    elif "<block end>" in problem and opened:
+        msg = f"bad indentation: this line does not line up with the block that starts at {at}"
+        hint = "indent the keys or '- ' items of one block by the same number of spaces"
+    elif "mapping values are not allowed" in problem:
+        msg = "unexpected ':' (mapping values are not allowed here)"
+        hint = "check this line's indentation, or quote a value that contains ': '"
+    elif "quoted scalar" in (e.context or "") and opened:
+        msg, hint, mark = f"the quote at {at} is never closed", "add the closing quote", opened
+    elif "simple key" in (e.context or "") and opened:
+        msg, hint, mark = "expected 'key: value' but this line has no ':'", "add ': value', or make it a '- ' list item", opened
+    elif "another document" in problem:
+        msg = "a second YAML document ('---') is not allowed here"
+        hint = "a config file holds one document: remove this '---' and what follows"
+    elif "undefined alias" in problem:
+        name = problem.rsplit(" ", 1)[-1].strip("'")
+        msg, hint = problem, f"define it before use with &{name}"
+    elif e.context and e.problem:
+        msg = f"{problem} ({e.context} at {at})" if at else f"{problem} ({e.context})"
+    else:
+        msg = problem
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    return ConfigError(f"YAML syntax: {msg}", file=file, line=line, col=col, hint=hint)
+
+
+def _tag_name(tag: str) -> str:
+    return "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
+
+
 class _Builder:
     """Turns a composed node tree into plain data, recording positions."""
 
@@ -130,47 +172,71 @@ class _Builder:
         self.loader = loader
         self.errors: list[ConfigError] = []
         self.count = 0
+        self.own: dict[int, set[int]] = {}  # id(mapping node) -> ids of its own key nodes
 
-    def _err(self, node: yaml.Node, message: str, hint: str | None = None) -> None:
+    def _err(self, node: yaml.Node, message: str, path: KeyPath = (), hint: str | None = None) -> None:
         m = node.start_mark
-        self.errors.append(
-            ConfigError(message, file=self.src.file, line=m.line + 1, col=m.column + 1, hint=hint)
-        )
+        if any((e.line, e.col, e.message) == (m.line + 1, m.column + 1, message) for e in self.errors):
+            return  # the same node again, reached through an alias
+        self.errors.append(ConfigError(message, path, file=self.src.file, line=m.line + 1,
+                                       col=m.column + 1, hint=hint))
 
     def build(self, node: yaml.Node, path: KeyPath) -> Any:
         self.count += 1
         if self.count > _MAX_NODES:
-            self._err(node, f"document expands to more than {_MAX_NODES} nodes (alias bomb?)")
+            self._err(node, f"document expands to more than {_MAX_NODES:,} nodes", path,
+                      hint="an alias bomb? use fewer nested aliases (*name)")
             raise ConfigErrors(self.errors)
         self.src.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if node.tag not in _STANDARD_TAGS:
-            self._err(node, f"tag '{node.tag}' is not allowed",
+            self._err(node, f"tag '{_tag_name(node.tag)}' is not allowed", path,
                       hint="netcfg reads plain YAML only: mappings, lists, strings, numbers, booleans, null")
             return None
         if isinstance(node, yaml.MappingNode):
-            self.loader.flatten_mapping(node)  # resolves '<<' merge keys
-            out: dict[str, Any] = {}
-            for knode, vnode in node.value:
-                key = self.build(knode, path + ("<key>",))
-                if isinstance(key, (dict, list)) or key is None:
-                    self._err(knode, "a mapping key must be a plain string or number")
-                    continue
-                key = key if isinstance(key, str) else str(key)
-                if key in out:
-                    first = self.src.key_positions[path + (key,)]
-                    self._err(knode, f"duplicate key '{key}' (first defined at line {first[0]})")
-                    continue
-                kpos = (knode.start_mark.line + 1, knode.start_mark.column + 1)
-                self.src.key_positions[path + (key,)] = kpos
-                out[key] = self.build(vnode, path + (key,))
-            return out
+            return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(v, path + (i,)) for i, v in enumerate(node.value)]
         try:
             return self.loader.construct_object(node, deep=True)
         except yaml.YAMLError as e:
-            self._err(node, f"cannot read value: {getattr(e, 'problem', e)}")
+            self._err(node, f"cannot read value: {getattr(e, 'problem', e)}", path)
             return None
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
+        # flatten_mapping resolves '<<' merge keys in place, merged pairs first; an
+        # aliased node is built again later, so remember which pairs were its own.
+        own = self.own.get(id(node))
+        if own is None:
+            own = self.own[id(node)] = {id(k) for k, _ in node.value if k.tag != _YAML_TAG + "merge"}
+            try:
+                self.loader.flatten_mapping(node)
+            except yaml.MarkedYAMLError as e:
+                self._err(node, f"bad '<<' merge: {e.problem}", path)
+                return {}
+        out: dict[str, Any] = {}
+        merged: set[str] = set()  # keys a '<<' merge supplied; an own key overrides them
+        for knode, vnode in node.value:
+            key = self.build(knode, path + ("<key>",))
+            if isinstance(key, (dict, list)) or key is None:
+                self._err(knode, "a mapping key must be a plain string or number", path)
+                continue
+            key = key if isinstance(key, str) else str(key)
+            kpath = path + (key,)
+            if key in out and key not in merged:
+                first = self.src.key_positions[kpath]
+                self._err(knode, f"duplicate key '{key}'; first defined at line {first[0]}, column {first[1]}",
+                          kpath, hint="remove one of them")
+                continue
+            if key in merged:  # forget where the overridden value sat
+                for p in [p for p in self.src.positions if p[:len(kpath)] == kpath]:
+                    del self.src.positions[p]
+            if id(knode) in own:
+                merged.discard(key)
+            else:
+                merged.add(key)
+            self.src.key_positions[kpath] = (knode.start_mark.line + 1, knode.start_mark.column + 1)
+            out[key] = self.build(vnode, kpath)
+        return out
 
 
 # ---------------------------------------------------------------- overrides
@@ -182,7 +248,8 @@ def apply_overrides(src: Source, overrides: list[str]) -> Source:
     """Apply ``key.path=value`` strings (values parsed as YAML) to ``src.data``.
 
     A list index is a number (``layers.2.num_output=64``); for lists of named
-    mappings, the name works too (``layers.conv1.num_output=64``).
+    mappings, the name works too (``layers.conv1.num_output=64``). Errors later
+    found in an overridden value point at its ``--set``, not at the file.
     """
     errors = []
     for text in overrides:
@@ -193,32 +260,43 @@ def apply_overrides(src: Source, overrides: list[str]) -> Source:
         key, _, value_text = text.partition("=")
         parts = key.strip().split(".")
         if not all(_KEY.fullmatch(p) for p in parts):
-            errors.append(ConfigError(f"bad key path '{key}'", file=where, hint="dotted names, e.g. data.train.batch_size"))
+            errors.append(ConfigError(f"bad key path '{key}'", file=where,
+                                      hint="dotted names and list indices, e.g. layers.conv1.num_output"))
             continue
         try:
             value = parse_yaml(f"v: {value_text}", where).data["v"]
+        except ConfigErrors as e:  # a tag or a duplicate key: refused, as in a file
+            errors += [ConfigError(x.message, file=where, hint=x.hint) for x in e.errors]
+            continue
         except ConfigError:
             value = value_text  # not valid YAML on its own: take it as a plain string
         node = src.data
+        path: list[str | int] = []
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if isinstance(node, list):
                 idx = _list_index(node, part)
                 if idx is None:
-                    errors.append(ConfigError(f"no item '{part}' in list {'.'.join(parts[:i]) or '<top>'}", file=where))
+                    errors.append(ConfigError(f"no item '{part}' in {'.'.join(parts[:i])}", file=where,
+                                              hint=_list_hint(node, part)))
                     break
+                path.append(idx)
                 if last:
                     node[idx] = value
                 else:
                     node = node[idx]
             elif isinstance(node, dict):
+                path.append(part)
                 if last:
                     node[part] = value  # unknown keys are caught by the schema, with a hint
                 else:
                     node = node.setdefault(part, {})
             else:
-                errors.append(ConfigError(f"'{'.'.join(parts[:i])}' is a value, not a mapping", file=where))
+                errors.append(ConfigError(f"'{'.'.join(parts[:i])}' is a value ({node!r}), not a mapping or list",
+                                          file=where))
                 break
+        else:
+            src.overridden[tuple(path)] = where
     if errors:
         raise ConfigErrors(errors)
     return src
@@ -232,3 +310,12 @@ def _list_index(items: list, part: str) -> int | None:
         if isinstance(item, dict) and item.get("name") == part:
             return i
     return None
+
+
+def _list_hint(items: list, part: str) -> str:
+    names = [str(item["name"]) for item in items if isinstance(item, dict) and "name" in item]
+    if not items:
+        return "the list is empty"
+    near = did_you_mean(part, names, show_all=0) if names and not part.isdigit() else ""
+    span = f"indices 0..{len(items) - 1}" + (" or a name" if names else "")
+    return f"{near}; {span}" if near else span

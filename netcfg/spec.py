@@ -7,6 +7,7 @@ spelling for an unknown key, the valid choices for an enum, the bound for a numb
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any, TypeVar
 
@@ -55,17 +56,32 @@ def _locate(src: Source, err: ConfigError) -> ConfigError:
 
 _QUOTED = re.compile(r"'([^']*)'")
 
+# type errors, whose hint is the field's description (what the value should be)
+_TYPE_ERRORS = ("_type", "_parsing", "int_from_float")
+
 
 def errors_from_pydantic(
     exc: ValidationError, root: Any, context: dict, *, prefix: tuple = ()
 ) -> list[ConfigError]:
     out: list[ConfigError] = []
     seen = set()
-    for e in exc.errors(include_url=False):
-        path = prefix + tuple(e["loc"])
+    raw = [(prefix + tuple(e["loc"]), e) for e in exc.errors(include_url=False)]
+    # A misspelt required key shows up twice: unknown 'num_ouput' and missing
+    # 'num_output'. The unknown key's hint already names the fix; drop the other.
+    typos = set()
+    for path, e in raw:
+        if e["type"] == "extra_forbidden":
+            cls = context["models"].get(id(_walk(root, path[:-1])))
+            near = difflib.get_close_matches(str(path[-1]), list(cls.model_fields) if cls else [], n=1, cutoff=0.6)
+            typos.update((path[:-1], n) for n in near)
+    for path, e in raw:
         kind = e["type"]
+        if kind == "missing" and (path[:-1], path[-1]) in typos:
+            continue
+        path = _as_written(root, path)
         parent = _walk(root, path[:-1])
         value = e.get("input")
+        ctx = e.get("ctx") or {}
         at_key = False
         hint = None
         if kind == "extra_forbidden":
@@ -81,24 +97,28 @@ def errors_from_pydantic(
             at_key = True
         elif kind == "missing":
             msg = f"missing required key '{path[-1]}'"
+            hint = _description(context, root, path)
             path = path[:-1]
         elif kind in ("literal_error", "enum"):
-            choices = _QUOTED.findall(e.get("ctx", {}).get("expected", ""))
-            msg = f"invalid value {value!r}"
+            choices = _QUOTED.findall(ctx.get("expected", ""))
+            msg = f"invalid value {_show(value)}"
             hint = did_you_mean(str(value), choices) if choices else None
         elif kind == "layer_type":
             msg = e["msg"]
             path = path + ("type",)
+        elif kind == "layer_type_missing":
+            msg, hint = e["msg"], "add `type: <LayerType>`; `netcfg layers` lists all types"
         elif kind.startswith("union_tag"):
             msg = e["msg"]
+        elif kind.startswith("value_error"):
+            msg = e["msg"].removeprefix("Value error, ")
         else:
             msg = e["msg"][0].lower() + e["msg"][1:]
-            if kind.startswith("value_error"):
-                msg = msg.removeprefix("value error, ")
-            elif not isinstance(value, (dict, list)) and value is not None:
-                msg += f", got {value!r}"
-            elif value is None:
-                msg += ", got null"
+            msg = msg.replace(" after validation", "")  # too_short/too_long: pydantic's jargon
+            if "got " not in msg and value not in ([], {}):  # custom errors may name the value already
+                msg += f", got {_show(value)}"
+            if kind.endswith(_TYPE_ERRORS):
+                hint = _description(context, root, path)
         err = ConfigError(msg, path, hint=hint)
         err.at_key = at_key  # type: ignore[attr-defined]
         ident = (path, msg)
@@ -106,6 +126,46 @@ def errors_from_pydantic(
             seen.add(ident)
             out.append(err)
     return out
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A value as the user wrote it: YAML flow style, cut short when long."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        text = "{" + ", ".join(f"{k}: {_show(v, limit)}" for k, v in value.items()) + "}"
+    elif isinstance(value, (list, tuple)):
+        text = "[" + ", ".join(_show(v, limit) for v in value) + "]"
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _description(context: dict, root: Any, path: tuple) -> str | None:
+    """The description of the field at ``path``, if a model validated its parent."""
+    cls = context["models"].get(id(_walk(root, path[:-1])))
+    field = cls.model_fields.get(str(path[-1])) if cls is not None and path else None
+    return field.description if field is not None else None
+
+
+def _as_written(root: Any, path: tuple) -> tuple:
+    """The key path as the file spells it. Shorthands wrap values before pydantic sees
+    them (``kernel_size: 5`` -> ``[5]``, ``data: [1, 28, 28]`` -> ``{shape: [...]}``);
+    drop the path steps that exist only inside such a wrapper."""
+    node, out = root, []
+    for i, p in enumerate(path):
+        if isinstance(p, int) and not isinstance(node, list):
+            continue  # a scalar or mapping wrapped in a list
+        if isinstance(p, str) and isinstance(node, list):
+            continue  # a list wrapped in a mapping
+        out.append(p)
+        try:
+            node = node[p]
+        except (KeyError, IndexError, TypeError):
+            return tuple(out) + tuple(path[i + 1:])  # past what the file holds (a missing key)
+    return tuple(out)
 
 
 def _walk(root: Any, path: tuple) -> Any:

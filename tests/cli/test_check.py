@@ -1,0 +1,113 @@
+"""``netcfg check``: the layer table, ``--json``, ``--phase``, ``--set`` and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+LENET = str(ROOT / "configs" / "lenet.yaml")
+LENET_LAYERS = ["conv1", "pool1", "conv2", "pool2", "ip1", "relu1", "ip2", "loss"]
+# per-sample shapes, no batch dimension
+LENET_SHAPES = {"conv1": [20, 24, 24], "pool1": [20, 12, 12], "conv2": [50, 8, 8], "pool2": [50, 4, 4],
+                "ip1": [500], "ip2": [10], "loss": []}
+LENET_PARAMS = {"conv1": 520, "conv2": 25_050, "ip1": 400_500, "ip2": 5_010}
+
+
+def check_json(*args: str) -> dict:
+    result = run_cli("check", LENET, "--json", *args)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_table_lists_every_layer_and_the_total():
+    result = run_cli("check", LENET)
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
+    for name in LENET_LAYERS + ["data", "label"]:
+        assert name in rows, f"no row for {name}"
+    assert rows["conv1"][1] == "Convolution" and "20x24x24" in rows["conv1"]
+    assert "400,500" in rows["ip1"]
+    assert "LeNet (TRAIN): 8 layers, 431,080 parameters (431,080 trainable)" in result.stdout
+    assert "accuracy" not in rows  # TEST only
+
+
+def test_json_schema():
+    doc = check_json()
+    assert {"name", "phase", "layers", "total_params", "trainable_params", "flops"} <= set(doc)
+    assert (doc["name"], doc["phase"]) == ("LeNet", "TRAIN")
+    assert [layer["name"] for layer in doc["layers"]] == LENET_LAYERS
+    for layer in doc["layers"]:
+        assert {"name", "type", "bottoms", "tops", "shapes", "params", "flops"} <= set(layer)
+        assert all(isinstance(v, int) and v >= 0 for v in (layer["params"], layer["flops"]))
+        assert set(layer["shapes"]) == set(layer["tops"])
+    by_name = {layer["name"]: layer for layer in doc["layers"]}
+    for name, shape in LENET_SHAPES.items():
+        (top,) = by_name[name]["tops"]
+        assert by_name[name]["shapes"][top] == shape
+    assert by_name["relu1"]["bottoms"] == by_name["relu1"]["tops"] == ["ip1"]  # in place
+    assert by_name["loss"]["bottoms"] == ["ip2", "label"]
+    assert {n: by_name[n]["params"] for n in LENET_PARAMS} == LENET_PARAMS
+    assert doc["total_params"] == doc["trainable_params"] == 431_080
+    assert doc["flops"] == sum(layer["flops"] for layer in doc["layers"]) > 0
+
+
+def test_phase_test_adds_accuracy():
+    doc = check_json("--phase", "TEST")
+    assert doc["phase"] == "TEST"
+    names = [layer["name"] for layer in doc["layers"]]
+    assert names == LENET_LAYERS + ["accuracy"]
+    assert doc["total_params"] == 431_080
+    lower = run_cli("check", LENET, "--phase", "test")  # case-insensitive
+    assert lower.exit_code == 0 and "accuracy" in lower.stdout
+
+
+def test_bad_phase_exits_2():
+    result = run_cli("check", LENET, "--phase", "VAL")
+    assert result.exit_code == 2
+    assert result.stderr == "--phase: error: --phase must be TRAIN or TEST, got 'VAL'\n"
+
+
+@pytest.mark.parametrize("key", ["layers.ip1.num_output", "layers.4.num_output"])
+def test_set_changes_num_output_and_totals(key):
+    doc = check_json("--set", f"{key}=100")
+    by_name = {layer["name"]: layer for layer in doc["layers"]}
+    assert by_name["ip1"]["shapes"]["ip1"] == [100]
+    assert by_name["ip1"]["params"] == 800 * 100 + 100
+    assert by_name["ip2"]["params"] == 100 * 10 + 10
+    assert doc["total_params"] == 520 + 25_050 + 80_100 + 1_010
+
+
+def test_set_several_and_in_the_table():
+    result = run_cli("check", LENET, "--set", "layers.conv1.num_output=10", "--set", "name=Tiny")
+    assert result.exit_code == 0, result.stderr
+    assert "Tiny (TRAIN)" in result.stdout
+    assert f"{431_080 - 260 - 12_500:,} parameters" in result.stdout  # conv1 halves, conv2 sees 10 channels
+
+
+@pytest.mark.parametrize("override, stderr", [
+    ("layers.ip1.num_output=0",
+     "--set layers.ip1.num_output=0: error: layers[4].num_output: input should be greater than or equal to 1, got 0\n"),
+    ("layers.relu.negative_slope=0.1",
+     "--set layers.relu.negative_slope=0.1: error: no item 'relu' in layers "
+     "(did you mean 'relu1'?; indices 0..8 or a name)\n"),
+    ("num_output", "--set num_output: error: expected KEY=VALUE (e.g. --set base_lr=0.01)\n"),
+])
+def test_bad_set_exits_2(override, stderr):
+    result = run_cli("check", LENET, "--set", override)
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", stderr)
+
+
+def test_invalid_file_exits_2_and_missing_file_too(tmp_path):
+    bad = tmp_path / "net.yaml"
+    bad.write_text("name: x\ninputs: {data: [4]}\nlayers:\n  - {name: ip, type: InnerProduct, num_ouput: 3}\n")
+    result = run_cli("check", str(bad))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"{bad}:4:36: error: layers[0].num_ouput: unknown key 'num_ouput'")
+    result = run_cli("check", str(tmp_path / "nope.yaml"))
+    assert (result.exit_code, result.stderr) == (2, f"{tmp_path / 'nope.yaml'}: error: no such file\n")

@@ -1,0 +1,30 @@
+"""``netcfg layers``: the registered types, one type's fields, did-you-mean on a typo."""
+
+from __future__ import annotations
+
+from netcfg.layers.base import registry
+from tests.cli import run_cli
+
+
+def test_lists_every_registered_type():
+    result = run_cli("layers")
+    assert result.exit_code == 0, result.stderr
+    listed = {line.split()[0] for line in result.stdout.splitlines()[:-2] if line.strip()}
+    assert listed == set(registry())
+    assert f"{len(registry())} layer types" in result.stdout
+
+
+def test_one_type_shows_its_fields():
+    result = run_cli("layers", "Convolution")
+    assert result.exit_code == 0, result.stderr
+    fields = {line.split()[0] for line in result.stdout.splitlines()[2:] if line.strip()}
+    assert {"num_output", "kernel_size", "stride", "pad", "weight_filler", "bottom", "param"} <= fields
+    row = next(line for line in result.stdout.splitlines() if line.startswith("num_output"))
+    assert "required" in row and "number of output channels" in row
+
+
+def test_typo_exits_2_with_did_you_mean():
+    result = run_cli("layers", "Convolutoin")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == ("netcfg layers: error: unknown layer type 'Convolutoin' "
+                             "(did you mean 'Convolution'?)\n")

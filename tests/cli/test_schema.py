@@ -1,0 +1,43 @@
+"""``netcfg schema``: the JSON Schema of net files, built from the layer registry."""
+
+from __future__ import annotations
+
+import json
+
+from netcfg.layers.base import registry
+from tests.cli import run_cli
+
+
+def _layer_union(doc: dict) -> set[str]:
+    """The layer types the schema's ``Layer`` union accepts, read off each branch."""
+    defs = doc["$defs"]
+    types = set()
+    for branch in defs["Layer"]["oneOf"]:
+        target = defs[branch["$ref"].removeprefix("#/$defs/")]
+        types.add(target["properties"]["type"]["const"])
+    return types
+
+
+def test_net_schema_covers_every_registered_type():
+    result = run_cli("schema", "net")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["$schema"].startswith("https://json-schema.org/")
+    assert {"name", "inputs", "layers"} <= set(doc["properties"])
+    assert doc["properties"]["layers"]["items"] == {"$ref": "#/$defs/Layer"}
+    assert _layer_union(doc) == set(registry())
+    assert set(doc["$defs"]["Layer"]["discriminator"]["mapping"]) == set(registry())
+
+
+def test_schema_to_file(tmp_path):
+    out = tmp_path / "net.schema.json"
+    result = run_cli("schema", "net", "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert _layer_union(json.loads(out.read_text())) == set(registry())
+    assert str(out) in result.stdout
+
+
+def test_unknown_schema_exits_2():
+    result = run_cli("schema", "nett")
+    assert result.exit_code == 2
+    assert result.stderr == "netcfg schema: error: unknown schema 'nett' (valid: net, solver)\n"

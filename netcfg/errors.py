@@ -16,6 +16,7 @@ __all__ = [
     "ConfigError",
     "ConfigErrors",
     "ShapeError",
+    "FieldError",
     "did_you_mean",
     "format_path",
 ]
@@ -98,6 +99,19 @@ class ConfigErrors(NetcfgError):
 
 def _order(e: ConfigError) -> tuple:
     return (e.file or "", e.line or 0, e.col or 0)
+
+
+class FieldError(ValueError):
+    """Raised by a spec's cross-field validator to blame one key (``key``, or a path).
+
+    pydantic reports a model validator's error at the mapping; the error
+    converter in ``netcfg.spec`` moves it down to ``key`` so the message points at
+    the line to change.
+    """
+
+    def __init__(self, message: str, key: str | tuple = ()):
+        super().__init__(message)
+        self.key = (key,) if isinstance(key, str) else tuple(key)
 
 
 class ShapeError(ValueError):

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
-from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
+from netcfg.errors import ConfigError, ConfigErrors, FieldError, did_you_mean
 from netcfg.source import Source
 
 __all__ = ["Spec", "validate", "errors_from_pydantic"]
@@ -112,6 +112,9 @@ def errors_from_pydantic(
             msg = e["msg"]
         elif kind.startswith("value_error"):
             msg = e["msg"].removeprefix("Value error, ")
+            cause = ctx.get("error")
+            if isinstance(cause, FieldError) and isinstance(_walk(root, path), dict):
+                path = path + cause.key  # a cross-field rule blaming one key
         else:
             msg = e["msg"][0].lower() + e["msg"][1:]
             msg = msg.replace(" after validation", "")  # too_short/too_long: pydantic's jargon

@@ -14,7 +14,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from netcfg.errors import ShapeError
+from netcfg.errors import FieldError, ShapeError
 from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_float, register
 from netcfg.layers.fillers import fill
 
@@ -289,7 +289,7 @@ class Clip(Elementwise):
     @model_validator(mode="after")
     def _ordered(self):
         if self.min > self.max:
-            raise ValueError(f"Clip needs min <= max, got min {self.min} > max {self.max}")
+            raise FieldError(f"Clip needs min <= max, got min {self.min} > max {self.max}", key="min")
         return self
 
     def build(self, bottoms: list[Blob]) -> nn.Module:

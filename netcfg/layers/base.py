@@ -130,7 +130,7 @@ class FillerSpec(Spec):
 class LayerSpec(Spec):
     """Fields every layer has."""
 
-    name: str = Field(..., min_length=1, pattern=r"^[^.\s]+(\.[^.\s]+)*$", description="unique layer name")
+    name: str = Field(..., min_length=1, description="unique layer name; dots nest it (stage1.conv1)")
     type: str = Field(..., description="layer type")
     bottom: StrList | None = Field(None, description="input blob names; default: the previous layer's top")
     top: StrList | None = Field(None, description="output blob names; default: the layer's name")
@@ -139,7 +139,16 @@ class LayerSpec(Spec):
     loss_weight: FloatList | None = Field(None, description="weight of each top in the total loss")
     param: Annotated[list[ParamSpec], BeforeValidator(_as_list, json_schema_input_type=ParamSpec | list[ParamSpec])] = Field(default_factory=list, description="lr_mult/decay_mult/name per learnable blob")
 
-    _path: tuple = PrivateAttr(())  # key path in the net file, for locating errors
+    _path: tuple = PrivateAttr(())
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if any(c.isspace() for c in v):
+            raise ValueError(f"layer name {v!r} contains whitespace; use _ or - instead")
+        if v.startswith(".") or v.endswith(".") or ".." in v:
+            raise ValueError(f"layer name {v!r} has an empty part between dots")
+        return v  # key path in the net file, for locating errors
 
     # --- what the type declares (class-level, not config) ---
     n_bottoms: ClassVar[tuple[int, int | None]] = (1, 1)  # min, max (None: any)

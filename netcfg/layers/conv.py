@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 from torch import nn
 
-from netcfg.errors import ShapeError
+from netcfg.errors import FieldError, ShapeError
 from netcfg.layers.base import Blob, FillerSpec, IntPair, LayerSpec, check_float, check_rank, pair, register
 
 __all__ = ["Convolution", "Deconvolution"]
@@ -34,7 +34,7 @@ class _ConvBase(LayerSpec):
     @model_validator(mode="after")
     def _kernel_given(self):
         if self.kernel_size is None and (self.kernel_h is None or self.kernel_w is None):
-            raise ValueError("give kernel_size, or both kernel_h and kernel_w")
+            raise FieldError("give kernel_size, or both kernel_h and kernel_w", key="kernel_size")
         for key in ("kernel_size", "stride", "dilation"):
             v = getattr(self, key)
             if v is not None and 0 in v:

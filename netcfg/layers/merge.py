@@ -9,7 +9,7 @@ import torch
 from pydantic import BeforeValidator, Field, model_validator
 from torch import nn
 
-from netcfg.errors import ShapeError
+from netcfg.errors import FieldError, ShapeError
 from netcfg.layers.base import Blob, FloatList, LayerSpec, register
 
 __all__ = ["Concat", "Eltwise", "Slice", "Split", "Silence", "sample_axis", "int_list"]
@@ -124,9 +124,9 @@ class Eltwise(LayerSpec):
     def _check_coeff(self):
         if self.coeff is not None:
             if self.operation != "SUM":
-                raise ValueError(f"coeff applies only to operation SUM, not {self.operation}")
+                raise FieldError(f"coeff applies only to operation SUM, not {self.operation}", key="coeff")
             if self.bottom is not None and len(self.coeff) != len(self.bottom):
-                raise ValueError(f"coeff has {len(self.coeff)} value(s) for {len(self.bottom)} bottom(s); give one per bottom")
+                raise FieldError(f"coeff has {len(self.coeff)} value(s) for {len(self.bottom)} bottom(s); give one per bottom", key="coeff")
         return self
 
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
@@ -181,11 +181,11 @@ class Slice(LayerSpec):
     def _check_points(self):
         sp = self.slice_point
         if any(b <= a for a, b in zip(sp, sp[1:])):
-            raise ValueError(f"slice_point must be strictly increasing, got {sp}")
+            raise FieldError(f"slice_point must be strictly increasing, got {sp}", key="slice_point")
         if sp and self.top is not None and len(self.top) != len(sp) + 1:
-            raise ValueError(f"{len(sp)} slice_point(s) make {len(sp) + 1} tops, but top names {len(self.top)}: {self.top}")
+            raise FieldError(f"{len(sp)} slice_point(s) make {len(sp) + 1} tops, but top names {len(self.top)}: {self.top}", key="top")
         if not sp and self.top is None:
-            raise ValueError("give slice_point, or name the tops (top: [a, b]) to cut into equal parts")
+            raise FieldError("give slice_point, or name the tops (top: [a, b]) to cut into equal parts", key="slice_point")
         return self
 
     def num_tops(self) -> int:

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from netcfg.errors import ShapeError
+from netcfg.errors import FieldError, ShapeError
 from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_float, check_rank, register
 
 __all__ = ["BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "BatchNormNd"]
@@ -78,7 +78,7 @@ class BatchNorm(LayerSpec):
     @model_validator(mode="after")
     def _fillers_need_affine(self):
         if not self.affine and (self.weight_filler is not None or self.bias_filler is not None):
-            raise ValueError("weight_filler/bias_filler need affine: true (without it BatchNorm learns nothing)")
+            raise FieldError("weight_filler/bias_filler need affine: true (without it BatchNorm learns nothing)", key="affine")
         return self
 
     def infer(self, bottoms: list[Blob]) -> list[Blob]:

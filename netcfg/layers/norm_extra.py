@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from netcfg.errors import ShapeError
+from netcfg.errors import FieldError, ShapeError
 from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_float, check_rank, register
 from netcfg.layers.fillers import fill
 
@@ -127,7 +127,7 @@ class Scale(_AxisSpan):
     @model_validator(mode="after")
     def _bias_filler_needs_bias(self):
         if self.bias_filler is not None and not self.bias_term:
-            raise ValueError("bias_filler needs bias_term: true")
+            raise FieldError("bias_filler needs bias_term: true", key="bias_term")
         return self
 
     def blob_names(self) -> list[str]:
@@ -221,7 +221,7 @@ class LRN(LayerSpec):
     @model_validator(mode="after")
     def _odd(self):
         if self.local_size % 2 == 0:
-            raise ValueError(f"local_size must be odd (Caffe's LRN only supports odd windows), got {self.local_size}")
+            raise FieldError(f"local_size must be odd (Caffe's LRN only supports odd windows), got {self.local_size}", key="local_size")
         return self
 
     def infer(self, bottoms: list[Blob]) -> list[Blob]:

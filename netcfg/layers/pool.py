@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from netcfg.errors import ShapeError
+from netcfg.errors import FieldError, ShapeError
 from netcfg.layers.base import Blob, IntPair, LayerSpec, check_rank, pair, register
 
 __all__ = ["Pooling", "pool_size"]
@@ -95,19 +95,19 @@ class Pooling(LayerSpec):
         kernel_set = self.kernel_size is not None or self.kernel_h is not None or self.kernel_w is not None
         if self.global_pooling:
             if kernel_set:
-                raise ValueError("global_pooling takes the kernel from the input: remove kernel_size/kernel_h/kernel_w")
+                raise FieldError("global_pooling takes the kernel from the input: remove kernel_size/kernel_h/kernel_w", key="global_pooling")
             if pair(self.stride, self.stride_h, self.stride_w, 1) != (1, 1) or pair(self.pad, self.pad_h, self.pad_w) != (0, 0):
-                raise ValueError("global_pooling needs stride 1 and pad 0")
+                raise FieldError("global_pooling needs stride 1 and pad 0", key="global_pooling")
             return self
         if self.kernel_size is None and (self.kernel_h is None or self.kernel_w is None):
-            raise ValueError("give kernel_size, or both kernel_h and kernel_w (or set global_pooling: true)")
+            raise FieldError("give kernel_size, or both kernel_h and kernel_w (or set global_pooling: true)", key="kernel_size")
         for key in ("kernel_size", "stride"):
             v = getattr(self, key)
             if v is not None and 0 in v:
                 raise ValueError(f"{key} must be >= 1, got {v}")
         (kh, kw), _, (ph, pw) = self.geometry()
         if ph >= kh or pw >= kw:
-            raise ValueError(f"pad {[ph, pw]} must be smaller than the kernel {[kh, kw]} (Caffe's rule)")
+            raise FieldError(f"pad {[ph, pw]} must be smaller than the kernel {[kh, kw]} (Caffe's rule)", key="pad")
         return self
 
     def geometry(self, spatial: tuple[int, ...] = ()) -> tuple[tuple[int, int], ...]:

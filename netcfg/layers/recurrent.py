@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from netcfg.errors import ShapeError
+from netcfg.errors import FieldError, ShapeError
 from netcfg.layers.base import Blob, FillerSpec, LayerSpec, register
 
 __all__ = ["Embed", "LSTM", "GRU"]
@@ -126,8 +126,8 @@ class _RecurrentBase(LayerSpec):
     @model_validator(mode="after")
     def _dropout_needs_layers(self):
         if self.dropout > 0 and self.num_layers < 2:
-            raise ValueError(f"dropout {self.dropout} acts between stacked layers; set num_layers >= 2 "
-                             "or put a Dropout layer after this one")
+            raise FieldError(f"dropout {self.dropout} acts between stacked layers; set num_layers >= 2 "
+                             "or put a Dropout layer after this one", key="dropout")
         return self
 
     @property

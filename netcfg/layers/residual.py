@@ -9,7 +9,7 @@ import torch
 from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 from torch import nn
 
-from netcfg.errors import ShapeError
+from netcfg.errors import FieldError, ShapeError
 from netcfg.layers.base import AnyLayer, Blob, LayerSpec, ParamSpec, lookup, register
 
 __all__ = ["Residual", "ResidualBlock"]
@@ -112,19 +112,19 @@ class Residual(LayerSpec):
     @model_validator(mode="after")
     def _own_fields(self):
         if self.param:
-            raise ValueError("a Residual has no learnable blobs of its own; give `param:` on the inner layers")
+            raise FieldError("a Residual has no learnable blobs of its own; give `param:` on the inner layers", key="param")
         if self.activation is not None:
             try:
                 cls = lookup(self.activation)
                 act = cls.model_validate({"name": "act", "type": self.activation})
             except KeyError:
-                raise ValueError(f"activation '{self.activation}' is not a registered layer type") from None
+                raise FieldError(f"activation '{self.activation}' is not a registered layer type", key="activation") from None
             except ValidationError:
-                raise ValueError(f"activation '{self.activation}' needs parameters; add it as a layer after "
-                                 "the block and set activation: null") from None
+                raise FieldError(f"activation '{self.activation}' needs parameters; add it as a layer after "
+                                 "the block and set activation: null", key="activation") from None
             if act.blob_names():
-                raise ValueError(f"activation '{self.activation}' has learnable blobs; add it as a layer after "
-                                 "the block and set activation: null")
+                raise FieldError(f"activation '{self.activation}' has learnable blobs; add it as a layer after "
+                                 "the block and set activation: null", key="activation")
             self._act = act
         return self
 

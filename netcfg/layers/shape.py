@@ -9,7 +9,7 @@ import torch
 from pydantic import BeforeValidator, Field, ValidationInfo, model_validator
 from torch import nn
 
-from netcfg.errors import ShapeError
+from netcfg.errors import FieldError, ShapeError
 from netcfg.layers.base import Blob, LayerSpec, register
 from netcfg.layers.merge import int_list, sample_axis
 from netcfg.spec import Spec
@@ -126,7 +126,7 @@ class Reshape(LayerSpec):
     @model_validator(mode="after")
     def _one_inferred(self):
         if self.shape.count(-1) > 1:
-            raise ValueError(f"shape {self.shape} has more than one -1; only one dim can be inferred")
+            raise FieldError(f"shape {self.shape} has more than one -1; only one dim can be inferred", key="shape")
         return self
 
     def _out(self, x: Blob) -> tuple[int, ...]:

@@ -108,7 +108,7 @@ def test_reshape_infer_matches_forward(cfg, shape, out):
 
 
 @pytest.mark.parametrize("layer, message, where", [
-    ("shape: [-1, -1]", "shape [-1, -1] has more than one -1", "layers[0]"),
+    ("shape: [-1, -1]", "shape [-1, -1] has more than one -1", "layers[0].shape"),
     ("shape: [-2]", "greater than or equal to -1", "layers[0].shape[0]"),
     ("shape: {dim: [4, -1]}", "the batch dim (first of [4, -1]) must be 0", "layers[0]"),
     ("shape: {dims: [0, -1]}", "Caffe's {dim: [...]}", "layers[0]"),

@@ -16,25 +16,24 @@ from __future__ import annotations
 import contextlib
 import math
 import shlex
-import signal
-import threading
 import time
 from collections import deque
 from pathlib import Path
 
 import torch
-import yaml
 
 from netcfg.data.loader import BatchLoader
 from netcfg.data.sources import load_source
 from netcfg.errors import ConfigError, ConfigErrors, NetcfgError
 from netcfg.net import Net, build_graph
-from netcfg.solver.checkpoint import load_tree, save_tree
+from netcfg.solver.check import match_inputs
+from netcfg.solver.interrupt import StopAfterIteration
 from netcfg.solver.lr_policy import learning_rate
 from netcfg.solver.optim import apply_l1, make_optimizer, set_learning_rate
-from netcfg.solver.rundir import RunDir, config_diff, resolved_config
-from netcfg.solver.snapshot import copy_weights, save_weights
+from netcfg.solver.rundir import RunDir, resolved_config
+from netcfg.solver.snapshot import copy_weights, read_snapshot, write_snapshot
 from netcfg.solver.spec import SolverSpec, load_solver
+from netcfg.solver.state import capture_rng, load_optimizer_state, restore_rng
 
 __all__ = ["Solver", "TrainingDiverged", "Interrupted"]
 
@@ -96,7 +95,6 @@ class Solver:
         self._forward = torch.compile(self.net) if spec.compile else self.net
         self.iter = 0
         self._undo: dict | None = None  # set while an iteration runs (see _roll_back_iteration)
-        self._stop_requested = False    # a Ctrl-C arrived; stop when the iteration ends
         self.losses: deque[float] = deque(maxlen=spec.average_loss)
         self.run = run_dir if run_dir is not None else RunDir.create(spec, out)
         self.last_test: dict[str, float] = {}
@@ -127,16 +125,8 @@ class Solver:
     def _check_inputs(self, split: str, loader: BatchLoader) -> None:
         net = self.net if split == "train" else self.test_net
         batch = next(iter(loader.epoch_batches()))
-        errors = []
-        for name, blob in net.graph.inputs.items():
-            if name not in batch:
-                errors.append(ConfigError(f"the net's input '{name}' is not among the {split} data's tensors "
-                                          f"{sorted(batch)}", ("data", split), hint="map names with inputs: {data: <input>}"))
-                continue
-            got = tuple(batch[name].shape[1:])
-            if got != blob.shape:
-                errors.append(ConfigError(f"the {split} data's '{name}' has per-sample shape {list(got)} but the net's "
-                                          f"input '{name}' is {list(blob.shape)}", ("data", split)))
+        got = {k: (tuple(v.shape[1:]), str(v.dtype).removeprefix("torch.")) for k, v in batch.items()}
+        errors = match_inputs(self.spec, split, net.graph, got)
         if errors:
             raise ConfigErrors([self.spec.locate(e) for e in errors])
 
@@ -209,7 +199,7 @@ class Solver:
         t0 = time.perf_counter()
         images = 0
         last_display = (t0, 0)
-        with self._ctrl_c_stops_after_the_iteration():
+        with StopAfterIteration() as ctrl_c:
             while self.iter < stop:
                 if s.test_interval and self.iter % s.test_interval == 0 and (self.iter > 0 or s.test_initialization):
                     self.test()
@@ -231,17 +221,13 @@ class Solver:
                     self._seconds += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     self.snapshot()
-                if self._stop_requested:
-                    self._stop_requested = False
+                if ctrl_c.requested:
                     self.log(f"Ctrl-C: stopping after iteration {self.iter - 1}")
                     raise KeyboardInterrupt
         self._seconds += time.perf_counter() - t0
 
     def _iteration_start(self) -> dict:
-        rng = {"torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return {"data": self.train_data.state_dict() if self.train_data else None, "rng": rng}
+        return {"data": self.train_data.state_dict() if self.train_data else None, "rng": capture_rng(self.device)}
 
     def _roll_back_iteration(self) -> None:
         """Undo what an interrupted iteration drew: its batches and its random numbers.
@@ -251,30 +237,7 @@ class Solver:
             return
         if undo["data"] is not None:
             self.train_data.load_state_dict(undo["data"])
-        torch.set_rng_state(undo["rng"]["torch"])
-        if "cuda" in undo["rng"]:
-            torch.cuda.set_rng_state(undo["rng"]["cuda"], self.device)
-
-    @contextlib.contextmanager
-    def _ctrl_c_stops_after_the_iteration(self):
-        """Caffe's SIGINT action: the first Ctrl-C lets the running iteration finish, then
-        stops with a snapshot; a second one stops at once. Only where Python's own
-        handler is in place (main thread, no handler of the caller's)."""
-        if (threading.current_thread() is not threading.main_thread()
-                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-            yield
-            return
-
-        def handler(signum, frame):
-            if self._stop_requested:
-                raise KeyboardInterrupt
-            self._stop_requested = True  # no printing here: the handler may interrupt a print
-
-        previous = signal.signal(signal.SIGINT, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        restore_rng(undo["rng"], self.device)
 
     def _display(self, it: int, outs: dict[str, float], rate: float, seconds: float) -> None:
         smoothed = sum(self.losses) / len(self.losses)
@@ -309,7 +272,7 @@ class Solver:
             raise Interrupted(f"interrupted at iteration {self.iter}; snapshot written: {path}. "
                               f"Resume with: netcfg train {config} --resume {state}") from None
         finally:
-            self._stop_requested, self._undo = False, None
+            self._undo = None
         self.log("Optimization Done.")
         return self.last_test
 
@@ -350,26 +313,20 @@ class Solver:
     # ------------------------------------------------------------ snapshots
 
     def state(self) -> dict:
-        rng = {"torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        """Everything a resume needs besides the weights (no tensors of the net)."""
         return {
             "iter": self.iter,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "data": self.train_data.state_dict() if self.train_data else None,
-            "rng": rng,
+            "rng": capture_rng(self.device),
             "losses": list(self.losses),
             "seconds": self._seconds,
         }
 
     def snapshot(self) -> Path:
         """Write <prefix>_iter_<N>.safetensors and .solverstate into the run directory."""
-        weights, state = self.run.snapshot_paths(self.iter)
-        config = resolved_config(self.spec)
-        save_weights(weights, self.net, config["net"], extra={"iter": str(self.iter)})
-        save_tree(state, self.state(), metadata={"solver": self.run.config_text(), "weights": weights.name})
-        self.run.metric({"event": "snapshot", "iter": self.iter, "weights": weights.name, "state": state.name})
+        weights, state = write_snapshot(self.run, self.iter, self.net, resolved_config(self.spec), self.state())
         self.log(f"Snapshotting to {weights} and {state.name}")
         return weights
 
@@ -379,33 +336,15 @@ class Solver:
         Refuses when the solver or net differ from the snapshot's, naming what
         differs, unless ``force`` (``max_iter`` may always grow)."""
         path = Path(path)
-        tree, meta = load_tree(path)
-        if "solver" in meta:
-            diffs = config_diff(yaml.safe_load(meta["solver"]), resolved_config(self.spec))
-            if diffs and not force:
-                raise NetcfgError(f"{path}: the snapshot was made with a different solver or net:\n  "
-                                  + "\n  ".join(diffs[:20]) + "\nuse --force to continue anyway")
-            for d in diffs:
-                self.log(f"warning: resuming with a changed config: {d}")
-        weights = path.with_name(meta.get("weights", path.stem + ".safetensors"))
-        copy_weights(self.net, weights, strict=True)
-        # the state's buffers (momentum, Adam's moments) with this config's hyperparameters:
-        # load_state_dict would bring back the snapshot's, undoing what --force changed
-        fresh = [{k: v for k, v in g.items() if k not in ("params", "param_names")}
-                 for g in self.optimizer.param_groups]
-        try:
-            self.optimizer.load_state_dict(tree["optimizer"])
-        except (ValueError, KeyError) as e:
-            raise NetcfgError(f"{path}: the optimizer state does not fit this net's parameters ({e})") from None
-        for group, hyper in zip(self.optimizer.param_groups, fresh):
-            group.update(hyper)
+        tree, diffs = read_snapshot(path, self.net, resolved_config(self.spec), force=force)
+        for d in diffs:
+            self.log(f"warning: resuming with a changed config: {d}")
+        load_optimizer_state(self.optimizer, tree["optimizer"], str(path))
         if self.scaler and tree.get("scaler"):
             self.scaler.load_state_dict(tree["scaler"])
         if self.train_data and tree.get("data"):
             self.train_data.load_state_dict(tree["data"])
-        torch.set_rng_state(tree["rng"]["torch"])
-        if "cuda" in tree["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tree["rng"]["cuda"], self.device)
+        restore_rng(tree["rng"], self.device)
         self.iter = int(tree["iter"])
         self.losses = deque(tree["losses"], maxlen=self.spec.average_loss)
         self._seconds = float(tree.get("seconds", 0.0))

@@ -19,9 +19,10 @@ import yaml
 from torch import nn
 
 from netcfg.errors import ConfigError, NetcfgError
-from netcfg.solver.checkpoint import CheckpointError, atomic_write_bytes
+from netcfg.solver.checkpoint import CheckpointError, atomic_write_bytes, load_tree, save_tree
+from netcfg.solver.rundir import config_diff
 
-__all__ = ["save_weights", "load_weights", "copy_weights", "WeightsReport", "net_config_of"]
+__all__ = ["save_weights", "load_weights", "copy_weights", "WeightsReport", "net_config_of", "write_snapshot", "read_snapshot"]
 
 NET_KEY = "netcfg.net"  # metadata: the resolved net config, YAML
 
@@ -115,3 +116,24 @@ def copy_weights(net: nn.Module, path: str | Path, *, strict: bool = False) -> W
 
 def describe(meta: dict[str, str]) -> str:
     return json.dumps({k: v for k, v in meta.items() if k != NET_KEY})
+
+
+def write_snapshot(run, it: int, net: nn.Module, config: dict, state: dict) -> tuple[Path, Path]:
+    """Weights first, then the solver state: a state file always has its weights."""
+    weights, state_path = run.snapshot_paths(it)
+    save_weights(weights, net, config["net"], extra={"iter": str(it)})
+    save_tree(state_path, state, metadata={"solver": run.config_text(), "weights": weights.name})
+    run.metric({"event": "snapshot", "iter": it, "weights": weights.name, "state": state_path.name})
+    return weights, state_path
+
+
+def read_snapshot(path: Path, net: nn.Module, config: dict, *, force: bool = False) -> tuple[dict, list[str]]:
+    """Load a .solverstate's tree and its weights into ``net``; refuse a changed config
+    unless ``force``. Returns the tree and the config differences."""
+    tree, meta = load_tree(path)
+    diffs = config_diff(yaml.safe_load(meta["solver"]), config) if "solver" in meta else []
+    if diffs and not force:
+        raise NetcfgError(f"{path}: the snapshot was made with a different solver or net:\n  "
+                          + "\n  ".join(diffs[:20]) + "\nuse --force to continue anyway")
+    copy_weights(net, path.with_name(meta.get("weights", path.stem + ".safetensors")), strict=True)
+    return tree, diffs

@@ -1,0 +1,35 @@
+"""Pieces of a solver's state that a resume must restore exactly: RNGs and optimizer buffers."""
+
+from __future__ import annotations
+
+import torch
+
+from netcfg.errors import NetcfgError
+
+__all__ = ["capture_rng", "restore_rng", "load_optimizer_state"]
+
+
+def capture_rng(device: torch.device) -> dict[str, torch.Tensor]:
+    """The global RNG states a training step draws from (dropout, augmentation)."""
+    rng = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return rng
+
+
+def restore_rng(rng: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], device)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, source: str) -> None:
+    """Load the buffers (momentum, Adam's moments) but keep this config's hyperparameters:
+    ``load_state_dict`` alone would bring back the snapshot's, undoing a forced change."""
+    fresh = [{k: v for k, v in g.items() if k not in ("params", "param_names")} for g in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError) as e:
+        raise NetcfgError(f"{source}: the optimizer state does not fit this net's parameters ({e})") from None
+    for group, hyper in zip(optimizer.param_groups, fresh):
+        group.update(hyper)

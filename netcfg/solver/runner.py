@@ -61,6 +61,18 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def param_groups(net: Net) -> list[dict]:
+    """One optimizer group per distinct (lr_mult, decay_mult): few groups keep torch's
+    multi-tensor (foreach) update fast."""
+    groups: dict[tuple[float, float], dict] = {}
+    for i in net.param_infos():
+        g = groups.setdefault((i.lr_mult, i.decay_mult),
+                              {"params": [], "names": [], "lr_mult": i.lr_mult, "decay_mult": i.decay_mult})
+        g["params"].append(i.param)
+        g["names"].append(i.name)
+    return list(groups.values())
+
+
 class Solver:
     """Trains the net of a solver file; ``solve()`` runs to ``max_iter``."""
 
@@ -86,8 +98,7 @@ class Solver:
         self.train_data = self._loader("train") if spec.data.train is not None else None
         self.test_data = self._loader("test") if spec.data.test is not None else None
         self.optimizer = make_optimizer(
-            spec.type, [{"params": [i.param], "names": [i.name], "lr_mult": i.lr_mult, "decay_mult": i.decay_mult}
-                        for i in self.net.param_infos()],
+            spec.type, param_groups(self.net),
             base_lr=spec.base_lr, momentum=spec.momentum, momentum2=spec.momentum2, delta=spec.delta,
             rms_decay=spec.rms_decay, weight_decay=spec.weight_decay, regularization_type=spec.regularization_type)
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]

@@ -116,7 +116,8 @@ def test_lr_mult_and_decay_mult_make_param_groups(tmp_path):
     path = write_solver(tmp_path, net, base_lr=0.05, weight_decay=0.001, lr_policy="step", gamma=0.5,
                         stepsize=2, max_iter=3, test=False)
     s = solve(path, tmp_path / "run")
-    groups = {g["param_names"][0]: g for g in s.optimizer.param_groups}
+    groups = {name: g for g in s.optimizer.param_groups for name in g["param_names"]}
+    assert len(s.optimizer.param_groups) == 2  # one per distinct (lr_mult, decay_mult)
     assert groups["ip2.weight"]["lr"] == pytest.approx(0.025)  # the step policy at iteration 2
     assert groups["ip2.bias"]["lr"] == pytest.approx(2 * groups["ip2.weight"]["lr"])
     assert groups["ip2.weight"]["weight_decay"] == pytest.approx(0.001)

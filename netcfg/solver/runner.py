@@ -364,6 +364,11 @@ class Solver:
 
     def load_weights(self, path: str | Path) -> None:
         """Initialise from a weights file by layer name, printing what matched."""
-        report = copy_weights(self.net, path)
+        report = copy_weights(self.net, path, required=self.test_net is None)
+        matched = len(report.matched)
         for line in report.lines(str(path)):
             self.log(line)
+        if self.test_net is not None:  # layers only the TEST net has (most are shared)
+            matched += len(copy_weights(self.test_net, path, required=False).matched)
+            if not matched:
+                copy_weights(self.test_net, path)  # raises: nothing matched in either net

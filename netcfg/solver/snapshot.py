@@ -90,7 +90,7 @@ class WeightsReport:
 
 
 @torch.no_grad()
-def copy_weights(net: nn.Module, path: str | Path, *, strict: bool = False) -> WeightsReport:
+def copy_weights(net: nn.Module, path: str | Path, *, strict: bool = False, required: bool = True) -> WeightsReport:
     """Copy blobs from ``path`` into ``net`` by name; shape mismatches are skipped."""
     tensors, _ = load_weights(path)
     report = WeightsReport()
@@ -108,7 +108,7 @@ def copy_weights(net: nn.Module, path: str | Path, *, strict: bool = False) -> W
     report.unexpected = [k for k in tensors if k not in own]
     if strict and (report.missing or report.mismatched):
         raise NetcfgError("\n".join(report.lines(str(path))))
-    if not report.matched:
+    if not report.matched and required:
         raise ConfigError(f"no blob in {path} matches a layer of the net by name",
                           file=str(path), hint="weights are matched by <layer>.<blob>; were the layers renamed?")
     return report

@@ -221,3 +221,17 @@ def test_config_yaml_loads_back_as_the_same_solver(tmp_path):
     assert again.base_lr == 0.05
     assert again.net_spec.model_dump() == first.net_spec.model_dump()
     assert again.model_dump(exclude={"net"}) == first.model_dump(exclude={"net"})
+
+
+def test_weights_reach_layers_only_the_test_net_has(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    net = MLP.replace("  - {name: loss, type: SoftmaxWithLoss, bottom: [ip2, label]}\n",
+                      "  - {name: loss, type: SoftmaxWithLoss, bottom: [ip2, label]}\n"
+                      "  - {name: probe, type: InnerProduct, bottom: ip2, num_output: 3, include: {phase: TEST}}\n")
+    path = write_solver(tmp_path, net, max_iter=0)
+    weights = tmp_path / "w.safetensors"
+    save_file({"probe.weight": torch.full((3, 10), 0.5), "probe.bias": torch.zeros(3)}, str(weights))
+    s = Solver.from_file(path, [f"weights={weights}"], out=tmp_path / "run", log=lambda line: None)
+    assert torch.all(s.test_net.probe.weight == 0.5)

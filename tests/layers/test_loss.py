@@ -106,7 +106,7 @@ def test_softmax_loss_matches_caffe(norm, ignore):
     net = one_loss({"x": "[5]", "label": INT_LABEL}, f"type: SoftmaxWithLoss, normalization: {norm}{extra}")
     out = net(x=x, label=label)["loss"]
     assert out.shape == ()
-    assert out.item() == pytest.approx(caffe_softmax_loss(x, label, ignore=ignore, norm=norm), rel=1e-5)
+    assert out.item() == pytest.approx(float(caffe_softmax_loss(x, label, ignore=ignore, norm=norm)), rel=1e-5)
 
 
 @pytest.mark.parametrize("norm", ["VALID", "BATCH_SIZE", "FULL"])
@@ -118,11 +118,11 @@ def test_softmax_loss_dense_with_ignore(norm):
     net = one_loss({"x": "[3, 4, 5]", "label": "{shape: [4, 5], dtype: int64}"},
                    f"type: SoftmaxWithLoss, ignore_label: 255, normalization: {norm}")
     want = caffe_softmax_loss(x, label, ignore=255, norm=norm)
-    assert net(x=x, label=label)["loss"].item() == pytest.approx(want, rel=1e-5)
+    assert net(x=x, label=label)["loss"].item() == pytest.approx(float(want), rel=1e-5)
     # Caffe's (N, 1, H, W) label layout gives the same loss
     net = one_loss({"x": "[3, 4, 5]", "label": "{shape: [1, 4, 5], dtype: int64}"},
                    f"type: SoftmaxWithLoss, ignore_label: 255, normalization: {norm}")
-    assert net(x=x, label=label[:, None])["loss"].item() == pytest.approx(want, rel=1e-5)
+    assert net(x=x, label=label[:, None])["loss"].item() == pytest.approx(float(want), rel=1e-5)
 
 
 def test_softmax_loss_last_axis_and_int32_label():
@@ -132,7 +132,7 @@ def test_softmax_loss_last_axis_and_int32_label():
                    "type: SoftmaxWithLoss, axis: -1, normalization: BATCH_SIZE")
     # BATCH_SIZE is Caffe's outer count: every axis before the class axis (2 * 7 here)
     want = caffe_softmax_loss(x, label.long(), axis=2, norm="BATCH_SIZE")
-    assert net(x=x, label=label)["loss"].item() == pytest.approx(want, rel=1e-5)
+    assert net(x=x, label=label)["loss"].item() == pytest.approx(float(want), rel=1e-5)
 
 
 def test_softmax_loss_label_smoothing():
@@ -141,7 +141,7 @@ def test_softmax_loss_label_smoothing():
     label[0] = -1
     net = one_loss({"x": "[6]", "label": INT_LABEL}, "type: SoftmaxWithLoss, label_smoothing: 0.1, ignore_label: -1")
     want = caffe_softmax_loss(x, label, ignore=-1, smoothing=0.1)
-    assert net(x=x, label=label)["loss"].item() == pytest.approx(want, rel=1e-5)
+    assert net(x=x, label=label)["loss"].item() == pytest.approx(float(want), rel=1e-5)
 
 
 def test_softmax_loss_all_ignored_is_zero_and_gradients_flow():
@@ -195,7 +195,7 @@ def test_sigmoid_loss_matches_caffe(norm, ignore):
     extra = f", ignore_label: {ignore}" if ignore is not None else ""
     net = one_loss({"x": "[2, 3]", "t": "[6]"}, f"type: SigmoidCrossEntropyLoss, normalization: {norm}{extra}")
     want = caffe_sigmoid_loss(x, t, ignore=ignore, norm=norm)
-    assert net(x=x, t=t.reshape(4, 6))["loss"].item() == pytest.approx(want, rel=1e-5)
+    assert net(x=x, t=t.reshape(4, 6))["loss"].item() == pytest.approx(float(want), rel=1e-5)
 
 
 def test_sigmoid_loss_default_is_batch_size_and_backward():
@@ -216,7 +216,7 @@ def test_euclidean_loss():
     a, b = torch.randn(4, 3, 2, requires_grad=True), torch.randn(4, 6)
     out = net(a=a, b=b)["loss"]
     want = sum(float(((a[i].detach().flatten() - b[i]) ** 2).sum()) for i in range(4)) / (2 * 4)
-    assert out.shape == () and out.item() == pytest.approx(want, rel=1e-5)
+    assert out.shape == () and out.item() == pytest.approx(float(want), rel=1e-5)
     out.backward()
     torch.testing.assert_close(a.grad, (a.detach() - b.reshape(4, 3, 2)) / 4)
     assert "[3] and [4]" in shape_error({"a": "[3]", "b": "[4]"}, "type: EuclideanLoss")
@@ -247,7 +247,7 @@ def test_contrastive_loss(legacy):
     net = one_loss({"a": "[3]", "b": "[3]", "sim": "[]"},
                    f"type: ContrastiveLoss, margin: 2.0, legacy_version: {str(legacy).lower()}")
     out = net(a=a, b=b, sim=sim)["loss"]
-    assert out.item() == pytest.approx(caffe_contrastive(a.detach(), b, sim, 2.0, legacy), rel=1e-5)
+    assert out.item() == pytest.approx(float(caffe_contrastive(a.detach(), b, sim, 2.0, legacy)), rel=1e-5)
     out.backward()
     assert torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
     # an integer similarity blob works too
@@ -295,6 +295,6 @@ def test_two_weighted_losses_sum_in_net_loss():
     torch.testing.assert_close(total, out["cls"] + 0.25 * out["reg"])
     ip = net.ip(x).detach()
     want = caffe_softmax_loss(ip, label) + 0.25 * float(((ip - y) ** 2).sum()) / 6
-    assert total.item() == pytest.approx(want, rel=1e-5)
+    assert total.item() == pytest.approx(float(want), rel=1e-5)
     total.backward()
     assert net.ip.weight.grad is not None and net.ip.weight.grad.abs().sum() > 0

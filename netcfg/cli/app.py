@@ -1,16 +1,22 @@
 """The ``netcfg`` command: a typer app whose commands live one per file.
 
-Nothing here imports torch at module level, so ``netcfg --help`` stays fast; each
+Every module of ``netcfg.cli`` with a ``register(app)`` function adds its
+command(s); ``ORDER`` (default 100) sorts them in ``--help``. Nothing here or
+there imports torch at module level, so ``netcfg --help`` stays fast; each
 command imports what it needs when it runs. This is the only place that exits:
-a NetcfgError prints as ``FILE:LINE:COL: error: ...`` and exits 2.
+a NetcfgError prints as ``FILE:LINE:COL: error: ...`` and exits with its code.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import typer
 import typer.core
 
-from netcfg.cli import check, layers, schema, test, train
+import netcfg.cli
+
 
 class _Group(typer.core.TyperGroup):
     """Turns a NetcfgError from any command into its message and exit code."""
@@ -34,7 +40,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (check, train, test, schema, layers):
+def _command_modules() -> list:
+    mods = [importlib.import_module(f"netcfg.cli.{m.name}") for m in pkgutil.iter_modules(netcfg.cli.__path__)
+            if m.name != "app"]
+    return sorted((m for m in mods if hasattr(m, "register")), key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
+
+
+for _module in _command_modules():
     _module.register(app)
 
 

@@ -11,6 +11,9 @@ import typer
 PhaseOpt = Annotated[str, typer.Option("--phase", help="TRAIN or TEST", case_sensitive=False)]
 
 
+ORDER = 10
+
+
 def register(app: typer.Typer) -> None:
     app.command("check")(check)
 

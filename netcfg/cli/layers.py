@@ -7,6 +7,9 @@ from typing import Annotated
 import typer
 
 
+ORDER = 80
+
+
 def register(app: typer.Typer) -> None:
     app.command("layers")(layers)
 

@@ -9,6 +9,9 @@ from typing import Annotated
 import typer
 
 
+ORDER = 30
+
+
 def register(app: typer.Typer) -> None:
     app.command("test")(test)
 

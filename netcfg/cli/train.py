@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 
 
+ORDER = 20
+
+
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
 

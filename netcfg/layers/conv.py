@@ -67,6 +67,12 @@ class _ConvBase(LayerSpec):
         self._check_channels(x.shape[0])
         return x.shape[0], list(x.shape[1:])
 
+    def _dims(self, bottoms: list[Blob]) -> list[tuple[int, int, int, int, int]]:
+        """(size, kernel, stride, pad, dilation) per spatial dim of the checked input."""
+        _, spatial = self._spatial(bottoms)
+        geometry = zip(*self.geometry())  # (k, s, p, d) for h, then for w
+        return [(size, *g) for size, g in zip(spatial, geometry)]
+
     def _finish(self, module: nn.Module) -> nn.Module:
         if self.weight_norm:  # per output unit: dim 1 of a transposed conv's (in, out, ...) weight
             dim = 1 if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d)) else 0
@@ -90,11 +96,8 @@ class Convolution(_ConvBase):
     ]
 
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
-        c, spatial = self._spatial(bottoms)
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.geometry()
-        dims = list(zip(spatial, (kh, kw), (sh, sw), (ph, pw), (dh, dw))) if len(spatial) == 2 else [(spatial[0], kh, sh, ph, dh)]
         out = []
-        for size, k, s, p, d in dims:
+        for size, k, s, p, d in self._dims(bottoms):
             extent = d * (k - 1) + 1
             if size + 2 * p < extent:
                 raise ShapeError(f"kernel extent {extent} is larger than the padded input {size + 2 * p} "
@@ -135,11 +138,8 @@ class Deconvolution(_ConvBase):
     ]
 
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
-        c, spatial = self._spatial(bottoms)
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.geometry()
-        dims = list(zip(spatial, (kh, kw), (sh, sw), (ph, pw), (dh, dw))) if len(spatial) == 2 else [(spatial[0], kh, sh, ph, dh)]
         out = []
-        for size, k, s, p, d in dims:
+        for size, k, s, p, d in self._dims(bottoms):
             o = s * (size - 1) + d * (k - 1) + 1 - 2 * p
             if o < 1:
                 raise ShapeError(f"output size {o} < 1 for input {list(bottoms[0].shape)}", key="pad")

@@ -1,0 +1,114 @@
+"""Graph semantics (Caffe's): phases and stages, wiring, in place, fan-out, outputs, sharing."""
+
+import pytest
+import torch
+
+from netcfg.errors import ConfigErrors
+from netcfg.net import build_graph, build_net
+from netcfg.net.spec import net_from_source
+from netcfg.source import parse_yaml
+
+NET = """\
+name: t
+inputs:
+  x: [4]
+  label: {shape: [], dtype: int64}
+layers:
+  - {name: a, type: InnerProduct, bottom: x, num_output: 3}
+  - {name: relu, type: ReLU, bottom: a, top: a}
+  - {name: b, type: InnerProduct, bottom: a, num_output: 2}
+  - {name: c, type: InnerProduct, bottom: a, num_output: 2, include: {phase: TEST}}
+  - {name: d, type: InnerProduct, bottom: a, num_output: 2, include: {stage: extra}}
+  - {name: e, type: InnerProduct, bottom: a, num_output: 2, exclude: {stage: extra}}
+  - {name: loss, type: SoftmaxWithLoss, bottom: [b, label]}
+"""
+
+
+def spec(text=NET):
+    return net_from_source(parse_yaml(text))
+
+
+def test_phase_and_stage_rules_pick_layers():
+    names = lambda g: [n.name for n in g.nodes]  # noqa: E731
+    assert names(build_graph(spec(), "TRAIN")) == ["a", "relu", "b", "e", "loss"]
+    assert names(build_graph(spec(), "TEST")) == ["a", "relu", "b", "c", "e", "loss"]
+    assert names(build_graph(spec(), "TRAIN", ["extra"])) == ["a", "relu", "b", "d", "loss"]
+
+
+def test_outputs_are_the_tops_nobody_reads_and_losses_are_weighted():
+    g = build_graph(spec(), "TEST")
+    assert g.outputs == ["c", "e", "loss"]
+    assert g.losses == {"loss": 1.0}
+
+
+def test_in_place_rebinding_and_fan_out_gradients_add():
+    net = build_net(spec(), "TEST")
+    x = torch.randn(5, 4, requires_grad=True)
+    out = net(x=x, label=torch.zeros(5, dtype=torch.long))
+    assert torch.all(out["c"] == net.c(torch.relu(net.a(x))))  # ReLU applied before the readers
+    (out["c"].sum() + out["e"].sum()).backward()
+    assert net.a.weight.grad is not None and net.b.weight.grad is None
+
+
+def test_loss_weight_scales_a_top_into_the_total_loss():
+    text = NET.replace("bottom: [b, label]}", "bottom: [b, label], loss_weight: 0.5}").replace(
+        "num_output: 2, exclude", "num_output: 2, loss_weight: 2, exclude")
+    net = build_net(spec(text))
+    out = net(x=torch.randn(3, 4), label=torch.zeros(3, dtype=torch.long))
+    assert torch.allclose(net.loss(out), 0.5 * out["loss"] + 2 * out["e"].sum())
+
+
+def test_shared_param_names_tie_tensors_and_count_once():
+    text = """\
+name: t
+inputs: {x: [4]}
+layers:
+  - {name: p, type: InnerProduct, bottom: x, num_output: 4, param: [{name: w}, {name: bias}]}
+  - {name: q, type: InnerProduct, bottom: p, num_output: 4, param: [{name: w}, {name: bias}]}
+"""
+    net = build_net(spec(text))
+    assert net.p.weight is net.q.weight
+    assert net.graph.total_params == 4 * 4 + 4
+    assert len(net.param_infos()) == 2
+
+
+def test_shared_param_shape_mismatch_is_located():
+    text = """\
+name: t
+inputs: {x: [4]}
+layers:
+  - {name: p, type: InnerProduct, bottom: x, num_output: 3, param: {name: w}}
+  - {name: q, type: InnerProduct, bottom: p, num_output: 3, param: {name: w}}
+"""
+    with pytest.raises(ConfigErrors) as e:
+        build_graph(spec(text))
+    assert "<string>:5:68: error: layers[1].param:" in e.value.render()
+    assert "shared param 'w' has shape [3, 3] here but [3, 4] in layer 'p'" in e.value.render()
+
+
+def test_dotted_names_nest_modules_and_name_parameters():
+    text = "name: t\ninputs: {x: [4]}\nlayers:\n  - {name: stage1.block1.fc, type: InnerProduct, num_output: 2}\n"
+    net = build_net(spec(text))
+    assert [k for k, _ in net.named_parameters()] == ["stage1.block1.fc.weight", "stage1.block1.fc.bias"]
+    assert net(x=torch.randn(2, 4))["stage1.block1.fc"].shape == (2, 2)
+
+
+def test_a_layer_may_be_named_like_a_module_attribute():
+    text = "name: t\ninputs: {x: [4]}\nlayers:\n  - {name: forward, type: InnerProduct, num_output: 2}\n"
+    net = build_net(spec(text))
+    assert net(x=torch.randn(1, 4))["forward"].shape == (1, 2)
+
+
+def test_parameters_that_could_not_fit_in_memory_are_refused_at_check_time():
+    text = "name: huge\ninputs: {x: [200000]}\nlayers:\n  - {name: fc, type: InnerProduct, num_output: 200000}\n"
+    with pytest.raises(ConfigErrors) as e:
+        build_graph(spec(text))  # 4e10 parameters: counted on the meta device, nothing allocated
+    msg = e.value.render()
+    assert "<string>:4:5: error: layers[0]:" in msg and "40,000,200,000 parameters" in msg and "GiB" in msg
+
+
+def test_one_error_per_mistake_downstream_layers_stay_quiet():
+    text = NET.replace("bottom: x, num_output: 3", "bottom: y, num_output: 3")
+    with pytest.raises(ConfigErrors) as e:
+        build_graph(spec(text))
+    assert len(e.value.errors) == 1 and "bottom 'y' is not an input" in e.value.render()

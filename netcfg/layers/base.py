@@ -117,6 +117,8 @@ class FillerSpec(Spec):
     max: float = Field(1.0, description="uniform: upper bound")
     mean: float = Field(0.0, description="gaussian: mean")
     std: float = Field(1.0, gt=0, description="gaussian: standard deviation")
+    sparse: int | None = Field(None, ge=0, description="gaussian: keep each weight with probability sparse / "
+                                                       "outputs, zero the rest (Caffe's sparse Gaussian)")
     variance_norm: Literal["FAN_IN", "FAN_OUT", "AVERAGE"] = Field(
         "FAN_IN", description="xavier/msra/lecun: scale by fan_in, fan_out or their average")
     gain: float = Field(1.0, gt=0, description="orthogonal: gain")

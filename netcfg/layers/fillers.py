@@ -39,6 +39,8 @@ def fill(t: torch.Tensor, f: FillerSpec) -> None:
         t.uniform_(f.min, f.max)
     elif kind == "gaussian":
         t.normal_(f.mean, f.std)
+        if f.sparse is not None:  # Caffe: about `sparse` nonzero weights per input (column)
+            t.mul_(torch.bernoulli(torch.full_like(t, min(1.0, f.sparse / t.shape[0]))))
     elif kind == "xavier":  # Glorot & Bengio 2010, Caffe's uniform variant
         a = math.sqrt(3.0 / _scale_n(f, t))
         t.uniform_(-a, a)

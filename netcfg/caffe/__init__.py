@@ -1,0 +1,1 @@
+"""Caffe import: .prototxt nets and solvers (and .caffemodel weights) to netcfg's files, without Caffe."""

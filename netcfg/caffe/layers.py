@@ -1,0 +1,201 @@
+"""Caffe layer types -> netcfg layer fields: each type's ``*_param`` mapped to flat fields.
+
+A table says, per Caffe type, which ``*_param`` message it reads and what becomes
+of each of its fields: copied under the same name (``SAME``), renamed, dropped
+because it only picks an implementation (``ENGINE``: engine, force_nd_im2col), or
+accepted only at Caffe's default because netcfg has no counterpart (``only``): a
+file that uses such an option is refused at that line rather than imported with a
+different meaning. Fillers keep the fields their type reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from netcfg.caffe.proto import Obj
+from netcfg.errors import did_you_mean
+
+__all__ = ["Converted", "convert_params", "no_param_note", "LAYER_TYPES", "filler"]
+
+Pos = tuple[int, int]
+
+
+@dataclass
+class Converted:
+    """netcfg fields of one layer, with the .prototxt position each came from."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    pos: dict[str, Pos] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def set(self, key: str, value: Any, pos: Pos) -> None:
+        self.fields[key] = value
+        self.pos[key] = pos
+
+
+SAME = "="
+ENGINE = "engine"  # picks an implementation (CAFFE/CUDNN, im2col): no effect on results
+
+
+@dataclass(frozen=True)
+class only:
+    """Accept a Caffe field only at this value (netcfg has no counterpart for others)."""
+
+    value: Any
+    why: str
+
+
+_CONV = {k: SAME for k in ("num_output", "bias_term", "pad", "kernel_size", "stride", "dilation", "pad_h", "pad_w",
+                           "kernel_h", "kernel_w", "stride_h", "stride_w", "group")}
+_CONV.update(weight_filler="filler", bias_filler="filler", engine=ENGINE, force_nd_im2col=ENGINE,
+             axis=only(1, "netcfg convolves the axes after the channel axis 1"))
+_AFFINE = {"base": SAME, "scale": SAME, "shift": SAME}
+_LOSS = {"ignore_label": SAME, "normalization": SAME, "normalize": "normalize"}
+
+# Caffe type -> {param message: {caffe field: action}}; the netcfg type has the same name.
+LAYER_TYPES: dict[str, dict[str, dict[str, Any]]] = {
+    "Convolution": {"convolution_param": _CONV},
+    "Deconvolution": {"convolution_param": _CONV},
+    "InnerProduct": {"inner_product_param": {
+        "num_output": SAME, "bias_term": SAME, "axis": SAME, "weight_filler": "filler", "bias_filler": "filler",
+        "transpose": only(False, "netcfg stores InnerProduct weights as (num_output, inputs)")}},
+    "Pooling": {"pooling_param": {
+        **{k: SAME for k in ("pad", "pad_h", "pad_w", "kernel_size", "kernel_h", "kernel_w", "stride", "stride_h",
+                             "stride_w", "global_pooling", "round_mode")},
+        "pool": "pool", "engine": ENGINE}},
+    "ReLU": {"relu_param": {"negative_slope": SAME, "engine": ENGINE}},
+    "PReLU": {"prelu_param": {"filler": "filler", "channel_shared": SAME}},
+    "ELU": {"elu_param": {"alpha": SAME}},
+    "Sigmoid": {"sigmoid_param": {"engine": ENGINE}},
+    "TanH": {"tanh_param": {"engine": ENGINE}},
+    "AbsVal": {},
+    "BNLL": {},
+    "Swish": {"swish_param": {"beta": SAME}},
+    "Clip": {"clip_param": {"min": SAME, "max": SAME}},
+    "Threshold": {"threshold_param": {"threshold": SAME}},
+    "Power": {"power_param": {"power": SAME, "scale": SAME, "shift": SAME}},
+    "Exp": {"exp_param": _AFFINE},
+    "Log": {"log_param": _AFFINE},
+    "Softmax": {"softmax_param": {"axis": SAME, "engine": ENGINE}},
+    "LRN": {"lrn_param": {"local_size": SAME, "alpha": SAME, "beta": SAME, "norm_region": SAME, "k": SAME,
+                          "engine": ENGINE}},
+    "Dropout": {"dropout_param": {"dropout_ratio": SAME, "scale_train": only(
+        True, "netcfg's Dropout scales by 1 / (1 - ratio) while training (Caffe's scale_train: true)")}},
+    "BatchNorm": {"batch_norm_param": {"use_global_stats": SAME, "moving_average_fraction": SAME, "eps": SAME}},
+    "Scale": {"scale_param": {"axis": SAME, "num_axes": SAME, "bias_term": SAME, "filler": "filler",
+                              "bias_filler": "filler"}},
+    "Bias": {"bias_param": {"axis": SAME, "num_axes": SAME, "filler": "filler"}},
+    "Concat": {"concat_param": {"axis": SAME, "concat_dim": "axis"}},
+    "Slice": {"slice_param": {"axis": SAME, "slice_point": "list", "slice_dim": "axis"}},
+    "Eltwise": {"eltwise_param": {"operation": SAME, "coeff": "list", "stable_prod_grad": ENGINE}},
+    "Split": {},
+    "Silence": {},
+    "Flatten": {"flatten_param": {"axis": SAME, "end_axis": SAME}},
+    "Reshape": {"reshape_param": {"shape": "blob_shape", "axis": SAME, "num_axes": SAME}},
+    "Crop": {"crop_param": {"axis": SAME, "offset": "list"}},
+    "Embed": {"embed_param": {"num_output": SAME, "input_dim": SAME, "bias_term": SAME, "weight_filler": "filler",
+                              "bias_filler": "filler"}},
+    "ArgMax": {"argmax_param": {"out_max_val": SAME, "top_k": SAME, "axis": SAME}},
+    "Accuracy": {"accuracy_param": {"top_k": SAME, "axis": SAME, "ignore_label": SAME}},
+    "SoftmaxWithLoss": {"softmax_param": {"axis": SAME, "engine": ENGINE}, "loss_param": _LOSS},
+    "SigmoidCrossEntropyLoss": {"loss_param": _LOSS},
+    "EuclideanLoss": {},
+    "HingeLoss": {"hinge_loss_param": {"norm": SAME}},
+    "ContrastiveLoss": {"contrastive_loss_param": {"margin": SAME, "legacy_version": SAME}},
+}
+
+# FillerParameter fields each Caffe filler reads; the rest have no effect in Caffe.
+_FILLER_FIELDS = {"constant": ("value",), "uniform": ("min", "max"), "gaussian": ("mean", "std", "sparse"),
+                  "positive_unitball": (), "xavier": ("variance_norm",), "msra": ("variance_norm",), "bilinear": ()}
+
+
+def filler(f: Obj) -> dict[str, Any]:
+    """A Caffe FillerParameter as a netcfg filler mapping (Caffe's default type is constant)."""
+    kind = f.get("type", "constant")
+    if kind not in _FILLER_FIELDS:
+        raise f.error(f"unknown filler type '{kind}'", "type", hint=did_you_mean(kind, _FILLER_FIELDS))
+    out: dict[str, Any] = {"type": kind}
+    for key in _FILLER_FIELDS[kind]:
+        if f.has(key):
+            value = f.get(key)
+            if key == "sparse" and value < 0:  # Caffe's default -1: dense
+                continue
+            out[key] = value
+    return out
+
+
+def _one(values: list) -> Any:
+    return values[0] if len(values) == 1 else values
+
+
+def convert_params(layer: Obj, caffe_type: str) -> Converted:
+    """netcfg fields for the ``*_param`` messages ``caffe_type`` reads, from ``layer``."""
+    out = Converted()
+    for param, table in LAYER_TYPES[caffe_type].items():
+        p: Obj | None = layer.get(param)
+        if p is None:
+            continue
+        for key in p.names():
+            action = table[key] if key in table else only(None, "")
+            values = p.all(key)
+            value = _one(values)
+            at = p.pos(key)
+            if action == SAME:
+                _check_dims(p, key, values)
+                out.set(key, value, at)
+            elif action == ENGINE:
+                continue
+            elif action == "list":
+                out.set(key, values, at)
+            elif action == "filler":
+                out.set(key, filler(value), at)
+            elif action in ("axis",):  # deprecated aliases: concat_dim, slice_dim
+                if p.has("axis"):
+                    raise p.error(f"give either axis or {key} (deprecated), not both", key)
+                out.set("axis", value, at)
+            elif action == "pool":
+                if value == "STOCHASTIC":
+                    raise p.error("netcfg has no STOCHASTIC pooling (a training-time random pick, Zeiler & "
+                                  "Fergus 2013)", key, hint="use MAX or AVE")
+                out.set(key, value, at)
+            elif action == "normalize":  # deprecated bool: true is VALID, false BATCH_SIZE
+                if not p.has("normalization"):
+                    out.set("normalization", "VALID" if value else "BATCH_SIZE", at)
+            elif action == "blob_shape":
+                out.set(key, {"dim": value.all("dim")}, at)
+            elif isinstance(action, only):
+                if value != action.value:
+                    why = action.why or f"netcfg's {caffe_type} has no counterpart"
+                    raise p.error(f"{key}: {value} is not supported ({why})", key)
+            else:
+                raise AssertionError(f"bad table entry {caffe_type}.{param}.{key}: {action!r}")
+    if caffe_type == "Scale" and len(layer.all("bottom")) == 2:
+        _scale_two_bottoms(layer, out)
+    return out
+
+
+def _check_dims(p: Obj, key: str, values: list) -> None:
+    if key in ("pad", "kernel_size", "stride", "dilation") and len(values) > 2:
+        raise p.error(f"{key} has {len(values)} values: netcfg's convolutions are 1-d or 2-d", key, index=2)
+
+
+def _scale_two_bottoms(layer: Obj, out: Converted) -> None:
+    """Caffe lines a second bottom up at axis 1 unless told; netcfg's blobs all have a batch axis."""
+    p = layer.get("scale_param")
+    axis = p.get("axis", 1) if p is not None else 1
+    if axis != 0:
+        where = p if p is not None and p.has("axis") else layer
+        raise where.error(
+            f"Scale with a second bottom and axis {axis}: in netcfg every blob has a batch axis, so the second "
+            "bottom lines up with the input from axis 0", "axis" if where is p else "bottom",
+            hint="Caffe's axis: 0 form imports; a batchless scale blob (Caffe's Parameter layer) does not")
+    out.fields.pop("axis", None)
+
+
+def no_param_note(layer: Obj, caffe_type: str, name: str) -> list[str]:
+    """Notes for ``*_param`` messages this type does not read (Caffe ignores them too)."""
+    own = set(LAYER_TYPES.get(caffe_type, {}))
+    return [f"layer '{name}' ({caffe_type}): {key} is not read by {caffe_type} layers in Caffe either; dropped"
+            for key in layer.names() if key.endswith("_param") and key not in own]
+

@@ -1,0 +1,185 @@
+"""Caffe .caffemodel weights (binary protobuf, read here) -> a netcfg .safetensors keyed ``<layer>.<blob>``.
+
+The wire format is protobuf's: each field a varint key (number << 3 | wire type)
+then a varint (type 0), 8 bytes (1), a length and that many bytes (2) or 4 bytes
+(5). Only what weights need is read: NetParameter.layer (100) -> LayerParameter
+name (1), blobs (7), or the V1 NetParameter.layers (2) -> V1LayerParameter name (4),
+blobs (6); BlobProto shape (7) -> BlobShape.dim (1), or the legacy num, channels,
+height, width (1-4), and data (5, floats) or double_data (8). Blobs go to the
+converted net's layers by name, in Caffe's blob order (``blob_names()``); a
+BatchNorm's (mean, variance, factor) become running_mean / running_var divided by
+the factor, and a Scale folded into a BatchNorm gives its weight and bias.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from netcfg.errors import ConfigError
+
+__all__ = ["read_caffemodel", "convert_weights"]
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _varint(buf: memoryview, i: int) -> tuple[int, int]:
+    out, shift = 0, 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise _Truncated("a varint runs past the end")
+        b = buf[i]
+        out |= (b & 0x7F) << shift
+        i += 1
+        if b < 0x80:
+            return out, i
+        shift += 7
+
+
+def _fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
+    """(field number, wire type, value) of one message; value is an int or the raw bytes."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, i = buf[i:i + size], i + size
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            value, i = buf[i:i + size], i + size
+        else:
+            raise _Truncated(f"wire type {wire} (groups are not used by Caffe)")
+        if i > len(buf):
+            raise _Truncated(f"field {number} runs past the end")
+        yield number, wire, value
+
+
+def _packed_varints(value: int | memoryview) -> list[int]:
+    if isinstance(value, int):
+        return [value]
+    out, i = [], 0
+    while i < len(value):
+        v, i = _varint(value, i)
+        out.append(v - (1 << 64) if v >= 1 << 63 else v)
+    return out
+
+
+def _blob(buf: memoryview) -> np.ndarray:
+    shape: list[int] = []
+    legacy = {}
+    chunks: list[np.ndarray] = []
+    for number, wire, value in _fields(buf):
+        if number == 7 and wire == 2:
+            for n, _, v in _fields(value):
+                if n == 1:
+                    shape += _packed_varints(v)
+        elif number in (1, 2, 3, 4) and wire == 0:
+            legacy[number] = value
+        elif number == 5:  # packed (wire 2) or one float at a time (wire 5)
+            chunks.append(np.frombuffer(value, dtype="<f4"))
+        elif number == 8:
+            chunks.append(np.frombuffer(value, dtype="<f8").astype(np.float32))
+    data = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if not shape and legacy:
+        shape = [legacy.get(k, 1) for k in (1, 2, 3, 4)]
+    return data.reshape(shape) if shape and int(np.prod(shape)) == data.size else data
+
+
+def read_caffemodel(path: str | Path) -> list[tuple[str, list[np.ndarray]]]:
+    """(layer name, blobs) for every layer of a .caffemodel that has blobs."""
+    path = Path(path)
+    try:
+        raw = memoryview(path.read_bytes())
+    except OSError as e:
+        raise ConfigError(f"cannot read the weights: {e.strerror}", file=str(path)) from None
+    layers = []
+    try:
+        for number, wire, value in _fields(raw):
+            if wire != 2 or number not in (2, 100):
+                continue
+            name_field, blob_field = (1, 7) if number == 100 else (4, 6)
+            name, blobs = "", []
+            for n, w, v in _fields(value):
+                if n == name_field and w == 2:
+                    name = bytes(v).decode("utf-8", errors="replace")
+                elif n == blob_field and w == 2:
+                    blobs.append(_blob(v))
+            if blobs:
+                layers.append((name, blobs))
+    except _Truncated as e:
+        raise ConfigError(f"not a readable Caffe .caffemodel ({e})", file=str(path),
+                          hint="a .caffemodel is Caffe's binary NetParameter; is the file complete?") from None
+    if not layers:
+        raise ConfigError("holds no layer with weights (is it a .caffemodel?)", file=str(path))
+    return layers
+
+
+def convert_weights(imported, caffemodel: str | Path, target: str | Path) -> list[str]:
+    """Write the blobs of ``caffemodel`` for the ImportedNet ``imported`` to ``target``;
+    returns the report lines."""
+    import torch
+    from torch import nn
+
+    from netcfg.net import Net, build_graph
+    from netcfg.solver.snapshot import save_weights
+
+    spec = imported.spec()
+    train = Net(build_graph(spec, "TRAIN"))
+    test = Net(build_graph(spec, "TEST"), share=train)
+    holder = nn.Module()  # every layer of both phases, keyed <layer>.<blob> as in the nets
+    holder._modules.update(test._modules)
+    holder._modules.update(train._modules)
+    state = holder.state_dict(keep_vars=True)
+    specs = {layer.name: layer for layer in spec.layers}
+    by_caffe = {}
+    for layer in spec.layers:
+        by_caffe.setdefault(imported.renamed.get(layer.name, layer.name), layer.name)
+    copied, ignored, mismatched = [], [], []
+    with torch.no_grad():
+        for caffe_name, blobs in read_caffemodel(caffemodel):
+            name = imported.merged.get(caffe_name) or by_caffe.get(caffe_name)
+            if name is None or name not in specs:
+                ignored.append(caffe_name)
+                continue
+            for key, array in _targets(specs[name], caffe_name in imported.merged, blobs):
+                t = state.get(f"{name}.{key}")
+                if t is None or t.numel() != array.size:
+                    mismatched.append(f"{caffe_name} -> {name}.{key} (file {list(array.shape)}, "
+                                      f"net {list(t.shape) if t is not None else 'none'})")
+                    continue
+                t.copy_(torch.from_numpy(np.ascontiguousarray(array)).reshape(t.shape).to(t.dtype))
+                copied.append(f"{name}.{key}")
+    if mismatched:
+        raise ConfigError("blobs that do not fit the net: " + "; ".join(mismatched), file=str(caffemodel),
+                          hint="is this .caffemodel trained for this .prototxt?")
+    if not copied:
+        raise ConfigError("no layer of the .caffemodel matches a layer of the net by name", file=str(caffemodel))
+    save_weights(Path(target), holder, imported.data, extra={"source": f"caffe:{Path(caffemodel).name}"})
+    wanted = {k for k in state if not k.endswith("num_batches_tracked")}
+    lines = [f"wrote {target}: {len(copied)} blobs from {caffemodel}"]
+    if ignored:
+        lines.append("  layers of the .caffemodel not in the net, ignored: " + ", ".join(ignored))
+    if wanted - set(copied):
+        lines.append("  not in the .caffemodel, left as initialised: " + ", ".join(sorted(wanted - set(copied))))
+    return lines
+
+
+def _targets(layer, folded_scale: bool, blobs: list[np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """(netcfg blob name, array) pairs for one Caffe layer's blobs."""
+    if folded_scale:  # the Scale of a BatchNorm + Scale pair: gamma, beta
+        return list(zip(("weight", "bias"), blobs))
+    if layer.type == "BatchNorm":
+        if len(blobs) != 3:
+            return [(f"caffe_blob{i}", b) for i, b in enumerate(blobs)]  # reported as not fitting
+        factor = float(blobs[2].reshape(-1)[0]) if blobs[2].size else 0.0
+        scale = 0.0 if factor == 0 else 1.0 / factor  # Caffe's moving averages are sums divided by this
+        return [("running_mean", blobs[0] * scale), ("running_var", blobs[1] * scale)]
+    names = [path for path, _ in layer.param_entries()]
+    return list(zip(names, blobs)) + [(f"caffe_blob{i}", b) for i, b in enumerate(blobs[len(names):], len(names))]

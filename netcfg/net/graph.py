@@ -212,8 +212,13 @@ def _count_text(bounds: tuple[int, int | None]) -> str:
 
 def _count_params(layer: LayerSpec, in_blobs: list[Blob], shared: dict[str, tuple]) -> int:
     """Learnable parameters of ``layer``, counting a shared (named) blob once."""
-    with torch.device("meta"):
-        module = layer.build(in_blobs)
+    try:
+        with torch.device("meta"):
+            module = layer.build(in_blobs)
+    except (RuntimeError, OverflowError, TypeError) as e:  # sizes past int64 (num_output: 1e19): bad input
+        if not any(w in str(e).lower() for w in ("overflow", "negative dimension", "too large")):
+            raise
+        raise ShapeError("its parameters would have more elements than a tensor can hold") from None
     names = layer.blob_names()
     if len(layer.param) > len(names):
         raise ShapeError(f"param lists {len(layer.param)} entries but {layer.type} has "

@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, Field, PrivateAttr
 
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.layers.base import AnyLayer, LayerSpec
+from netcfg.net.templates import BlockSpec, OrBlockUse, expand_templates, merge_repeats
 from netcfg.source import Source, apply_overrides, load_yaml
 from netcfg.spec import Spec, validate
 
@@ -33,9 +34,11 @@ class NetSpec(Spec):
     """A net file: a name, named inputs, and layers wired by blob name in file order."""
 
     name: str = Field(..., min_length=1, description="the net's name")
-    inputs: dict[str, Annotated[InputSpec, BeforeValidator(_shape_shorthand)]] = Field(
+    inputs: dict[str, Annotated[InputSpec, BeforeValidator(_shape_shorthand, json_schema_input_type=InputSpec | list[int])]] = Field(
         ..., min_length=1, description="named inputs: per-sample shape, or {shape, dtype}")
-    layers: list[AnyLayer] = Field(..., min_length=1, description="the layers, run in file order")
+    layers: list[Annotated[AnyLayer, OrBlockUse]] = Field(..., min_length=1, description="the layers, run in file order")
+    blocks: dict[str, BlockSpec] = Field(default_factory=dict, description="parameterised lists of layers, used in "
+                                         "`layers` as {name, block, repeat, args}; expanded before validation")
     plugins: list[str] = Field(default_factory=list, description="Python modules to import for third-party layer types")
 
     _source: Source | None = PrivateAttr(None)
@@ -71,7 +74,11 @@ def _import_plugins(src: Source) -> None:
 def net_from_source(src: Source) -> NetSpec:
     """Validate a located YAML document as a NetSpec."""
     _import_plugins(src)
-    spec = validate(NetSpec, src)
+    src = expand_templates(src)
+    try:
+        spec = validate(NetSpec, src)
+    except ConfigErrors as e:  # a typo in a block is reported once, not once per instance
+        raise ConfigErrors(merge_repeats(e.errors)) from None
     spec._source = src
     _set_paths(spec.layers, ("layers",))
     return spec

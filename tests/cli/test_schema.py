@@ -24,7 +24,7 @@ def test_net_schema_covers_every_registered_type():
     doc = json.loads(result.stdout)
     assert doc["$schema"].startswith("https://json-schema.org/")
     assert {"name", "inputs", "layers"} <= set(doc["properties"])
-    assert doc["properties"]["layers"]["items"] == {"$ref": "#/$defs/Layer"}
+    assert doc["properties"]["layers"]["items"] == {"anyOf": [{"$ref": "#/$defs/Layer"}, {"$ref": "#/$defs/BlockUse"}]}
     assert _layer_union(doc) == set(registry())
     assert set(doc["$defs"]["Layer"]["discriminator"]["mapping"]) == set(registry())
 

@@ -1,0 +1,252 @@
+"""``export()``: a net and its trained weights -> one deployable file, checked against PyTorch.
+
+Every format writes the deploy form (see ``deploy.py``) with the weights loaded
+strictly by name. The file is written under a temporary name, run on random
+inputs beside the eager net (batch 1 and 5 for a dynamic batch), and only then
+renamed into place; when the exporter or the check fails, each layer is exported
+alone to name the one the format cannot hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import yaml
+
+from netcfg.errors import ConfigError, ConfigErrors, NetcfgError, did_you_mean
+from netcfg.exporting import to_onnx, to_program, to_torchscript, to_weights
+from netcfg.exporting.check import Mismatch, compare, culprit, reason
+from netcfg.exporting.deploy import Deploy, deploy_form
+from netcfg.exporting.job import ExportJob
+from netcfg.exporting.load import EXPORT_KEY, load_weights_into, read_net
+from netcfg.net.module import Net
+from netcfg.net.spec import NetSpec
+from netcfg.solver.snapshot import NET_KEY
+
+__all__ = ["FORMATS", "ExportResult", "Format", "export"]
+
+CHECK_BATCHES = (1, 5)
+
+
+class Format(NamedTuple):
+    """How to write one format, how to run what was written, and its file suffix."""
+
+    write: Callable[[ExportJob], None]
+    run: Callable[[ExportJob], Callable]
+    suffix: str
+    title: str
+    runtime: str  # what runs the file in the check
+
+
+FORMATS: dict[str, Format] = {
+    "safetensors": Format(to_weights.write_safetensors, to_weights.run_safetensors, ".deploy.safetensors",
+                          "safetensors", "load_net_with_weights"),
+    "pt": Format(to_weights.write_pt, to_weights.run_pt, ".pt", "PyTorch state_dict", "torch.load"),
+    "torchscript": Format(to_torchscript.write, to_torchscript.run, ".torchscript", "TorchScript", "torch.jit.load"),
+    "exported": Format(to_program.write, to_program.run, ".pt2", "torch.export", "torch.export.load"),
+    "onnx": Format(to_onnx.write, to_onnx.run, ".onnx", "ONNX", "onnxruntime"),
+}
+
+
+@dataclass
+class ExportResult:
+    """What ``export`` wrote and how it was checked."""
+
+    path: Path
+    format: str
+    deploy: Deploy
+    batch: int | None
+    opset: int | None = None
+    checked_batches: tuple[int, ...] = ()
+    max_abs_diff: float | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """A short human report (what the CLI prints)."""
+        d, fmt = self.deploy, FORMATS[self.format]
+        size = self.path.stat().st_size
+        what = fmt.title + (f", opset {self.opset}" if self.opset else "")
+        out = [f"wrote {self.path} ({what}, {_size(size)}, {self.seconds:.1f} s)"]
+        out += [f"  input   {n} {_blob(d.graph.blobs[n], self.batch)}" for n in d.inputs]
+        out += [f"  output  {n} {_blob(d.graph.blobs[n], self.batch)}" for n in d.outputs]
+        left = [f"{name} ({t})" for name, t in d.dropped.items()] + [f"{name} ({t}, unused)" for name, t in d.pruned.items()]
+        if left or d.unused_inputs:
+            out.append("  left out: " + ", ".join(left + [f"input {n}" for n in d.unused_inputs]))
+        if self.checked_batches:
+            sizes = " and ".join(map(str, self.checked_batches))
+            out.append(f"  checked against PyTorch on random inputs at batch {sizes}: "
+                       f"max abs diff {self.max_abs_diff:.2g}")
+        out += [f"  note: {n}" for n in self.notes]
+        return out
+
+
+def _blob(blob, batch: int | None) -> str:
+    dims = [str(batch) if batch is not None else "batch", *map(str, blob.shape)]
+    return f"[{', '.join(dims)}] {blob.dtype}"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def export(net: str | Path | NetSpec, weights: str | Path | None = None, format: str = "onnx",
+           out: str | Path | None = None, *, phase: str = "TEST", stages: tuple[str, ...] | list[str] = (),
+           outputs: list[str] | tuple[str, ...] | None = None, opset: int | None = None,
+           batch_size: int | str | None = "dynamic", overrides: list[str] | tuple[str, ...] = (),
+           check: bool = True) -> ExportResult:
+    """Export the deploy form of ``net`` with ``weights`` to ``format``: ``safetensors``,
+    ``pt``, ``torchscript``, ``exported`` (torch.export) or ``onnx``.
+
+    ``net`` is a net file, a solver file or run ``config.yaml``, a NetSpec, or a
+    ``.safetensors`` written by netcfg (then ``weights`` defaults to it). ``out``
+    defaults to the weights file's name with the format's suffix. ``outputs`` picks
+    the output tops; ``batch_size`` is ``"dynamic"`` or a fixed int (a static graph);
+    ``opset`` is for ONNX. With ``check`` the file is run on random inputs and must
+    match the eager net (max abs diff 1e-4 per unit of output magnitude in fp32).
+
+    >>> netcfg.export("configs/lenet.yaml", "runs/lenet/lenet_iter_10000.safetensors", "onnx", "lenet.onnx")
+    """
+    start = time.perf_counter()
+    fmt_name, fmt = _format(format)
+    batch = _batch(batch_size)
+    opset = _opset(fmt_name, opset)
+    phase = str(phase).upper()
+    if phase not in ("TRAIN", "TEST"):
+        raise ConfigError(f"phase must be TRAIN or TEST, got '{phase}'", file="--phase")
+    if isinstance(net, NetSpec):
+        spec, source_stages, source_weights, source_outputs = net, (), None, ()
+    else:
+        src = read_net(net, overrides)
+        spec, source_stages, source_weights, source_outputs = src.spec, src.stages, src.weights, src.outputs
+    weights = Path(weights) if weights is not None else source_weights
+    if weights is None:
+        raise ConfigError("no weights given", file="--weights",
+                          hint="pass the trained weights: netcfg export NET --weights W.safetensors")
+    stages = tuple(stages) or source_stages
+    deploy = deploy_form(spec, phase, stages, list(outputs or source_outputs) or None)
+    module = Net(deploy.graph)
+    load_weights_into(module, weights)
+    out = _out_path(out, weights, fmt, net)
+    info = {"format": fmt_name, "phase": phase, "stages": list(stages), "batch_size": batch or "dynamic",
+            "inputs": {n: _io(deploy, n) for n in deploy.inputs},
+            "outputs": deploy.outputs, "output_shapes": {n: _io(deploy, n) for n in deploy.outputs},
+            "weights": weights.name}
+    metadata = {NET_KEY: yaml.safe_dump(deploy.config, sort_keys=False), EXPORT_KEY: json.dumps(info)}
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp{out.suffix}")  # the suffix tells readers the format
+    job = ExportJob(deploy, module, tmp, batch, opset, metadata)
+    batches = (batch,) if batch is not None else CHECK_BATCHES
+    written_opset = (opset or to_onnx.DEFAULT_OPSET) if fmt_name == "onnx" else None
+    result = ExportResult(out, fmt_name, deploy, batch, written_opset)
+    runnable = check and (fmt_name != "onnx" or to_onnx.has_runtime())
+    if check and not runnable:
+        result.notes.append("not checked: onnxruntime is not installed (pip install onnxruntime)")
+
+    def attempt(j: ExportJob) -> float | None:
+        fmt.write(j)
+        if not runnable:
+            return None
+        try:
+            run = fmt.run(j)
+            return compare(j, run, batches)
+        except Mismatch:
+            raise
+        except Exception as e:  # the file was written but does not load or run
+            raise RunFailure(f"{fmt.runtime} cannot run the written file: {reason(e)}") from None
+
+    try:
+        result.max_abs_diff = attempt(job)
+    except NetcfgError:
+        _remove(tmp)
+        raise
+    except Exception as e:  # an exporter, runtime or numerical failure: find the layer
+        _remove(tmp)
+        raise _refusal(spec, fmt_name, job, attempt, e) from None
+    os.replace(tmp, out)
+    result.checked_batches = batches if runnable else ()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _io(deploy: Deploy, name: str) -> dict:
+    blob = deploy.graph.blobs[name]
+    return {"shape": list(blob.shape), "dtype": blob.dtype}
+
+
+class RunFailure(Exception):
+    """The exporter wrote a file that its runtime cannot load or run."""
+
+
+def _refusal(spec: NetSpec, fmt: str, job: ExportJob, attempt, error: Exception) -> NetcfgError:
+    found = culprit(job, attempt)
+    if found is None:
+        return NetcfgError(f"cannot export net '{spec.name}' to {FORMATS[fmt].title}: {reason(error)} "
+                           "(each layer exports alone; their combination does not)")
+    name, why = found
+    layer = next((l for l in spec.layers if l.name == name), None)
+    kind = f" ({layer.type})" if layer is not None else ""
+    err = ConfigError(f"layer '{name}'{kind} cannot be exported to {FORMATS[fmt].title}: {why}",
+                      layer._path if layer else (),
+                      hint="choose another --format, or leave the layer out of the deploy net with --top")
+    return ConfigErrors([spec.locate(err)])
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _format(name: str) -> tuple[str, Format]:
+    key = str(name).lower()
+    if key not in FORMATS:
+        raise ConfigError(f"unknown export format '{name}'", file="--format", hint=did_you_mean(key, FORMATS))
+    return key, FORMATS[key]
+
+
+def _batch(value: int | str | None) -> int | None:
+    if value is None or (isinstance(value, str) and value.lower() == "dynamic"):
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1 or isinstance(value, float):
+        raise ConfigError(f"batch size must be 'dynamic' or a whole number >= 1, got '{value}'", file="--batch-size")
+    return n
+
+
+def _opset(fmt: str, opset: int | None) -> int | None:
+    if fmt == "onnx":
+        to_onnx.require()
+    if opset is None:
+        return None
+    if fmt != "onnx":
+        raise ConfigError(f"--opset applies to the onnx format only, not {fmt}", file="--opset")
+    lo, hi = to_onnx.opset_range()
+    if not lo <= opset <= hi:
+        raise ConfigError(f"opset {opset} is out of range", file="--opset",
+                          hint=f"this installation writes opsets {lo} to {hi}; {to_onnx.DEFAULT_OPSET} is the default")
+    return opset
+
+
+def _out_path(out, weights: Path, fmt: Format, net) -> Path:
+    path = Path(out) if out is not None else weights.with_name(weights.name.removesuffix(weights.suffix) + fmt.suffix)
+    sources = {weights.resolve()} | ({Path(net).resolve()} if isinstance(net, (str, Path)) else set())
+    if path.resolve() in sources:
+        raise ConfigError(f"the output {path} is an input of the export; it would be overwritten", file="-o",
+                          hint="choose another -o")
+    if path.is_dir():
+        raise ConfigError(f"the output {path} is a directory", file="-o", hint="give a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

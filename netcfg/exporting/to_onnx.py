@@ -1,0 +1,95 @@
+"""``onnx``: the deploy net as an ONNX model, checked in onnxruntime.
+
+Opset 18 and above go through PyTorch's ``torch.export``-based exporter (the default
+since torch 2.9; 18 is its native opset). It cannot lower a model below 18 (it
+falls back to onnx's version converter, which has no adapters for common ops and
+then leaves the model at 18), so ``--opset`` 9 to 17 use PyTorch's TorchScript-based
+exporter, which writes each opset natively. Either way the written file's opset is
+checked against the one asked for. Inputs and outputs are named after the blobs;
+a dynamic batch is the symbolic dimension ``batch``. The metadata properties hold
+the deploy net config (``netcfg.net``) and the export's facts (``netcfg.export``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+
+import torch
+
+from netcfg.errors import NetcfgError
+from netcfg.exporting.job import ExportJob, Runner, quiet
+from netcfg.exporting.to_program import dynamic_shapes
+from netcfg.solver.checkpoint import atomic_write_bytes
+
+__all__ = ["DEFAULT_OPSET", "DYNAMO_MIN_OPSET", "has_runtime", "opset_range", "run", "write"]
+
+DEFAULT_OPSET = 18
+DYNAMO_MIN_OPSET = 18
+MIN_OPSET = 9
+
+
+def require() -> None:
+    """Refuse early, with the install line, when the `onnx` extra is missing."""
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise NetcfgError(f"ONNX export needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                          "not installed; "
+                          "pip install 'netcfg[onnx]' (onnx, onnxscript, onnxruntime)")
+
+
+def has_runtime() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def opset_range() -> tuple[int, int]:
+    """The opsets this installation can write: 9 to the newest the onnx package knows."""
+    import onnx.defs
+
+    return MIN_OPSET, onnx.defs.onnx_opset_version()
+
+
+def write(job: ExportJob) -> None:
+    import onnx
+
+    opset = job.opset or DEFAULT_OPSET
+    module = job.module()
+    args = job.example()
+    names, outputs = job.deploy.inputs, job.deploy.outputs
+    with quiet(), torch.no_grad():
+        if opset >= DYNAMO_MIN_OPSET:
+            program = torch.onnx.export(module, args, input_names=names, output_names=outputs, opset_version=opset,
+                                        dynamo=True, dynamic_shapes=dynamic_shapes(job, args), external_data=False,
+                                        verbose=False)
+            model = program.model_proto
+        else:
+            buf = io.BytesIO()
+            axes = {n: {0: "batch"} for n in [*names, *outputs]} if job.batch is None else None
+            torch.onnx.export(module, args, buf, input_names=names, output_names=outputs, opset_version=opset,
+                              dynamo=False, dynamic_axes=axes)
+            model = onnx.load_from_string(buf.getvalue())
+    got = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if got != opset:
+        raise NetcfgError(f"the ONNX exporter wrote opset {got} when opset {opset} was asked for; "
+                          f"try --opset {DYNAMO_MIN_OPSET} or later")
+    for key, value in job.metadata.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    model.producer_name = "netcfg"
+    atomic_write_bytes(job.path, model.SerializeToString())
+
+
+def run(job: ExportJob) -> Runner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    session = ort.InferenceSession(str(job.path), options, providers=["CPUExecutionProvider"])
+    feeds = {i.name for i in session.get_inputs()}  # an input only a shape was read from may be gone
+    names = job.deploy.inputs
+
+    def call(inputs):
+        out = session.run(job.deploy.outputs, {n: x.numpy() for n, x in zip(names, inputs) if n in feeds})
+        return tuple(torch.from_numpy(o) for o in out)
+
+    return call

@@ -1,0 +1,76 @@
+"""The public Python API: lazy names, what each returns, and the README's custom-layer example."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import netcfg
+from netcfg.layers import base
+from tests.export.helpers import ROOT
+
+
+def test_import_netcfg_loads_no_torch_and_every_public_name_resolves():
+    code = ("import sys, netcfg; assert 'torch' not in sys.modules, 'import netcfg loaded torch'; "
+            "missing = [n for n in netcfg.__all__ if getattr(netcfg, n, None) is None]; print(missing)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_export_is_the_function_even_after_its_package_is_imported():
+    import netcfg.exporting
+
+    assert callable(netcfg.export) and netcfg.export.__module__ == "netcfg.exporting.api"
+    assert netcfg.export.__doc__ and netcfg.load_net_with_weights.__doc__
+
+
+def test_public_names_are_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python API"):]
+    undocumented = [n for n in netcfg.__all__ if n != "__version__" and f"`{n}`" not in section]
+    assert not undocumented
+
+
+def test_readme_custom_layer_example_runs(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```python\n(.*?)```", readme[readme.index("## Python API"):], re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(base, "_REGISTRY", dict(base.registry()))  # the example's layer type goes with the test
+    printed = io.StringIO()
+    scope: dict = {}
+    with contextlib.redirect_stdout(printed):
+        exec(compile(block, "README.md (Python API)", "exec", dont_inherit=True), scope)  # as a script runs it
+    assert scope["out"]["loss"].dim() == 0
+    assert str(scope["onnx_file"]) == "tiny.onnx" and (tmp_path / "tiny.onnx").is_file()  # beside tiny.pt
+    assert "unknown layer type 'LeCunTan' (did you mean 'LeCunTanh'?" in printed.getvalue()
+    act = scope["net"].graph.nodes[1]
+    assert act.spec.type == "LeCunTanh" and act.spec.b == 0.5
+
+
+def test_solver_snapshot_loads_with_its_weights(tmp_path):
+    solver = netcfg.Solver.from_file(ROOT / "solvers" / "digits.yaml", ["max_iter=3", "snapshot=0", "test_interval=0",
+                                                                        "display=0"], out=tmp_path / "run",
+                                     log=lambda line: None)
+    solver.solve()
+    (weights,) = sorted((tmp_path / "run").glob("*.safetensors"))
+    net = netcfg.load_net_with_weights(weights)
+    assert not net.training and set(net.outputs) == {"loss", "accuracy"}
+    trained = dict(solver.net.named_parameters())
+    for name, p in net.named_parameters():
+        assert torch.equal(p, trained[name].detach().cpu()), name
+
+
+def test_errors_are_the_documented_classes(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: X\ninputs: {data: [3]}\nlayers:\n  - {name: ip, type: InnerProduct, num_ouput: 2}\n")
+    with pytest.raises(netcfg.ConfigErrors) as e:
+        netcfg.load_net(bad)
+    assert isinstance(e.value, netcfg.NetcfgError)
+    assert e.value.render().startswith(f"{bad}:4:36: error: layers[0].num_ouput: unknown key")

@@ -1,0 +1,42 @@
+"""``netcfg export`` from the command line, as a user runs it after training."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from tests.export.helpers import ROOT, spec_of, write_weights
+from tests.export.test_refusals import netcfg_cli
+
+DIGITS = ROOT / "configs" / "digits_cnn.yaml"
+
+
+def test_export_a_snapshot_alone(tmp_path):
+    weights = write_weights(spec_of(DIGITS.read_text()), tmp_path / "digits_iter_100.safetensors")
+    code, out, err = netcfg_cli("export", weights, "--format", "exported")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"wrote {tmp_path / 'digits_iter_100.pt2'} (torch.export, ")
+    assert lines[1:4] == ["  input   data [batch, 1, 8, 8] float32", "  output  ip2 [batch, 10] float32",
+                          "  left out: loss (SoftmaxWithLoss), accuracy (Accuracy), input label"]
+    assert lines[4].startswith("  checked against PyTorch on random inputs at batch 1 and 5: max abs diff ")
+    program = torch.export.load(str(tmp_path / "digits_iter_100.pt2")).module()
+    assert program(torch.randn(7, 1, 8, 8))["ip2"].shape == (7, 10)
+
+
+def test_export_json_and_options(tmp_path):
+    weights = write_weights(spec_of(DIGITS.read_text()), tmp_path / "w.safetensors")
+    code, out, err = netcfg_cli("export", DIGITS, "-w", weights, "-f", "onnx", "-o", tmp_path / "deploy" / "d.onnx",
+                                "--top", "ip1", "--batch-size", "2", "--opset", "17", "--no-check", "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["path"] == str(tmp_path / "deploy" / "d.onnx") and (tmp_path / "deploy" / "d.onnx").is_file()
+    assert info["outputs"] == ["ip1"] and info["pruned"] == ["ip2"] and info["batch_size"] == 2
+    assert info["opset"] == 17 and info["checked_batches"] == [] and info["max_abs_diff"] is None
+
+
+def test_help_lists_the_formats():
+    code, out, _ = netcfg_cli("export", "--help")
+    assert code == 0
+    assert all(f in out for f in ("safetensors", "torchscript", "exported", "onnx", "--batch-size", "--opset"))

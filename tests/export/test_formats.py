@@ -1,0 +1,202 @@
+"""Every format, loaded the way its users load it, computes what the eager TEST net computes."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from safetensors import safe_open
+
+import netcfg
+from netcfg.layers.base import registry
+from tests.export.helpers import (
+    ROOT,
+    max_diff,
+    random_inputs,
+    reference,
+    spec_of,
+    write_weights,
+)
+
+NETS = [ROOT / "configs" / "lenet.yaml", ROOT / "configs" / "digits_cnn.yaml"]
+FORMATS = ["safetensors", "pt", "torchscript", "exported", "onnx"]
+TOL = 1e-4  # max abs diff in fp32
+
+
+@pytest.fixture(scope="module")
+def exported(zoo_weights, tmp_path_factory):
+    """(config, format) -> ExportResult, each exported once (unchecked: the tests check)."""
+    folder = tmp_path_factory.mktemp("exported")
+    done: dict = {}
+
+    def get(config, fmt):
+        if (config, fmt) not in done:
+            _, weights = zoo_weights(config)
+            done[config, fmt] = netcfg.export(config, weights, fmt, folder / f"{config.stem}.{fmt}", check=False)
+        return done[config, fmt]
+
+    return get
+
+
+def load_runner(fmt: str, path, config):
+    """How a user of each format runs the file: positional/named inputs -> {top: tensor}."""
+    if fmt == "safetensors":
+        net = netcfg.load_net_with_weights(path)  # the net config travels in the file
+        return lambda x: net(**x)
+    if fmt == "pt":  # a state_dict: the net comes from its file
+        net = netcfg.load_net_with_weights(path, net=config, deploy=True)
+        return lambda x: net(**x)
+    if fmt == "torchscript":
+        module = torch.jit.load(str(path))
+        return lambda x: dict(zip(["ip2"], module(x["data"])))
+    if fmt == "exported":
+        module = torch.export.load(str(path)).module()
+        return lambda x: module(x["data"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return lambda x: dict(zip(names, map(torch.from_numpy, session.run(None, {"data": x["data"].numpy()}))))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("config", NETS, ids=lambda p: p.stem)
+def test_format_matches_the_eager_net_at_any_batch(config, fmt, zoo_weights, exported):
+    spec, weights = zoo_weights(config)
+    result = exported(config, fmt)
+    assert result.path.is_file() and result.deploy.outputs == ["ip2"]
+    run = load_runner(fmt, result.path, config)
+    for batch in (1, 5):  # the batch dimension is dynamic
+        x = random_inputs(result.deploy.graph, batch, seed=batch)
+        want = reference(spec, weights, {**x, "label": torch.zeros(batch, dtype=torch.long)})["ip2"]
+        with torch.no_grad():
+            got = run(x)["ip2"]
+        assert max_diff(got, want) < TOL
+
+
+def test_export_checks_the_file_itself_and_says_so(zoo_weights, tmp_path):
+    config = NETS[0]
+    _, weights = zoo_weights(config)
+    result = netcfg.export(config, weights, "onnx", tmp_path / "lenet.onnx")
+    assert result.checked_batches == (1, 5) and result.max_abs_diff < TOL
+    text = "\n".join(result.lines())
+    assert "output  ip2 [batch, 10] float32" in text
+    assert "left out: loss (SoftmaxWithLoss), accuracy (Accuracy), input label" in text
+    assert not list(tmp_path.glob(".*tmp*"))  # the temporary file was renamed into place
+
+
+def test_default_output_name_sits_beside_the_weights(zoo_weights, tmp_path):
+    config = NETS[1]
+    spec, _ = zoo_weights(config)
+    weights = write_weights(spec, tmp_path / "digits_iter_500.safetensors")
+    names = {fmt: netcfg.export(config, weights, fmt, check=False).path.name for fmt in ("safetensors", "pt")}
+    assert names == {"safetensors": "digits_iter_500.deploy.safetensors", "pt": "digits_iter_500.pt"}
+
+
+def test_fixed_batch_size_makes_static_graphs(zoo_weights, exported, tmp_path):
+    config = NETS[0]
+    _, weights = zoo_weights(config)
+    onnx_path = netcfg.export(config, weights, "onnx", tmp_path / "b3.onnx", batch_size=3).path
+    dims = onnx.load(str(onnx_path)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [3, 1, 28, 28]
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match="dimension"):
+        session.run(None, {"data": torch.randn(5, 1, 28, 28).numpy()})
+    program = torch.export.load(str(netcfg.export(config, weights, "exported", tmp_path / "b3.pt2", batch_size=3).path))
+    assert program.module()(torch.randn(3, 1, 28, 28))["ip2"].shape == (3, 10)
+    with pytest.raises(AssertionError, match=r"Guard failed: .*size\(\)\[0\] == 3"):
+        program.module()(torch.randn(5, 1, 28, 28))
+    dynamic = onnx.load(str(exported(config, "onnx").path))
+    assert dynamic.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+@pytest.mark.parametrize("opset", [11, 20])  # one below 18 (TorchScript-based exporter), one above
+def test_opset_is_honoured(opset, zoo_weights, tmp_path):
+    config = NETS[0]
+    _, weights = zoo_weights(config)
+    result = netcfg.export(config, weights, "onnx", tmp_path / "o.onnx", opset=opset)  # checked in onnxruntime
+    model = onnx.load(str(result.path))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [opset]
+    assert result.max_abs_diff < TOL
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_every_file_carries_the_deploy_net_config(zoo_weights, exported):
+    config = NETS[0]
+    _, weights = zoo_weights(config)
+    path = {f: exported(config, f).path for f in FORMATS}
+    with safe_open(str(path["safetensors"]), "pt") as f:
+        meta = f.metadata()
+    props = {p.key: p.value for p in onnx.load(str(path["onnx"])).metadata_props}
+    extra = {"netcfg.net.txt": "", "netcfg.export.txt": ""}
+    torch.jit.load(str(path["torchscript"]), _extra_files=extra)
+    program_extra = {"netcfg.net.txt": "", "netcfg.export.txt": ""}
+    torch.export.load(str(path["exported"]), extra_files=program_extra)
+    for stored in (meta["netcfg.net"], props["netcfg.net"], extra["netcfg.net.txt"].decode(),
+                   program_extra["netcfg.net.txt"]):
+        assert "SoftmaxWithLoss" not in stored and "Accuracy" not in stored and "label" not in stored
+        assert "name: ip2" in stored
+    info = json.loads(props["netcfg.export"])
+    assert info["inputs"] == {"data": {"shape": [1, 28, 28], "dtype": "float32"}}
+    assert info["outputs"] == ["ip2"] and info["weights"] == weights.name
+    state = torch.load(path["pt"], weights_only=True)  # tensors only: no code runs on load
+    assert sorted(state) == sorted(netcfg.build_net(config, phase="TEST").state_dict())
+
+
+def test_load_net_with_weights_round_trip(zoo_weights, tmp_path):
+    config = NETS[1]
+    spec, weights = zoo_weights(config)
+    snapshot_net = netcfg.load_net_with_weights(weights)  # a training snapshot: the whole TEST net
+    assert set(snapshot_net.outputs) == {"loss", "accuracy"} and not snapshot_net.training
+    deploy = netcfg.load_net_with_weights(weights, deploy=True)
+    assert deploy.input_names == ("data",) and deploy.outputs == ("ip2",)
+    exported = netcfg.export(weights, None, "safetensors", tmp_path / "d.safetensors").path  # NET = the weights file
+    again = netcfg.load_net_with_weights(exported)
+    assert again.input_names == ("data",) and again.outputs == ("ip2",) and not again.training
+    x = torch.randn(4, 1, 8, 8)
+    label = torch.zeros(4, dtype=torch.long)
+    assert torch.equal(again(data=x)["ip2"], deploy(data=x)["ip2"])
+    assert torch.equal(again(data=x)["ip2"], reference(spec, weights, {"data": x, "label": label})["ip2"])
+    from_pt = netcfg.load_net_with_weights(netcfg.export(config, weights, "pt", tmp_path / "d.pt").path, net=config)
+    assert torch.equal(from_pt(data=x, label=label)["accuracy"], snapshot_net(data=x, label=label)["accuracy"])
+
+
+# ------------------------------------------------------------------ every layer type
+
+
+def every_layer_net() -> dict:
+    """One net holding every built-in layer type a deploy net can hold (losses, metrics and
+    Silence never reach an export): each type's first example, plus every example with a
+    weight_norm or a dtype other than float32, each on its own inputs."""
+    inputs, layers = {}, []
+    for type_name, cls in registry().items():
+        if not cls.__module__.startswith("netcfg.layers.") or cls.is_loss or cls.reduces_batch or cls.n_tops == (0, 0):
+            continue
+        for i, example in enumerate(cls.examples):
+            special = example.get("weight_norm") or any(isinstance(v, dict) and v.get("dtype", "float32") != "float32"
+                                                        for v in example["inputs"].values())
+            if i and not special:
+                continue
+            p = f"{type_name}{i}"
+            fields = {k: v for k, v in example.items() if k != "inputs"}
+            if "top" in fields:
+                fields["top"] = [f"{p}_{t}" for t in fields["top"]]
+            inputs.update({f"{p}_{k}": v for k, v in example["inputs"].items()})
+            layers.append({"name": p, "type": type_name, "bottom": [f"{p}_{k}" for k in example["inputs"]], **fields})
+    return {"name": "EveryLayer", "inputs": inputs, "layers": layers}
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "exported", "onnx"])
+def test_every_layer_type_exports(fmt, tmp_path):
+    spec = spec_of(every_layer_net())
+    weights = write_weights(spec, tmp_path / "every.safetensors")
+    # export() runs the written file at batch 1 and 5 against the eager net and refuses on a mismatch
+    result = netcfg.export(spec, weights, fmt, tmp_path / f"every.{fmt}")
+    types = {n.spec.type for n in result.deploy.graph.nodes}
+    built_in = {t for t, c in registry().items() if c.__module__.startswith("netcfg.layers.")}
+    assert types == built_in - {"Accuracy", "Silence"} - {t for t in built_in if registry()[t].is_loss}
+    normed = {n.spec.type for n in result.deploy.graph.nodes if getattr(n.spec, "weight_norm", False)}
+    assert normed == {"Convolution", "Deconvolution", "InnerProduct"}  # folded into plain weights on export
+    assert result.max_abs_diff < TOL and result.checked_batches == (1, 5)

@@ -1,0 +1,158 @@
+"""What export refuses, and how: the layer a format cannot hold is named at its line; nothing is written."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+from typing import Literal
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import netcfg
+from netcfg.cli.app import main
+from netcfg.errors import NetcfgError
+from netcfg.layers import base
+from netcfg.layers.base import Blob, LayerSpec
+from tests.export.helpers import ROOT, spec_of, write_weights
+
+LENET = ROOT / "configs" / "lenet.yaml"
+
+
+class NumpySorted(nn.Module):
+    """Sorts through numpy: eager PyTorch runs it, but tracers see a constant, and
+    torch.export cannot follow a tensor into numpy."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.sort(x.detach().numpy(), axis=-1))
+
+
+class NumpySort(LayerSpec):
+    """A third-party layer type that only eager PyTorch can run."""
+
+    type: Literal["NumpySort"]
+
+    def infer(self, bottoms: list[Blob]) -> list[Blob]:
+        return list(bottoms)
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        return NumpySorted()
+
+
+SORTING_NET = """\
+name: SortingNet
+inputs:
+  data: [1, 8, 8]
+  label: {shape: [], dtype: int64}
+layers:
+  - {name: ip1, type: InnerProduct, num_output: 16}
+  - {name: sorter, type: NumpySort}
+  - {name: ip2, type: InnerProduct, num_output: 10}
+  - {name: loss, type: SoftmaxWithLoss, bottom: [ip2, label]}
+"""
+
+
+def netcfg_cli(*args) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def sorting_net(tmp_path, monkeypatch):
+    monkeypatch.setitem(base._REGISTRY, "NumpySort", NumpySort)  # registered for this test only
+    path = tmp_path / "sorting.yaml"
+    path.write_text(SORTING_NET)
+    return path, write_weights(spec_of(SORTING_NET), tmp_path / "sorting.safetensors")
+
+
+@pytest.mark.parametrize("fmt, title", [("torchscript", "TorchScript"), ("exported", "torch.export"), ("onnx", "ONNX")])
+def test_a_layer_the_format_cannot_hold_is_named_at_its_line(fmt, title, sorting_net, tmp_path):
+    net, weights = sorting_net
+    out = tmp_path / "out.file"
+    code, _, stderr = netcfg_cli("export", net, "--weights", weights, "--format", fmt, "-o", out)
+    assert code == 2
+    assert stderr.startswith(f"{net}:7:5: error: layers[1]: layer 'sorter' (NumpySort) cannot be exported to {title}: ")
+    assert "Traceback" not in stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.file*"))  # nothing half-written is left
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pt"])
+def test_weight_formats_hold_any_layer(fmt, sorting_net, tmp_path):
+    net, weights = sorting_net
+    result = netcfg.export(net, weights, fmt, tmp_path / f"w.{fmt}")
+    assert result.checked_batches == (1, 5)
+
+
+def test_refusal_without_a_single_culprit_names_the_net(sorting_net, tmp_path, monkeypatch):
+    from netcfg.exporting import api
+
+    net, weights = sorting_net
+    monkeypatch.setattr(api, "culprit", lambda job, attempt: None)  # as if each layer exported alone
+    with pytest.raises(NetcfgError, match="cannot export net 'SortingNet' to ONNX: "):
+        netcfg.export(net, weights, "onnx", tmp_path / "x.onnx")
+
+
+def test_weights_that_do_not_fit_are_refused(tmp_path):
+    digits = write_weights(spec_of((ROOT / "configs" / "digits_cnn.yaml").read_text()), tmp_path / "digits.safetensors")
+    code, _, stderr = netcfg_cli("export", LENET, "--weights", digits, "-f", "onnx", "-o", tmp_path / "x.onnx")
+    assert code == 2
+    assert "conv1.weight (file [32, 1, 3, 3], net [20, 1, 5, 5])" in stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-f", "onnxx"], "--format: error: unknown export format 'onnxx' (did you mean 'onnx'?"),
+    (["-f", "pt", "--opset", "13"], "--opset: error: --opset applies to the onnx format only, not pt"),
+    (["-f", "onnx", "--opset", "5"], "--opset: error: opset 5 is out of range (this installation writes opsets 9 to "),
+    (["-f", "pt", "--batch-size", "0"], "--batch-size: error: batch size must be 'dynamic' or a whole number >= 1, got '0'"),
+    (["-f", "pt", "--top", "ip3"], "--top: error: output 'ip3' is not the top of any layer in phase TEST (did you mean 'ip2'?"),
+    (["-f", "pt", "--phase", "deploy"], "--phase: error: phase must be TRAIN or TEST, got 'DEPLOY'"),
+])
+def test_bad_options_are_one_line_errors(args, message, tmp_path):
+    weights = write_weights(spec_of(LENET.read_text()), tmp_path / "lenet.safetensors")
+    code, _, stderr = netcfg_cli("export", LENET, "--weights", weights, *args)
+    assert code == 2
+    assert stderr.startswith(message), stderr
+
+
+def test_missing_weights_and_files(tmp_path):
+    code, _, stderr = netcfg_cli("export", LENET, "-f", "onnx")
+    assert code == 2 and stderr.startswith("--weights: error: no weights given (pass the trained weights: ")
+    code, _, stderr = netcfg_cli("export", tmp_path / "nope.yaml", "-f", "onnx", "--weights", tmp_path / "w.safetensors")
+    assert code == 2 and "nope.yaml: error: no such file" in stderr
+    code, _, stderr = netcfg_cli("export", LENET, "-f", "onnx", "--weights", tmp_path / "w.safetensors")
+    assert code == 2 and "w.safetensors: error: weights file not found" in stderr
+
+
+def test_the_output_may_not_overwrite_an_input(tmp_path):
+    weights = write_weights(spec_of(LENET.read_text()), tmp_path / "lenet.safetensors")
+    code, _, stderr = netcfg_cli("export", weights, "-f", "safetensors", "-o", weights)
+    assert code == 2 and "is an input of the export; it would be overwritten" in stderr
+
+
+def test_a_weights_file_without_a_net_config_needs_the_net(tmp_path):
+    from safetensors.torch import save_file
+
+    bare = tmp_path / "bare.safetensors"
+    save_file({"ip2.weight": torch.zeros(10, 500)}, str(bare))
+    with pytest.raises(NetcfgError, match="has no net config in its metadata"):
+        netcfg.load_net_with_weights(bare)
+    code, _, stderr = netcfg_cli("export", bare, "-f", "onnx")
+    assert code == 2 and "not written by netcfg" in stderr
+
+
+def test_onnx_without_its_extra_says_what_to_install(tmp_path, monkeypatch):
+    weights = write_weights(spec_of(LENET.read_text()), tmp_path / "lenet.safetensors")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    with pytest.raises(NetcfgError, match=r"ONNX export needs onnxscript, which is not installed; pip install 'netcfg\[onnx\]'"):
+        netcfg.export(LENET, weights, "onnx", tmp_path / "x.onnx")

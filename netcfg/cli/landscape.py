@@ -1,0 +1,86 @@
+"""``netcfg landscape SOLVER --weights W``: the loss around trained weights (Li et al. 2018)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ORDER = 70
+
+
+def register(app: typer.Typer) -> None:
+    app.command("landscape")(landscape)
+
+
+def landscape(
+    solvers: Annotated[list[Path], typer.Argument(help="solver file(s) or a run's config.yaml; several are drawn side by side", show_default=False)],
+    weights: Annotated[list[Path], typer.Option("--weights", help="trained weights (.safetensors), one per solver, in order")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="image file: .png, .svg or .pdf")] = Path("surface.png"),
+    two_d: Annotated[bool, typer.Option("--2d", help="a 2-D contour plot over two directions (default: a 1-D curve)")] = False,
+    steps: Annotated[int, typer.Option("--steps", min=2, help="grid points per direction (odd puts one on the weights)")] = 21,
+    span: Annotated[float, typer.Option("--span", min=1e-6, help="the grid covers [-span, span] along each direction")] = 1.0,
+    samples: Annotated[int, typer.Option("--samples", min=1, help="the first N samples of the train split")] = 1000,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="evaluation batch (default: max(train batch_size, 256))")] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="seed of the random directions")] = 1,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N (default: the solver's)")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="override a solver key: a.b=value (repeatable)")] = [],
+    as_json: Annotated[bool, typer.Option("--json", help="also print the grid values as one JSON object")] = False,
+) -> None:
+    """Plot the loss along filter-normalised random directions around trained weights
+    (Li et al. 2018, arXiv:1712.09913): a 1-D curve, or with --2d a contour plot.
+
+    Biases and BatchNorm parameters are not perturbed; the net runs in eval mode
+    (BatchNorm running statistics, no Dropout) on a fixed train subset. Several
+    SOLVER/--weights pairs are drawn with the same directions' seed and contour
+    levels, to compare nets. Needs matplotlib: pip install 'netcfg[plot]'."""
+    from netcfg.errors import ConfigError
+    from netcfg.solver.spec import load_solver
+    from netcfg.tools.landscape import landscape_of, plot_surfaces
+    from netcfg.tools.plot import require_matplotlib
+
+    if len(weights) != len(solvers):
+        raise ConfigError(f"{len(solvers)} solver(s) but {len(weights)} --weights; give one --weights per solver, in order",
+                          file="--weights")
+    if output.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise ConfigError(f"cannot write '{output}': use a .png, .svg or .pdf file", file="--output")
+    require_matplotlib()
+    specs = [load_solver(s, set_) for s in solvers]
+    names = [spec.net_spec.name for spec in specs]
+    if len(set(names)) < len(names):  # the same net twice: tell them apart by file
+        names = [f"{n} ({_where(p)})" for n, p in zip(names, solvers)]
+    tty = sys.stderr.isatty()
+    surfaces = []
+    for spec, w, name in zip(specs, weights, names):
+
+        def progress(done: int, todo: int, name=name) -> None:
+            typer.echo(f"\r{name}: {done}/{todo} points", err=True, nl=done == todo)
+
+        s = landscape_of(spec, w, samples=samples, steps=steps, span=span, two_d=two_d, seed=seed,
+                         batch_size=batch_size, device=device, log=lambda line: typer.echo(line, err=True),
+                         progress=progress if tty else None)
+        s.name = name
+        surfaces.append(s)
+        typer.echo(summary(s), err=as_json)
+    plot_surfaces(surfaces, output)
+    typer.echo(f"wrote {output}", err=True)
+    if as_json:
+        typer.echo(json.dumps({"surfaces": [s.as_dict() for s in surfaces], "seed": seed, "span": span, "steps": steps}))
+
+
+def _where(path: Path) -> str:
+    """A solver's short name: a run's config.yaml is known by its run directory."""
+    return path.resolve().parent.name if path.name == "config.yaml" else path.stem
+
+
+def summary(s) -> str:
+    """One line a README can quote: the loss at the weights and over the grid."""
+    values = s.values()
+    mean = sum(values) / len(values)
+    metrics = "".join(f", {k} {v:.4f}" for k, v in s.center_metrics.items())
+    shape = f"{len(s.alphas)}x{len(s.betas)}" if s.two_d else f"{len(s.alphas)}"
+    return (f"{s.name}: loss {s.center_loss:.4f} at the weights{metrics}; over the {shape} grid "
+            f"(span {max(s.alphas):g}, {s.samples} train samples): mean {mean:.4f}, max {max(values):.4f}")

@@ -1,0 +1,43 @@
+"""``netcfg plot RUN_DIR...``: training curves of one or more runs, overlaid, to an image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ORDER = 60
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plot")(plot)
+
+
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="run directories (or their metrics.jsonl)", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="image file: .png, .svg or .pdf")] = Path("curves.png"),
+    x: Annotated[str, typer.Option("--x", help="x axis: iter, epoch or seconds (training time)", case_sensitive=False)] = "iter",
+    smoothing: Annotated[float, typer.Option("--smooth", min=0.0, max=0.999, help="exponential smoothing weight of the train loss (TensorBoard's)")] = 0.6,
+) -> None:
+    """Plot train loss (as logged and smoothed), test loss, test accuracy (every scalar
+    test output), learning rate and images/s; several runs overlaid with a legend.
+
+    Needs matplotlib: pip install 'netcfg[plot]'."""
+    from netcfg.errors import ConfigError, did_you_mean
+    from netcfg.tools.plot import plot_runs, read_run, require_matplotlib
+
+    x = x.lower()
+    if x not in ("iter", "epoch", "seconds"):
+        raise ConfigError(f"--x must be iter, epoch or seconds, got '{x}'", file="--x",
+                          hint=did_you_mean(x, ("iter", "epoch", "seconds"), show_all=3))
+    if output.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise ConfigError(f"cannot write '{output}': use a .png, .svg or .pdf file", file="--output")
+    require_matplotlib()
+    loaded = [read_run(p) for p in runs]
+    names = [r.label for r in loaded]
+    if len(set(names)) < len(names):  # same directory names under different parents
+        for r, p in zip(loaded, runs):
+            r.label = str(p)
+    plot_runs(loaded, output, x=x, smoothing=smoothing)
+    typer.echo(f"wrote {output}", err=True)

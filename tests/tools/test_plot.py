@@ -1,0 +1,86 @@
+"""``netcfg plot``: curves of real runs rendered to an image; resumed runs, bad input, no matplotlib."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from netcfg.solver import Solver
+from netcfg.tools.plot import read_run, smooth
+from tests.cli import run_cli
+from tests.solver.test_runner import write_solver
+from tests.tools import assert_picture
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two short runs of the tiny MLP on digits, with tests, at two learning rates."""
+    tmp = tmp_path_factory.mktemp("runs")
+    out = []
+    for name, lr in (("fast", 0.1), ("slow", 0.01)):
+        path = write_solver(tmp / name, name=name, base_lr=lr, max_iter=40, display=2, test_interval=10,
+                            lr_policy="step", gamma=0.5, stepsize=10)
+        Solver.from_file(path, out=tmp / "runs" / name, log=lambda line: None).solve()
+        out.append(tmp / "runs" / name)
+    return out
+
+
+@pytest.mark.parametrize("x", ["iter", "seconds", "epoch"])
+def test_two_runs_make_a_1200_by_800_picture(runs, tmp_path, x):
+    out = tmp_path / "curves.png"
+    result = run_cli("plot", *map(str, runs), "-o", str(out), "--x", x)
+    assert result.exit_code == 0, result.stderr
+    assert_picture(out, (1200, 800))
+
+
+def test_svg_holds_the_legend_and_panel_titles(runs, tmp_path):
+    out = tmp_path / "curves.svg"
+    assert run_cli("plot", *map(str, runs), "-o", str(out)).exit_code == 0
+    svg = out.read_text()
+    for text in ("fast", "slow", "test accuracy", "learning rate", "train (smoothed 0.6)"):
+        assert text in svg, text
+
+
+def test_runs_are_read_as_train_and_test_curves(runs):
+    run = read_run(runs[0])
+    assert [r["iter"] for r in run.train] == list(range(0, 40, 2))
+    assert [r["iter"] for r in run.test] == [0, 10, 20, 30, 40]
+    assert run.test_metrics() == ["accuracy"]
+    assert run.train[-1]["lr"] == pytest.approx(0.1 * 0.5 ** 3)
+    seconds = run.x(run.test, "seconds")
+    assert seconds == sorted(seconds) and seconds[-1] > 0  # test times placed on the training clock
+
+
+def test_a_resume_that_repeats_iterations_keeps_the_later_records(tmp_path):
+    lines = [{"event": "train", "iter": i, "loss": 1.0, "lr": 0.1, "seconds": i} for i in (0, 10, 20, 30)]
+    lines += [{"event": "train", "iter": i, "loss": 0.5, "lr": 0.1, "seconds": i} for i in (20, 30, 40)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"event": "tra')
+    run = read_run(tmp_path)  # the partial last line (a run still writing) is skipped
+    assert [(r["iter"], r["loss"]) for r in run.train] == [(0, 1.0), (10, 1.0), (20, 0.5), (30, 0.5), (40, 0.5)]
+
+
+def test_smoothing_is_a_debiased_moving_average():
+    assert smooth([2.0, 2.0, 2.0], 0.9) == pytest.approx([2.0, 2.0, 2.0])
+    s = smooth([1.0, 0.0], 0.5)
+    assert s == pytest.approx([1.0, 1 / 3])
+
+
+def test_bad_input_is_an_error(tmp_path, runs):
+    result = run_cli("plot", str(tmp_path), "-o", str(tmp_path / "c.png"))
+    assert result.exit_code == 2 and "has no metrics.jsonl" in result.stderr
+    (tmp_path / "metrics.jsonl").write_text('{"event": "train", "iter": 0}\nnot json\n{"event": "train", "iter": 1}\n')
+    result = run_cli("plot", str(tmp_path), "-o", str(tmp_path / "c.png"))
+    assert result.exit_code == 2 and f"{tmp_path / 'metrics.jsonl'}:2:1: error: not a JSON line" in result.stderr
+    result = run_cli("plot", str(runs[0]), "--x", "iters")
+    assert result.exit_code == 2 and "did you mean 'iter'" in result.stderr
+    result = run_cli("plot", str(runs[0]), "-o", str(tmp_path / "c.jpg"))
+    assert result.exit_code == 2 and ".png, .svg or .pdf" in result.stderr
+
+
+def test_without_matplotlib_the_error_says_how_to_install_it(runs, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    result = run_cli("plot", str(runs[0]), "-o", str(tmp_path / "c.png"))
+    assert result.exit_code == 2
+    assert "pip install 'netcfg[plot]'" in result.stderr and not (tmp_path / "c.png").exists()

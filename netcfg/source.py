@@ -28,6 +28,7 @@ _STANDARD_TAGS = {
     for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
 }
 _MAX_NODES = 1_000_000  # guards against alias bombs ("billion laughs")
+_MAX_DEPTH = 64  # no config nests deeper; bounds the recursion of building
 
 
 @dataclass
@@ -101,13 +102,22 @@ def parse_yaml(text: str, file: str = "<string>") -> Source:
                                     col=line.index("\t") + 1, hint="YAML indents with spaces only"))
     if tabs:
         raise ConfigErrors(tabs)
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as e:  # a control character anywhere in the text (a NUL, say)
+        line = text.count("\n", 0, e.position) + 1
+        col = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        raise ConfigError(f"character U+{e.character:04X} is not allowed in YAML text", file=file, line=line,
+                          col=col, hint="YAML forbids control characters other than tab and newline; "
+                                        "is this a binary file?") from None
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
         raise _syntax_error(e, file) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"YAML syntax: {e}", file=file, line=1, col=1) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError("YAML nested too deeply to read", file=file, line=1, col=1) from None
     finally:
         loader.dispose()
     if node is None or (isinstance(node, yaml.ScalarNode) and node.value == "" and not node.style):
@@ -172,6 +182,7 @@ class _Builder:
         self.loader = loader
         self.errors: list[ConfigError] = []
         self.count = 0
+        self.open: set[int] = set()  # ids of the nodes being built: the current path
         self.own: dict[int, set[int]] = {}  # id(mapping node) -> ids of its own key nodes
 
     def _err(self, node: yaml.Node, message: str, path: KeyPath = (), hint: str | None = None) -> None:
@@ -187,6 +198,20 @@ class _Builder:
             self._err(node, f"document expands to more than {_MAX_NODES:,} nodes", path,
                       hint="an alias bomb? use fewer nested aliases (*name)")
             raise ConfigErrors(self.errors)
+        if id(node) in self.open:  # &a [*a]: PyYAML composes it; building it would never end
+            self._err(node, "this alias refers to a node that contains it (a cycle)", path,
+                      hint="an alias (*name) may only repeat a node defined outside it")
+            return None
+        if len(path) > _MAX_DEPTH:
+            self._err(node, f"nested more than {_MAX_DEPTH} levels deep", path[:4])  # the start of the path is enough
+            return None
+        self.open.add(id(node))
+        try:
+            return self._build(node, path)
+        finally:
+            self.open.discard(id(node))
+
+    def _build(self, node: yaml.Node, path: KeyPath) -> Any:
         self.src.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if node.tag not in _STANDARD_TAGS:
             self._err(node, f"tag '{_tag_name(node.tag)}' is not allowed", path,

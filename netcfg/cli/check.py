@@ -8,10 +8,14 @@ from typing import Annotated
 
 import typer
 
+from netcfg.cli.plugins import PLUGIN_HELP, import_plugins
+
 PhaseOpt = Annotated[str, typer.Option("--phase", help="TRAIN or TEST", case_sensitive=False)]
 
 
 ORDER = 10
+# keys only a solver file has: a solver that lacks `net:` is still checked as a solver
+_SOLVER_KEYS = {"net", "data", "base_lr", "max_iter", "lr_policy", "snapshot_prefix"}
 
 
 def register(app: typer.Typer) -> None:
@@ -24,11 +28,13 @@ def check(
     stage: Annotated[list[str], typer.Option("--stage", help="active stage (repeatable)")] = [],
     set_: Annotated[list[str], typer.Option("--set", help="override a key: a.b=value (repeatable)")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
+    plugin: Annotated[list[str], typer.Option("--plugin", help=PLUGIN_HELP)] = [],
 ) -> None:
     """Validate a net or solver FILE, infer every blob's shape, print a layer table.
 
     For a solver file, its net is checked in both phases and its data against the
     net's inputs. Exit 0 when valid, 2 when not."""
+    import_plugins(plugin)
     from netcfg.errors import ConfigError
     from netcfg.net import build_graph
     from netcfg.net.spec import net_from_source
@@ -40,7 +46,7 @@ def check(
     src = load_yaml(file)
     if set_:
         apply_overrides(src, set_)
-    if "net" in src.data and "layers" not in src.data:  # a solver file
+    if "layers" not in src.data and src.data.keys() & _SOLVER_KEYS:  # a solver file
         from netcfg.solver.check import check_solver
         from netcfg.solver.spec import solver_from_source
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from netcfg.cli.plugins import PLUGIN_HELP, import_plugins
 
 ORDER = 20
 
@@ -18,13 +19,19 @@ def register(app: typer.Typer) -> None:
 def train(
     solver: Annotated[Path, typer.Argument(help="solver file (YAML)", show_default=False)],
     set_: Annotated[list[str], typer.Option("--set", help="override a solver key: a.b=value (repeatable)")] = [],
-    resume: Annotated[Path | None, typer.Option("--resume", help="continue from this .solverstate")] = None,
-    weights: Annotated[Path | None, typer.Option("--weights", help="initialise from these weights, by layer name")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="continue from this .solverstate, or from the newest snapshot in this run directory")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="initialise from these weights (.safetensors, or a state_dict .pt/.pth), by layer name")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="run directory (default: runs/<solver name>[-N])")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N")] = None,
     force: Annotated[bool, typer.Option("--force", help="resume even if the solver or net changed")] = False,
+    plugin: Annotated[list[str], typer.Option("--plugin", help=PLUGIN_HELP)] = [],
 ) -> None:
-    """Train the net of SOLVER; Ctrl-C writes a snapshot and exits 130."""
+    """Train the net of SOLVER; Ctrl-C writes a snapshot and exits 130.
+
+    Exit codes: 0 done; 1 the run started and stopped (a NaN loss or gradient, out of memory,
+    a snapshot it could not write); 2 refused before training (bad input, a run
+    directory another process trains in); 130 Ctrl-C."""
+    import_plugins(plugin)
     from netcfg.solver import Solver
     from netcfg.solver.rundir import RunDir
     from netcfg.solver.spec import load_solver
@@ -35,13 +42,6 @@ def train(
     if weights:
         overrides.append(f"weights={weights.resolve()}")
     spec = load_solver(solver, overrides)
-    run_dir = None
-    if resume is not None:
-        from netcfg.errors import ConfigError
-
-        if not resume.is_file():
-            raise ConfigError(f"solver state not found: {resume}", file="--resume")
-        run_dir = RunDir.resume(spec, resume)
     from netcfg.cli.progress import training_progress
 
     log_to = []  # the run directory, once made
@@ -51,8 +51,38 @@ def train(
             log_to[0].log_line(line)
 
     with training_progress(spec.max_iter, write_log) as (log, on_step):
-        s = Solver(spec, out=out, log=log, run_dir=run_dir, on_step=on_step)
-        log_to.append(s.run)
+        run_dir = None
         if resume is not None:
-            s.restore(resume, force=force)
-        s.solve()
+            resume = _snapshot_to_resume(resume)
+            run_dir = RunDir.resume(spec, resume, log=log)
+        try:
+            s = Solver(spec, out=out, log=log, run_dir=run_dir, on_step=on_step)
+            run_dir = s.run
+            log_to.append(s.run)
+            if resume is not None:
+                s.restore(resume, force=force)
+            s.solve()
+        finally:
+            if run_dir is not None:
+                run_dir.close()  # another run may use the directory now
+
+
+def _snapshot_to_resume(resume: Path) -> Path:
+    """``--resume`` names a .solverstate, or a run directory: its newest complete snapshot."""
+    from netcfg.errors import ConfigError
+    from netcfg.solver.rundir import newest_snapshot
+
+    if resume.is_dir():
+        found = newest_snapshot(resume)
+        if found is None:
+            raise ConfigError(f"no snapshot in {resume} to resume from", file="--resume",
+                              hint="a snapshot is a <prefix>_iter_<N>.solverstate with its .safetensors beside it")
+        return found
+    if not resume.is_file():
+        raise ConfigError(f"solver state not found: {resume}", file="--resume",
+                          hint="give a .solverstate, or the run directory to take its newest snapshot")
+    from netcfg.solver.checkpoint import load_tree
+    from netcfg.solver.snapshot import check_state
+
+    check_state(load_tree(resume)[0], resume)  # before the run directory is locked: a wrong file touches nothing
+    return resume

@@ -1,69 +1,95 @@
-"""BatchLoader: a whole split kept on the device as uint8, batched and transformed there.
+"""BatchLoader: a whole split kept in memory as stored (uint8 images), batched and transformed on the device.
 
-No worker processes and no per-sample Python: each epoch draws one permutation
-from a generator seeded with (seed, epoch), a batch is one ``index_select`` per
-tensor, and the transform ``(x - mean_value) * scale / std`` is two tensor ops on
-the batch. State is two ints (epoch, position): a resumed run recomputes the
-permutation and continues with exactly the batches it would have seen.
+No per-sample Python: each epoch draws one permutation from a generator seeded
+with (seed, epoch), a batch is one ``index_select`` per tensor, and each image
+tensor's ``ImageTransform`` (normalise, crop, mirror, erase) runs as a few tensor
+ops on the whole batch. State is two ints (epoch, position): a resumed run
+recomputes the permutation and continues with exactly the batches it would have seen.
 
-Measured on CPU (2 cores), batch 64, Fashion-MNIST train, shuffled, scale 1/256:
-about 45,000 batches/s = 2.9M images/s for the loader alone, epoch changes
-included (27k-48k batches/s over 9 runs on a shared machine; a LeNet step takes
-milliseconds), with
-
-    python -m netcfg.data.loader /usr/share/datasets/fashion-mnist 64
+Where the split lives: on the training device when ``device_resident`` (the
+default on CPU, and on CUDA for a split under a quarter of the GPU's memory);
+otherwise in host memory, each batch gathered into pinned memory and copied
+with ``non_blocking``. Streamed images (a folder too large for memory) are
+decoded by worker processes, the next batch while the current one trains.
+Under ``torchrun`` each rank takes every ``world_size``-th sample of the epoch's
+permutation (padded by wrapping round, so every rank makes the same number of
+batches). Throughput: ``python bench/data_loader.py`` (numbers in its header).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import weakref
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 
-from netcfg.data.augment import augment, batch_generator, center_crop
-from netcfg.data.sources import check_tensors
+from netcfg.data.augment import batch_generator
 from netcfg.data.spec import DataSourceSpec
+from netcfg.data.split import SplitData
 from netcfg.errors import ConfigError
 
 __all__ = ["BatchLoader"]
 
 Batch = dict[str, torch.Tensor]
+RESIDENT_FRACTION = 0.25  # of the GPU's memory a split may take by default
 
 
 class BatchLoader:
     """Batches of one split: ``next_batch()`` for training, ``epoch_batches()`` for testing.
 
-    ``tensors`` are whole splits keyed by source name (``data`` (N, C, H, W),
-    ``label`` (N,)), as ``load_source`` returns them. Batches are keyed by net
-    input name (``spec.inputs``); ``data`` comes out float32 and transformed,
-    everything else as stored. The dataset is moved to ``device`` once; pinning
-    host memory would buy nothing, since no batch is copied from the host.
+    ``split`` is a ``SplitData`` (``load_source``'s result) or, for convenience, a
+    mapping of whole-split tensors keyed by the source's names. Batches are keyed
+    by net input name; image tensors come out float32 and transformed,
+    everything else as stored.
     """
 
-    def __init__(self, tensors: dict[str, torch.Tensor], spec: DataSourceSpec, *, seed: int,
-                 device: str | torch.device = "cpu"):
-        check_tensors(spec, tensors)
+    def __init__(self, split: SplitData | Mapping[str, torch.Tensor], spec: DataSourceSpec, *, seed: int,
+                 device: str | torch.device = "cpu", rank: int | None = None, world_size: int | None = None,
+                 prefetch: bool = True):
+        if not isinstance(split, SplitData):
+            split = SplitData.build(spec, split)
+        self.split = split
         self.spec = spec
         self.seed = int(seed)
         self.device = torch.device(device)
         self.batch_size = spec.batch_size
         self.shuffle = bool(spec.shuffle)
-        self._tensors = {name: t[: spec.limit].to(self.device) for name, t in tensors.items()}
-        self.num_samples = len(next(iter(self._tensors.values())))
+        self.rank, self.world_size = _rank_and_world(rank, world_size)
+        self.total_samples = split.num_samples
+        self.num_samples = math.ceil(self.total_samples / self.world_size)  # this rank's share
         if spec.drop_last and self.batch_size > self.num_samples:
             raise ConfigError(f"batch_size {self.batch_size} is larger than the {self.num_samples} samples "
                               f"and drop_last is set, so no batch would be made", ("batch_size",),
                               hint=f"use batch_size <= {self.num_samples}, or drop_last: false")
-        data = self._tensors.get("data")
-        self._mean = self._per_channel(spec.mean_value, data)
-        std = self._per_channel(spec.std, data)
-        self._factor = spec.scale if std is None else spec.scale / std
+        self.resident = self._decide_residency()
+        place = self.device if self.resident else torch.device("cpu")
+        self._tensors = {name: t.to(place) if isinstance(t, torch.Tensor) else t for name, t in split.tensors.items()}
+        self._pin = not self.resident and self.device.type == "cuda"
+        self._transforms = {name: tr.to(self.device) for name, tr in split.transforms.items()}
         self.epoch = 0      # epochs completed before the current one
         self.position = 0   # samples of the current epoch already handed out
-        self._perm: tuple[int, torch.Tensor | None] | None = None
+        self._orders: dict[int, torch.Tensor | None] = {}
+        # the next training batch is made by a background thread while the current one
+        # trains (streamed images have worker processes of their own instead)
+        self._ahead: tuple[tuple[int, int], Future] | None = None
+        self._thread = None
+        if prefetch and all(isinstance(t, torch.Tensor) for t in self._tensors.values()):
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="netcfg-batches")
+            weakref.finalize(self, self._thread.shutdown, wait=False)
+
+    def _decide_residency(self) -> bool:
+        if any(not isinstance(t, torch.Tensor) for t in self.split.tensors.values()):
+            return False  # streamed images are decoded on the host, batch by batch
+        if self.spec.device_resident is not None:
+            return self.spec.device_resident
+        if self.device.type == "cuda":
+            size = sum(t.numel() * t.element_size() for t in self.split.tensors.values())
+            return size < RESIDENT_FRACTION * torch.cuda.get_device_properties(self.device).total_memory
+        return True
 
     # ------------------------------------------------------------ iteration
 
@@ -89,74 +115,101 @@ class BatchLoader:
             self.position = 0
         start = self.position
         self.position = min(start + self.batch_size, self.samples_per_epoch)
-        return self._batch(start, self.position, self._permutation_for(self.epoch), train=True)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == (self.epoch, start):
+            batch = ahead[1].result()
+        else:
+            batch = self._batch(start, self.position, self.order(self.epoch), train=True, epoch=self.epoch)
+        epoch, start = self._following(self.epoch, self.position)
+        if self._thread is not None:
+            stop = min(start + self.batch_size, self.samples_per_epoch)
+            self._ahead = ((epoch, start), self._thread.submit(self._batch, start, stop, self.order(epoch), True, epoch))
+        else:
+            self._prefetch(epoch, start)
+        return batch
 
     def epoch_batches(self) -> Iterator[Batch]:
         """One pass over the split in the current epoch's order (file order unless
         shuffling); the last partial batch is kept unless ``drop_last``. It does
         not move ``epoch`` or ``position``."""
-        perm = self._permutation_for(self.epoch)
+        order = self.order(self.epoch)
         for start in range(0, self.samples_per_epoch, self.batch_size):
-            yield self._batch(start, min(start + self.batch_size, self.samples_per_epoch), perm)
+            stop = min(start + self.batch_size, self.samples_per_epoch)
+            if stop < self.samples_per_epoch:
+                self._prefetch(self.epoch, stop)
+            yield self._batch(start, stop, order)
 
     __iter__ = epoch_batches
 
     def permutation(self, epoch: int) -> torch.Tensor | None:
-        """Sample order of ``epoch`` on the device, or None for file order (no shuffle).
+        """Sample order of ``epoch`` (all ranks), or None for file order (no shuffle).
 
         Drawn on the CPU from (seed, epoch) alone, so it is the same on every device
-        and every rank (a distributed run can take its own shard of it).
+        and every rank (each rank takes its own shard of it, see ``order``).
         """
         if not self.shuffle:
             return None
         mixed = np.random.SeedSequence([self.seed % 2**64, epoch]).generate_state(1, np.uint64)[0]
         gen = torch.Generator().manual_seed(int(mixed))
-        return torch.randperm(self.num_samples, generator=gen).to(self.device)
+        return torch.randperm(self.total_samples, generator=gen)
 
-    def _permutation_for(self, epoch: int) -> torch.Tensor | None:
-        if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, self.permutation(epoch))
-        return self._perm[1]
+    def order(self, epoch: int) -> torch.Tensor | None:
+        """This rank's sample indices for ``epoch``, where its tensors live (None: file order)."""
+        if epoch not in self._orders:
+            perm = self.permutation(epoch)
+            if self.world_size > 1:
+                base = perm if perm is not None else torch.arange(self.total_samples)
+                padded = base.repeat(math.ceil(self.num_samples * self.world_size / self.total_samples))
+                perm = padded[: self.num_samples * self.world_size][self.rank::self.world_size]
+            if len(self._orders) >= 2:  # the current epoch and the next are all that is needed
+                self._orders.pop(min(self._orders))
+            place = self.device if self.resident else torch.device("cpu")
+            self._orders[epoch] = perm.to(place) if perm is not None else None
+        return self._orders[epoch]
 
     # ------------------------------------------------------------ batches
 
-    def _batch(self, start: int, stop: int, perm: torch.Tensor | None, train: bool = False) -> Batch:
-        if perm is None:
-            batch = {name: t[start:stop] for name, t in self._tensors.items()}
-        else:
-            index = perm[start:stop]
-            batch = {name: t.index_select(0, index) for name, t in self._tensors.items()}
-        if "data" in batch:
-            x = self.transform(batch["data"])
-            s = self.spec
-            if train and (s.crop_size or s.pad or s.mirror):
-                x = augment(x, crop_size=s.crop_size, pad=s.pad, mirror=s.mirror,
-                            gen=batch_generator(self.seed, self.epoch, start))
-            elif s.crop_size:
-                x = center_crop(x, s.crop_size)
-            batch["data"] = x
-        return {self.spec.input_name(name): t for name, t in batch.items()}
+    def _batch(self, start: int, stop: int, order: torch.Tensor | None, train: bool = False, epoch: int = 0) -> Batch:
+        index = order[start:stop] if order is not None else None
+        gen = None
+        if train and any(tr.augments for tr in self._transforms.values()):
+            gen = batch_generator(self.seed, epoch, start, self.rank)
+        batch = {}
+        for name, t in self._tensors.items():
+            x = self._take(t, index, start, stop)
+            tr = self._transforms.get(name)
+            batch[name] = tr(x, train=train, gen=gen) if tr is not None else x
+        return batch
 
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw data -> float32 ``(x - mean_value) * scale / std`` (Caffe's order)."""
-        x = x.to(torch.float32, copy=True)  # a copy even if float32: in-place ops follow
-        if self._mean is not None:
-            x.sub_(self._mean)
-        if not (isinstance(self._factor, float) and self._factor == 1.0):
-            x.mul_(self._factor)
-        return x
+    def _take(self, t: Any, index: torch.Tensor | None, start: int, stop: int) -> torch.Tensor:
+        """Rows ``index`` (or ``start:stop``) of one whole-split tensor, on the training device."""
+        if not isinstance(t, torch.Tensor):  # streamed images: decoded by workers, on the host
+            x = t.take(index if index is not None else torch.arange(start, stop))
+            return x.to(self.device, non_blocking=True) if self.device.type != "cpu" else x
+        if self.resident:
+            return t[start:stop] if index is None else t.index_select(0, index)
+        if index is None:
+            index = torch.arange(start, stop)
+        # gathered straight into pinned memory: the copy to the GPU does not block the host,
+        # and torch's pinned-memory cache keeps the buffer until the copy is done
+        out = torch.empty((len(index),) + tuple(t.shape[1:]), dtype=t.dtype, pin_memory=self._pin)
+        torch.index_select(t, 0, index, out=out)
+        return out.to(self.device, non_blocking=self._pin)
 
-    def _per_channel(self, value: list[float] | float | None, data: torch.Tensor | None) -> Any:
-        """A float, or a (1, C, 1, ...) tensor broadcasting over a batch of ``data``."""
-        if value is None:
-            return None
-        if not isinstance(value, list):
-            return float(value)
-        if len(value) == 1:
-            return float(value[0])
-        assert data is not None and data.dim() >= 2  # check_tensors matched len(value) to C
-        shape = (1, len(value)) + (1,) * (data.dim() - 2)
-        return torch.tensor(value, dtype=torch.float32, device=self.device).reshape(shape)
+    def _following(self, epoch: int, position: int) -> tuple[int, int]:
+        """(epoch, start) of the training batch after one ending at ``position``."""
+        return (epoch + 1, 0) if position >= self.samples_per_epoch else (epoch, position)
+
+    def _prefetch(self, epoch: int, start: int) -> None:
+        """Let streamed tensors decode the batch at (epoch, start) in the background."""
+        streamed = [t for t in self._tensors.values() if not isinstance(t, torch.Tensor)]
+        if not streamed:
+            return
+        order = self.order(epoch)
+        stop = min(start + self.batch_size, self.samples_per_epoch)
+        index = order[start:stop] if order is not None else torch.arange(start, stop)
+        for t in streamed:
+            t.prefetch(index)
 
     # ------------------------------------------------------------ state
 
@@ -170,33 +223,23 @@ class BatchLoader:
             raise ValueError(f"loader state {state} does not fit {self.samples_per_epoch} samples per epoch; "
                              "did the data set, limit, batch_size or drop_last change?")
         self.epoch, self.position = epoch, position
+        self._ahead = None  # made for the old position
 
     def __repr__(self) -> str:
-        return (f"BatchLoader({self.spec.source}/{self.spec.split}: {self.num_samples} samples, "
-                f"batch {self.batch_size}, {len(self)} batches/epoch, shuffle={self.shuffle}, {self.device})")
+        where = "resident" if self.resident else ("pinned host memory" if self._pin else "host memory")
+        shard = f", rank {self.rank} of {self.world_size}" if self.world_size > 1 else ""
+        return (f"BatchLoader({self.spec.source}/{self.spec.split}: {self.num_samples} samples{shard}, "
+                f"batch {self.batch_size}, {len(self)} batches/epoch, shuffle={self.shuffle}, {self.device} {where})")
 
 
-def _bench(path: str, batch_size: int, seconds: float = 3.0) -> None:
-    """Print loader throughput on an idx directory's train split."""
-    import time
-
-    from netcfg.data.sources import load_source
-
-    spec = DataSourceSpec(source="idx", path=path, split="train", batch_size=batch_size, scale=0.00390625)
-    loader = BatchLoader(load_source(spec), spec, seed=1)
-    for _ in range(100):  # warm-up
-        loader.next_batch()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        for _ in range(1000):
-            loader.next_batch()
-        n += 1000
-    dt = time.perf_counter() - t0
-    print(f"{loader}: {n / dt:,.0f} batches/s, {n * batch_size / dt:,.0f} images/s "
-          f"(torch threads: {torch.get_num_threads()})")
-
-
-if __name__ == "__main__":
-    import sys
-
-    _bench(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 64)
+def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Explicit values, else torch.distributed's (set up by the runner under torchrun), else (0, 1)."""
+    if rank is None or world_size is None:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            rank = dist.get_rank() if rank is None else rank
+            world_size = dist.get_world_size() if world_size is None else world_size
+    rank, world_size = rank or 0, world_size or 1
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    return rank, world_size

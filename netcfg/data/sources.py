@@ -1,8 +1,8 @@
-"""Built-in data sources (digits, idx) and ``load_source``: a spec -> named tensors.
+"""Built-in data sources digits and idx (``load_source`` and friends live in split.py).
 
-A source returns whole splits as arrays: ``data`` (N, C, H, W) uint8 images and
-``label`` (N,) int64. Decoded arrays are cached per process (keyed by file, size
-and mtime), and the tensors returned share that memory: treat them as read-only.
+Both return whole splits as arrays: ``data`` (N, C, H, W) uint8 images and
+``label`` (N,) int64. Decoded IDX files are cached per process (keyed by file,
+size and mtime), and the tensors returned share that memory: treat them as read-only.
 """
 
 from __future__ import annotations
@@ -14,75 +14,21 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from netcfg.data.spec import DataSourceSpec, register_source, source_types
-from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
+from netcfg.data.spec import DataSourceSpec, register_source
+from netcfg.data.split import SplitData, check_tensors, describe_source, load_source
+from netcfg.errors import ConfigError
 
-__all__ = ["load_source", "describe_source", "check_tensors", "read_idx"]
+__all__ = ["load_source", "describe_source", "check_tensors", "read_idx", "SplitData"]
 
 DIGITS_TRAIN = 1437  # the first 80% of scikit-learn's 1,797 digits; the rest is test
-
-
-def load_source(spec: DataSourceSpec, base_dir: str | Path | None = None) -> dict[str, torch.Tensor]:
-    """The split ``spec`` names, as CPU tensors keyed by the source's names (``limit`` applied)."""
-    kind = source_types()[spec.source]
-    arrays = kind.load(spec, spec.resolved_path(base_dir) if kind.needs_path else None)
-    tensors = {name: torch.from_numpy(a[: spec.limit]) for name, a in arrays.items()}
-    check_tensors(spec, tensors)
-    return tensors
-
-
-def describe_source(spec: DataSourceSpec, base_dir: str | Path | None = None) -> dict[str, tuple[tuple[int, ...], str]]:
-    """What the batches hold, per net input: ``{name: (per-sample shape, dtype)}``.
-
-    Names are after ``inputs:`` renaming and dtypes as delivered (``data`` becomes
-    float32), so they compare directly with a net's ``inputs:``.
-    """
-    out = {}
-    for name, t in load_source(spec, base_dir).items():
-        dtype = "float32" if name == "data" else str(t.dtype).removeprefix("torch.")
-        shape = tuple(t.shape[1:])
-        if name == "data" and spec.crop_size and len(shape) == 3:
-            shape = (shape[0], spec.crop_size, spec.crop_size)
-        out[spec.input_name(name)] = (shape, dtype)
-    return out
-
-
-def check_tensors(spec: DataSourceSpec, tensors: dict[str, torch.Tensor]) -> None:
-    """Check that ``inputs``, ``mean_value`` and ``std`` fit the tensors the source gives."""
-    errors = []
-    for key in spec.inputs or {}:
-        if key not in tensors:
-            errors.append(ConfigError(f"source '{spec.source}' has no tensor '{key}'", ("inputs", key),
-                                      hint=did_you_mean(key, tensors)))
-    data = tensors.get("data")
-    channels = data.shape[1] if data is not None and data.dim() > 1 else 1
-    for field in ("mean_value", "std"):
-        value = getattr(spec, field)
-        if isinstance(value, list) and len(value) not in (1, channels):
-            errors.append(ConfigError(f"{field} has {len(value)} values but the data has {channels} channel(s)",
-                                      (field,), hint=f"give one value, or {channels}"))
-    if spec.crop_size is not None and data is not None and data.dim() == 4:
-        room = min(data.shape[-2:]) + 2 * spec.pad
-        if spec.crop_size > room:
-            errors.append(ConfigError(f"crop_size {spec.crop_size} is larger than the images "
-                                      f"({data.shape[-2]}x{data.shape[-1]}, pad {spec.pad})", ("crop_size",),
-                                      hint=f"use crop_size <= {room}"))
-    sizes = {name: len(t) for name, t in tensors.items()}
-    if len(set(sizes.values())) > 1:
-        errors.append(ConfigError(f"source tensors differ in length: {sizes}", ("source",)))
-    elif not sizes or not next(iter(sizes.values())):
-        errors.append(ConfigError(f"the {spec.split} split of source '{spec.source}' has no samples", ("source",)))
-    if errors:
-        raise ConfigErrors(errors) if len(errors) > 1 else errors[0]
 
 
 # ---------------------------------------------------------------- digits
 
 
 @register_source("digits")
-def load_digits(spec: DataSourceSpec, path: Path | None) -> dict[str, np.ndarray]:
+def load_digits(spec: DataSourceSpec, path: Path | None, base_dir: Path | None = None) -> dict[str, np.ndarray]:
     """scikit-learn's 8x8 handwritten digits, 10 classes, bundled (no download)."""
     images, labels = _digits()
     part = slice(None, DIGITS_TRAIN) if spec.split == "train" else slice(DIGITS_TRAIN, None)
@@ -106,7 +52,7 @@ _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 
 
 
 @register_source("idx", needs_path=True)
-def load_idx(spec: DataSourceSpec, path: Path | None) -> dict[str, np.ndarray]:
+def load_idx(spec: DataSourceSpec, path: Path | None, base_dir: Path | None = None) -> dict[str, np.ndarray]:
     """MNIST-format IDX files (MNIST, Fashion-MNIST, KMNIST), gzipped or raw.
 
     Reads ``<prefix>-images-idx3-ubyte[.gz]`` and ``<prefix>-labels-idx1-ubyte[.gz]``

@@ -53,13 +53,20 @@ IntPair = Annotated[list[Annotated[int, Field(ge=0)]],
                     Field(min_length=1, max_length=2)]
 
 
+_MAX_SIZE = 2**31 - 1  # torch's convolution and pooling kernels take 32-bit sizes
+
+
 def pair(v: list[int] | None, h: int | None = None, w: int | None = None, default: int = 0) -> tuple[int, int]:
     """Caffe's rule: explicit _h/_w beat the repeated field; one value means square."""
     if h is not None or w is not None:
-        return (h if h is not None else default, w if w is not None else default)
-    if not v:
-        return (default, default)
-    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+        out = (h if h is not None else default, w if w is not None else default)
+    elif not v:
+        out = (default, default)
+    else:
+        out = (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+    if max(out) > _MAX_SIZE:  # valid YAML, but torch would fail on it mid-training
+        raise ShapeError(f"{max(out)} is too large for a kernel size, stride, pad or dilation (at most {_MAX_SIZE})")
+    return out
 
 
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from netcfg.data.sources import describe_source
-from netcfg.errors import ConfigError, ConfigErrors
+from netcfg.data.split import load_source
+from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 from netcfg.net import Graph, build_graph
 from netcfg.solver.spec import SolverSpec
 
 __all__ = ["check_solver", "match_inputs"]
 
 
-def match_inputs(spec: SolverSpec, split: str, graph: Graph, tensors: dict[str, tuple[tuple[int, ...], str]]) -> list[ConfigError]:
-    """Errors for each net input the data split does not deliver with the right shape and dtype."""
+def match_inputs(spec: SolverSpec, split: str, graph: Graph, tensors: dict[str, tuple[tuple[int, ...], str]],
+                 origins: dict[str, tuple] | None = None) -> list[ConfigError]:
+    """Errors for each net input the data split does not deliver with the right shape and dtype,
+    located at the data key a tensor comes from (``origins``: a sub-source, an ``inputs`` rename)."""
     errors = []
-    where = ("data", split)
     for name, blob in graph.inputs.items():
+        where = ("data", split) + (origins or {}).get(name, ())
         if name not in tensors:
+            near = did_you_mean(name, tensors, show_all=0)
+            close = near.split("'")[1] if near else None  # point at the key that made the near miss
+            where = ("data", split) + (origins or {}).get(close, ())
             errors.append(ConfigError(
                 f"the net's input '{name}' is not among the {split} data's tensors {sorted(tensors)}", where,
-                hint="rename with inputs: {data: <net input>, label: <net input>}"))
+                hint=(near + "; " if near else "") + f"rename one with inputs: {{<tensor>: {name}}}"))
             continue
         shape, dtype = tensors[name]
         if tuple(shape) != tuple(blob.shape):
@@ -44,7 +49,7 @@ def check_solver(spec: SolverSpec) -> dict[str, Graph]:
         try:
             graphs[phase] = build_graph(spec.net_spec, phase, stages)
         except ConfigErrors as e:
-            if phase == "TEST" and "TRAIN" in graphs:  # same errors as TRAIN, usually
+            if phase == "TEST":  # the same errors as TRAIN, usually: report each once
                 errors += [x for x in e.errors if x.render() not in {y.render() for y in errors}]
             else:
                 errors += e.errors
@@ -52,12 +57,12 @@ def check_solver(spec: SolverSpec) -> dict[str, Graph]:
         if ds is None:
             continue
         try:
-            tensors = describe_source(ds, spec.base_dir)
+            data = load_source(ds, spec.base_dir)
         except (ConfigError, ConfigErrors) as e:
             for x in getattr(e, "errors", [e]):
                 errors.append(spec.locate(x.prefixed(("data", split))))
             continue
-        errors += [spec.locate(x) for x in match_inputs(spec, split, graphs[phase], tensors)]
+        errors += [spec.locate(x) for x in match_inputs(spec, split, graphs[phase], data.describe(), data.origins)]
     if errors:
         raise ConfigErrors(errors)
     return graphs

@@ -28,7 +28,7 @@ import torch
 
 from netcfg.errors import NetcfgError, format_path
 
-__all__ = ["CheckpointError", "save_tree", "load_tree", "atomic_write_bytes"]
+__all__ = ["CheckpointError", "WriteError", "save_tree", "load_tree", "atomic_write_bytes"]
 
 TREE_KEY = "netcfg.tree"
 FORMAT_KEY = "netcfg.format"
@@ -41,6 +41,28 @@ class CheckpointError(NetcfgError):
     def __init__(self, path: str | os.PathLike, message: str):
         super().__init__(f"{os.fspath(path)}: {message}")
         self.path = os.fspath(path)
+        self.message = message
+
+    def render(self) -> str:  # FILE: error: ..., as a config error without a line
+        return f"{self.path}: error: {self.message}"
+
+
+class WriteError(NetcfgError, OSError):
+    """A file that could not be written (disk full, no permission); an older file of
+    that name is left as it was. Exit code 1: the run had started."""
+
+    exit_code = 1
+
+    def __init__(self, path: str | os.PathLike, cause: OSError, note: str = ""):
+        OSError.__init__(self, cause.errno, cause.strerror or str(cause))
+        self.path = os.fspath(path)
+        self.note = note
+
+    def __str__(self) -> str:
+        return f"{self.path}: cannot write: {self.strerror}{self.note}"
+
+    def render(self) -> str:
+        return f"{self.path}: error: cannot write: {self.strerror}{self.note}"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -48,7 +70,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
     The bytes go to ``path.tmp-<pid>`` in the same directory (``os.replace`` is
     only atomic within a file system), are flushed to disk, then renamed over
-    ``path``.
+    ``path``. A failure (disk full, no permission) removes the temporary file and
+    raises ``WriteError``.
     """
     path = os.fspath(path)
     tmp = f"{path}.tmp-{os.getpid()}"
@@ -58,11 +81,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise WriteError(path, e) from None
         raise
     _fsync_dir(os.path.dirname(os.path.abspath(path)))
 

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import yaml
 
-from netcfg.solver.checkpoint import atomic_write_bytes
+from netcfg.errors import ConfigError
+from netcfg.solver.checkpoint import WriteError, atomic_write_bytes
+from netcfg.solver.lock import RunLock, remove_stale_temporaries
 from netcfg.solver.spec import SolverSpec
 
-__all__ = ["RunDir", "resolved_config", "config_diff"]
+__all__ = ["RunDir", "resolved_config", "config_diff", "newest_snapshot"]
+
+_SAFE = re.compile(r"[\s/\\\x00]+")  # spaces, path separators
 
 # keys a resumed run may change without being asked to confirm
 _MAY_CHANGE = {"max_iter", "display", "snapshot", "test_interval", "test_iter", "device", "weights"}
@@ -47,8 +52,8 @@ def resolved_config(spec: SolverSpec) -> dict:
     data["net"] = spec.net_spec.model_dump(mode="json", exclude_unset=True)
     for split in ("train", "test"):
         ds = getattr(spec.data, split)
-        if ds is not None and ds.path is not None:
-            data["data"][split]["path"] = str(ds.resolved_path(spec.base_dir))
+        if ds is not None:  # every path (path, mean_file, sub-sources...) made absolute
+            data["data"][split] = ds.resolved_dump(spec.base_dir)
     if spec.weights:
         data["weights"] = str((spec.base_dir / spec.weights).resolve())
     return data
@@ -57,42 +62,77 @@ def resolved_config(spec: SolverSpec) -> dict:
 class RunDir:
     """Where one training run writes its files."""
 
-    def __init__(self, path: Path, spec: SolverSpec):
+    def __init__(self, path: Path, spec: SolverSpec, lock: RunLock | None = None):
         self.path = path
-        self.prefix = spec.snapshot_prefix or spec.net_spec.name.lower().replace(" ", "_")
+        # a net name is free text; as a file-name prefix it must not climb out of the run directory
+        self.prefix = spec.snapshot_prefix or _SAFE.sub("_", spec.net_spec.name.lower()).lstrip(".") or "net"
         self._config = yaml.safe_dump(resolved_config(spec), sort_keys=False)
+        self.lock = lock
 
     @classmethod
     def create(cls, spec: SolverSpec, out: str | Path | None = None) -> RunDir:
-        if out is None:
-            stem = spec._source.file if spec._source is not None else "run"
-            base = Path("runs") / Path(stem).stem
-            base.parent.mkdir(parents=True, exist_ok=True)
-            path, n = base, 2
-            while True:
-                try:
-                    path.mkdir()  # not exists() then mkdir(): two runs started together must not share one
-                    break
-                except FileExistsError:
-                    path = base.with_name(f"{base.name}-{n}")
-                    n += 1
-        else:
-            path = Path(out)
-            if path.exists() and (any(path.glob("*.solverstate")) or (path / "metrics.jsonl").exists()):
-                from netcfg.errors import ConfigError
-
-                raise ConfigError(f"run directory {path} already holds a run (metrics.jsonl or snapshots); "
-                                  "refusing to mix runs", file="--out",
-                                  hint="pick a new --out, or continue it with --resume")
-            path.mkdir(parents=True, exist_ok=True)
-        run = cls(path, spec)
-        run.write_config()
+        """A new run directory, locked for this process: ``runs/<solver name>[-N]`` or ``out``."""
+        where = "--out"
+        try:
+            if out is None:
+                stem = spec._source.file if spec._source is not None else "run"
+                base = Path("runs") / Path(stem).stem
+                base.parent.mkdir(parents=True, exist_ok=True)
+                path, n = base, 2
+                while True:
+                    try:
+                        path.mkdir()  # not exists() then mkdir(): two runs started together must not share one
+                        break
+                    except FileExistsError:
+                        path = base.with_name(f"{base.name}-{n}")
+                        n += 1
+                made = True
+            else:
+                path = Path(out)
+                made = not path.exists()
+                path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create the run directory {e.filename or out}: {e.strerror}", file=where,
+                              hint="pick a writable place with --out") from None
+        try:
+            lock = RunLock.acquire(path, where)  # a live run there: refused, naming its pid
+        except ConfigError:
+            if made:  # leave nothing behind
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+        if any(path.glob("*.solverstate")) or (path / "metrics.jsonl").exists():
+            lock.release()
+            raise ConfigError(f"run directory {path} already holds a run (metrics.jsonl or snapshots); "
+                              "refusing to mix runs", file=where,
+                              hint="pick a new --out, or continue it with --resume")
+        run = cls(path, spec, lock)
+        try:
+            run.write_config()
+        except WriteError as e:
+            run.close()
+            if made:  # leave nothing behind
+                shutil.rmtree(path, ignore_errors=True)
+            raise ConfigError(f"cannot write in the run directory {path}: {e.strerror}", file=where,
+                              hint="pick a writable place with --out") from None
         return run
 
     @classmethod
-    def resume(cls, spec: SolverSpec, state_path: Path) -> RunDir:
-        """Continue writing into the directory of an existing snapshot."""
-        return cls(state_path.resolve().parent, spec)
+    def resume(cls, spec: SolverSpec, state_path: Path, log=None) -> RunDir:
+        """Continue writing into the directory of an existing snapshot, once no live run
+        holds it; half-written files that a killed run left there are removed."""
+        path = state_path.resolve().parent
+        lock = RunLock.acquire(path, "--resume")
+        if lock.previous and log is not None:
+            log(f"took over the stale lock of a run that is gone ({lock.previous})")
+        for p in remove_stale_temporaries(path):
+            if log is not None:
+                log(f"removed {p.name}, a file a killed run left half written")
+        return cls(path, spec, lock)
+
+    def close(self) -> None:
+        """Let another run use this directory."""
+        if self.lock is not None:
+            self.lock.release()
 
     def config_text(self) -> str:
         return self._config
@@ -103,16 +143,21 @@ class RunDir:
         atomic_write_bytes(self.path / "config.yaml", self._config.encode())
 
     def metric(self, record: dict) -> None:
-        with open(self.path / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self._append("metrics.jsonl", json.dumps(record) + "\n")
 
     def log_line(self, line: str) -> None:
-        with open(self.path / "train.log", "a") as f:
-            f.write(line + "\n")
+        self._append("train.log", line + "\n")
+
+    def _append(self, name: str, text: str) -> None:
+        try:
+            with open(self.path / name, "a") as f:
+                f.write(text)
+        except OSError as e:  # a full disk: say so, not a traceback
+            raise WriteError(self.path / name, e) from None
 
     def snapshot_paths(self, it: int) -> tuple[Path, Path]:
-        base = self.path / f"{self.prefix}_iter_{it}"
-        return base.with_suffix(".safetensors"), base.with_suffix(".solverstate")
+        base = f"{self.prefix}_iter_{it}"  # not with_suffix(): a prefix may hold dots ("lenet.v2")
+        return self.path / f"{base}.safetensors", self.path / f"{base}.solverstate"
 
     def latest_snapshot(self, before: int | None = None) -> Path | None:
         """The newest complete snapshot (its .solverstate exists) in this run,
@@ -124,3 +169,16 @@ class RunDir:
                 if best is None or int(m.group(1)) > best[0]:
                     best = (int(m.group(1)), p)
         return best[1] if best else None
+
+
+def newest_snapshot(directory: Path) -> Path | None:
+    """The .solverstate of the highest iteration in ``directory`` whose weights file exists.
+
+    Both files are renamed into place whole (weights first), so a state file found
+    here is complete; a kill in the middle of a write leaves only a ``*.tmp-<pid>``."""
+    best = None
+    for p in Path(directory).glob("*_iter_*.solverstate"):
+        m = re.fullmatch(r"(.+)_iter_(\d+)\.solverstate", p.name)
+        if m and p.with_suffix(".safetensors").is_file() and (best is None or int(m.group(2)) > best[0]):
+            best = (int(m.group(2)), p)
+    return best[1] if best else None

@@ -27,8 +27,11 @@ from netcfg.data.sources import load_source
 from netcfg.errors import ConfigError, ConfigErrors, NetcfgError
 from netcfg.net import Net, build_graph
 from netcfg.solver.check import match_inputs
+from netcfg.solver.checkpoint import CheckpointError
 from netcfg.solver.interrupt import StopAfterIteration
+from netcfg.solver.finite import first_nonfinite_gradient, gradients_finite
 from netcfg.solver.lr_policy import learning_rate
+from netcfg.solver.memory import check_memory, is_out_of_memory, out_of_memory_error
 from netcfg.solver.optim import apply_l1, make_optimizer, set_learning_rate
 from netcfg.solver.rundir import RunDir, resolved_config
 from netcfg.solver.snapshot import copy_weights, read_snapshot, write_snapshot
@@ -91,10 +94,13 @@ class Solver:
             raise ConfigErrors([spec.locate(ConfigError("fp16 autocast needs a CUDA device", ("precision",), hint="use bf16 on the CPU"))])
         torch.manual_seed(spec.random_seed)
         net_spec = spec.net_spec
-        self.net = Net(build_graph(net_spec, "TRAIN", spec.train_stages)).to(self.device)
+        train_graph = build_graph(net_spec, "TRAIN", spec.train_stages)
+        test_graph = build_graph(net_spec, "TEST", spec.test_stages) if spec.data.test is not None else None
+        check_memory(spec, train_graph, test_graph, self.device)  # before any weight is allocated
+        self.net = Net(train_graph).to(self.device)
         self.test_net: Net | None = None
-        if spec.data.test is not None:
-            self.test_net = Net(build_graph(net_spec, "TEST", spec.test_stages), share=self.net).to(self.device)
+        if test_graph is not None:
+            self.test_net = Net(test_graph, share=self.net).to(self.device)
         self.train_data = self._loader("train") if spec.data.train is not None else None
         self.test_data = self._loader("test") if spec.data.test is not None else None
         self.optimizer = make_optimizer(
@@ -107,11 +113,18 @@ class Solver:
         self.iter = 0
         self._undo: dict | None = None  # set while an iteration runs (see _roll_back_iteration)
         self.losses: deque[float] = deque(maxlen=spec.average_loss)
-        self.run = run_dir if run_dir is not None else RunDir.create(spec, out)
+        self._updating = False  # inside optimizer.step(): the weights may be half updated
         self.last_test: dict[str, float] = {}
         self._seconds = 0.0  # training time of earlier sessions (resume)
         if spec.weights:
             self.load_weights(spec.base_dir / spec.weights)
+        # last: a run refused above (bad weights, data, memory) leaves no directory behind
+        self.run = run_dir if run_dir is not None else RunDir.create(spec, out)
+        self.tensorboard = None  # metrics.jsonl records mirrored as TensorBoard scalars (log.tensorboard)
+        if spec.log.tensorboard:
+            from netcfg.solver.tensorboard import TensorBoardLog
+
+            self.tensorboard = TensorBoardLog(self.run.path)
 
     # ------------------------------------------------------------ construction
 
@@ -137,7 +150,7 @@ class Solver:
         net = self.net if split == "train" else self.test_net
         batch = next(iter(loader.epoch_batches()))
         got = {k: (tuple(v.shape[1:]), str(v.dtype).removeprefix("torch.")) for k, v in batch.items()}
-        errors = match_inputs(self.spec, split, net.graph, got)
+        errors = match_inputs(self.spec, split, net.graph, got, loader.split.origins)
         if errors:
             raise ConfigErrors([self.spec.locate(e) for e in errors])
 
@@ -177,30 +190,40 @@ class Solver:
             for k, v in out.items():
                 if v.dim() == 0:
                     outs[k] = outs.get(k, 0.0) + float(v.detach()) / s.iter_size
+        if self.scaler is None and not gradients_finite(self._params):  # fp16's scaler skips such steps itself
+            self._diverged(batch, total, gradient=True)
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if s.clip_gradients:
             torch.nn.utils.clip_grad_norm_(self._params, s.clip_gradients)
         if s.regularization_type == "L1":
             apply_l1(self.optimizer, s.weight_decay)
+        self._updating = True
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             self.optimizer.step()
+        self._updating = False
         return total, outs, images
 
-    def _diverged(self, batch: dict, value: float) -> None:
-        self.net.eval()
-        where = self.net.first_nonfinite(**batch)
-        self.net.train()
-        at = f"; first non-finite output: layer '{where[0]}', top '{where[1]}'" if where else ""
+    def _diverged(self, batch: dict, value: float, gradient: bool = False) -> None:
+        if gradient:  # the loss is finite, a gradient is not: stop before the update spreads it
+            layer = first_nonfinite_gradient(self.net, batch)
+            what = f"a gradient is NaN or infinite (the loss is {value:.6g})"
+            at = f"; first made by the backward pass of layer '{layer}'" if layer else ""
+        else:
+            self.net.eval()
+            where = self.net.first_nonfinite(**batch)
+            self.net.train()
+            what = f"loss is {value}"
+            at = f"; first non-finite output: layer '{where[0]}', top '{where[1]}'" if where else ""
         # a snapshot of this very iteration holds the weights that just gave a non-finite loss
         last = self.run.latest_snapshot(before=self.iter)
         keep = f"; last good snapshot: {last}" if last else "; no good snapshot was written"
         if self.run.snapshot_paths(self.iter)[1].exists():
             keep += f" (the snapshot of iteration {self.iter} holds the weights that diverged)"
-        raise TrainingDiverged(f"loss is {value} at iteration {self.iter}{at}{keep}. "
+        raise TrainingDiverged(f"{what} at iteration {self.iter}{at}{keep}. "
                                "Lower base_lr, add clip_gradients, or check the data scale")
 
     def step(self, n: int) -> None:
@@ -258,6 +281,8 @@ class Solver:
                **{k: v for k, v in outs.items()}, "lr": lr, "images_per_s": round(rate, 1),
                "seconds": round(seconds, 3)}
         self.run.metric(rec)
+        if self.tensorboard is not None:
+            self.tensorboard.write(rec)
         extra = "".join(f", {k} = {v:.4g}" for k, v in outs.items() if k not in self.net.loss_weights or len(outs) > 1)
         self.log(f"Iteration {it} (epoch {epoch:.2f}), loss = {smoothed:.4f}{extra}, lr = {lr:.3g}, "
                  f"{rate:,.0f} images/s")
@@ -282,6 +307,10 @@ class Solver:
             state = shlex.quote(str(path.with_suffix(".solverstate")))
             raise Interrupted(f"interrupted at iteration {self.iter}; snapshot written: {path}. "
                               f"Resume with: netcfg train {config} --resume {state}") from None
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            raise out_of_memory_error(self, e) from None
         finally:
             self._undo = None
         self.log("Optimization Done.")
@@ -314,9 +343,12 @@ class Solver:
         self.net.train()
         results = {k: v / max(count, 1) for k, v in sums.items()}
         self.last_test = results
-        self.run.metric({"event": "test", "iter": self.iter,
-                         "epoch": round(self.train_data.epoch_float, 4) if self.train_data else 0.0,
-                         **results, "samples": count, "seconds": round(time.perf_counter() - t0, 3)})
+        rec = {"event": "test", "iter": self.iter,
+               "epoch": round(self.train_data.epoch_float, 4) if self.train_data else 0.0,
+               **results, "samples": count, "seconds": round(time.perf_counter() - t0, 3)}
+        self.run.metric(rec)
+        if self.tensorboard is not None:
+            self.tensorboard.write(rec)
         self.log(f"Iteration {self.iter}, Testing net ({count} samples): "
                  + ", ".join(f"{k} = {v:.4f}" for k, v in results.items()))
         return results
@@ -354,7 +386,10 @@ class Solver:
         if self.scaler and tree.get("scaler"):
             self.scaler.load_state_dict(tree["scaler"])
         if self.train_data and tree.get("data"):
-            self.train_data.load_state_dict(tree["data"])
+            try:
+                self.train_data.load_state_dict(tree["data"])
+            except ValueError as e:  # a forced resume with another data set, limit or batch_size
+                raise CheckpointError(path, str(e)) from None
         restore_rng(tree["rng"], self.device)
         self.iter = int(tree["iter"])
         self.losses = deque(tree["losses"], maxlen=self.spec.average_loss)

@@ -9,6 +9,8 @@ with the resolved net config (YAML) in their metadata; a solverstate is a
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,11 +20,12 @@ import torch
 import yaml
 from torch import nn
 
-from netcfg.errors import ConfigError, NetcfgError
-from netcfg.solver.checkpoint import CheckpointError, atomic_write_bytes, load_tree, save_tree
+from netcfg.errors import ConfigError
+from netcfg.solver.checkpoint import CheckpointError, WriteError, atomic_write_bytes, load_tree, save_tree
 from netcfg.solver.rundir import config_diff
 
-__all__ = ["save_weights", "load_weights", "copy_weights", "WeightsReport", "net_config_of", "write_snapshot", "read_snapshot"]
+__all__ = ["save_weights", "load_weights", "copy_weights", "WeightsReport", "net_config_of", "write_snapshot",
+           "read_snapshot", "check_state", "TORCH_SUFFIXES"]
 
 NET_KEY = "netcfg.net"  # metadata: the resolved net config, YAML
 
@@ -43,17 +46,59 @@ def save_weights(path: Path, net: nn.Module, net_config: dict, *, extra: dict[st
 
 
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a .safetensors file; a located error if it is not one."""
+    """Tensors and metadata of a weights file; a located error if it is not one.
+
+    ``.safetensors`` (netcfg's own, or anyone's), or a PyTorch ``state_dict`` saved
+    as ``.pt``/``.pth``/``.ckpt``/``.bin``, read with ``torch.load(weights_only=True)``:
+    tensors and plain containers only, so a pickle that would run code is refused
+    before any of it runs."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"weights file not found: {path}", file=str(path))
+        raise ConfigError("weights file not found", file=str(path))
+    if path.suffix.lower() in TORCH_SUFFIXES:
+        return _load_torch(path), {}
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for bad headers
-        raise CheckpointError(path, f"not a readable .safetensors weights file ({e})") from None
+        raise CheckpointError(path, f"not a readable .safetensors weights file ({e}); netcfg reads weights "
+                                    f"from .safetensors, or a state_dict in {'/'.join(TORCH_SUFFIXES)}") from None
     return tensors, meta
+
+
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _load_torch(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a torch.save()d state_dict (or of a checkpoint dict holding one)."""
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on its way to refusing
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # the unpickler refused a global, or the file is not torch's at all
+        text = str(e)
+        found = _GLOBAL.search(text)
+        if found or "weights_only" in text.lower() or "Weights only load failed" in text:
+            what = f"calls {found.group(1)}" if found else "holds Python objects other than tensors"
+            raise CheckpointError(path, f"refused: this pickle {what}, and netcfg does not run code from "
+                                        "weights files (it reads tensors and plain containers only). If you "
+                                        "trust the file, convert it to .safetensors yourself") from None
+        first = next((line for line in text.splitlines() if line.strip()), type(e).__name__)
+        raise CheckpointError(path, f"not a readable PyTorch weights file ({first})") from None
+    state = obj
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):  # Lightning's, and common training loops'
+            if isinstance(obj.get(key), dict):
+                state = obj[key]
+                break
+    tensors = {str(k): v for k, v in state.items() if isinstance(v, torch.Tensor)} if isinstance(state, dict) else {}
+    if not tensors:
+        raise CheckpointError(path, f"holds no state_dict (a mapping of names to tensors), found a {type(obj).__name__}")
+    if all(k.startswith("module.") for k in tensors):  # saved from a DataParallel/DDP wrapper
+        tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
+    return tensors
 
 
 def net_config_of(path: str | Path) -> dict:
@@ -107,7 +152,7 @@ def copy_weights(net: nn.Module, path: str | Path, *, strict: bool = False, requ
             report.matched.append(name)
     report.unexpected = [k for k in tensors if k not in own]
     if strict and (report.missing or report.mismatched):
-        raise NetcfgError("\n".join(report.lines(str(path))))
+        raise CheckpointError(path, "its weights do not fit this net:\n" + "\n".join(report.lines(str(path))[1:]))
     if not report.matched and required:
         raise ConfigError(f"no blob in {path} matches a layer of the net by name",
                           file=str(path), hint="weights are matched by <layer>.<blob>; were the layers renamed?")
@@ -119,10 +164,17 @@ def describe(meta: dict[str, str]) -> str:
 
 
 def write_snapshot(run, it: int, net: nn.Module, config: dict, state: dict) -> tuple[Path, Path]:
-    """Weights first, then the solver state: a state file always has its weights."""
+    """Weights first, then the solver state: a state file always has its weights. A failed
+    write (disk full) names the previous snapshot, which it leaves intact."""
     weights, state_path = run.snapshot_paths(it)
-    save_weights(weights, net, config["net"], extra={"iter": str(it)})
-    save_tree(state_path, state, metadata={"solver": run.config_text(), "weights": weights.name})
+    try:
+        save_weights(weights, net, config["net"], extra={"iter": str(it)})
+        save_tree(state_path, state, metadata={"solver": run.config_text(), "weights": weights.name})
+    except WriteError as e:
+        last = run.latest_snapshot(before=it)
+        e.note = (f"; the snapshot of iteration {it} was not written, the previous one is intact: {last}" if last
+                  else f"; the snapshot of iteration {it} was not written")
+        raise
     run.metric({"event": "snapshot", "iter": it, "weights": weights.name, "state": state_path.name})
     return weights, state_path
 
@@ -131,9 +183,59 @@ def read_snapshot(path: Path, net: nn.Module, config: dict, *, force: bool = Fal
     """Load a .solverstate's tree and its weights into ``net``; refuse a changed config
     unless ``force``. Returns the tree and the config differences."""
     tree, meta = load_tree(path)
-    diffs = config_diff(yaml.safe_load(meta["solver"]), config) if "solver" in meta else []
+    check_state(tree, path)
+    try:
+        old = yaml.safe_load(meta["solver"]) if "solver" in meta else None
+    except yaml.YAMLError:
+        raise CheckpointError(path, "its solver config (metadata 'solver') is not readable YAML") from None
+    diffs = config_diff(old, config) if old is not None else []
     if diffs and not force:
-        raise NetcfgError(f"{path}: the snapshot was made with a different solver or net:\n  "
-                          + "\n  ".join(diffs[:20]) + "\nuse --force to continue anyway")
-    copy_weights(net, path.with_name(meta.get("weights", path.stem + ".safetensors")), strict=True)
+        raise CheckpointError(path, "the snapshot was made with a different solver or net:\n  "
+                              + "\n  ".join(diffs[:20]) + "\nuse --force to continue anyway")
+    name = meta.get("weights", path.stem + ".safetensors")
+    if not name or set(name) & {"/", "\\", "\0"} or name.strip(".") == "":
+        raise CheckpointError(path, f"names its weights file {name!r}, which is not a file name beside it")
+    copy_weights(net, path.with_name(name), strict=True)
     return tree, diffs
+
+
+def check_state(tree, path: Path) -> None:
+    """Refuse a state tree that is not what ``Solver.state()`` writes, before any of it is used."""
+    if not isinstance(tree, dict):
+        raise CheckpointError(path, "is not a netcfg solver state (its tree is not a mapping)")
+    problems = []
+
+    def want(key: str, ok: bool, what: str) -> None:
+        if not ok:
+            problems.append(f"'{key}' is not {what}")
+
+    number = (int, float)
+    it, opt, rng, data = tree.get("iter"), tree.get("optimizer"), tree.get("rng"), tree.get("data")
+    want("iter", isinstance(it, int) and not isinstance(it, bool) and it >= 0, "an iteration number")
+    want("optimizer", _optimizer_state(opt), "an optimizer state")
+    torch_rng = rng.get("torch") if isinstance(rng, dict) else None
+    want("rng", isinstance(torch_rng, torch.Tensor) and torch_rng.shape == torch.get_rng_state().shape
+         and all(isinstance(v, torch.Tensor) and v.dtype == torch.uint8 for v in rng.values()),
+         "a random-number generator state")
+    want("data", data is None or (isinstance(data, dict) and all(
+        isinstance(data.get(k), int) and not isinstance(data.get(k), bool) for k in ("epoch", "position"))),
+         "a data position")
+    want("losses", isinstance(tree.get("losses"), list)
+         and all(isinstance(v, number) and not isinstance(v, bool) for v in tree["losses"]), "a list of losses")
+    want("seconds", isinstance(tree.get("seconds", 0.0), number), "a number")
+    if problems:
+        raise CheckpointError(path, "is not a netcfg solver state: " + "; ".join(problems))
+
+
+def _optimizer_state(opt) -> bool:
+    """The shape of a torch ``optimizer.state_dict()``: per-parameter buffers, groups of indices."""
+    if not isinstance(opt, dict) or not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list):
+        return False
+    buffers = (torch.Tensor, int, float, type(None))
+    for index, slots in opt["state"].items():
+        if not isinstance(index, int) or not isinstance(slots, dict):
+            return False
+        if not all(isinstance(k, str) and isinstance(v, buffers) for k, v in slots.items()):
+            return False
+    return all(isinstance(g, dict) and isinstance(g.get("params"), list)
+               and all(isinstance(i, int) and not isinstance(i, bool) for i in g["params"]) for g in opt["param_groups"])

@@ -8,10 +8,11 @@ a snapshot without a prefix, a momentum on AdaGrad...) as located errors.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from netcfg.data.spec import DataSpec
 from netcfg.errors import ConfigError, ConfigErrors
@@ -29,6 +30,13 @@ _USES = {
     "AdamW": {"momentum", "momentum2", "delta"}, "RMSProp": {"momentum", "rms_decay", "delta"},
     "AdaGrad": {"delta"}, "AdaDelta": {"momentum", "delta"},
 }
+
+
+class LogSpec(Spec):
+    """Where metrics go besides metrics.jsonl."""
+
+    tensorboard: bool = Field(False, description="also write TensorBoard scalars to <run>/tensorboard "
+                              "(needs the tensorboard package: pip install 'netcfg[tensorboard]')")
 
 
 class SolverSpec(Spec):
@@ -74,10 +82,20 @@ class SolverSpec(Spec):
     weights: str | None = Field(None, description="initialise from these weights (.safetensors), matched by layer name")
     train_stages: list[str] = Field(default_factory=list, description="stages active in the TRAIN net")
     test_stages: list[str] = Field(default_factory=list, description="stages active in the TEST net")
+    log: LogSpec = Field(default_factory=LogSpec, description="extra metric outputs: {tensorboard: true}")
 
     _source: Source | None = PrivateAttr(None)
     _dir: Path = PrivateAttr(Path("."))
     _net: NetSpec | None = PrivateAttr(None)
+
+    @field_validator("snapshot_prefix")
+    @classmethod
+    def _file_name(cls, v: str | None) -> str | None:
+        # snapshots land in the run directory; a path here would write them elsewhere
+        if v is not None and (set(v) & {"/", "\\", "\0"} or v.strip(".") == ""):
+            raise ValueError(f"snapshot_prefix must be a file name without '/', got {v!r}; "
+                             "snapshots are written in the run directory")
+        return v
 
     @property
     def net_spec(self) -> NetSpec:
@@ -119,6 +137,9 @@ def cross_checks(s: SolverSpec) -> list[ConfigError]:
         errs.append(ConfigError(f"warmup_iter {s.warmup_iter} is not below max_iter {s.max_iter}", ("warmup_iter",)))
     if s.precision == "fp16" and s.device == "cpu":
         errs.append(ConfigError("fp16 autocast needs CUDA", ("precision",), hint="use bf16 on the CPU"))
+    if s.log.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        errs.append(ConfigError("tensorboard is true but the tensorboard package is not installed", ("log", "tensorboard"),
+                                hint="pip install 'netcfg[tensorboard]', or set tensorboard: false"))
     return errs
 
 

@@ -29,7 +29,13 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, source: 
     fresh = [{k: v for k, v in g.items() if k not in ("params", "param_names")} for g in optimizer.param_groups]
     try:
         optimizer.load_state_dict(state)
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, TypeError, IndexError) as e:
         raise NetcfgError(f"{source}: the optimizer state does not fit this net's parameters ({e})") from None
+    for group in optimizer.param_groups:  # load_state_dict checks counts, not shapes
+        for p in group["params"]:
+            for name, v in optimizer.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.dim() and v.shape != p.shape:
+                    raise NetcfgError(f"{source}: the optimizer state '{name}' has shape {list(v.shape)} "
+                                      f"for a parameter of shape {list(p.shape)}")
     for group, hyper in zip(optimizer.param_groups, fresh):
         group.update(hyper)

@@ -164,3 +164,72 @@ def test_cuda_matches_cpu():
         x, y = cpu.next_batch(), gpu.next_batch()
         assert y["data"].is_cuda and torch.equal(x["label"], y["label"].cpu())
         torch.testing.assert_close(x["data"], y["data"].cpu())
+
+
+# ---------------------------------------------------------------- residency, pinned memory, ranks
+
+
+def test_host_path_gives_the_same_batches():
+    resident, host = loader(seed=6, pad=1, mirror=True), loader(seed=6, pad=1, mirror=True, device_resident=False)
+    assert resident.resident and not host.resident
+    for _ in range(10):
+        x, y = resident.next_batch(), host.next_batch()
+        assert torch.equal(x["data"], y["data"]) and torch.equal(x["label"], y["label"])
+    assert ids(host.epoch_batches()) == ids(resident.epoch_batches())
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_share_each_epoch(world):
+    ranks = [BatchLoader(dataset(50), DataSourceSpec(source="digits", split="train", batch_size=8), seed=4,
+                         rank=r, world_size=world) for r in range(world)]
+    per_rank = -(-50 // world)
+    assert all(ld.num_samples == per_rank and len(ld) == -(-per_rank // 8) for ld in ranks)
+    for epoch in range(2):
+        seen = [ids(ld.next_batch() for _ in range(len(ld))) for ld in ranks]
+        assert all(len(s) == per_rank for s in seen)
+        flat = [i for s in seen for i in s]
+        assert sorted(set(flat)) == list(range(50))            # every sample, once per epoch...
+        assert len(flat) - len(set(flat)) == per_rank * world - 50  # ...plus the wrap-round padding
+    single = loader(n=50, seed=4)
+    perm = single.permutation(1).tolist()
+    assert [i for pair in zip(*[ids(ld.epoch_batches()) for ld in ranks]) for i in pair][:50 - 50 % world] == \
+        perm[:50 - 50 % world]  # rank r takes samples r, r + world, ... of the shared permutation
+
+
+def test_ranks_augment_differently():
+    kw = dict(split="train", batch_size=10, mirror=True, shuffle=False)
+    a = BatchLoader(dataset(40), DataSourceSpec(source="digits", **kw), seed=4, rank=0, world_size=2)
+    b = BatchLoader(dataset(40), DataSourceSpec(source="digits", **kw), seed=4, rank=1, world_size=2)
+    flips_a = [torch.equal(x, y) for x, y in zip(a.next_batch()["data"], dataset(40)["data"][0::2].float())]
+    flips_b = [torch.equal(x, y) for x, y in zip(b.next_batch()["data"], dataset(40)["data"][1::2].float())]
+    assert flips_a != flips_b
+
+
+def test_rank_out_of_range():
+    with pytest.raises(ValueError, match="rank 2"):
+        BatchLoader(dataset(10), DataSourceSpec(source="digits", split="train", batch_size=2), seed=0, rank=2, world_size=2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("resident", [True, False])
+def test_cuda_resident_and_pinned_match_cpu(resident):
+    spec = DataSourceSpec(source="digits", split="train", batch_size=32, scale=0.00390625, pad=1, mirror=True,
+                          crop_size=8, device_resident=resident)
+    cpu = BatchLoader(load_source(spec), spec, seed=4)
+    gpu = BatchLoader(load_source(spec), spec, seed=4, device="cuda")
+    assert gpu.resident is resident
+    for _ in range(60):
+        x, y = cpu.next_batch(), gpu.next_batch()
+        assert y["data"].is_cuda and torch.equal(x["label"], y["label"].cpu())
+        torch.testing.assert_close(x["data"], y["data"].cpu())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_random_erasing_is_deterministic():
+    spec = DataSourceSpec(source="digits", split="train", batch_size=64, random_erasing=0.5)
+    a = BatchLoader(load_source(spec), spec, seed=4, device="cuda")
+    b = BatchLoader(load_source(spec), spec, seed=4, device="cuda")
+    for _ in range(5):
+        assert torch.equal(a.next_batch()["data"], b.next_batch()["data"])

@@ -1,0 +1,118 @@
+"""``netcfg data stats|show SOLVER``: per-channel statistics of a split, and a picture of one batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ORDER = 40
+
+SolverArg = Annotated[Path, typer.Argument(help="solver file (YAML)", show_default=False)]
+SplitOpt = Annotated[str, typer.Option("--split", help="train or test", case_sensitive=False)]
+SetOpt = Annotated[list[str], typer.Option("--set", help="override a solver key: a.b=value (repeatable)")]
+
+
+def register(app: typer.Typer) -> None:
+    data = typer.Typer(name="data", help="Look at a solver's data: channel statistics, a picture of a batch.",
+                       no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+    data.command("stats")(stats)
+    data.command("show")(show)
+    app.add_typer(data, name="data")
+
+
+def _load(solver: Path, split: str, set_: list[str]):
+    """(solver spec, the split's spec, its SplitData), errors located in the solver file."""
+    from netcfg.data.split import load_source
+    from netcfg.errors import ConfigError, ConfigErrors
+    from netcfg.solver.spec import load_solver
+
+    split = split.lower()
+    if split not in ("train", "test"):
+        raise ConfigError(f"--split must be train or test, got '{split}'", file="--split")
+    spec = load_solver(solver, set_)
+    ds = getattr(spec.data, split)
+    if ds is None:
+        raise ConfigErrors([spec.locate(ConfigError(f"the solver has no {split} data", ("data",),
+                                                    hint=f"add data.{split}, or use --split"))])
+    try:
+        data = load_source(ds, spec.base_dir)
+    except ConfigErrors as e:
+        raise ConfigErrors([spec.locate(x.prefixed(("data", split))) for x in e.errors]) from None
+    except ConfigError as e:
+        raise ConfigErrors([spec.locate(e.prefixed(("data", split)))]) from None
+    return spec, ds, data
+
+
+def stats(
+    solver: SolverArg,
+    split: SplitOpt = "train",
+    set_: SetOpt = [],
+    mean_file: Annotated[Path | None, typer.Option("--mean-file", help="also write the mean image: .npy or .binaryproto (Caffe)")] = None,
+) -> None:
+    """Per-channel mean and std of the train split's images, printed ready to paste.
+
+    Caffe's compute_image_mean: the values are raw (before scale); std is in the
+    units after scale, so (x - mean_value) * scale / std has mean 0 and std 1."""
+    import numpy as np
+
+    from netcfg.data.meanfile import write_binaryproto
+    from netcfg.data.stats import stats_report
+
+    _, ds, data = _load(solver, split, set_)
+    text, found = stats_report(ds, data, f"data.{split.lower()}")
+    typer.echo(text)
+    if mean_file is not None:
+        if not found:
+            raise typer.BadParameter("the split has no image tensor to average", param_hint="--mean-file")
+        image = next(iter(found.values())).mean_image
+        if mean_file.suffix == ".binaryproto":
+            mean_file.write_bytes(write_binaryproto(image[None]))
+        else:
+            np.save(mean_file, image)
+        typer.echo(f"# mean image {list(image.shape)} written to {mean_file}; use it with mean_file: {mean_file}")
+
+
+def show(
+    solver: SolverArg,
+    split: SplitOpt = "train",
+    out: Annotated[Path, typer.Option("-o", "--out", help="the picture to write (.png, .jpg)")] = Path("batch.png"),
+    batch: Annotated[int, typer.Option("--batch", min=0, help="which batch of the first epoch (0: the first)")] = 0,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="show at most this many samples")] = 64,
+    set_: SetOpt = [],
+) -> None:
+    """Write a grid of one batch as the net sees it (after augmentation), with labels."""
+    from netcfg.data.grid import batch_grid, sample_captions
+    from netcfg.data.loader import BatchLoader
+    from netcfg.errors import ConfigError
+
+    spec, ds, data = _load(solver, split, set_)
+    if not data.transforms:
+        raise ConfigError(f"the {split} data has no images to show (tensors: {', '.join(data)})", file=str(solver))
+    loader = BatchLoader(data, ds, seed=spec.random_seed)
+    if batch >= len(loader):
+        raise typer.BadParameter(f"the split has {len(loader)} batches per epoch", param_hint="--batch")
+    train = split.lower() == "train"
+    if train:
+        for _ in range(batch + 1):
+            b = loader.next_batch()
+    else:
+        b = next(x for i, x in enumerate(loader.epoch_batches()) if i == batch)
+    name = next(iter(data.transforms))
+    stored = data.tensors[name]
+    picture = batch_grid(b[name], data.transforms[name], sample_captions(b, data.classes, set(data.transforms)),
+                         raw_uint8=stored.dtype == _uint8(), limit=limit,
+                         title=f"{solver.name} {split.lower()} batch {batch}: '{name}' {list(b[name].shape)}"
+                               + (" after augmentation" if train and data.transforms[name].augments else ""))
+    try:
+        picture.save(out)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot write the picture: {e}", file=str(out)) from None
+    typer.echo(f"wrote {out} ({min(limit, len(b[name]))} of {len(b[name])} samples, {picture.width}x{picture.height})")
+
+
+def _uint8():
+    import torch
+
+    return torch.uint8

@@ -1,0 +1,59 @@
+"""Image decoding with Pillow, for the folder source; runs in worker processes too.
+
+This module imports only numpy and Pillow, so a worker process starts fast
+(no torch). Errors come back as values, a (file, message) pair, since an
+exception from a worker would lose the file it concerns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["decode_images", "image_size", "require_pillow", "EXTENSIONS"]
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
+
+
+def require_pillow():
+    """The PIL.Image module, or ImportError with the install command."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError("the folder source decodes images with Pillow, which is not installed: "
+                          "pip install 'netcfg[images]' (or pip install Pillow)") from None
+    return Image
+
+
+def image_size(file: str) -> tuple[int, int]:
+    """(height, width) from the file's header, without decoding the pixels."""
+    Image = require_pillow()
+    with Image.open(file) as im:
+        return im.height, im.width
+
+
+def decode_images(files: list[str], channels: int, size: tuple[int, int] | None
+                  ) -> tuple[np.ndarray | None, tuple[str, str] | None]:
+    """(len(files), C, H, W) uint8, or (None, (file, problem)) for the first file that fails.
+
+    ``size`` (height, width) resizes with bilinear filtering; without it every
+    image must already share the first one's size.
+    """
+    Image = require_pillow()
+    mode = "L" if channels == 1 else "RGB"
+    out = None
+    for i, file in enumerate(files):
+        try:
+            with Image.open(file) as im:
+                im = im.convert(mode)
+                if size is not None and (im.height, im.width) != tuple(size):
+                    im = im.resize((size[1], size[0]), Image.BILINEAR)
+                pixels = np.asarray(im, dtype=np.uint8)
+        except (OSError, ValueError, SyntaxError) as e:  # Pillow's UnidentifiedImageError is an OSError
+            return None, (file, f"cannot decode the image ({e})")
+        if out is None:
+            out = np.empty((len(files), channels) + pixels.shape[:2], np.uint8)
+        if pixels.shape[:2] != out.shape[2:]:
+            return None, (file, f"the image is {pixels.shape[0]}x{pixels.shape[1]} but {files[0]} is "
+                                f"{out.shape[2]}x{out.shape[3]}")
+        out[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
+    return (out if out is not None else np.zeros((0, channels, 1, 1), np.uint8)), None

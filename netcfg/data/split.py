@@ -1,0 +1,150 @@
+"""SplitData: one whole split as named tensors, and ``load_source``: a spec -> SplitData.
+
+A source's load function returns its arrays keyed by the source's own names
+(``data``, ``label``, a CSV's column groups...), as numpy arrays, tensors or
+streamed images, optionally wrapped in ``Arrays`` with class names. ``SplitData``
+checks them against the spec, applies ``limit``, renames them to the net's input
+names (``inputs:``) and gives every image tensor (4 dimensions: N, C, H, W) the
+``ImageTransform`` of its spec. Tensors share memory with the source's caches:
+treat them as read-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from netcfg.data.spec import TRANSFORM_KEYS, DataSourceSpec, source_types
+from netcfg.data.transform import ImageTransform
+from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
+
+__all__ = ["Arrays", "SplitData", "load_source", "describe_source", "check_tensors", "dtype_name"]
+
+
+@dataclass
+class Arrays:
+    """What a source may return instead of a plain dict: arrays, plus class names per
+    tensor and the key (path inside the spec) that chose each tensor, for located errors."""
+
+    tensors: dict[str, Any]
+    classes: dict[str, list[str]] = field(default_factory=dict)
+    origins: dict[str, tuple] = field(default_factory=dict)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+class SplitData(Mapping):
+    """A whole split: ``{net input name: tensor (N, ...)}``, with ``transforms`` for the
+    image tensors and ``classes`` (class names) for labels whose source knows them."""
+
+    def __init__(self, tensors: dict[str, Any], transforms: dict[str, ImageTransform],
+                 classes: dict[str, list[str]] | None = None, origins: dict[str, tuple] | None = None):
+        self.tensors = tensors
+        self.transforms = transforms
+        self.classes = classes or {}
+        # the key path inside the split's spec that a tensor comes from, for located errors
+        self.origins = origins or {}
+
+    @classmethod
+    def build(cls, spec: DataSourceSpec, arrays: Mapping[str, Any] | Arrays, *,
+              base_dir: str | Path | None = None) -> SplitData:
+        """Check a source's arrays against ``spec`` (key paths inside the spec), apply
+        ``limit``, rename to net input names, and make the image transforms."""
+        classes = arrays.classes if isinstance(arrays, Arrays) else {}
+        origins = arrays.origins if isinstance(arrays, Arrays) else {}
+        raw = arrays.tensors if isinstance(arrays, Arrays) else arrays
+        tensors = {name: torch.from_numpy(a) if isinstance(a, np.ndarray) else a for name, a in raw.items()}
+        check_tensors(spec, tensors)
+        tensors = {name: t[: spec.limit] for name, t in tensors.items()}
+        transforms: dict[str, ImageTransform] = {}
+        errors: list[ConfigError] = []
+        for name, t in tensors.items():
+            if t.dim() == 4:
+                try:
+                    transforms[spec.input_name(name)] = ImageTransform.from_spec(spec, tuple(t.shape), base_dir)
+                except ConfigErrors as e:
+                    errors += e.errors
+                except ConfigError as e:
+                    errors.append(e)
+        used = [k for k in TRANSFORM_KEYS if k in spec.model_fields_set]
+        if used and not any(t.dim() == 4 for t in tensors.values()):
+            shapes = ", ".join(f"{n} {list(t.shape[1:])}" for n, t in tensors.items())
+            errors.append(ConfigError(f"{used[0]} transforms images (N, C, H, W), but source '{spec.source}' "
+                                      f"gives none ({shapes})", (used[0],), hint=f"remove {used[0]}"))
+        if errors:
+            raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
+        return cls({spec.input_name(n): t for n, t in tensors.items()}, transforms,
+                   {spec.input_name(n): c for n, c in classes.items()},
+                   {spec.input_name(n): ("inputs", n) if n in (spec.inputs or {}) else origins.get(n, ()) for n in tensors})
+
+    # ------------------------------------------------------------ a mapping of tensors
+
+    def __getitem__(self, name: str) -> Any:
+        return self.tensors[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    @property
+    def num_samples(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def describe(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """``{name: (per-sample shape, dtype)}`` of the batches: images as transformed
+        (float32, cropped), everything else as stored."""
+        out = {}
+        for name, t in self.tensors.items():
+            tr = self.transforms.get(name)
+            if tr is not None:
+                out[name] = (tr.out_shape(tuple(t.shape[1:])), "float32")
+            else:
+                out[name] = (tuple(t.shape[1:]), dtype_name(t.dtype))
+        return out
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}: {list(s)} {d}" for n, (s, d) in self.describe().items())
+        return f"SplitData({self.num_samples} samples; {shown})"
+
+
+def load_source(spec: DataSourceSpec, base_dir: str | Path | None = None) -> SplitData:
+    """The split ``spec`` names, as CPU tensors keyed by net input name (``limit`` applied)."""
+    kind = source_types()[spec.source]
+    out = kind.load(spec, spec.resolved_path(base_dir) if kind.needs_path else None, base_dir)
+    if isinstance(out, SplitData):
+        return out
+    return SplitData.build(spec, out, base_dir=base_dir)
+
+
+def describe_source(spec: DataSourceSpec, base_dir: str | Path | None = None) -> dict[str, tuple[tuple[int, ...], str]]:
+    """What the batches hold, per net input: ``{name: (per-sample shape, dtype)}``.
+
+    Names are after ``inputs:`` renaming and dtypes as delivered (images become
+    float32), so they compare directly with a net's ``inputs:``.
+    """
+    return load_source(spec, base_dir).describe()
+
+
+def check_tensors(spec: DataSourceSpec, tensors: Mapping[str, Any]) -> None:
+    """Check that ``inputs`` names the source's tensors and that they have one length."""
+    errors = []
+    for key in spec.inputs or {}:
+        if key not in tensors:
+            errors.append(ConfigError(f"source '{spec.source}' has no tensor '{key}'", ("inputs", key),
+                                      hint=did_you_mean(key, tensors)))
+    sizes = {name: len(t) for name, t in tensors.items()}
+    if len(set(sizes.values())) > 1:
+        errors.append(ConfigError(f"source tensors differ in length: {sizes}", ("source",)))
+    elif not sizes or not next(iter(sizes.values())):
+        errors.append(ConfigError(f"the {spec.split} split of source '{spec.source}' has no samples", ("source",)))
+    if errors:
+        raise ConfigErrors(errors) if len(errors) > 1 else errors[0]

@@ -1,0 +1,158 @@
+"""Source folder: class folders of image files, decoded once and cached, or streamed by worker processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from netcfg.data import folder as folder_module
+from netcfg.data.loader import BatchLoader
+from netcfg.data.spec import source_spec
+from netcfg.data.split import load_source
+from netcfg.data.stream import StreamedImages
+from netcfg.errors import ConfigError
+
+RNG = np.random.default_rng(0)
+
+
+def make(root: Path, classes=("cat", "dog", "emu"), n: int = 4, size=(6, 5), mode: str = "RGB") -> dict[str, np.ndarray]:
+    """Write n images per class; return {relative path: pixels (C, H, W)}."""
+    out = {}
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            shape = size + ((3,) if mode == "RGB" else ())
+            pixels = RNG.integers(0, 256, shape, dtype=np.uint8)
+            Image.fromarray(pixels, mode).save(root / c / f"{i:02d}.png")
+            out[f"{c}/{i:02d}.png"] = pixels.transpose(2, 0, 1) if mode == "RGB" else pixels[None]
+    return out
+
+
+def load(path: Path, **kw):
+    kw.setdefault("batch_size", 4)
+    kw.setdefault("split", "train")
+    return load_source(source_spec(source="folder", path=str(path), **kw))
+
+
+def test_train_and_test_folders(tmp_path):
+    train = make(tmp_path / "train")
+    test = make(tmp_path / "test", classes=("cat", "emu"), n=2)
+    t = load(tmp_path)
+    assert t["data"].shape == (12, 3, 6, 5) and t["data"].dtype == torch.uint8
+    np.testing.assert_array_equal(t["data"].numpy(), np.stack(list(train.values())))
+    assert t["label"].tolist() == [0] * 4 + [1] * 4 + [2] * 4 and t.classes["label"] == ["cat", "dog", "emu"]
+    s = load(tmp_path, split="test")
+    assert s["label"].tolist() == [0, 0, 2, 2]  # ids of the train classes
+    np.testing.assert_array_equal(s["data"].numpy(), np.stack(list(test.values())))
+
+
+def test_test_fraction_grayscale_and_resize(tmp_path):
+    make(tmp_path, n=5, size=(10, 8), mode="L")
+    train = load(tmp_path, test_fraction=0.2, channels=1)
+    test = load(tmp_path, test_fraction=0.2, channels=1, split="test")
+    assert len(train["label"]) == 12 and test["label"].tolist() == [0, 1, 2]  # the last file of each class
+    small = load(tmp_path, test_fraction=0.2, channels=1, image_size=4)
+    assert small.describe()["data"] == ((1, 4, 4), "float32")
+    assert load(tmp_path, test_fraction=0.2, image_size=[3, 7]).describe()["data"] == ((3, 3, 7), "float32")
+
+
+def test_cache_is_written_reused_and_invalidated(tmp_path, monkeypatch):
+    make(tmp_path)
+    first = load(tmp_path)
+    caches = list((tmp_path / ".netcfg-cache").iterdir())
+    assert len(caches) == 1 and caches[0].suffix == ".npz"
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded although the cache is valid")
+
+    monkeypatch.setattr(folder_module, "decode_all", no_decoding)
+    assert torch.equal(load(tmp_path)["data"], first["data"])
+    monkeypatch.undo()
+    f = tmp_path / "dog" / "01.png"
+    Image.fromarray(np.zeros((6, 5, 3), np.uint8)).save(f)
+    os.utime(f, ns=(1, 1))  # a different mtime, whatever the clock's resolution
+    again = load(tmp_path)
+    assert again["data"][5].sum() == 0 and not torch.equal(again["data"], first["data"])
+    assert len(list((tmp_path / ".netcfg-cache").iterdir())) == 1  # replaced, not piled up
+
+
+def test_cache_elsewhere_when_the_data_is_read_only(tmp_path, monkeypatch):
+    make(tmp_path / "data")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(folder_module.os, "access", lambda p, mode: False)
+    load(tmp_path / "data")
+    assert not (tmp_path / "data" / ".netcfg-cache").exists()
+    assert len(list((tmp_path / "xdg" / "netcfg" / "folder").glob("*/*.npz"))) == 1
+    load(tmp_path / "data", cache_dir=str(tmp_path / "mine"))
+    assert len(list((tmp_path / "mine").glob("*/*.npz"))) == 1
+
+
+def test_streaming_gives_the_same_batches(tmp_path):
+    make(tmp_path, n=6)
+    memory = load(tmp_path, cache=False)
+    streamed = load(tmp_path, memory_limit_mb=1e-4, workers=2)
+    assert isinstance(streamed["data"], StreamedImages)
+    assert streamed.describe() == memory.describe()
+    spec = source_spec(source="folder", path=str(tmp_path), split="train", batch_size=5, mirror=True, pad=1)
+    a, b = BatchLoader(memory, spec, seed=2), BatchLoader(streamed, spec, seed=2)
+    for _ in range(9):  # across epoch boundaries (18 images, batches of 5)
+        x, y = a.next_batch(), b.next_batch()
+        assert torch.equal(x["data"], y["data"]) and torch.equal(x["label"], y["label"])
+    test = BatchLoader(streamed, spec.model_copy(update={"split": "test", "shuffle": False}), seed=2)
+    assert torch.cat([t["label"] for t in test]).tolist() == memory["label"].tolist()
+
+
+def test_streamed_decoding_error_names_the_file(tmp_path):
+    make(tmp_path, n=2)
+    (tmp_path / "dog" / "00.png").write_bytes(b"not a png")
+    t = load(tmp_path, memory_limit_mb=1e-4, workers=1)
+    with pytest.raises(ConfigError) as e:
+        t["data"].take(torch.arange(6))
+    assert e.value.file.endswith("dog/00.png") and "cannot decode" in e.value.message
+
+
+def test_corrupt_image(tmp_path):
+    make(tmp_path, n=2)
+    (tmp_path / "emu" / "01.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path)
+    assert e.value.render().startswith(f"{tmp_path / 'emu' / '01.png'}: error: cannot decode the image")
+    assert not (tmp_path / ".netcfg-cache").exists()  # nothing half-written
+
+
+def test_sizes_must_agree_without_image_size(tmp_path):
+    make(tmp_path, n=2)
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(tmp_path / "emu" / "02.png")
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path)
+    assert "emu/02.png" in e.value.file and "9x9" in e.value.message and "image_size" in e.value.hint
+    assert load(tmp_path, image_size=[6, 5])["data"].shape == (7, 3, 6, 5)
+
+
+@pytest.mark.parametrize("setup, kw, words", [
+    (lambda p: p.mkdir(), {}, "no class sub-folders"),
+    (lambda p: make(p), {"split": "test"}, "test_fraction"),
+    (lambda p: (make(p / "train"), make(p / "test", classes=("cow",), n=1)), {"split": "test"}, "'cow'"),
+    (lambda p: (p / "a").mkdir(parents=True), {}, "no image files"),
+    (lambda p: None, {}, "does not exist"),
+])
+def test_layout_errors(tmp_path, setup, kw, words):
+    root = tmp_path / "data"
+    setup(root)
+    with pytest.raises(ConfigError) as e:
+        load(root, **kw)
+    assert e.value.path == ("path",) and words in str(e.value)
+
+
+def test_without_pillow_the_error_says_what_to_install(tmp_path, monkeypatch):
+    make(tmp_path, n=1)
+    monkeypatch.setitem(sys.modules, "PIL", None)  # `from PIL import Image` now raises ImportError
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path)
+    assert "pip install 'netcfg[images]'" in str(e.value)

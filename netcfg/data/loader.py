@@ -19,9 +19,7 @@ batches). Throughput: ``python bench/data_loader.py`` (numbers in its header).
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -48,8 +46,7 @@ class BatchLoader:
     """
 
     def __init__(self, split: SplitData | Mapping[str, torch.Tensor], spec: DataSourceSpec, *, seed: int,
-                 device: str | torch.device = "cpu", rank: int | None = None, world_size: int | None = None,
-                 prefetch: bool = True):
+                 device: str | torch.device = "cpu", rank: int | None = None, world_size: int | None = None):
         if not isinstance(split, SplitData):
             split = SplitData.build(spec, split)
         self.split = split
@@ -73,13 +70,6 @@ class BatchLoader:
         self.epoch = 0      # epochs completed before the current one
         self.position = 0   # samples of the current epoch already handed out
         self._orders: dict[int, torch.Tensor | None] = {}
-        # the next training batch is made by a background thread while the current one
-        # trains (streamed images have worker processes of their own instead)
-        self._ahead: tuple[tuple[int, int], Future] | None = None
-        self._thread = None
-        if prefetch and all(isinstance(t, torch.Tensor) for t in self._tensors.values()):
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="netcfg-batches")
-            weakref.finalize(self, self._thread.shutdown, wait=False)
 
     def _decide_residency(self) -> bool:
         if any(not isinstance(t, torch.Tensor) for t in self.split.tensors.values()):
@@ -115,17 +105,8 @@ class BatchLoader:
             self.position = 0
         start = self.position
         self.position = min(start + self.batch_size, self.samples_per_epoch)
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == (self.epoch, start):
-            batch = ahead[1].result()
-        else:
-            batch = self._batch(start, self.position, self.order(self.epoch), train=True, epoch=self.epoch)
-        epoch, start = self._following(self.epoch, self.position)
-        if self._thread is not None:
-            stop = min(start + self.batch_size, self.samples_per_epoch)
-            self._ahead = ((epoch, start), self._thread.submit(self._batch, start, stop, self.order(epoch), True, epoch))
-        else:
-            self._prefetch(epoch, start)
+        batch = self._batch(start, self.position, self.order(self.epoch), train=True, epoch=self.epoch)
+        self._prefetch(*self._following(self.epoch, self.position))
         return batch
 
     def epoch_batches(self) -> Iterator[Batch]:
@@ -223,7 +204,6 @@ class BatchLoader:
             raise ValueError(f"loader state {state} does not fit {self.samples_per_epoch} samples per epoch; "
                              "did the data set, limit, batch_size or drop_last change?")
         self.epoch, self.position = epoch, position
-        self._ahead = None  # made for the old position
 
     def __repr__(self) -> str:
         where = "resident" if self.resident else ("pinned host memory" if self._pin else "host memory")

@@ -233,3 +233,4 @@ def test_cuda_random_erasing_is_deterministic():
     b = BatchLoader(load_source(spec), spec, seed=4, device="cuda")
     for _ in range(5):
         assert torch.equal(a.next_batch()["data"], b.next_batch()["data"])
+

@@ -66,8 +66,9 @@ class Source:
         return [self.locate(e) for e in errors]
 
 
-def load_yaml(path: str | Path) -> Source:
-    """Read and parse one YAML file; every problem is a located ConfigError."""
+def read_text(path: str | Path, kind: str = "YAML", binary_hint: str | None = None) -> str:
+    """A config file's text; a missing file, a directory or bytes that are not UTF-8
+    are located ConfigErrors (``kind`` names the expected format in the message)."""
     path = Path(path)
     name = str(path)
     try:
@@ -75,19 +76,23 @@ def load_yaml(path: str | Path) -> Source:
     except FileNotFoundError:
         raise ConfigError("no such file", file=name) from None
     except IsADirectoryError:
-        raise ConfigError("is a directory, not a YAML file", file=name) from None
+        raise ConfigError(f"is a directory, not a {kind} file", file=name) from None
     except OSError as e:
         raise ConfigError(f"cannot read the file: {e.strerror}", file=name) from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
         raise ConfigError(
             f"byte 0x{raw[e.start]:02x} is not UTF-8 text", file=name, line=line, col=col,
-            hint="is this a YAML file? save it as UTF-8",
+            hint=binary_hint or f"is this a {kind} file? save it as UTF-8",
         ) from None
-    return parse_yaml(text, name)
+
+
+def load_yaml(path: str | Path) -> Source:
+    """Read and parse one YAML file; every problem is a located ConfigError."""
+    return parse_yaml(read_text(path), str(path))
 
 
 def parse_yaml(text: str, file: str = "<string>") -> Source:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netcfg.errors import ConfigError
+from netcfg.source import read_text
 
 __all__ = ["Scalar", "Field", "Message", "parse_text", "parse_file"]
 
@@ -293,22 +294,5 @@ def parse_text(text: str, file: str = "<string>") -> Message:
 def parse_file(path: str | Path) -> Message:
     """Read and parse a .prototxt file."""
     path = Path(path)
-    name = str(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError("no such file", file=name) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, not a .prototxt file", file=name) from None
-    except OSError as e:
-        raise ConfigError(f"cannot read the file: {e.strerror}", file=name) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        hint = "a .caffemodel is binary: pass it with --weights" if path.suffix == ".caffemodel" else \
-            "is this a text .prototxt? save it as UTF-8"
-        raise ConfigError(f"byte 0x{raw[e.start]:02x} is not UTF-8 text", file=name, line=line, col=col,
-                          hint=hint) from None
-    return parse_text(text, name)
+    hint = "a .caffemodel is binary: pass it with --weights" if path.suffix == ".caffemodel" else None
+    return parse_text(read_text(path, ".prototxt", hint), str(path))

@@ -38,6 +38,7 @@ def export(
     check: Annotated[bool, typer.Option("--check/--no-check", help="run the written file on random inputs and "
                                         "compare with PyTorch")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    force: Annotated[bool, typer.Option("--force", help="overwrite OUT if it exists")] = False,
 ) -> None:
     """Export the deploy form of a trained net: the TEST layers without losses,
     metrics and label inputs, outputs named after their tops, a dynamic batch.
@@ -47,7 +48,7 @@ def export(
     from netcfg.exporting import export as run_export
 
     result = run_export(net, weights, format, out, phase=phase, stages=stage, outputs=top or None, opset=opset,
-                        batch_size=batch_size, overrides=set_, check=check)
+                        batch_size=batch_size, overrides=set_, check=check, force=force)
     if as_json:
         d = result.deploy
         typer.echo(json.dumps({

@@ -103,7 +103,7 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
            out: str | Path | None = None, *, phase: str = "TEST", stages: tuple[str, ...] | list[str] = (),
            outputs: list[str] | tuple[str, ...] | None = None, opset: int | None = None,
            batch_size: int | str | None = "dynamic", overrides: list[str] | tuple[str, ...] = (),
-           check: bool = True) -> ExportResult:
+           check: bool = True, force: bool = False) -> ExportResult:
     """Export the deploy form of ``net`` with ``weights`` to ``format``: ``safetensors``,
     ``pt``, ``torchscript``, ``exported`` (torch.export) or ``onnx``.
 
@@ -137,6 +137,8 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
     module = Net(deploy.graph)
     load_weights_into(module, weights)
     out = _out_path(out, weights, fmt, net)
+    if out.exists() and not force:  # never overwrite a user's file unasked
+        raise ConfigError(f"{out} already exists", file=str(out), hint="pass --force to overwrite it, or choose -o")
     info = {"format": fmt_name, "phase": phase, "stages": list(stages), "batch_size": batch or "dynamic",
             "inputs": {n: _io(deploy, n) for n in deploy.inputs},
             "outputs": deploy.outputs, "output_shapes": {n: _io(deploy, n) for n in deploy.outputs},

@@ -156,3 +156,22 @@ def test_onnx_without_its_extra_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
     with pytest.raises(NetcfgError, match=r"ONNX export needs onnxscript, which is not installed; pip install 'netcfg\[onnx\]'"):
         netcfg.export(LENET, weights, "onnx", tmp_path / "x.onnx")
+
+
+def test_an_existing_file_is_not_overwritten_without_force(tmp_path):
+    import netcfg
+    from netcfg.errors import ConfigError
+    from netcfg.net import build_net
+    from netcfg.solver.snapshot import save_weights
+    from netcfg.net.spec import load_net
+
+    config = "configs/lenet.yaml"
+    weights = tmp_path / "w.safetensors"
+    save_weights(weights, build_net(config), load_net(config).model_dump(mode="json", exclude_unset=True))
+    out = tmp_path / "lenet.pt"
+    out.write_bytes(b"mine")
+    with pytest.raises(ConfigError, match="already exists"):
+        netcfg.export(config, weights, "pt", out, check=False)
+    assert out.read_bytes() == b"mine"
+    netcfg.export(config, weights, "pt", out, check=False, force=True)
+    assert out.read_bytes() != b"mine"

@@ -105,7 +105,8 @@ class _AffineNorm(LayerSpec):
     eps: float = Field(1e-5, gt=0, description="added to the variance before the square root")
 
     def _affine(self) -> bool:
-        raise NotImplementedError
+        """Whether a learned weight/bias exists; Caffe-style subclasses name it ``affine``."""
+        return bool(getattr(self, "affine", False))
 
     def blob_names(self) -> list[str]:
         return ["weight", "bias"] if self._affine() else []
@@ -160,9 +161,6 @@ class InstanceNorm(_AffineNorm):
 
     examples: ClassVar[list[dict]] = [{"inputs": {"x": [3, 4, 4]}}, {"inputs": {"x": [2, 5]}, "affine": True}]
 
-    def _affine(self) -> bool:
-        return self.affine
-
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
         (x,) = bottoms
         check_rank(self, x, (2, 3))
@@ -191,9 +189,6 @@ class GroupNorm(_AffineNorm):
         {"inputs": {"x": [4, 3, 3]}, "num_groups": 2},
         {"inputs": {"x": [6, 5]}, "num_groups": 3, "affine": False},
     ]
-
-    def _affine(self) -> bool:
-        return self.affine
 
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
         (x,) = bottoms

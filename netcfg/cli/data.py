@@ -1,4 +1,5 @@
-"""``netcfg data stats|show SOLVER``: per-channel statistics of a split, and a picture of one batch."""
+"""``netcfg data stats|show SOLVER``: per-channel statistics of a split, and a picture of one batch;
+``netcfg data fetch NAME``: download a data set."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ SetOpt = Annotated[list[str], typer.Option("--set", help="override a solver key:
 
 
 def register(app: typer.Typer) -> None:
-    data = typer.Typer(name="data", help="Look at a solver's data: channel statistics, a picture of a batch.",
+    data = typer.Typer(name="data", help="Look at a solver's data (channel statistics, a picture of a batch); "
+                                         "download MNIST, Fashion-MNIST, CIFAR-10.",
                        no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
     data.command("stats")(stats)
     data.command("show")(show)
+    data.command("fetch")(fetch)
     app.add_typer(data, name="data")
 
 
@@ -116,3 +119,99 @@ def _uint8():
     import torch
 
     return torch.uint8
+
+
+def fetch(
+    name: Annotated[str, typer.Argument(help="mnist, fashion-mnist or cifar10", show_default=False)],
+    root: Annotated[Path | None, typer.Option("--root", help="the directory the files go in (default: "
+                                               "$NETCFG_DATA/NAME, else ~/.cache/netcfg/data/NAME)",
+                                               show_default=False)] = None,
+    mirror: Annotated[str | None, typer.Option("--mirror", help="fetch from this base URL (or directory) instead; "
+                                                "the file names stay the same")] = None,
+    retries: Annotated[int, typer.Option("--retries", min=0, help="resume this often after a dropped connection")] = 3,
+) -> None:
+    """Download a data set's canonical files (SHA-256 checked, resumable), then print its data: section.
+
+    Files already there with the right hash are kept; an interrupted download
+    resumes from its .part file on the next run. Progress goes to stderr, the
+    solver snippet to stdout."""
+    import sys
+
+    from netcfg.data.fetch import data_set, default_root, mirror_url
+    from netcfg.data.fetch import fetch as fetch_files
+
+    ds = data_set(name)
+    root = (root or default_root(ds.name)).expanduser().absolute()
+    base = mirror_url(mirror) if mirror else None
+    reporter = _BarReporter() if sys.stderr.isatty() else _LineReporter()
+    try:
+        done = fetch_files(ds, root, base, reporter, retries=retries)
+    finally:
+        reporter.close()
+    from netcfg.data.fetch import solver_snippet
+
+    size = sum(f.size for f, _, _ in done)
+    fresh = sum(status != "present" for _, _, status in done)
+    typer.echo(f"{ds.name}: {len(done)} files ({size / 1e6:,.1f} MB) in {root}, SHA-256 checked"
+               + (f", {fresh} downloaded" if fresh else ", all already present"), err=True)
+    typer.echo(solver_snippet(ds, root))
+
+
+class _LineReporter:
+    """Plain lines on stderr, for logs and pipes: one when a file starts, one when it is done."""
+
+    def start(self, file, url, done):
+        at = f" from byte {done:,}" if done else ""
+        typer.echo(f"fetching {url} ({file.size / 1e6:,.1f} MB){at}", err=True)
+
+    def advance(self, nbytes):
+        pass
+
+    def finish(self, file, status):
+        typer.echo(f"{file.name}: {status}, sha256 {file.sha256[:16]}... ok", err=True)
+
+    def note(self, text):
+        typer.echo(text, err=True)
+
+    def close(self):
+        pass
+
+
+class _BarReporter(_LineReporter):
+    """A rich bar per file on a terminal (bytes, speed, time left), as ``netcfg train`` draws one."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+        self.task = None
+        self.progress.start()
+
+    def start(self, file, url, done):
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(file.name, total=file.size, completed=done)
+
+    def advance(self, nbytes):
+        self.progress.advance(self.task, nbytes)
+
+    def finish(self, file, status):
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+        self.progress.console.print(f"{file.name}: {status}, sha256 ok", markup=False, highlight=False)
+
+    def note(self, text):
+        self.progress.console.print(text, markup=False, highlight=False)
+
+    def close(self):
+        self.progress.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -28,11 +29,14 @@ def train(
 ) -> None:
     """Train the net of SOLVER; Ctrl-C writes a snapshot and exits 130.
 
+    Under torchrun (`torchrun --nproc_per_node N -m netcfg train SOLVER`) it trains
+    with DistributedDataParallel, batch_size per rank; see docs/distributed.md.
+
     Exit codes: 0 done; 1 the run started and stopped (a NaN loss or gradient, out of memory,
     a snapshot it could not write); 2 refused before training (bad input, a run
     directory another process trains in); 130 Ctrl-C."""
     import_plugins(plugin)
-    from netcfg.solver import Solver
+    from netcfg.solver import Interrupted, Solver, distributed
     from netcfg.solver.rundir import RunDir
     from netcfg.solver.spec import load_solver
 
@@ -50,11 +54,12 @@ def train(
         if log_to:
             log_to[0].log_line(line)
 
-    with training_progress(spec.max_iter, write_log) as (log, on_step):
+    main = distributed.env_rank() == 0  # torchrun: rank 0 prints, locks and writes the run directory
+    with training_progress(spec.max_iter, write_log) if main else _quiet() as (log, on_step):
         run_dir = None
         if resume is not None:
             resume = _snapshot_to_resume(resume)
-            run_dir = RunDir.resume(spec, resume, log=log)
+            run_dir = RunDir.resume(spec, resume, log=log) if main else RunDir.follow(resume.resolve().parent, spec)
         try:
             s = Solver(spec, out=out, log=log, run_dir=run_dir, on_step=on_step)
             run_dir = s.run
@@ -62,9 +67,20 @@ def train(
             if resume is not None:
                 s.restore(resume, force=force)
             s.solve()
+        except Interrupted:
+            if main:
+                raise
+            raise typer.Exit(Interrupted.exit_code) from None  # rank 0 says where its snapshot is
         finally:
             if run_dir is not None:
                 run_dir.close()  # another run may use the directory now
+            distributed.teardown()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """``(log, on_step)`` of a torchrun rank other than 0: silent, no progress bar."""
+    yield (lambda line: None), None
 
 
 def _snapshot_to_resume(resume: Path) -> Path:

@@ -12,8 +12,10 @@ otherwise in host memory, each batch gathered into pinned memory and copied
 with ``non_blocking``. Streamed images (a folder too large for memory) are
 decoded by worker processes, the next batch while the current one trains.
 Under ``torchrun`` each rank takes every ``world_size``-th sample of the epoch's
-permutation (padded by wrapping round, so every rank makes the same number of
-batches). Throughput: ``python bench/data_loader.py`` (numbers in its header).
+permutation: padded by wrapping round for training (``even``), so every rank
+makes the same number of batches and the ranks' batches together are one
+process's batch of ``world_size`` times the size; unpadded for testing, so each
+test sample is counted once. Throughput: ``python bench/data_loader.py`` (numbers in its header).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ class BatchLoader:
     """
 
     def __init__(self, split: SplitData | Mapping[str, torch.Tensor], spec: DataSourceSpec, *, seed: int,
-                 device: str | torch.device = "cpu", rank: int | None = None, world_size: int | None = None):
+                 device: str | torch.device = "cpu", rank: int | None = None, world_size: int | None = None,
+                 even: bool = True):
         if not isinstance(split, SplitData):
             split = SplitData.build(spec, split)
         self.split = split
@@ -57,7 +60,8 @@ class BatchLoader:
         self.shuffle = bool(spec.shuffle)
         self.rank, self.world_size = _rank_and_world(rank, world_size)
         self.total_samples = split.num_samples
-        self.num_samples = math.ceil(self.total_samples / self.world_size)  # this rank's share
+        self.even = even  # every rank the same number of samples (the last ones wrap round)
+        self.num_samples = self._shard_size(self.world_size)  # this rank's share
         if spec.drop_last and self.batch_size > self.num_samples:
             raise ConfigError(f"batch_size {self.batch_size} is larger than the {self.num_samples} samples "
                               f"and drop_last is set, so no batch would be made", ("batch_size",),
@@ -91,7 +95,16 @@ class BatchLoader:
 
     @property
     def samples_per_epoch(self) -> int:
-        return len(self) * self.batch_size if self.spec.drop_last else self.num_samples
+        return self._samples_per_epoch(self.num_samples)
+
+    def _samples_per_epoch(self, shard: int) -> int:
+        return shard // self.batch_size * self.batch_size if self.spec.drop_last else shard
+
+    def _shard_size(self, world_size: int) -> int:
+        """Samples of one rank's share of an epoch among ``world_size`` ranks (this rank's, if not even)."""
+        if self.even or world_size != self.world_size:
+            return math.ceil(self.total_samples / world_size)
+        return len(range(self.rank, self.total_samples, world_size))
 
     @property
     def epoch_float(self) -> float:
@@ -138,7 +151,9 @@ class BatchLoader:
         """This rank's sample indices for ``epoch``, where its tensors live (None: file order)."""
         if epoch not in self._orders:
             perm = self.permutation(epoch)
-            if self.world_size > 1:
+            if self.world_size > 1 and not self.even:
+                perm = (perm if perm is not None else torch.arange(self.total_samples))[self.rank::self.world_size]
+            elif self.world_size > 1:
                 base = perm if perm is not None else torch.arange(self.total_samples)
                 padded = base.repeat(math.ceil(self.num_samples * self.world_size / self.total_samples))
                 perm = padded[: self.num_samples * self.world_size][self.rank::self.world_size]
@@ -195,14 +210,24 @@ class BatchLoader:
     # ------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, int]:
-        """Where the data order stands: plain ints, safe to store anywhere."""
-        return {"epoch": self.epoch, "position": self.position}
+        """Where the data order stands: plain ints, safe to store anywhere (``world_size``
+        only under torchrun, where ``position`` counts this rank's share)."""
+        state = {"epoch": self.epoch, "position": self.position}
+        return {**state, "world_size": self.world_size} if self.world_size > 1 else state
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue where ``state`` stood. A state saved with another number of ranks
+        continues at the same fraction of the epoch, rounded to a batch (the order within
+        the epoch then differs from the saved run's)."""
         epoch, position = int(state["epoch"]), int(state["position"])
-        if epoch < 0 or not 0 <= position <= self.samples_per_epoch:
-            raise ValueError(f"loader state {state} does not fit {self.samples_per_epoch} samples per epoch; "
+        world = int(state.get("world_size", 1))
+        per_epoch = self._samples_per_epoch(self._shard_size(world)) if world >= 1 else -1
+        if epoch < 0 or not 0 <= position <= per_epoch:
+            raise ValueError(f"loader state {state} does not fit {per_epoch} samples per epoch; "
                              "did the data set, limit, batch_size or drop_last change?")
+        if world != self.world_size:
+            batches = round(position / per_epoch * self.samples_per_epoch / self.batch_size)
+            position = min(batches * self.batch_size, self.samples_per_epoch)
         self.epoch, self.position = epoch, position
 
     def __repr__(self) -> str:

@@ -112,6 +112,10 @@ class DataSourceSpec(Spec):
     shuffle: bool | None = Field(None, description="new random order every epoch; default: true for train, false for test")
     drop_last: bool = Field(False, description="drop the last partial batch of each epoch")
     limit: int | None = Field(None, ge=1, description="use only the first N samples (quick runs)")
+    classes: list[int | str] | None = Field(None, min_length=1, description="keep only the samples of these labels "
+                                            "(numbers, or names where the source knows them), relabelled 0..K-1 in this order")
+    per_class: int | None = Field(None, ge=1, description="keep at most the first N samples of each class: a balanced "
+                                  "small subset (applied after classes, before limit)")
     inputs: dict[str, str] | None = Field(None, description="rename the source's tensors (data, label, ...) to the net's input names")
     device_resident: bool | None = Field(None, description="keep the whole split on the training device; default: on CUDA when it takes under a quarter of the GPU's memory (otherwise pinned host memory and non-blocking copies)")
     # image transforms (Caffe's transform_param, plus pad and random erasing); they apply
@@ -157,6 +161,14 @@ class DataSourceSpec(Spec):
         if not 0 < low <= high or (info.field_name == "erasing_area" and high > 1):
             bound = "0 < min <= max <= 1" if info.field_name == "erasing_area" else "0 < min <= max"
             raise ValueError(f"{info.field_name} must be [min, max] with {bound}, got {v}")
+        return v
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, v: list[int | str] | None) -> list[int | str] | None:
+        dup = sorted({str(c) for c in v or [] if v.count(c) > 1})
+        if dup:
+            raise ValueError(f"classes lists {', '.join(dup)} more than once; each class gets one new label")
         return v
 
     @field_validator("inputs")
@@ -249,13 +261,14 @@ def _serialize(value: DataSourceSpec, info: Any) -> dict[str, Any]:
 class _SourceSchema:
     """JSON Schema of a split: one variant per spec class, ``source`` narrowed to its names."""
 
-    def __init__(self, nested: bool = False):
+    def __init__(self, nested: bool = False, exclude: tuple[str, ...] = ()):
         self.nested = nested  # inside multi: multi itself is not offered (no nesting)
+        self.exclude = exclude  # other sources not offered (a wrapper of one image source: itself)
 
     def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
         by_class: dict[type, list[str]] = {}
         for name, kind in source_types().items():
-            if not (self.nested and name == "multi"):
+            if not (self.nested and name == "multi") and name not in self.exclude:
                 by_class.setdefault(kind.spec, []).append(name)
         variants = [{"allOf": [handler(cls.__pydantic_core_schema__)], "properties": {"source": {"enum": names}}}
                     for cls, names in by_class.items()]
@@ -266,6 +279,9 @@ class _SourceSchema:
 AnySource = Annotated[DataSourceSpec, PlainValidator(_dispatch), PlainSerializer(_serialize), _SourceSchema()]
 # The same, for the sub-sources of `multi` (whose schema must not recurse into multi).
 SubSource = Annotated[DataSourceSpec, PlainValidator(_dispatch), PlainSerializer(_serialize), _SourceSchema(nested=True)]
+# The same, for the one image source that `image_features` wraps (neither multi nor itself).
+ImageSubSource = Annotated[DataSourceSpec, PlainValidator(_dispatch), PlainSerializer(_serialize),
+                           _SourceSchema(nested=True, exclude=("image_features",))]
 
 
 def source_spec(**keys: Any) -> DataSourceSpec:

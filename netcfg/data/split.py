@@ -23,7 +23,7 @@ from netcfg.data.spec import TRANSFORM_KEYS, DataSourceSpec, source_types
 from netcfg.data.transform import ImageTransform
 from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 
-__all__ = ["Arrays", "SplitData", "load_source", "describe_source", "check_tensors", "dtype_name"]
+__all__ = ["Arrays", "SplitData", "load_source", "describe_source", "check_tensors", "dtype_name", "select_classes"]
 
 
 @dataclass
@@ -62,6 +62,7 @@ class SplitData(Mapping):
         raw = arrays.tensors if isinstance(arrays, Arrays) else arrays
         tensors = {name: torch.from_numpy(a) if isinstance(a, np.ndarray) else a for name, a in raw.items()}
         check_tensors(spec, tensors)
+        tensors, classes = select_classes(spec, tensors, classes)
         tensors = {name: t[: spec.limit] for name, t in tensors.items()}
         transforms: dict[str, ImageTransform] = {}
         errors: list[ConfigError] = []
@@ -120,7 +121,8 @@ def load_source(spec: DataSourceSpec, base_dir: str | Path | None = None) -> Spl
     """The split ``spec`` names, as CPU tensors keyed by net input name (``limit`` applied)."""
     kind = source_types()[spec.source]
     out = kind.load(spec, spec.resolved_path(base_dir) if kind.needs_path else None, base_dir)
-    if isinstance(out, SplitData):
+    if isinstance(out, SplitData):  # multi: its own limit went to its sources, so classes come after it
+        out.tensors, out.classes = select_classes(spec, out.tensors, out.classes, spec.input_name("label"))
         return out
     return SplitData.build(spec, out, base_dir=base_dir)
 
@@ -148,3 +150,58 @@ def check_tensors(spec: DataSourceSpec, tensors: Mapping[str, Any]) -> None:
         errors.append(ConfigError(f"the {spec.split} split of source '{spec.source}' has no samples", ("source",)))
     if errors:
         raise ConfigErrors(errors) if len(errors) > 1 else errors[0]
+
+
+def select_classes(spec: DataSourceSpec, tensors: dict[str, Any], classes: dict[str, list[str]],
+                   label: str = "label") -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """``classes`` and ``per_class``: the samples of the listed labels, relabelled 0..K-1 in
+    the listed order, then at most the first ``per_class`` of each class (file order)."""
+    if spec.classes is None and spec.per_class is None:
+        return tensors, classes
+    key = "classes" if spec.classes is not None else "per_class"
+    y = tensors.get(label)
+    if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool:
+        raise ConfigError(f"{key} selects samples by their integer class label, but source '{spec.source}' "
+                          f"gives no such tensor '{label}'", (key,), hint="classes works with sources that yield a label")
+    streamed = [n for n, t in tensors.items() if not isinstance(t, torch.Tensor)]
+    if streamed:
+        raise ConfigError(f"{key} needs the split in memory, but '{streamed[0]}' is streamed from disk", (key,),
+                          hint="for folder: raise memory_limit_mb")
+    names = classes.get(label)
+    present = sorted(torch.unique(y).tolist())
+    keep = torch.arange(len(y))
+    if spec.classes is not None:
+        wanted, errors = [], []
+        for i, c in enumerate(spec.classes):
+            value = names.index(c) if isinstance(c, str) and names and c in names else c
+            if isinstance(value, str) or value not in present:
+                what = f"class {c!r}" if isinstance(c, str) else f"label {c}"
+                known = f"its classes: {', '.join(names)}" if names else f"its labels: {_spans(present)}"
+                errors.append(ConfigError(f"{what} is not in the {spec.split} split of source '{spec.source}'",
+                                          ("classes", i), hint=known))
+            wanted.append(value)
+        if errors:
+            raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
+        relabel = torch.full((max(present) - min(present) + 1,), -1, dtype=y.dtype)
+        relabel[torch.tensor(wanted) - min(present)] = torch.arange(len(wanted), dtype=y.dtype)
+        new = relabel[y - min(present)]  # (N,): 0..K-1, or -1 for the samples left out
+        keep = (new >= 0).nonzero().squeeze(1)
+        y = new[keep]
+        if names:
+            classes = {**classes, label: [names[v] for v in wanted]}
+    if spec.per_class is not None:
+        picked = [(y == c).nonzero().squeeze(1)[: spec.per_class] for c in torch.unique(y)]
+        rows = torch.cat(picked).sort().values  # keep the file order
+        keep, y = keep[rows], y[rows]
+    return {n: y if n == label else t[keep] for n, t in tensors.items()}, classes
+
+
+def _spans(values: list[int]) -> str:
+    """``[0, 1, 2, 3, 7]`` -> ``0..3, 7``."""
+    out, start = [], None
+    for i, v in enumerate(values):
+        start = v if start is None else start
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            out.append(str(v) if v == start else f"{start}..{v}")
+            start = None
+    return ", ".join(out)

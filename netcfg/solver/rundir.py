@@ -54,8 +54,10 @@ def resolved_config(spec: SolverSpec) -> dict:
         ds = getattr(spec.data, split)
         if ds is not None:  # every path (path, mean_file, sub-sources...) made absolute
             data["data"][split] = ds.resolved_dump(spec.base_dir)
-    if spec.weights:
-        data["weights"] = str((spec.base_dir / spec.weights).resolve())
+    if spec.weights:  # absolute files; a run directory pinned to the snapshot it gave
+        from netcfg.solver.weights import resolved_weights
+
+        data["weights"] = resolved_weights(spec)
     return data
 
 
@@ -68,6 +70,7 @@ class RunDir:
         self.prefix = spec.snapshot_prefix or _SAFE.sub("_", spec.net_spec.name.lower()).lstrip(".") or "net"
         self._config = yaml.safe_dump(resolved_config(spec), sort_keys=False)
         self.lock = lock
+        self.writes = True  # False for torchrun's ranks > 0: rank 0 writes for all (see follow)
 
     @classmethod
     def create(cls, spec: SolverSpec, out: str | Path | None = None) -> RunDir:
@@ -129,6 +132,14 @@ class RunDir:
                 log(f"removed {p.name}, a file a killed run left half written")
         return cls(path, spec, lock)
 
+    @classmethod
+    def follow(cls, path: Path, spec: SolverSpec) -> RunDir:
+        """Rank 0's run directory as another torchrun rank sees it: it knows the paths
+        (snapshot names for messages) but writes nothing and takes no lock."""
+        run = cls(path, spec)
+        run.writes = False
+        return run
+
     def close(self) -> None:
         """Let another run use this directory."""
         if self.lock is not None:
@@ -140,6 +151,8 @@ class RunDir:
     def write_config(self) -> None:
         """Write config.yaml; a resumed run rewrites it once the resume is accepted,
         so that it holds what the run now continues with (a grown max_iter, say)."""
+        if not self.writes:
+            return
         atomic_write_bytes(self.path / "config.yaml", self._config.encode())
 
     def metric(self, record: dict) -> None:
@@ -149,6 +162,8 @@ class RunDir:
         self._append("train.log", line + "\n")
 
     def _append(self, name: str, text: str) -> None:
+        if not self.writes:
+            return
         try:
             with open(self.path / name, "a") as f:
                 f.write(text)

@@ -26,9 +26,12 @@ from netcfg.data.loader import BatchLoader
 from netcfg.data.sources import load_source
 from netcfg.errors import ConfigError, ConfigErrors, NetcfgError
 from netcfg.net import Net, build_graph
+from netcfg.solver import distributed
 from netcfg.solver.check import match_inputs
 from netcfg.solver.checkpoint import CheckpointError
 from netcfg.solver.interrupt import StopAfterIteration
+from netcfg.solver.layout import to_layout, use_channels_last
+from netcfg.solver.freeze import freeze
 from netcfg.solver.finite import first_nonfinite_gradient, gradients_finite
 from netcfg.solver.lr_policy import learning_rate
 from netcfg.solver.memory import check_memory, is_out_of_memory, out_of_memory_error
@@ -36,6 +39,7 @@ from netcfg.solver.optim import apply_l1, make_optimizer, set_learning_rate
 from netcfg.solver.rundir import RunDir, resolved_config
 from netcfg.solver.snapshot import copy_weights, read_snapshot, write_snapshot
 from netcfg.solver.spec import SolverSpec, load_solver
+from netcfg.solver.weights import load_rules
 from netcfg.solver.state import capture_rng, load_optimizer_state, restore_rng
 
 __all__ = ["Solver", "TrainingDiverged", "Interrupted"]
@@ -64,11 +68,13 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def param_groups(net: Net) -> list[dict]:
+def param_groups(net: Net, frozen: frozenset[str] = frozenset()) -> list[dict]:
     """One optimizer group per distinct (lr_mult, decay_mult): few groups keep torch's
-    multi-tensor (foreach) update fast."""
+    multi-tensor (foreach) update fast. ``frozen`` names (``freeze:``) are left out."""
     groups: dict[tuple[float, float], dict] = {}
     for i in net.param_infos():
+        if i.name in frozen:
+            continue
         g = groups.setdefault((i.lr_mult, i.decay_mult),
                               {"params": [], "names": [], "lr_mult": i.lr_mult, "decay_mult": i.decay_mult})
         g["params"].append(i.param)
@@ -88,23 +94,31 @@ class Solver:
         self.on_step = on_step
         try:
             self.device = resolve_device(spec.device)
+            self.dist = distributed.setup(spec.device, self.device)  # torchrun: join the ranks' group
+            self.device = self.dist.device if self.dist.active else self.device  # cuda:LOCAL_RANK
         except ConfigError as e:
             raise ConfigErrors([spec.locate(e)]) from None
         if spec.precision == "fp16" and self.device.type != "cuda":
             raise ConfigErrors([spec.locate(ConfigError("fp16 autocast needs a CUDA device", ("precision",), hint="use bf16 on the CPU"))])
+        if not self.dist.is_main:  # torchrun: rank 0 prints and logs for every rank
+            self.log, self.on_step = (lambda line: None), None
         torch.manual_seed(spec.random_seed)
         net_spec = spec.net_spec
         train_graph = build_graph(net_spec, "TRAIN", spec.train_stages)
         test_graph = build_graph(net_spec, "TEST", spec.test_stages) if spec.data.test is not None else None
         check_memory(spec, train_graph, test_graph, self.device)  # before any weight is allocated
         self.net = Net(train_graph).to(self.device)
+        self.channels_last = use_channels_last(spec.memory_format, self.net)
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
         self.test_net: Net | None = None
         if test_graph is not None:
             self.test_net = Net(test_graph, share=self.net).to(self.device)
         self.train_data = self._loader("train") if spec.data.train is not None else None
         self.test_data = self._loader("test") if spec.data.test is not None else None
+        self.frozen = freeze(spec, self.net)  # solver-level freeze: (see freeze.py)
         self.optimizer = make_optimizer(
-            spec.type, param_groups(self.net),
+            spec.type, param_groups(self.net, self.frozen.params),
             base_lr=spec.base_lr, momentum=spec.momentum, momentum2=spec.momentum2, delta=spec.delta,
             rms_decay=spec.rms_decay, weight_decay=spec.weight_decay, regularization_type=spec.regularization_type)
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -116,12 +130,20 @@ class Solver:
         self._updating = False  # inside optimizer.step(): the weights may be half updated
         self.last_test: dict[str, float] = {}
         self._seconds = 0.0  # training time of earlier sessions (resume)
-        if spec.weights:
+        if isinstance(spec.weights, list):  # rules: plan, refuse or copy, report (weights.py)
+            for line in load_rules(spec, [self.net, self.test_net]):
+                self.log(line)
+        elif spec.weights:
             self.load_weights(spec.base_dir / spec.weights)
+        self._ddp = self.dist.wrap(self.net)  # torchrun: gradients averaged over the ranks
+        if self._ddp is not None:
+            self._forward = torch.compile(self._ddp) if spec.compile else self._ddp
+        self.dist.seed_dropout(spec.random_seed, 0)  # the same weights everywhere, dropout per rank
         # last: a run refused above (bad weights, data, memory) leaves no directory behind
-        self.run = run_dir if run_dir is not None else RunDir.create(spec, out)
+        self.run = run_dir if run_dir is not None else self.dist.shared_run_dir(
+            lambda: RunDir.create(spec, out), lambda path: RunDir.follow(path, spec))
         self.tensorboard = None  # metrics.jsonl records mirrored as TensorBoard scalars (log.tensorboard)
-        if spec.log.tensorboard:
+        if spec.log.tensorboard and self.run.writes:
             from netcfg.solver.tensorboard import TensorBoardLog
 
             self.tensorboard = TensorBoardLog(self.run.path)
@@ -138,7 +160,8 @@ class Solver:
         prefix = ("data", split)
         try:
             tensors = load_source(ds, self.spec.base_dir)
-            loader = BatchLoader(tensors, ds, seed=self.spec.random_seed, device=self.device)
+            # torchrun: test shards are not padded, so each test sample counts once
+            loader = BatchLoader(tensors, ds, seed=self.spec.random_seed, device=self.device, even=split == "train")
         except ConfigErrors as e:
             raise ConfigErrors([self.spec.locate(x.prefixed(prefix)) for x in e.errors]) from None
         except ConfigError as e:
@@ -173,23 +196,35 @@ class Solver:
         self.net.train()
         lr = self.lr()
         set_learning_rate(self.optimizer, lr)
+        self.frozen.hold()  # frozen BatchNorm layers keep their statistics
         self.optimizer.zero_grad(set_to_none=True)
-        total, outs, images = 0.0, {}, 0
-        for _ in range(s.iter_size):
+        total, outs, images, bad = 0.0, {}, 0, None
+        for i in range(s.iter_size):
             batch = self.train_data.next_batch()
+            if self.channels_last:
+                batch = to_layout(batch)
             images += len(next(iter(batch.values())))
-            with self._autocast():
-                out = self._forward(**batch)
-                loss = self.net.loss(out)
-            scaled = loss / s.iter_size if s.iter_size > 1 else loss
-            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            with self.dist.no_sync(self._ddp, i < s.iter_size - 1):  # torchrun: one all-reduce per update
+                with self._autocast():
+                    out = self._forward(**batch)
+                    loss = self.net.loss(out)
+                scaled = loss / s.iter_size if s.iter_size > 1 else loss
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             value = float(loss.detach())
-            if not math.isfinite(value):
-                self._diverged(batch, value)
+            if not math.isfinite(value) and bad is None:
+                bad = (batch, value)
+                if not self.dist.active:
+                    self._diverged(batch, value)
             total += value / s.iter_size
             for k, v in out.items():
                 if v.dim() == 0:
                     outs[k] = outs.get(k, 0.0) + float(v.detach()) / s.iter_size
+        if self.dist.active:  # every rank learns if any diverged, so all stop together (no hang)
+            total, outs, ranks = self.dist.average_step(total, outs, bad is not None)
+            if bad is not None:
+                self._diverged(*bad)
+            if ranks:
+                self._diverged_elsewhere(ranks)
         if self.scaler is None and not gradients_finite(self._params):  # fp16's scaler skips such steps itself
             self._diverged(batch, total, gradient=True)
         if self.scaler:
@@ -205,7 +240,7 @@ class Solver:
         else:
             self.optimizer.step()
         self._updating = False
-        return total, outs, images
+        return total, outs, images * self.dist.world_size
 
     def _diverged(self, batch: dict, value: float, gradient: bool = False) -> None:
         if gradient:  # the loss is finite, a gradient is not: stop before the update spreads it
@@ -225,6 +260,12 @@ class Solver:
             keep += f" (the snapshot of iteration {self.iter} holds the weights that diverged)"
         raise TrainingDiverged(f"{what} at iteration {self.iter}{at}{keep}. "
                                "Lower base_lr, add clip_gradients, or check the data scale")
+
+    def _diverged_elsewhere(self, ranks: list[int]) -> None:
+        last = self.run.latest_snapshot(before=self.iter)
+        raise TrainingDiverged(f"loss is NaN or infinite at iteration {self.iter} on rank(s) "
+                               f"{', '.join(map(str, ranks))} (their message names the layer); last good snapshot: "
+                               f"{last}. Lower base_lr, add clip_gradients, or check the data scale")
 
     def step(self, n: int) -> None:
         """Run ``n`` iterations (Caffe's Solver::Step)."""
@@ -255,7 +296,7 @@ class Solver:
                     self._seconds += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     self.snapshot()
-                if ctrl_c.requested:
+                if self.dist.any(ctrl_c.requested):  # torchrun: all ranks stop after the same iteration
                     self.log(f"Ctrl-C: stopping after iteration {self.iter - 1}")
                     raise KeyboardInterrupt
         self._seconds += time.perf_counter() - t0
@@ -292,6 +333,11 @@ class Solver:
         s = self.spec
         self.log(f"Solving {self.net.graph.name} on {self.device} ({s.type}, base_lr {s.base_lr}, "
                  f"lr_policy {s.lr_policy}); run directory {self.run.path}")
+        if self.dist.active:
+            self.log(f"DistributedDataParallel over {self.dist.world_size} ranks: batch_size {s.data.train.batch_size} "
+                     f"per rank, {s.data.train.batch_size * s.iter_size * self.dist.world_size} images per update")
+        if s.freeze:
+            self.log(self.frozen.line())
         try:
             self.step(s.max_iter - self.iter)
             if s.snapshot_after_train and (not s.snapshot or self.iter % s.snapshot):
@@ -324,6 +370,7 @@ class Solver:
         if self.test_net is None or self.test_data is None:
             raise ConfigErrors([self.spec.locate(ConfigError("no test data to test on", ("data",), hint="add data.test"))])
         iterations = iterations or self.spec.test_iter
+        self.dist.sync_buffers(self.net)  # torchrun: every rank tests rank 0's BatchNorm statistics
         self.test_net.eval()
         sums: dict[str, float] = {}
         count = 0
@@ -332,6 +379,8 @@ class Solver:
             if iterations is not None and i >= iterations:
                 break
             n = len(next(iter(batch.values())))
+            if self.channels_last:
+                batch = to_layout(batch)
             with self._autocast():
                 out = self.test_net(**batch)
             if self.test_net.loss_weights:
@@ -340,6 +389,7 @@ class Solver:
                 if v.dim() == 0:
                     sums[k] = sums.get(k, 0.0) + float(v) * n
             count += n
+        sums, count = self.dist.sum_over_ranks(sums, count)  # torchrun: each rank tested its shard
         self.net.train()
         results = {k: v / max(count, 1) for k, v in sums.items()}
         self.last_test = results
@@ -365,10 +415,13 @@ class Solver:
             "rng": capture_rng(self.device),
             "losses": list(self.losses),
             "seconds": self._seconds,
+            "world_size": self.dist.world_size,  # data position and dropout are rank 0's
         }
 
     def snapshot(self) -> Path:
         """Write <prefix>_iter_<N>.safetensors and .solverstate into the run directory."""
+        if not self.run.writes:  # torchrun: rank 0 writes the snapshot for every rank
+            return self.run.snapshot_paths(self.iter)[0]
         weights, state = write_snapshot(self.run, self.iter, self.net, resolved_config(self.spec), self.state())
         self.log(f"Snapshotting to {weights} and {state.name}")
         return weights
@@ -392,6 +445,13 @@ class Solver:
                 raise CheckpointError(path, str(e)) from None
         restore_rng(tree["rng"], self.device)
         self.iter = int(tree["iter"])
+        self.dist.seed_dropout(self.spec.random_seed, self.iter)
+        ranks = int(tree.get("world_size", 1))
+        if ranks != self.dist.world_size:
+            per_update = self.spec.data.train.batch_size * self.spec.iter_size if self.spec.data.train else 0
+            self.log(f"warning: the snapshot was written by {ranks} process(es), this run has {self.dist.world_size} "
+                     f"(batch_size is per process: {per_update * self.dist.world_size} images per update now); "
+                     "the data order goes on from the same fraction of the epoch (see docs/distributed.md)")
         self.losses = deque(tree["losses"], maxlen=self.spec.average_loss)
         self._seconds = float(tree.get("seconds", 0.0))
         self.run.write_config()

@@ -223,6 +223,9 @@ def check_state(tree, path: Path) -> None:
     want("losses", isinstance(tree.get("losses"), list)
          and all(isinstance(v, number) and not isinstance(v, bool) for v in tree["losses"]), "a list of losses")
     want("seconds", isinstance(tree.get("seconds", 0.0), number), "a number")
+    ranks = [tree.get("world_size", 1)] + ([data.get("world_size", 1)] if isinstance(data, dict) else [])
+    want("world_size", all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks),
+         "a number of processes")
     if problems:
         raise CheckpointError(path, "is not a netcfg solver state: " + "; ".join(problems))
 

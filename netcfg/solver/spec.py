@@ -18,6 +18,7 @@ from netcfg.data.spec import DataSpec
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.net.spec import NetSpec, net_from_source
 from netcfg.solver.lr_policy import POLICIES
+from netcfg.solver.weights import WeightsField, regex_errors, rule_errors
 from netcfg.source import Source, apply_overrides, load_yaml
 from netcfg.spec import Spec, validate
 
@@ -79,7 +80,13 @@ class SolverSpec(Spec):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto, cpu, cuda, cuda:N")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp32, or autocast to bf16/fp16 (fp16 on CUDA, with a grad scaler)")
     compile: bool = Field(False, description="torch.compile the net (slower start, faster steps)")
-    weights: str | None = Field(None, description="initialise from these weights (.safetensors), matched by layer name")
+    memory_format: Literal["auto", "channels_last", "contiguous"] = Field(
+        "auto", description="image tensor layout; auto: channels_last for nets with 2-D convolutions (faster on CPU and CUDA)")
+    weights: WeightsField = Field(None, description="initialise from these weights (.safetensors or a .pt/.pth "
+                                  "state_dict) by layer name, or a list of rules {file, include, exclude, "
+                                  "rename_map, rename, strict} (docs/finetuning.md)")
+    freeze: list[str] = Field(default_factory=list, description="regexes (re.match) over parameter names "
+                              "<layer>.<blob>: those are not trained, and matched BatchNorm statistics stay fixed")
     train_stages: list[str] = Field(default_factory=list, description="stages active in the TRAIN net")
     test_stages: list[str] = Field(default_factory=list, description="stages active in the TEST net")
     log: LogSpec = Field(default_factory=LogSpec, description="extra metric outputs: {tensorboard: true}")
@@ -140,6 +147,7 @@ def cross_checks(s: SolverSpec) -> list[ConfigError]:
     if s.log.tensorboard and importlib.util.find_spec("tensorboard") is None:
         errs.append(ConfigError("tensorboard is true but the tensorboard package is not installed", ("log", "tensorboard"),
                                 hint="pip install 'netcfg[tensorboard]', or set tensorboard: false"))
+    errs += rule_errors(s.weights) + regex_errors(s.freeze, ("freeze",))  # weights rules, freeze (weights.py)
     return errs
 
 

@@ -1,0 +1,54 @@
+"""``netcfg weights SOLVER``: a dry run of the solver's ``weights:`` (and ``freeze:``), nothing trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from netcfg.cli.plugins import PLUGIN_HELP, import_plugins
+
+ORDER = 25
+
+
+def register(app: typer.Typer) -> None:
+    app.command("weights")(weights)
+
+
+def weights(
+    solver: Annotated[Path, typer.Argument(help="solver file (YAML) or a run's config.yaml", show_default=False)],
+    set_: Annotated[list[str], typer.Option("--set", help="override a solver key: a.b=value (repeatable)")] = [],
+    plugin: Annotated[list[str], typer.Option("--plugin", help=PLUGIN_HELP)] = [],
+) -> None:
+    """Show what `netcfg train SOLVER` would load: per rule of `weights:`, the blobs matched,
+    renamed (old -> new), excluded, unused and shape-mismatched, then the net blobs nobody
+    fills, and what `freeze:` freezes.
+
+    Exit codes: 0 the train would accept these weights; 2 it would refuse them (a strict
+    rule, a file that cannot be read, a pattern that matches nothing)."""
+    import_plugins(plugin)
+    from netcfg.errors import ConfigError, ConfigErrors
+    from netcfg.net import Net, build_graph
+    from netcfg.solver.freeze import freeze
+    from netcfg.solver.spec import load_solver
+    from netcfg.solver.weights import WeightsRule, net_targets, plan_weights
+
+    spec = load_solver(solver, list(set_))
+    if not spec.weights:
+        raise spec.locate(ConfigError("the solver has no weights: to check", ("weights",),
+                                      hint="add weights: [{file: ...}], or --set weights=FILE"))
+    rules = spec.weights if isinstance(spec.weights, list) else [WeightsRule(file=spec.weights)]
+    net = Net(build_graph(spec.net_spec, "TRAIN", spec.train_stages))
+    test = Net(build_graph(spec.net_spec, "TEST", spec.test_stages), share=net) if spec.data.test else None
+    try:
+        plan = plan_weights(rules, spec.base_dir, net_targets([net, test]))
+    except ConfigErrors as e:
+        raise ConfigErrors([spec.locate(x) for x in e.errors]) from None
+    for line in plan.lines(full=True):
+        typer.echo(line)
+    if spec.freeze:
+        typer.echo(freeze(spec, net).line())
+    if plan.refusals:
+        raise ConfigErrors([spec.locate(x) for x in plan.refusals])
+    typer.echo("netcfg train would accept these weights")

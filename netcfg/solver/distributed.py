@@ -1,0 +1,232 @@
+"""DistributedDataParallel under torchrun: set-up from its environment, rank helpers, reductions.
+
+``torchrun`` starts one process per device and gives each RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR and MASTER_PORT. ``setup`` turns them into one process
+group (NCCL on CUDA, each rank on ``cuda:LOCAL_RANK``; Gloo on the CPU);
+without them every helper here is the identity, so a one-process run takes no
+extra step. Every collective below is called by all ranks at the same point of
+the loop, which is what keeps a NaN or a Ctrl-C on one rank from hanging the
+others (see docs/distributed.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from netcfg.errors import ConfigError, NetcfgError
+
+__all__ = ["ONE_PROCESS", "Distributed", "env_rank", "launched", "rank_seed", "setup", "teardown", "unused_parameters"]
+
+CPU = torch.device("cpu")
+ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+_owned = False  # the process group is ours to destroy (not one the caller set up)
+
+
+def launched() -> bool:
+    """Started by torchrun (or anything that sets its environment)."""
+    return all(k in os.environ for k in ENV)
+
+
+def env_rank() -> int:
+    """This process's rank before any set-up: what the CLI needs to decide who prints."""
+    return int(os.environ["RANK"]) if launched() else 0
+
+
+def rank_seed(seed: int, rank: int, it: int) -> int:
+    """Seed of rank ``rank``'s dropout stream from iteration ``it`` on (ranks > 0 only)."""
+    from netcfg.data.augment import mix64
+
+    return mix64(seed, rank, it, 0xD15) >> 1
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process stands: its rank among ``world_size`` and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = CPU
+    active: bool = False  # a process group is in use (torchrun), even with one rank
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that prints, logs and writes the run directory."""
+        return self.rank == 0
+
+    # ------------------------------------------------------------ wrapping
+
+    def wrap(self, net: torch.nn.Module) -> torch.nn.Module | None:
+        """``net`` in DistributedDataParallel (rank 0's weights broadcast to all), or None alone."""
+        if not self.active:
+            return None
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        unused = unused_parameters(net)
+        if not unused:
+            return DistributedDataParallel(net, device_ids=ids)
+        # a head no loss reads never gets a gradient: DDP must look for such parameters from the
+        # outputs, so the outputs it sees hold the loss path only (no_sync rules out static_graph)
+        return DistributedDataParallel(_LossPath(net), device_ids=ids, find_unused_parameters=True)
+
+    @staticmethod
+    def no_sync(ddp: torch.nn.Module | None, accumulate: bool):
+        """DDP's ``no_sync`` for a micro-batch of ``iter_size`` that is not the last: its
+        gradients stay local and are averaged with the last one's, in one all-reduce."""
+        return ddp.no_sync() if ddp is not None and accumulate else contextlib.nullcontext()
+
+    def seed_dropout(self, seed: int, it: int) -> None:
+        """Give ranks > 0 their own dropout stream; weights were drawn with the common seed before."""
+        if self.active and self.rank > 0:
+            torch.manual_seed(rank_seed(seed, self.rank, it))
+
+    # ------------------------------------------------------------ collectives (all ranks call them)
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if it is true on any (Ctrl-C seen by one rank stops all)."""
+        if not self.active:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self._comm_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def average_step(self, total: float, outs: dict[str, float], diverged: bool) -> tuple[float, dict[str, float], list[int]]:
+        """One iteration's loss and scalar outputs averaged over the ranks (the global batch's,
+        as every rank's batch has the same size), and the ranks whose loss was not finite."""
+        if not self.active:
+            return total, outs, [0] if diverged else []
+        keys = sorted(outs)
+        flags = [0.0] * self.world_size
+        flags[self.rank] = 1.0 if diverged else 0.0
+        finite = [v if not diverged else 0.0 for v in [total] + [outs[k] for k in keys]]
+        t = torch.tensor(finite + flags, dtype=torch.float64, device=self._comm_device())
+        dist.all_reduce(t)
+        values = (t[: len(finite)] / self.world_size).tolist()
+        bad = [r for r, f in enumerate(t[len(finite):].tolist()) if f]
+        return values[0], dict(zip(keys, values[1:])), bad
+
+    def sum_over_ranks(self, sums: dict[str, float], count: int) -> tuple[dict[str, float], int]:
+        """Test metrics: every rank's sum of metric x samples and its sample count, added up."""
+        if not self.active:
+            return sums, count
+        gathered: list = [None] * self.world_size
+        dist.all_gather_object(gathered, (sums, count))  # a dict: a rank with no test batch has no keys
+        total: dict[str, float] = {}
+        for part, _ in gathered:
+            for k, v in part.items():
+                total[k] = total.get(k, 0.0) + v
+        return total, sum(n for _, n in gathered)
+
+    def sync_buffers(self, net: torch.nn.Module) -> None:
+        """Rank 0's BatchNorm statistics everywhere, so every rank tests the net rank 0 saves."""
+        if self.active:
+            for b in net.buffers():
+                dist.broadcast(b, src=0)
+
+    def shared_run_dir(self, create, follow):
+        """Rank 0 makes the run directory (``create()``); the others learn its path and get
+        ``follow(path)``, a run directory they do not write to."""
+        if not self.active:
+            return create()
+        if self.is_main:
+            try:
+                run = create()
+            except BaseException:
+                dist.broadcast_object_list([None], src=0)  # let the others stop too
+                raise
+            dist.broadcast_object_list([str(run.path)], src=0)
+            return run
+        box: list = [None]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is None:
+            raise NetcfgError(f"rank {self.rank}: rank 0 could not create the run directory (its message says why)")
+        return follow(Path(box[0]))
+
+    def _comm_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else CPU
+
+
+ONE_PROCESS = Distributed()
+
+
+class _LossPath(torch.nn.Module):
+    """A Net whose outputs outside its losses come out detached (they are only displayed)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.net(**inputs)
+        return {k: v if k in self.net.loss_weights else v.detach() for k, v in out.items()}
+
+
+def setup(device_name: str, device: torch.device) -> Distributed:
+    """The process group torchrun's environment asks for (made once), or ``ONE_PROCESS``.
+
+    ``device`` is the solver's resolved device; under torchrun a CUDA device
+    becomes ``cuda:LOCAL_RANK``. Raises ConfigError (key ``device``) for a device
+    that cannot be shared out one per rank."""
+    global _owned
+    if not launched() and not (dist.is_available() and dist.is_initialized()):
+        return ONE_PROCESS
+    if not dist.is_available():
+        raise NetcfgError("started by torchrun, but this PyTorch build has no torch.distributed")
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if device_name.startswith("cuda:"):
+            raise ConfigError(f"device {device_name} under torchrun would put every rank on one GPU",
+                              ("device",), hint="use device: auto or cuda; each rank then takes cuda:LOCAL_RANK")
+        if local >= torch.cuda.device_count():
+            raise ConfigError(f"rank {rank} has LOCAL_RANK {local}, but this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s)", ("device",),
+                              hint="start at most one process per GPU (torchrun --nproc_per_node)")
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise ConfigError(f"device {device_name} cannot be used under torchrun", ("device",),
+                          hint="use cuda (NCCL) or cpu (Gloo)")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        _owned = True
+    return Distributed(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local, device=device,
+                       active=True)
+
+
+def teardown() -> None:
+    """Destroy the process group ``setup`` made; nothing otherwise."""
+    global _owned
+    if _owned and dist.is_initialized():
+        dist.destroy_process_group()
+    _owned = False
+
+
+def unused_parameters(net: torch.nn.Module) -> list[str]:
+    """Names of trainable parameters of layers that no loss depends on (a Net's graph, walked back)."""
+    graph = getattr(net, "graph", None)
+    if graph is None:
+        return []
+    needed: set[str] = set()
+    used: set[int] = set()
+    for node in reversed(graph.nodes):  # positional: a top counts only for layers after it
+        if any(node.loss_weights) or any(t in needed for t in node.tops):
+            needed.difference_update(node.tops)
+            needed.update(node.bottoms)
+            used.update(id(p) for p in _layer_module(net, node.name).parameters())
+    return [n for n, p in net.named_parameters() if p.requires_grad and id(p) not in used]
+
+
+def _layer_module(net: torch.nn.Module, name: str) -> torch.nn.Module:
+    """The module of layer ``name`` (dotted names are nested; a layer may be called "forward")."""
+    module = net
+    for part in name.split("."):
+        module = module._modules[part]
+    return module

@@ -1,0 +1,46 @@
+"""Named rename maps for ``weights:`` rules: other libraries' state_dict names -> the zoo's.
+
+A map is an ordered list of (regex, replacement) applied with ``re.sub`` to every
+blob name of the file, before the rule's own ``rename``. A replacement may be a
+function of the match, which is how indices shift: torchvision counts a stage's
+blocks from 0 (``layer1.0.conv1``), the zoo's block templates from 1
+(``layer1.block1.conv1``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+__all__ = ["RENAME_MAPS", "RenameStep", "apply_map"]
+
+RenameStep = tuple[re.Pattern, str | Callable[[re.Match], str]]
+
+
+def _block_from_one(m: re.Match) -> str:
+    return f"layer{m.group(1)}.block{int(m.group(2)) + 1}."
+
+
+# torchvision.models.resnet{18,34,50,101,152} -> configs/resnet18.yaml, resnet50.yaml:
+#   conv1, bn1, fc                          same names
+#   layer2.0.conv1.weight                   layer2.block1.conv1.weight
+#   layer2.0.downsample.0.weight            layer2.block1.downsample.conv.weight
+#   layer2.0.downsample.1.running_mean      layer2.block1.downsample.bn.running_mean
+# BatchNorm blobs (weight, bias, running_mean, running_var, num_batches_tracked) keep
+# torch's names in netcfg, so they need no mapping.
+TORCHVISION_RESNET: list[RenameStep] = [
+    (re.compile(r"^layer(\d+)\.(\d+)\."), _block_from_one),
+    (re.compile(r"\.downsample\.0\."), ".downsample.conv."),
+    (re.compile(r"\.downsample\.1\."), ".downsample.bn."),
+]
+
+RENAME_MAPS: dict[str, list[RenameStep]] = {
+    "torchvision_resnet": TORCHVISION_RESNET,
+}
+
+
+def apply_map(name: str, steps: list[RenameStep]) -> str:
+    """``name`` after every step of a map, in order."""
+    for pattern, replacement in steps:
+        name = pattern.sub(replacement, name)
+    return name

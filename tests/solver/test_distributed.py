@@ -1,0 +1,204 @@
+"""torchrun: 2 CPU ranks (Gloo) train like one process with twice the batch; rank 0 alone writes;
+test metrics are reduced over the ranks; a torchrun snapshot resumes in one process; a NaN on
+one rank stops both. Plus the loader's shards and the unused-parameter walk, in process.
+
+The 2-rank run is ``python -m torch.distributed.run -m netcfg train``, as a user starts
+it, once for the module (about 10 s on an idle 2-core machine).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+import torch.distributed as dist
+import yaml
+
+from netcfg import load_net
+from netcfg.data.loader import BatchLoader
+from netcfg.data.spec import source_spec
+from netcfg.data.split import load_source
+from netcfg.net import Net, build_graph
+from netcfg.solver import Solver
+from netcfg.solver.distributed import ENV, unused_parameters
+from netcfg.solver.spec import load_solver
+from tests.cli.test_train import netcfg
+from tests.solver.test_runner import MLP, metrics, solve, write_solver
+
+pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                reason="this PyTorch build has no Gloo")
+
+# a side head no loss reads: DDP must be told to look for parameters without gradients
+NET = MLP.replace("  - {name: loss,", "  - {name: side, type: InnerProduct, bottom: ip1, num_output: 3}\n  - {name: loss,")
+# 256 training samples: per-rank batches of 8, two of them per update (iter_size), on 2 ranks
+# cut each epoch's permutation where one process's batches of 32 do. 119 test samples:
+# shards of 60 and 59, so a padded shard would count a sample twice
+KEYS = {"train": {"batch_size": 8}, "iter_size": 2, "max_iter": 6, "snapshot": 3, "test_interval": 6,
+        "weight_decay": 0.001}
+TEST = {"batch_size": 25, "limit": 119}
+
+
+def write(where: Path, net: str = NET, **keys) -> Path:
+    """``write_solver`` with KEYS and the test split above."""
+    path = write_solver(where, net, **{**KEYS, **keys})
+    spec = yaml.safe_load(path.read_text())
+    spec["data"]["test"].update(TEST)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m netcfg train ARGS`` on a free local port, one thread a rank."""
+    env = {k: v for k, v in os.environ.items() if k not in ENV}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[2]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), "-m", "netcfg", "train", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=180, check=False)
+
+
+def load(path: Path) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(str(path))
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """(directory, run directory, finished torchrun) of the 2-rank run."""
+    where = tmp_path_factory.mktemp("ddp")
+    solver = write(where)
+    done = torchrun(where, str(solver), "--out", "run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return where, where / "run", done
+
+
+def test_two_ranks_of_batch_b_train_as_one_process_of_batch_2b(two_ranks, tmp_path):
+    _, run, done = two_ranks
+    one = solve(write(tmp_path, train={"batch_size": 32}, iter_size=1), tmp_path / "run")
+    got = load(run / "tiny_iter_6.safetensors")
+    want = {k: v.detach() for k, v in one.net.state_dict().items()}
+    assert not torch.equal(got["ip1.weight"], load(run / "tiny_iter_3.safetensors")["ip1.weight"])  # it trained
+    assert set(got) == set(want)
+    for k, v in want.items():
+        torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-5)
+    # the logged loss is the global batch's (averaged over the ranks), as one process logs it
+    for a, b in zip(metrics(run), metrics(tmp_path / "run"), strict=True):
+        assert (a["iter"], a["epoch"]) == (b["iter"], b["epoch"])
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    assert "DistributedDataParallel over 2 ranks: batch_size 8 per rank, 32 images per update" in done.stdout
+
+
+def test_only_rank_0_prints_and_writes(two_ranks):
+    where, run, done = two_ranks
+    assert done.stdout.count("Optimization Done.") == 1
+    assert done.stdout.count("Solving TinyMLP") == 1
+    assert sorted(p.name for p in where.iterdir()) == ["net.yaml", "run", "solver.yaml"]  # no runs/ of rank 1
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        ["config.yaml", "metrics.jsonl", "train.log"]
+        + [f"tiny_iter_{i}.{x}" for i in (3, 6) for x in ("safetensors", "solverstate")])
+    assert [r["iter"] for r in metrics(run)] == list(range(6))  # each record once
+    assert (run / "train.log").read_text().count("Optimization Done.") == 1
+
+
+def test_test_metrics_are_reduced_over_the_ranks(two_ranks, tmp_path):
+    where, run, _ = two_ranks
+    final = metrics(run, "test")[-1]
+    assert (final["iter"], final["samples"]) == (6, 119)  # each shard tested once, none padded
+    alone = Solver(load_solver(where / "solver.yaml"), out=tmp_path / "one", log=lambda line: None)
+    alone.load_weights(run / "tiny_iter_6.safetensors")
+    whole = alone.test()
+    assert final["accuracy"] == pytest.approx(whole["accuracy"], abs=1e-9)
+    assert final["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+
+
+def copy_snapshot(run: Path, to: Path, it: int) -> Path:
+    to.mkdir()
+    for name in ("config.yaml", f"tiny_iter_{it}.safetensors", f"tiny_iter_{it}.solverstate"):
+        shutil.copy(run / name, to / name)
+    return to / f"tiny_iter_{it}.solverstate"
+
+
+def test_a_torchrun_snapshot_resumes_in_one_process(two_ranks, tmp_path):
+    _, run, _ = two_ranks
+    # with the same global batch (32 in one process): it goes on exactly as the 2 ranks did
+    state = copy_snapshot(run, tmp_path / "same", 3)
+    code, out, err = netcfg("train", state.parent / "config.yaml", "--resume", state, "--force",
+                            "--set", "data.train.batch_size=32", "--set", "iter_size=1")
+    assert code == 0, out + err
+    assert "the snapshot was written by 2 process(es), this run has 1 (batch_size is per process: 32 images " in out
+    got, want = load(state.parent / "tiny_iter_6.safetensors"), load(run / "tiny_iter_6.safetensors")
+    for k, v in want.items():
+        torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-5)
+    # unchanged, per-rank batch_size as the whole batch: it resumes without --force
+    state = copy_snapshot(run, tmp_path / "plain", 3)
+    code, out, err = netcfg("train", state.parent / "config.yaml", "--resume", state.parent)
+    assert code == 0, out + err
+    assert [r["iter"] for r in metrics(state.parent)] == [3, 4, 5]
+
+
+def test_a_nan_on_one_rank_stops_both(tmp_path):
+    data = np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32)
+    data[1, 0, 3, 3] = np.nan  # sample 1: rank 1's first batch (no shuffle, every 2nd sample a rank)
+    np.savez(tmp_path / "nan.npz", x=data, y=np.arange(8) % 10)
+    train = {"source": "npz", "path": "nan.npz", "split": "train", "arrays": {"data": "x", "label": "y"},
+             "batch_size": 2, "shuffle": False}
+    solver = write_solver(tmp_path, MLP, test=False, max_iter=4, snapshot=0)
+    spec = yaml.safe_load(solver.read_text())
+    spec["data"]["train"] = train
+    solver.write_text(yaml.safe_dump(spec))
+    done = torchrun(tmp_path, str(solver), "--out", "run")  # the timeout would catch a hang
+    assert done.returncode != 0
+    assert "loss is NaN or infinite at iteration 0 on rank(s) 1" in done.stderr
+    assert "first non-finite output: layer 'input', top 'data'" in done.stderr
+
+
+# ------------------------------------------------------------ in process
+
+
+def digits_loader(rank: int, world: int, even: bool, **keys) -> BatchLoader:
+    spec = source_spec(**{"source": "digits", "split": "test", "batch_size": 16, "limit": 119, **keys})
+    return BatchLoader(load_source(spec), spec, seed=3, rank=rank, world_size=world, even=even)
+
+
+def test_training_shards_are_even_and_test_shards_cover_each_sample_once():
+    even = [digits_loader(r, 3, True, shuffle=True) for r in range(3)]
+    assert {len(x) for x in even} == {3} and {x.samples_per_epoch for x in even} == {40}
+    perm = even[0].permutation(0)
+    shards = [x.order(0) for x in even]
+    assert torch.equal(torch.stack(shards, 1).reshape(-1)[:119], perm)  # rank r: every 3rd from r
+    exact = [digits_loader(r, 3, False) for r in range(3)]
+    assert [x.samples_per_epoch for x in exact] == [40, 40, 39]
+    assert sorted(torch.cat([x.order(0) for x in exact]).tolist()) == list(range(119))
+
+
+def test_a_data_position_moves_to_the_same_fraction_of_the_epoch_for_another_world_size():
+    two = digits_loader(0, 2, True, split="train", limit=256, batch_size=8)
+    for _ in range(6):
+        two.next_batch()
+    one = digits_loader(0, 1, True, split="train", limit=256, batch_size=16)
+    one.load_state_dict(two.state_dict())
+    assert two.state_dict() == {"epoch": 0, "position": 48, "world_size": 2}
+    assert one.state_dict() == {"epoch": 0, "position": 96}
+    with pytest.raises(ValueError, match="does not fit"):
+        one.load_state_dict({"epoch": 0, "position": 129, "world_size": 2})
+
+
+def test_unused_parameters_are_the_layers_no_loss_depends_on(tmp_path):
+    def net(text: str) -> Net:
+        (tmp_path / "net.yaml").write_text(text)
+        return Net(build_graph(load_net(tmp_path / "net.yaml"), "TRAIN"))
+
+    assert unused_parameters(net(NET)) == ["side.weight", "side.bias"]
+    assert unused_parameters(net(MLP)) == []

@@ -1,0 +1,137 @@
+"""``weights:`` rules, ``freeze:`` and ``netcfg weights``: the fine-tuning flow end to end, small.
+
+Step 1 trains a tiny net on digits 0-4, step 2 fine-tunes it on a few images of digits
+5-9 from step 1's run directory without its classifier, with the first layers frozen,
+as solvers/finetune_fmnist_*.yaml do on Fashion-MNIST.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from netcfg.errors import ConfigErrors
+from netcfg.solver import Solver
+from netcfg.solver.spec import load_solver
+from tests.cli.test_train import netcfg
+from tests.solver.test_runner import write_solver
+
+NET = """\
+name: TinyBN
+inputs:
+  data: [1, 8, 8]
+  label: {shape: [], dtype: int64}
+layers:
+  - {name: ip1, type: InnerProduct, bottom: data, num_output: 16, weight_filler: {type: xavier}}
+  - {name: bn1, type: BatchNorm}
+  - {name: relu1, type: ReLU}
+  - {name: ip2, type: InnerProduct, num_output: 5, weight_filler: {type: xavier}}
+  - {name: loss, type: SoftmaxWithLoss, bottom: [ip2, label]}
+  - {name: accuracy, type: Accuracy, bottom: [ip2, label], include: {phase: TEST}}
+"""
+FIRST = {"classes": [0, 1, 2, 3, 4], "limit": None}
+SECOND = {"classes": [5, 6, 7, 8, 9], "per_class": 4, "limit": None}
+
+
+@pytest.fixture(scope="module")
+def step1(tmp_path_factory) -> Path:
+    """The run directory of a few iterations on digits 0-4."""
+    root = tmp_path_factory.mktemp("step1")
+    solver = write_solver(root, NET, name="first", max_iter=6, test=False, train=FIRST)
+    Solver.from_file(solver, out=root / "run", log=lambda line: None).solve()
+    return root / "run"
+
+
+def second(tmp_path: Path, step1: Path, **keys) -> Path:
+    keys.setdefault("weights", [{"file": str(step1), "exclude": [r"ip2\."]}])
+    path = write_solver(tmp_path, NET, name="second", max_iter=5, train=SECOND, **keys)
+    solver = yaml.safe_load(path.read_text())
+    solver["data"]["test"]["classes"] = [5, 6, 7, 8, 9]  # (write_solver's `test` is a flag)
+    path.write_text(yaml.safe_dump(solver, sort_keys=False))
+    return path
+
+
+def test_fine_tune_copies_all_but_the_classifier_and_frozen_layers_do_not_move(tmp_path, step1):
+    source = load_file(step1 / "tiny_iter_6.safetensors")
+    lines = []
+    s = Solver.from_file(second(tmp_path, step1, freeze=["ip1", "bn1"]), out=tmp_path / "run", log=lines.append)
+    net = s.net.state_dict()
+    for name in ("ip1.weight", "ip1.bias", "bn1.weight", "bn1.running_mean", "bn1.running_var"):
+        assert torch.equal(net[name], source[name]), name
+    assert not torch.equal(net["ip2.weight"], source["ip2.weight"])  # excluded: left as its filler made it
+    assert "missing, left as initialised (2): ip2.weight, ip2.bias" in lines
+    start = {k: v.clone() for k, v in net.items()}
+    s.solve()
+    after = s.net.state_dict()
+    for name in ("ip1.weight", "ip1.bias", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var"):
+        assert torch.equal(after[name], start[name]), f"{name} moved although frozen"
+    assert not torch.equal(after["ip2.weight"], start["ip2.weight"])
+    assert "freeze: 1,072 of 1,157 parameters frozen (4 tensors), 85 trainable; statistics fixed (eval mode) " \
+           "in 1 norm layer(s)" in lines
+    assert 0 <= s.test()["accuracy"] <= 1  # the test net (classes 5-9 relabelled 0..4) runs
+    # the run's config.yaml pins the snapshot that the run directory gave, and loads back
+    config = yaml.safe_load((tmp_path / "run/config.yaml").read_text())
+    assert config["weights"][0]["file"] == str(step1 / "tiny_iter_6.safetensors")
+    assert load_solver(tmp_path / "run/config.yaml").weights[0].exclude == [r"ip2\."]
+
+
+def test_an_unfrozen_batchnorm_does_update_its_statistics(tmp_path, step1):
+    s = Solver.from_file(second(tmp_path, step1, freeze=["ip1"]), out=tmp_path / "run", log=lambda line: None)
+    before = s.net.state_dict()["bn1.running_mean"].clone()
+    s.step(2)
+    assert not torch.equal(s.net.state_dict()["bn1.running_mean"], before)
+
+
+def test_rename_and_pth_state_dicts(tmp_path, step1):
+    source = load_file(step1 / "tiny_iter_6.safetensors")
+    theirs = {k.replace("ip1.", "encoder.0.").replace("bn1.", "encoder.1."): v for k, v in source.items()}
+    torch.save(theirs, tmp_path / "theirs.pth")
+    rule = {"file": "theirs.pth", "include": ["encoder"], "rename": {r"^encoder\.0\.": "ip1.", r"^encoder\.1\.": "bn1."}}
+    solver = second(tmp_path, step1, weights=[rule])
+    code, out, err = netcfg("weights", solver)
+    assert code == 0, err
+    assert "encoder.0.weight -> ip1.weight" in out and "encoder.1.running_var -> bn1.running_var" in out
+    assert "excluded by include/exclude (2): ip2.bias, ip2.weight" in out
+    s = Solver.from_file(solver, out=tmp_path / "run", log=lambda line: None)
+    assert torch.equal(s.net.state_dict()["ip1.weight"], source["ip1.weight"])
+
+
+def test_a_strict_rule_refuses_what_it_cannot_fill_with_exit_2(tmp_path, step1):
+    solver = second(tmp_path, step1, weights=[{"file": str(step1), "exclude": [r"ip2\."], "strict": True}])
+    code, out, err = netcfg("weights", solver)
+    assert code == 2
+    assert "missing, left as initialised (2): ip2.weight, ip2.bias" in out
+    assert "second.yaml:" in err and "weights[0].strict: strict rule refuses: 2 net blobs are not filled" in err
+    code, out, err = netcfg("train", solver, "--out", tmp_path / "run")
+    assert code == 2 and "strict rule refuses" in err
+    assert not (tmp_path / "run").exists()  # refused before the run directory is made
+
+
+@pytest.mark.parametrize("rule, where, words", [
+    ({"file": "nowhere.safetensors"}, "weights[0].file", "weights file not found"),
+    ({"file": "STEP1", "include": ["(ip"]}, "weights[0].include[0]", "bad regular expression '(ip'"),
+    ({"file": "STEP1", "exclude": ["ip3"]}, "weights[0].exclude[0]", "exclude pattern 'ip3' matches no blob"),
+    ({"file": "STEP1", "rename": {"^": "model."}}, "weights[0]", "this rule fills no blob of the net"),
+    ({"file": "STEP1", "rename": {"^(ip)": r"\2"}}, "weights[0].rename.^(ip)", "bad replacement"),
+    ({"file": "STEP1", "strict": "maybe"}, "weights[0].strict", "valid boolean"),
+])
+def test_bad_rules_are_located_errors(tmp_path, step1, rule, where, words):
+    rule = {k: (str(step1) if v == "STEP1" else v) for k, v in rule.items()}
+    code, out, err = netcfg("train", second(tmp_path, step1, weights=[rule]), "--out", tmp_path / "run")
+    assert code == 2, err
+    line = next(x for x in err.splitlines() if where + ":" in x)
+    assert line.startswith(f"{tmp_path / 'second.yaml'}:") and words in line, err
+    assert "Traceback" not in err
+
+
+def test_bad_freeze_patterns_are_located_errors(tmp_path, step1):
+    for freeze, words in ((["ip9"], "freeze[0]: freeze pattern 'ip9' matches no parameter"),
+                          (["ip", "bn"], "freeze: freeze matches every parameter"),
+                          (["[ip"], "freeze[0]: bad regular expression")):
+        with pytest.raises(ConfigErrors) as e:
+            Solver.from_file(second(tmp_path, step1, freeze=freeze), out=tmp_path / "run", log=lambda line: None)
+        assert words in e.value.render() and "second.yaml:" in e.value.render()

@@ -89,8 +89,10 @@ def errors_from_pydantic(
             key = path[-1]
             valid = [n for n in cls.model_fields] if cls else []
             msg = f"unknown key '{key}'"
-            if cls is not None and "type" in cls.model_fields and isinstance(parent, dict):
-                msg += f" for {parent.get('type')} layer" if parent.get("type") else ""
+            if cls is not None and "type" in cls.model_fields and isinstance(parent, dict) and parent.get("type"):
+                # a layer's type names the layer; a solver's names its optimizer
+                kind_of = "optimizer" if cls.__name__ == "SolverSpec" else "layer"
+                msg += f" for {parent.get('type')} {kind_of}"
             hint = did_you_mean(str(key), valid, show_all=0) or None
             if hint is None and valid:
                 hint = "valid keys: " + ", ".join(valid)

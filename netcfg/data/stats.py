@@ -70,7 +70,7 @@ def stats_report(spec: DataSourceSpec, data: SplitData, where: str) -> tuple[str
         found[name] = st
         origin = data.origins.get(name, ())
         key = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in origin[:2] if p != "inputs")
-        owner = subs[origin[1]] if subs and origin[:1] == ("sources",) else spec
+        owner = subs[origin[1]] if subs and origin[:1] == ("sources",) else getattr(spec, "of", spec) if origin[:1] == ("of",) else spec
         shape = "x".join(map(str, t.shape[1:]))
         lines += [f"# {key}, tensor '{name}': {st.count:,} images of {shape}, raw values {_range(t)}.",
                   f"# Paste under {key}; then (x - mean_value) * scale / std has mean 0, std 1 per channel:",

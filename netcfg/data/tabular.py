@@ -24,7 +24,7 @@ from netcfg.data.split import Arrays
 from netcfg.errors import ConfigError, ConfigErrors, FieldError, did_you_mean
 from netcfg.spec import Spec
 
-__all__ = ["CsvSpec", "CategoricalColumn", "csv_statistics"]
+__all__ = ["CsvSpec", "CategoricalColumn", "csv_statistics", "column_statistics"]
 
 MISSING = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"]
 
@@ -105,14 +105,19 @@ def csv_statistics(spec: CsvSpec, train: Table, errors: list[ConfigError]) -> di
         if isinstance(group, CategoricalColumn):
             stats[name] = _sorted(set(train.strings(train.header.index(group.column), missing, errors)))
         elif spec.standardize:
-            x = train.numbers([train.header.index(c) for c in _names(group)], missing, errors)
-            std = x.std(0)
-            stats[name] = (x.mean(0), np.where(std > 0, std, 1.0))  # a constant column stays 0, not NaN
+            stats[name] = column_statistics(train.numbers([train.header.index(c) for c in _names(group)], missing, errors))
     if spec.label:
         kind = _label_kind(spec, train, missing, errors)
         cats = _sorted(set(train.strings(train.header.index(spec.label), missing, errors))) if kind == "class" else None
         stats["label"] = (kind, cats)
     return stats
+
+
+def column_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column (mean, std) of the train rows (N, D), for ``(x - mean) / std``; a
+    constant column gets std 1, so it standardises to 0, not NaN."""
+    std = x.std(0)
+    return x.mean(0), np.where(std > 0, std, 1.0)
 
 
 def _tables(spec: CsvSpec, path: Path, base_dir: Path | None) -> tuple[Table, Table | None, Table]:

@@ -12,10 +12,18 @@ from netcfg.solver.snapshot import copy_weights
 from tests.export.helpers import CONFIGS, max_diff, random_inputs
 
 SLOW_FLOPS = 5e9  # per sample: ImageNet-sized nets take 20 s and more to export on 2 cores
+# AlexNet (61 M) and the VGG-16s (138 M) would write 0.25-0.55 GB of weights twice (safetensors,
+# ONNX) and add about a minute and 2 GB of memory to CI; their layer types all export in the
+# smaller nets here (by hand, 2026-11-25: AlexNet within 1.5e-8 of PyTorch, VGG-16 within 2.8e-7)
+MAX_PARAMS = 50_000_000
 
 
 def marks(path):
-    return [pytest.mark.slow] if build_graph(load_net(path), "TEST").flops > SLOW_FLOPS else []
+    graph = build_graph(load_net(path), "TEST")
+    if graph.total_params > MAX_PARAMS:
+        return [pytest.mark.skip(reason=f"{graph.total_params:,} parameters: too big to export in the suite; "
+                                        "its layer types are exported in the smaller zoo nets")]
+    return [pytest.mark.slow] if graph.flops > SLOW_FLOPS else []
 
 
 def eager_tops(spec, weights, inputs: dict, deploy) -> dict[str, torch.Tensor]:

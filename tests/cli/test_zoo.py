@@ -1,0 +1,89 @@
+"""``netcfg zoo``: the listing from the headers, one net's header and solvers, typos, a missing zoo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from netcfg import zoo
+from tests.cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_lists_every_net_with_its_header_parameter_count_and_inputs():
+    result = run_cli("zoo")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["name", "parameters", "inputs", "description"]
+    table = lines[2:lines.index("")]
+    rows = {line.split()[0]: line for line in table}
+    configs = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
+    assert list(rows) == configs
+    assert "138,357,544" in rows["vgg16"] and "data 3x224x224, label int64" in rows["vgg16"]
+    assert "431,080" in rows["lenet"] and "data 1x28x28" in rows["lenet"]
+    assert "tokens 64 int64" in rows["text_cnn"]
+    assert rows["resnet18"].endswith("The 18-layer residual net with basic blocks")
+    assert lines[-1].startswith(f"{len(configs)} nets in ")
+
+
+def test_one_net_prints_its_header_path_and_solvers():
+    result = run_cli("zoo", "lenet")
+    assert result.exit_code == 0, result.stderr
+    header = "".join(line[2:] + "\n" for line in (ROOT / "configs/lenet.yaml").read_text().splitlines()
+                     if line.startswith("# "))
+    assert result.stdout.startswith(header)
+    assert "lenet.yaml" in result.stdout
+    assert "solvers/lenet_fashion_mnist.yaml" in result.stdout
+    assert "netcfg train " in result.stdout
+
+
+def test_a_net_without_solvers_says_so():
+    result = run_cli("zoo", "resnet50")
+    assert result.exit_code == 0, result.stderr
+    assert "Parameters: 25,557,032" in result.stdout
+    assert "solvers:  none" in result.stdout
+
+
+def test_unknown_name_exits_2_with_did_you_mean():
+    result = run_cli("zoo", "resnt18")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.startswith("netcfg zoo: error: no net 'resnt18' in the zoo")
+    assert "(did you mean 'resnet18'?" in result.stderr
+
+
+def test_missing_zoo_directory_is_explained(tmp_path):
+    result = run_cli("zoo", "--dir", str(tmp_path / "configs"))
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert "no model zoo at" in result.stderr and "pip install -e ." in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_own_folder_with_dir_finds_nets_by_file_or_net_name_and_their_solvers(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "solvers").mkdir()
+    (tmp_path / "configs/tiny.yaml").write_text(
+        "# Tiny: a one-layer classifier. Not trained here.\n# Parameters: 650.\n"
+        "name: TinyNet\ninputs: {data: [64], label: {shape: [], dtype: int64}}\n"
+        "layers:\n  - {name: ip, type: InnerProduct, num_output: 10}\n"
+        "  - {name: loss, type: SoftmaxWithLoss, bottom: [ip, label]}\n")
+    (tmp_path / "solvers/tiny_run.yaml").write_text("net: ../configs/tiny.yaml\nbase_lr: 0.1\nmax_iter: 1\n")
+    (tmp_path / "solvers/other.yaml").write_text("net: ../configs/other.yaml\n")
+    listing = run_cli("zoo", "--dir", str(tmp_path / "configs"))
+    assert listing.exit_code == 0, listing.stderr
+    assert "tiny         650  data 64, label int64  A one-layer classifier" in listing.stdout
+    shown = run_cli("zoo", "TinyNet", "--dir", str(tmp_path / "configs"))
+    assert shown.exit_code == 0, shown.stderr
+    assert shown.stdout.startswith("Tiny: a one-layer classifier.")
+    assert "tiny_run.yaml" in shown.stdout and "other.yaml" not in shown.stdout
+
+
+def test_listing_reads_headers_without_loading_torch():
+    # what keeps `netcfg zoo` instant: no net is built, torch is never imported
+    code = ("import sys; from netcfg.cli.app import main\n"
+            "try: main(['zoo'])\nexcept SystemExit: pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == len(zoo.zoo_entries()) + 4

@@ -11,7 +11,7 @@ import difflib
 import re
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 
 from netcfg.errors import ConfigError, ConfigErrors, FieldError, did_you_mean
 from netcfg.source import Source
@@ -34,6 +34,15 @@ class Spec(BaseModel):
         if isinstance(data, dict) and isinstance(info.context, dict):
             info.context.setdefault("models", {})[id(data)] = cls
         return data
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, v: Any) -> Any:
+        # names become file names and paths; the OS refuses a NUL with a ValueError deep
+        # inside pathlib, so say it here, at the key
+        if isinstance(v, str) and "\0" in v:
+            raise ValueError(f"{v!r} contains a NUL character (\\0), which no name or path can hold")
+        return v
 
 
 def validate(model: type[M], src: Source, *, path: tuple = ()) -> M:

@@ -86,8 +86,17 @@ def _source_enum(schema: dict[str, Any]) -> None:
     schema["enum"] = list(source_types())
 
 
+# data set names users write as a source, and the source that reads them
+_DATA_SETS = {"mnist": "idx", "fashion-mnist": "idx", "fashion_mnist": "idx", "fashionmnist": "idx", "kmnist": "idx",
+              "emnist": "idx", "cifar": "cifar10", "cifar-10": "cifar10", "cifar-100": "cifar100"}
+
+
 def _known_source(v: str) -> str:
     known = source_types()
+    if v.lower() in _DATA_SETS and v not in known:
+        fetch = f"; `netcfg data fetch {v.lower()}` downloads it" if v.lower() in ("mnist", "fashion-mnist") else ""
+        raise ValueError(f"'{v}' is a data set, not a source: its files are read by "
+                         f"source: {_DATA_SETS[v.lower()]}{fetch}")
     if v not in known:
         # raised as a literal error so the located message lists the choices
         raise PydanticCustomError("literal_error", "Input should be {expected}",

@@ -123,7 +123,8 @@ def _check_outputs(spec: NetSpec, graph: Graph, outputs) -> list[str]:
 class DeployModule(nn.Module):
     """A deploy Net with a plain signature: positional inputs in declared order, and a
     tuple of the output tops (or a dict by top name) for tracers and exporters.
-    Parameters keep the Net's names (``conv1.weight``)."""
+    Parameters keep the Net's names (``conv1.weight``), unless a layer's name is an
+    attribute of torch.fx's GraphModule (see below)."""
 
     def __init__(self, net: Net, *, as_dict: bool = False):
         super().__init__()
@@ -134,8 +135,15 @@ class DeployModule(nn.Module):
         for node in net.graph.nodes:
             schedule.append((_submodule(net, node.name), tuple(node.bottoms), tuple(node.tops)))
         self.schedule = schedule  # a plain list (set first: a layer may be called "schedule")
+        holder: nn.Module = self
+        if set(net._modules) & _graph_module_attributes():
+            # torch.export makes each submodule an attribute of a GraphModule: a layer called
+            # `code` or `graph` would shadow the GraphModule's own, so such nets keep their
+            # layers one level down (parameters `layers.code.weight`)
+            holder = nn.Module()
+            self._modules["layers"] = holder
         for name, module in net._modules.items():  # the same module objects, under the same names
-            self._modules[name] = module
+            holder._modules[name] = module
         self.train(False)
 
     def forward(self, *inputs: torch.Tensor):
@@ -150,6 +158,12 @@ class DeployModule(nn.Module):
         if self.as_dict:
             return {t: blobs[t] for t in self.output_names}
         return tuple(blobs[t] for t in self.output_names)
+
+
+def _graph_module_attributes() -> set[str]:
+    import torch.fx
+
+    return {n for n in dir(torch.fx.GraphModule) if not n.startswith("__")}
 
 
 def _submodule(root: nn.Module, dotted: str) -> nn.Module:

@@ -123,11 +123,13 @@ class Solver:
             rms_decay=spec.rms_decay, weight_decay=spec.weight_decay, regularization_type=spec.regularization_type)
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.scaler = torch.amp.GradScaler("cuda") if spec.precision == "fp16" else None
-        self._forward = torch.compile(self.net) if spec.compile else self.net
+        self._forward = torch.compile(self.net, dynamic=False) if spec.compile else self.net
+        self._compiling = spec.compile
         self.iter = 0
         self._undo: dict | None = None  # set while an iteration runs (see _roll_back_iteration)
         self.losses: deque[float] = deque(maxlen=spec.average_loss)
         self._updating = False  # inside optimizer.step(): the weights may be half updated
+        self._in_train_mode = False  # net.train() (and frozen BatchNorm in eval) done for this step()
         self.last_test: dict[str, float] = {}
         self._seconds = 0.0  # training time of earlier sessions (resume)
         if isinstance(spec.weights, list):  # rules: plan, refuse or copy, report (weights.py)
@@ -137,7 +139,7 @@ class Solver:
             self.load_weights(spec.base_dir / spec.weights)
         self._ddp = self.dist.wrap(self.net)  # torchrun: gradients averaged over the ranks
         if self._ddp is not None:
-            self._forward = torch.compile(self._ddp) if spec.compile else self._ddp
+            self._forward = torch.compile(self._ddp, dynamic=False) if spec.compile else self._ddp
         self.dist.seed_dropout(spec.random_seed, 0)  # the same weights everywhere, dropout per rank
         # last: a run refused above (bad weights, data, memory) leaves no directory behind
         self.run = run_dir if run_dir is not None else self.dist.shared_run_dir(
@@ -193,10 +195,12 @@ class Solver:
 
     def _train_step(self) -> tuple[float, dict[str, float], int]:
         s = self.spec
-        self.net.train()
+        if not self._in_train_mode:  # module.train() walks every module: once per step(), and after a test
+            self.net.train()
+            self.frozen.hold()  # frozen BatchNorm layers keep their statistics
+            self._in_train_mode = True
         lr = self.lr()
         set_learning_rate(self.optimizer, lr)
-        self.frozen.hold()  # frozen BatchNorm layers keep their statistics
         self.optimizer.zero_grad(set_to_none=True)
         total, outs, images, bad = 0.0, {}, 0, None
         for i in range(s.iter_size):
@@ -274,13 +278,20 @@ class Solver:
         t0 = time.perf_counter()
         images = 0
         last_display = (t0, 0)
+        self._in_train_mode = False  # the caller may have put the net in eval mode
         with StopAfterIteration() as ctrl_c:
             while self.iter < stop:
                 if s.test_interval and self.iter % s.test_interval == 0 and (self.iter > 0 or s.test_initialization):
                     self.test()
                 # what a Ctrl-C inside the step rolls back, so the snapshot resumes exactly
                 self._undo = self._iteration_start()
+                if self._compiling:  # torch.compile compiles on the first call: its time is reported apart
+                    t_compile = time.perf_counter()
                 loss, outs, n_img = self._train_step()
+                if self._compiling:
+                    self._compiling = False
+                    self.log(f"torch.compile: the first iteration took {time.perf_counter() - t_compile:.1f} s "
+                             "(compiling; later runs reuse the inductor cache)")
                 self.iter += 1
                 self._undo = None
                 images += n_img
@@ -390,7 +401,7 @@ class Solver:
                     sums[k] = sums.get(k, 0.0) + float(v) * n
             count += n
         sums, count = self.dist.sum_over_ranks(sums, count)  # torchrun: each rank tested its shard
-        self.net.train()
+        self._in_train_mode = False
         results = {k: v / max(count, 1) for k, v in sums.items()}
         self.last_test = results
         rec = {"event": "test", "iter": self.iter,

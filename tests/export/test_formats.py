@@ -200,3 +200,14 @@ def test_every_layer_type_exports(fmt, tmp_path):
     normed = {n.spec.type for n in result.deploy.graph.nodes if getattr(n.spec, "weight_norm", False)}
     assert normed == {"Convolution", "Deconvolution", "InnerProduct"}  # folded into plain weights on export
     assert result.max_abs_diff < TOL and result.checked_batches == (1, 5)
+
+
+@pytest.mark.parametrize("fmt", ["exported", "onnx"])
+def test_layers_named_like_graph_module_attributes_export(fmt, tmp_path):
+    # torch.export turns submodules into GraphModule attributes: `code` and `graph` are its own
+    spec = spec_of({"name": "clash", "inputs": {"data": [4]},
+                    "layers": [{"name": "code", "type": "InnerProduct", "num_output": 3},
+                               {"name": "graph", "type": "InnerProduct", "num_output": 2}]})
+    weights = write_weights(spec, tmp_path / "w.safetensors")
+    result = netcfg.export(spec, weights, fmt, tmp_path / f"clash.{fmt}")
+    assert result.path.is_file() and result.max_abs_diff < TOL

@@ -49,8 +49,18 @@ def test_resume_repeats_the_straight_run_bit_for_bit(tmp_path, optimizer):
     assert tested == [{k: r[k] for k in ("iter", "loss", "accuracy")} for r in metrics(tmp_path / "straight", "test")]
 
 
+@pytest.fixture
+def ctrl_c_enabled():
+    """Python's own SIGINT handler, as in a terminal: a process started in the background
+    by a non-interactive shell (``cmd &``, nohup) inherits SIGINT ignored, and netcfg
+    rightly leaves an ignored SIGINT ignored."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 @pytest.mark.parametrize("how", ["KeyboardInterrupt", "SIGINT"])
-def test_ctrl_c_inside_an_iteration_resumes_exactly(tmp_path, how):
+def test_ctrl_c_inside_an_iteration_resumes_exactly(tmp_path, how, ctrl_c_enabled):
     # Ctrl-C lands while the net computes iteration 4, after its batch was drawn and
     # dropout drew its mask. A real SIGINT lets the iteration finish (Caffe's way); a
     # KeyboardInterrupt raised there (a second Ctrl-C) rolls the iteration back.

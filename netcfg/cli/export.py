@@ -40,8 +40,10 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     force: Annotated[bool, typer.Option("--force", help="overwrite OUT if it exists")] = False,
 ) -> None:
-    """Export the deploy form of a trained net: the TEST layers without losses,
-    metrics and label inputs, outputs named after their tops, a dynamic batch.
+    """Export a trained net to safetensors, pt, TorchScript, torch.export or ONNX, checked.
+
+    The deploy form: the TEST layers without losses, metrics and label inputs, outputs
+    named after their tops, a dynamic batch.
 
     The file is checked against the PyTorch net (batch 1 and 5) before it is put in
     place; a layer the format cannot hold is named, and nothing is written."""

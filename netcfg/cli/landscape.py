@@ -30,8 +30,10 @@ def landscape(
     set_: Annotated[list[str], typer.Option("--set", help="override a solver key: a.b=value (repeatable)")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="also print the grid values as one JSON object")] = False,
 ) -> None:
-    """Plot the loss along filter-normalised random directions around trained weights
-    (Li et al. 2018, arXiv:1712.09913): a 1-D curve, or with --2d a contour plot.
+    """Plot the loss landscape around trained weights (a curve, or --2d contours).
+
+    The loss along filter-normalised random directions (Li et al. 2018,
+    arXiv:1712.09913): a 1-D curve, or with --2d a contour plot.
 
     Biases and BatchNorm parameters are not perturbed; the net runs in eval mode
     (BatchNorm running statistics, no Dropout) on a fixed train subset. Several

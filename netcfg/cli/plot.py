@@ -20,8 +20,10 @@ def plot(
     x: Annotated[str, typer.Option("--x", help="x axis: iter, epoch or seconds (training time)", case_sensitive=False)] = "iter",
     smoothing: Annotated[float, typer.Option("--smooth", min=0.0, max=0.999, help="exponential smoothing weight of the train loss (TensorBoard's)")] = 0.6,
 ) -> None:
-    """Plot train loss (as logged and smoothed), test loss, test accuracy (every scalar
-    test output), learning rate and images/s; several runs overlaid with a legend.
+    """Plot runs: train and test loss, test accuracy, learning rate, images/s.
+
+    Train loss as logged and smoothed, every scalar test output; several runs overlaid
+    with a legend.
 
     Needs matplotlib: pip install 'netcfg[plot]'."""
     from netcfg.errors import ConfigError, did_you_mean

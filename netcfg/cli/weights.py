@@ -21,9 +21,10 @@ def weights(
     set_: Annotated[list[str], typer.Option("--set", help="override a solver key: a.b=value (repeatable)")] = [],
     plugin: Annotated[list[str], typer.Option("--plugin", help=PLUGIN_HELP)] = [],
 ) -> None:
-    """Show what `netcfg train SOLVER` would load: per rule of `weights:`, the blobs matched,
-    renamed (old -> new), excluded, unused and shape-mismatched, then the net blobs nobody
-    fills, and what `freeze:` freezes.
+    """Dry run of `weights:` and `freeze:`: what `netcfg train SOLVER` would load, and freeze.
+
+    Per rule of `weights:`: the blobs matched, renamed (old -> new), excluded, unused and
+    shape-mismatched; then the net blobs nobody fills, and what `freeze:` freezes.
 
     Exit codes: 0 the train would accept these weights; 2 it would refuse them (a strict
     rule, a file that cannot be read, a pattern that matches nothing)."""

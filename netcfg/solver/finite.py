@@ -1,4 +1,4 @@
-"""Gradients that are NaN or Inf while the loss is finite: caught before the update, with the layer that made them.
+"""A loss or gradients that are NaN or Inf: caught before the update, reported with the layer that made them.
 
 The check is one sum per gradient per iteration (one host sync, as the loss
 already costs). Only when it fails is the batch replayed layer by layer,
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["gradients_finite", "first_nonfinite_gradient"]
+from netcfg.errors import NetcfgError
+
+__all__ = ["TrainingDiverged", "gradients_finite", "first_nonfinite_gradient", "diverged", "diverged_elsewhere"]
 
 
 def gradients_finite(params: list[torch.Tensor]) -> bool:
@@ -58,3 +60,41 @@ def _layer(net, name: str) -> torch.nn.Module:
     for part in name.split("."):
         module = module._modules[part]
     return module
+
+
+class TrainingDiverged(NetcfgError):
+    """The loss became NaN or infinite; the last good snapshot is kept."""
+
+    exit_code = 1
+
+
+_ADVICE = "Lower base_lr, add clip_gradients, or check the data scale"
+
+
+def diverged(net, run, it: int, batch: dict[str, torch.Tensor], value: float, *, gradient: bool = False
+             ) -> TrainingDiverged:
+    """The error for a non-finite loss (or, with ``gradient``, a non-finite gradient under a
+    finite loss) at iteration ``it``: the layer that made it and the snapshot to go back to."""
+    if gradient:  # the loss is finite, a gradient is not: stop before the update spreads it
+        layer = first_nonfinite_gradient(net, batch)
+        what = f"a gradient is NaN or infinite (the loss is {value:.6g})"
+        at = f"; first made by the backward pass of layer '{layer}'" if layer else ""
+    else:
+        net.eval()
+        where = net.first_nonfinite(**batch)
+        net.train()
+        what = f"loss is {value}"
+        at = f"; first non-finite output: layer '{where[0]}', top '{where[1]}'" if where else ""
+    # a snapshot of this very iteration holds the weights that just gave a non-finite loss
+    last = run.latest_snapshot(before=it)
+    keep = f"; last good snapshot: {last}" if last else "; no good snapshot was written"
+    if run.snapshot_paths(it)[1].exists():
+        keep += f" (the snapshot of iteration {it} holds the weights that diverged)"
+    return TrainingDiverged(f"{what} at iteration {it}{at}{keep}. {_ADVICE}")
+
+
+def diverged_elsewhere(run, it: int, ranks: list[int]) -> TrainingDiverged:
+    """torchrun: the error on the ranks whose own loss was finite when others' was not."""
+    last = run.latest_snapshot(before=it)
+    return TrainingDiverged(f"loss is NaN or infinite at iteration {it} on rank(s) {', '.join(map(str, ranks))} "
+                            f"(their message names the layer); last good snapshot: {last}. {_ADVICE}")

@@ -32,7 +32,7 @@ from netcfg.solver.checkpoint import CheckpointError
 from netcfg.solver.interrupt import StopAfterIteration
 from netcfg.solver.layout import to_layout, use_channels_last
 from netcfg.solver.freeze import freeze
-from netcfg.solver.finite import first_nonfinite_gradient, gradients_finite
+from netcfg.solver.finite import TrainingDiverged, diverged, diverged_elsewhere, gradients_finite
 from netcfg.solver.lr_policy import learning_rate
 from netcfg.solver.memory import check_memory, is_out_of_memory, out_of_memory_error
 from netcfg.solver.optim import apply_l1, make_optimizer, set_learning_rate
@@ -43,12 +43,6 @@ from netcfg.solver.weights import load_rules
 from netcfg.solver.state import capture_rng, load_optimizer_state, restore_rng
 
 __all__ = ["Solver", "TrainingDiverged", "Interrupted"]
-
-
-class TrainingDiverged(NetcfgError):
-    """The loss became NaN or infinite; the last good snapshot is kept."""
-
-    exit_code = 1
 
 
 class Interrupted(NetcfgError):
@@ -247,29 +241,10 @@ class Solver:
         return total, outs, images * self.dist.world_size
 
     def _diverged(self, batch: dict, value: float, gradient: bool = False) -> None:
-        if gradient:  # the loss is finite, a gradient is not: stop before the update spreads it
-            layer = first_nonfinite_gradient(self.net, batch)
-            what = f"a gradient is NaN or infinite (the loss is {value:.6g})"
-            at = f"; first made by the backward pass of layer '{layer}'" if layer else ""
-        else:
-            self.net.eval()
-            where = self.net.first_nonfinite(**batch)
-            self.net.train()
-            what = f"loss is {value}"
-            at = f"; first non-finite output: layer '{where[0]}', top '{where[1]}'" if where else ""
-        # a snapshot of this very iteration holds the weights that just gave a non-finite loss
-        last = self.run.latest_snapshot(before=self.iter)
-        keep = f"; last good snapshot: {last}" if last else "; no good snapshot was written"
-        if self.run.snapshot_paths(self.iter)[1].exists():
-            keep += f" (the snapshot of iteration {self.iter} holds the weights that diverged)"
-        raise TrainingDiverged(f"{what} at iteration {self.iter}{at}{keep}. "
-                               "Lower base_lr, add clip_gradients, or check the data scale")
+        raise diverged(self.net, self.run, self.iter, batch, value, gradient=gradient)
 
     def _diverged_elsewhere(self, ranks: list[int]) -> None:
-        last = self.run.latest_snapshot(before=self.iter)
-        raise TrainingDiverged(f"loss is NaN or infinite at iteration {self.iter} on rank(s) "
-                               f"{', '.join(map(str, ranks))} (their message names the layer); last good snapshot: "
-                               f"{last}. Lower base_lr, add clip_gradients, or check the data scale")
+        raise diverged_elsewhere(self.run, self.iter, ranks)
 
     def step(self, n: int) -> None:
         """Run ``n`` iterations (Caffe's Solver::Step)."""

@@ -291,6 +291,18 @@ def test_registering_a_taken_name_fails_and_keeps_the_first(scratch_registry):
     register(first)  # registering the same class again is harmless
 
 
+def test_a_layer_type_without_infer_or_build_is_refused_when_registered():
+    class Halfway(LayerSpec):
+        type: Literal["Halfway"]
+
+        def infer(self, bottoms):
+            return bottoms
+
+    with pytest.raises(TypeError, match="Halfway does not define build"):
+        register(Halfway)
+    assert "Halfway" not in registry()
+
+
 def test_entry_point_loads_an_unknown_type(plugin_module, monkeypatch):
     mod = plugin_module("netcfg_test_ep_plugin", PLUGIN.format(cls="EntryPointTwice"))
     real = metadata.entry_points

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from abc import abstractmethod
 from importlib import metadata
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NamedTuple
 
@@ -185,13 +186,13 @@ class LayerSpec(Spec):
         """How many tops this layer produces when ``top`` is not given."""
         return 1
 
+    @abstractmethod
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
         """Output blobs from input blobs; raise ShapeError on a mismatch."""
-        raise NotImplementedError(f"{type(self).__name__}.infer")
 
+    @abstractmethod
     def build(self, bottoms: list[Blob]) -> nn.Module:
         """The torch module for this layer, for these input shapes."""
-        raise NotImplementedError(f"{type(self).__name__}.build")
 
     def flops(self, bottoms: list[Blob], tops: list[Blob]) -> int:
         """Floating-point operations per sample (a multiply-add counts 2)."""
@@ -237,6 +238,10 @@ def register(cls: type[LayerSpec]) -> type[LayerSpec]:
             f"layer type '{name}' registered twice: by {prev.__module__}.{prev.__qualname__} "
             f"and by {cls.__module__}.{cls.__qualname__}"
         )
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:  # caught at import, not when a net first uses the type
+        raise TypeError(f"layer type {cls.__qualname__} does not define {', '.join(missing)} "
+                        "(see docs/adding-a-layer.md)")
     _REGISTRY[name] = cls
     return cls
 

@@ -1,11 +1,9 @@
 """Caffe .caffemodel weights (binary protobuf, read here) -> a netcfg .safetensors keyed ``<layer>.<blob>``.
 
-The wire format is protobuf's: each field a varint key (number << 3 | wire type)
-then a varint (type 0), 8 bytes (1), a length and that many bytes (2) or 4 bytes
-(5). Only what weights need is read: NetParameter.layer (100) -> LayerParameter
-name (1), blobs (7), or the V1 NetParameter.layers (2) -> V1LayerParameter name (4),
-blobs (6); BlobProto shape (7) -> BlobShape.dim (1), or the legacy num, channels,
-height, width (1-4), and data (5, floats) or double_data (8). Blobs go to the
+Protobuf's wire format and the BlobProto are read by ``blobproto.py`` (shared with
+mean files). Only what weights need is read: NetParameter.layer (100) ->
+LayerParameter name (1), blobs (7), or the V1 NetParameter.layers (2) ->
+V1LayerParameter name (4), blobs (6). Blobs go to the
 converted net's layers by name, in Caffe's blob order (``blob_names()``); a
 BatchNorm's (mean, variance, factor) become running_mean / running_var divided by
 the factor, and a Scale folded into a BatchNorm gives its weight and bias.
@@ -13,82 +11,18 @@ the factor, and a Scale folded into a BatchNorm gives its weight and bias.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from netcfg.caffe.blobproto import WireError, fields, read_blob
 from netcfg.errors import ConfigError
 
 __all__ = ["read_caffemodel", "convert_weights"]
 
 
-class _Truncated(Exception):
-    pass
-
-
-def _varint(buf: memoryview, i: int) -> tuple[int, int]:
-    out, shift = 0, 0
-    while True:
-        if i >= len(buf) or shift > 63:
-            raise _Truncated("a varint runs past the end")
-        b = buf[i]
-        out |= (b & 0x7F) << shift
-        i += 1
-        if b < 0x80:
-            return out, i
-        shift += 7
-
-
-def _fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
-    """(field number, wire type, value) of one message; value is an int or the raw bytes."""
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _varint(buf, i)
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value, i = buf[i:i + size], i + size
-        elif wire == 2:
-            size, i = _varint(buf, i)
-            value, i = buf[i:i + size], i + size
-        else:
-            raise _Truncated(f"wire type {wire} (groups are not used by Caffe)")
-        if i > len(buf):
-            raise _Truncated(f"field {number} runs past the end")
-        yield number, wire, value
-
-
-def _packed_varints(value: int | memoryview) -> list[int]:
-    if isinstance(value, int):
-        return [value]
-    out, i = [], 0
-    while i < len(value):
-        v, i = _varint(value, i)
-        out.append(v - (1 << 64) if v >= 1 << 63 else v)
-    return out
-
-
 def _blob(buf: memoryview) -> np.ndarray:
-    shape: list[int] = []
-    legacy = {}
-    chunks: list[np.ndarray] = []
-    for number, wire, value in _fields(buf):
-        if number == 7 and wire == 2:
-            for n, _, v in _fields(value):
-                if n == 1:
-                    shape += _packed_varints(v)
-        elif number in (1, 2, 3, 4) and wire == 0:
-            legacy[number] = value
-        elif number == 5:  # packed (wire 2) or one float at a time (wire 5)
-            chunks.append(np.frombuffer(value, dtype="<f4"))
-        elif number == 8:
-            chunks.append(np.frombuffer(value, dtype="<f8").astype(np.float32))
-    data = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    if not shape and legacy:
-        shape = [legacy.get(k, 1) for k in (1, 2, 3, 4)]
+    data, shape = read_blob(buf)
     return data.reshape(shape) if shape and int(np.prod(shape)) == data.size else data
 
 
@@ -101,19 +35,19 @@ def read_caffemodel(path: str | Path) -> list[tuple[str, list[np.ndarray]]]:
         raise ConfigError(f"cannot read the weights: {e.strerror}", file=str(path)) from None
     layers = []
     try:
-        for number, wire, value in _fields(raw):
+        for number, wire, value in fields(raw):
             if wire != 2 or number not in (2, 100):
                 continue
             name_field, blob_field = (1, 7) if number == 100 else (4, 6)
             name, blobs = "", []
-            for n, w, v in _fields(value):
+            for n, w, v in fields(value):
                 if n == name_field and w == 2:
                     name = bytes(v).decode("utf-8", errors="replace")
                 elif n == blob_field and w == 2:
                     blobs.append(_blob(v))
             if blobs:
                 layers.append((name, blobs))
-    except _Truncated as e:
+    except WireError as e:
         raise ConfigError(f"not a readable Caffe .caffemodel ({e})", file=str(path),
                           hint="a .caffemodel is Caffe's binary NetParameter; is the file complete?") from None
     if not layers:

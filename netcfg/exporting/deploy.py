@@ -18,7 +18,7 @@ from torch import nn
 
 from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 from netcfg.net.graph import Graph, Node, build_graph
-from netcfg.net.module import Net
+from netcfg.net.module import Net, run_schedule
 from netcfg.net.spec import NetSpec, net_from_source
 from netcfg.source import parse_yaml
 
@@ -147,14 +147,7 @@ class DeployModule(nn.Module):
         self.train(False)
 
     def forward(self, *inputs: torch.Tensor):
-        blobs = dict(zip(self.input_names, inputs))
-        for module, bottoms, tops in self.schedule:
-            out = module(*[blobs[b] for b in bottoms])
-            if len(tops) == 1:
-                blobs[tops[0]] = out
-            else:
-                for t, o in zip(tops, out):
-                    blobs[t] = o
+        blobs = run_schedule(self.schedule, dict(zip(self.input_names, inputs)))
         if self.as_dict:
             return {t: blobs[t] for t in self.output_names}
         return tuple(blobs[t] for t in self.output_names)

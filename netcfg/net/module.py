@@ -16,7 +16,23 @@ from torch import nn
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.net.graph import Graph
 
-__all__ = ["Net", "ParamInfo"]
+__all__ = ["Net", "ParamInfo", "run_schedule"]
+
+
+Schedule = list[tuple[nn.Module, tuple[str, ...], tuple[str, ...]]]
+
+
+def run_schedule(schedule: Schedule, blobs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Run (module, bottoms, tops) steps in order over ``blobs`` (the inputs), adding each
+    step's tops; returns ``blobs``. A top that equals a bottom just rebinds the name."""
+    for module, bottoms, tops in schedule:
+        out = module(*[blobs[b] for b in bottoms])
+        if len(tops) == 1:
+            blobs[tops[0]] = out
+        else:
+            for t, o in zip(tops, out):
+                blobs[t] = o
+    return blobs
 
 
 @dataclass(frozen=True)
@@ -40,7 +56,7 @@ class Net(nn.Module):
         self.input_names: tuple[str, ...] = tuple(graph.inputs)
         self.outputs: tuple[str, ...] = tuple(graph.outputs)
         self.loss_weights: dict[str, float] = dict(graph.losses)
-        self._schedule: list[tuple[nn.Module, tuple[str, ...], tuple[str, ...]]] = []
+        self._schedule: Schedule = []
         self._infos: list[ParamInfo] = []
         self._layers: dict[str, tuple] = {}  # name -> (spec, in_blobs, module)
         shared: dict[str, tuple[str, nn.Parameter]] = {}
@@ -93,14 +109,7 @@ class Net(nn.Module):
         return list(self._infos)
 
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        blobs = dict(inputs)
-        for module, bottoms, tops in self._schedule:
-            out = module(*[blobs[b] for b in bottoms])
-            if len(tops) == 1:
-                blobs[tops[0]] = out
-            else:
-                for t, o in zip(tops, out):
-                    blobs[t] = o
+        blobs = run_schedule(self._schedule, dict(inputs))
         return {t: blobs[t] for t in self.outputs}
 
     def loss(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:

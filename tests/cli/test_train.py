@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shlex
 from pathlib import Path
@@ -12,26 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from netcfg.cli.app import main
 from netcfg.solver import Solver
 from netcfg.solver.spec import load_solver
+from tests.cli import netcfg
 from tests.solver.test_runner import DIVERGING, EXP_NET, MLP, metrics, write_solver
-
-
-def netcfg(*args: str | Path) -> tuple[int, str, str]:
-    """Run the ``netcfg`` command in this process: (exit code, stdout, stderr).
-
-    Through ``main``, the console entry point, not ``CliRunner`` on the typer app:
-    ``main`` is where a NetcfgError becomes its message and exit code."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
-
 
 # ------------------------------------------------------------ stopping early
 

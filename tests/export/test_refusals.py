@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 from typing import Literal
 
 import numpy as np
@@ -13,10 +11,10 @@ import torch
 from torch import nn
 
 import netcfg
-from netcfg.cli.app import main
 from netcfg.errors import NetcfgError
 from netcfg.layers import base
 from netcfg.layers.base import Blob, LayerSpec
+from tests.cli import netcfg as netcfg_cli
 from tests.export.helpers import ROOT, spec_of, write_weights
 
 LENET = ROOT / "configs" / "lenet.yaml"
@@ -53,17 +51,6 @@ layers:
   - {name: ip2, type: InnerProduct, num_output: 10}
   - {name: loss, type: SoftmaxWithLoss, bottom: [ip2, label]}
 """
-
-
-def netcfg_cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture

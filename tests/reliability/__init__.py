@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import yaml
 
-from netcfg.cli.app import main
+from tests.cli import netcfg  # noqa: F401  (the reliability tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,18 +39,6 @@ def write_tiny_solver(directory: Path, **keys) -> Path:
     path = directory / "solver.yaml"
     path.write_text(yaml.safe_dump(solver, sort_keys=False))
     return path
-
-
-def netcfg(*args) -> tuple[int, str, str]:
-    """``netcfg ARGS`` in this process through the console entry point: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
 
 
 def tree(directory: Path) -> dict[str, tuple[int, int]]:

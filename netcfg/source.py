@@ -18,7 +18,7 @@ import yaml
 
 from netcfg.errors import ConfigError, ConfigErrors, KeyPath, did_you_mean
 
-__all__ = ["Source", "load_yaml", "parse_yaml", "apply_overrides"]
+__all__ = ["Source", "load_yaml", "parse_yaml", "apply_overrides", "value_at"]
 
 # Tags PyYAML's safe constructor turns into plain data; anything else (!!python/...,
 # !custom) is refused rather than silently read as a string.
@@ -64,6 +64,17 @@ class Source:
 
     def relocate_all(self, errors: list[ConfigError]) -> list[ConfigError]:
         return [self.locate(e) for e in errors]
+
+
+def value_at(root: Any, path: KeyPath) -> Any:
+    """The value at key path ``path`` of a plain document, or None where it holds nothing."""
+    node = root
+    for p in path:
+        try:
+            node = node[p]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
 
 
 def read_text(path: str | Path, kind: str = "YAML", binary_hint: str | None = None) -> str:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 
 from netcfg.errors import ConfigError, ConfigErrors, FieldError, did_you_mean
-from netcfg.source import Source
+from netcfg.source import Source, value_at
 
 __all__ = ["Spec", "validate", "errors_from_pydantic"]
 
@@ -80,7 +80,7 @@ def errors_from_pydantic(
     typos = set()
     for path, e in raw:
         if e["type"] == "extra_forbidden":
-            cls = context["models"].get(id(_walk(root, path[:-1])))
+            cls = context["models"].get(id(value_at(root, path[:-1])))
             near = difflib.get_close_matches(str(path[-1]), list(cls.model_fields) if cls else [], n=1, cutoff=0.6)
             typos.update((path[:-1], n) for n in near)
     for path, e in raw:
@@ -88,7 +88,7 @@ def errors_from_pydantic(
         if kind == "missing" and (path[:-1], path[-1]) in typos:
             continue
         path = _as_written(root, path)
-        parent = _walk(root, path[:-1])
+        parent = value_at(root, path[:-1])
         value = e.get("input")
         ctx = e.get("ctx") or {}
         at_key = False
@@ -124,7 +124,7 @@ def errors_from_pydantic(
         elif kind.startswith("value_error"):
             msg = e["msg"].removeprefix("Value error, ")
             cause = ctx.get("error")
-            if isinstance(cause, FieldError) and isinstance(_walk(root, path), dict):
+            if isinstance(cause, FieldError) and isinstance(value_at(root, path), dict):
                 path = path + cause.key  # a cross-field rule blaming one key
         else:
             msg = e["msg"][0].lower() + e["msg"][1:]
@@ -159,7 +159,7 @@ def _show(value: Any, limit: int = 60) -> str:
 
 def _description(context: dict, root: Any, path: tuple) -> str | None:
     """The description of the field at ``path``, if a model validated its parent."""
-    cls = context["models"].get(id(_walk(root, path[:-1])))
+    cls = context["models"].get(id(value_at(root, path[:-1])))
     field = cls.model_fields.get(str(path[-1])) if cls is not None and path else None
     return field.description if field is not None else None
 
@@ -182,11 +182,3 @@ def _as_written(root: Any, path: tuple) -> tuple:
     return tuple(out)
 
 
-def _walk(root: Any, path: tuple) -> Any:
-    node = root
-    for p in path:
-        try:
-            node = node[p]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node

@@ -18,7 +18,7 @@ from netcfg.errors import ConfigError, ConfigErrors, KeyPath
 from netcfg.net.block_spec import BlockSpec, BlockUse, OrBlockUse
 from netcfg.net.expander import Ctx, Expander, is_layer_list, walk
 from netcfg.net.expr import ExprError, has_expr, names
-from netcfg.source import Source
+from netcfg.source import Source, value_at
 
 __all__ = ["BlockSpec", "BlockUse", "ExpandedSource", "OrBlockUse", "expand_templates", "merge_repeats"]
 
@@ -51,7 +51,7 @@ class ExpandedSource(Source):
 
     def _values(self, instance: str, path: KeyPath) -> str:
         """"; width = 64 from line 40" for the params the template value at ``path`` reads."""
-        value = _get(self.original.data if self.original else None, path)
+        value = value_at(self.original.data if self.original else None, path)
         env = self.envs.get(instance, {})
         try:
             used = sorted(names(value) & set(env)) if has_expr(value) else []
@@ -145,15 +145,6 @@ def _index(layers: Any, prefix: KeyPath, origin: dict, table: dict) -> None:
             for key, value in layer.items():
                 if is_layer_list(value):
                     _index(value, path + (key,), origin, table)
-
-
-def _get(node: Any, path: KeyPath) -> Any:
-    for p in path:
-        try:
-            node = node[p]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
 
 
 def _longest(table: dict, path: KeyPath) -> tuple[int, int] | None:

@@ -180,5 +180,3 @@ def _as_written(root: Any, path: tuple) -> tuple:
         except (KeyError, IndexError, TypeError):
             return tuple(out) + tuple(path[i + 1:])  # past what the file holds (a missing key)
     return tuple(out)
-
-

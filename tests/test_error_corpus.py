@@ -9,7 +9,6 @@ root). After changing a message on purpose, regenerate and read the diff:
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -18,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from tests.cli import run_cli
+from tests.errors import REGEN, check_complete
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path("tests/errors/nets")  # relative: it is how the messages name the files
 CASES = sorted(p.stem for p in (ROOT / CORPUS).glob("*.yaml"))
-REGEN = os.environ.get("NETCFG_REGEN") == "1"
 # every line: FILE:LINE:COL: error: MESSAGE, then a count when there are several
 LINE = re.compile(r"^(?P<file>\S+):(?P<line>\d+):(?P<col>\d+): error: (?P<msg>\S.*)$")
 
@@ -34,11 +33,7 @@ def _at_repo_root(monkeypatch):
 
 def test_corpus_is_complete():
     assert len(CASES) >= 30
-    if REGEN:
-        for orphan in set((ROOT / CORPUS).glob("*.expected")) - {ROOT / CORPUS / f"{c}.expected" for c in CASES}:
-            orphan.unlink()
-    expected = sorted(p.stem for p in (ROOT / CORPUS).glob("*.expected"))
-    assert expected == CASES or REGEN, "every .yaml needs an .expected and vice versa"
+    check_complete(ROOT / CORPUS, CASES)
     # a checkout that re-encodes files would quietly turn this case into a valid one
     with pytest.raises(UnicodeDecodeError):
         (ROOT / CORPUS / "not_utf8.yaml").read_bytes().decode("utf-8")

@@ -39,3 +39,18 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, source: 
                                       f"for a parameter of shape {list(p.shape)}")
     for group, hyper in zip(optimizer.param_groups, fresh):
         group.update(hyper)
+    _fill_momentum(optimizer)
+
+
+def _fill_momentum(optimizer: torch.optim.Optimizer) -> None:
+    """SGD state that has momentum buffers for some parameters and not others (a state file
+    edited by hand, or a parameter that never had a gradient) gets zero buffers for the rest.
+    Without dampening a zero buffer takes the next step exactly as a missing one would
+    (``v = m * 0 + g``), and torch's fused kernel needs all of the buffers or none."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        return
+    params = [p for g in optimizer.param_groups if g["momentum"] and not g["dampening"] for p in g["params"]]
+    if any("momentum_buffer" in optimizer.state.get(p, {}) for p in params):
+        for p in params:
+            if optimizer.state[p].get("momentum_buffer") is None:
+                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)

@@ -6,9 +6,11 @@ the layout, the loss sum, the per-step NaN check and loss read-back, the Ctrl-C
 bookkeeping, the optimizer groups from lr_mult/decay_mult). The twin
 (bench/twins.py) is the loop a PyTorch user writes: the same data as a uint8 tensor
 in memory, a random permutation per epoch, ``x.float() * scale``, forward, backward,
-``torch.optim.SGD`` with the same groups and hyperparameters. The twin starts from
-netcfg's weights (checked: the same first loss) and uses netcfg's memory format, so
-the ratio measures the tool, not a layout choice.
+``torch.optim.SGD`` with the same groups and hyperparameters (torch's default kernel,
+or with ``--twin-sgd fused`` the fused one netcfg picks, which leaves only the tool's
+own per-step work between the two). The twin starts from netcfg's weights (checked:
+the same first loss) and uses netcfg's memory format, so the ratio measures the tool,
+not a layout choice.
 
 Blocks of steps of the two alternate in ABBA order in one process, so that a
 neighbour's load hits both alike; the ratio is the median over block pairs, the
@@ -20,7 +22,7 @@ the hand-written eager twin in its default layout (contiguous, fp32):
 ``memory_format: contiguous|channels_last``, ``precision: bf16`` and ``compile: true``
 (compile time reported separately).
 
-Run: python bench/overhead.py [--nets lenet,resnet9_28,mlp] [--blocks 10] [--options] [--wall]
+Run: python bench/overhead.py [--nets lenet,resnet9_28,mlp] [--blocks 10] [--options] [--wall] [--twin-sgd fused]
 Writes bench/results/overhead.json (or --json PATH). Numbers: bench/README.md.
 """
 
@@ -39,7 +41,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from twins import TWINS, copy_from  # noqa: E402
+from twins import SGD_KERNELS, TWINS, copy_from, sgd  # noqa: E402
 
 from netcfg.solver import Solver  # noqa: E402
 
@@ -69,7 +71,7 @@ def make_solver(tmp: Path, net: str, batch: int, device: str = "cpu", **options)
 class Twin:
     """The hand-written loop: the twin net, SGD with netcfg's groups, in-memory uint8 data."""
 
-    def __init__(self, name: str, solver: Solver, channels_last: bool):
+    def __init__(self, name: str, solver: Solver, channels_last: bool, kernel: str = "default"):
         self.model = TWINS[name]().to(solver.device)
         copy_from(self.model, solver.net)
         self.channels_last = channels_last
@@ -79,7 +81,7 @@ class Twin:
         index = {id(p): i for i, p in enumerate(solver.net.parameters())}
         groups = [{"params": [mine[index[id(p)]] for p in g["params"]], "lr": g["lr"],
                    "weight_decay": g["weight_decay"]} for g in solver.optimizer.param_groups]
-        self.optimizer = torch.optim.SGD(groups, lr=0.01, momentum=0.9)
+        self.optimizer = sgd(groups, kernel, lr=0.01, momentum=0.9)
         split = solver.train_data.split.tensors
         self.x, self.y = split["data"].to(solver.device), split["label"].to(solver.device)
         self.batch = solver.spec.data.train.batch_size
@@ -141,7 +143,7 @@ def ratio_stats(ours: list[float], theirs: list[float]) -> tuple[float, float, f
 
 def overhead(name: str, args, tmp: Path, clock) -> dict:
     solver = make_solver(tmp, name, args.batch, args.device)
-    twin = Twin(name, solver, solver.channels_last)
+    twin = Twin(name, solver, solver.channels_last, args.twin_sgd)
     loss = first_losses_agree(name, solver, twin)
     solver.step(10)
     twin.step(10)
@@ -168,7 +170,7 @@ def options(name: str, args, tmp: Path, clock) -> list[dict]:
         if k == "compile":
             compile_s = time.perf_counter() - t0
         solvers[k] = s
-    twin = Twin(name, solvers["contiguous"], channels_last=False)
+    twin = Twin(name, solvers["contiguous"], channels_last=False, kernel=args.twin_sgd)
     runs = {"twin": twin.step, **{k: s.step for k, s in solvers.items()}}
     for run in runs.values():
         run(5)
@@ -195,17 +197,20 @@ def main() -> None:
     p.add_argument("--wall", action="store_true", help="wall-clock time instead of this process's CPU time")
     p.add_argument("--options", action="store_true", help="also measure memory_format, bf16 and compile")
     p.add_argument("--device", default="cpu", help="cpu or cuda (use --wall on CUDA: CPU time misses the GPU)")
+    p.add_argument("--twin-sgd", choices=SGD_KERNELS, default="default",
+                   help="the twin's SGD kernel: torch's default (what a user writes) or netcfg's fused one")
     p.add_argument("--json", type=Path, default=ROOT / "bench/results/overhead.json")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     clock = time.perf_counter if args.wall else time.process_time
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"{'wall-clock' if args.wall else 'CPU'} time, {args.blocks} blocks of {args.steps} steps")
+          f"{'wall-clock' if args.wall else 'CPU'} time, {args.blocks} blocks of {args.steps} steps, "
+          f"twin SGD kernel: {args.twin_sgd}")
     print(f"{'net':<11} {'netcfg/s':>10} {'twin/s':>10}   ratio [p10, p90]   layout")
     result = {"machine": platform.processor() or platform.machine(), "device": args.device, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "clock": "wall" if args.wall else "cpu", "batch": args.batch,
-              "date": time.strftime("%Y-%m-%d"), "overhead": [], "options": []}
+              "twin_sgd": args.twin_sgd, "date": time.strftime("%Y-%m-%d"), "overhead": [], "options": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.nets.split(","):
             result["overhead"].append(overhead(name, args, Path(tmp), clock))

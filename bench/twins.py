@@ -85,6 +85,17 @@ class MLP(nn.Module):
 
 TWINS = {"lenet": LeNet, "resnet9_28": ResNet9, "mlp": MLP}
 
+# The twin's SGD kernel (--twin-sgd): "default" is what ``torch.optim.SGD(...)`` picks with no
+# flag (a for-loop over the tensors on the CPU, foreach on CUDA), what a user writes;
+# "fused" is netcfg's own choice, so both sides do the same arithmetic (their accuracies
+# then agree at every test) and only the tool's cost is left between them.
+SGD_KERNELS = {"default": {}, "fused": {"fused": True}}
+
+
+def sgd(groups: list[dict], kernel: str = "default", **hyper) -> torch.optim.SGD:
+    """``torch.optim.SGD`` over ``groups`` with the twin's kernel (``SGD_KERNELS``)."""
+    return torch.optim.SGD(groups, **hyper, **SGD_KERNELS[kernel])
+
 
 def copy_from(twin: nn.Module, net: nn.Module) -> None:
     """Give ``twin`` the weights (and running statistics) of the netcfg ``net``, in order."""

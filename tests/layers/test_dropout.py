@@ -28,6 +28,29 @@ def test_dropout_train_zeroes_and_rescales(ratio):
     assert torch.equal(x, torch.ones_like(x))  # not in place
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_backward_passes_the_kept_gradients_scaled(dtype):
+    torch.manual_seed(0)
+    net = build_net(spec_of("type: Dropout, dropout_ratio: 0.3"))
+    x = torch.ones(4, 100, 100, dtype=dtype, requires_grad=True)
+    out = net(data=x)["drop"]
+    assert out.dtype == dtype
+    out.sum().backward()
+    assert torch.equal(x.grad, out.detach())  # d(x * m)/dx = m, and out = 1 * m
+    assert abs((out == 0).float().mean().item() - 0.3) < 0.01  # 40,000 draws, bf16 too
+
+
+def test_dropout_draws_from_the_global_generator():
+    # seeds and an exact resume rely on it: the same seed, the same mask
+    net = build_net(spec_of("type: Dropout"))
+    x = torch.ones(2, 100, 100)
+    torch.manual_seed(5)
+    a = net(data=x)["drop"]
+    torch.manual_seed(5)
+    assert torch.equal(a, net(data=x)["drop"])
+    assert not torch.equal(a, net(data=x)["drop"])
+
+
 def test_dropout_is_identity_in_test_and_eval():
     x = torch.randn(2, 100, 100)
     spec = spec_of("type: Dropout")

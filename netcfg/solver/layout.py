@@ -1,7 +1,7 @@
 """The memory format a run trains in: channels_last for conv nets, where it wins.
 
 Measured on 2 CPU cores (torch 2.13.0 CPU build, one thread, batch 128, a training step,
-``python bench/overhead.py --layout``): channels_last is 1.6x for LeNet, 1.35x for
+``python bench/overhead.py --options``): channels_last is 1.6x for LeNet, 1.35x for
 ResNet-9 (28x28), 1.35x for the digits conv net and 1.2x for ResNet-20, because oneDNN's
 convolutions run natively in NHWC and skip the reorders NCHW costs them. cuDNN likewise
 prefers NHWC for convolutions under autocast. A net without 2-D convolutions (an MLP, a

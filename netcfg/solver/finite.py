@@ -3,6 +3,17 @@
 The check is one sum per gradient per iteration (one host sync, as the loss
 already costs). Only when it fails is the batch replayed layer by layer,
 keeping every blob's gradient, to find where backward first turned non-finite.
+
+On CUDA a host sync each iteration stops the host from queueing the next
+iteration's kernels while the GPU runs this one, which for a small net costs more
+than the check itself. ``DeferredCheck`` keeps the same promise without it: a flag
+on the device, set by one multi-tensor kernel when a gradient or the loss is not
+finite, makes the fused optimizer kernel skip the update, and stays set, so every
+later update is skipped too and the weights stay those from before the bad
+iteration. The host reads the flag (one sync) at each display, test and snapshot,
+at the end of ``step()`` and at least every ``DeferredCheck.EVERY`` iterations; a
+device counter of the good iterations since the last read says which iteration
+went bad, and the runner replays that iteration's batch to name the layer.
 """
 
 from __future__ import annotations
@@ -11,7 +22,8 @@ import torch
 
 from netcfg.errors import NetcfgError
 
-__all__ = ["TrainingDiverged", "gradients_finite", "first_nonfinite_gradient", "diverged", "diverged_elsewhere"]
+__all__ = ["TrainingDiverged", "DeferredCheck", "gradients_finite", "first_nonfinite_gradient", "diverged",
+           "diverged_elsewhere"]
 
 
 def gradients_finite(params: list[torch.Tensor]) -> bool:
@@ -23,6 +35,47 @@ def gradients_finite(params: list[torch.Tensor]) -> bool:
         return True
     # a sum may overflow to inf from finite (if huge) values: look at the values themselves
     return all(bool(torch.isfinite(g).all()) for g in grads)
+
+
+class DeferredCheck:
+    """The per-iteration NaN/Inf check without a host sync (see the module docstring)."""
+
+    EVERY = 100  # iterations between reads of the flag, at the most
+
+    def __init__(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], device: torch.device):
+        self.params = params
+        self.found = torch.zeros((), device=device)  # 0 or exactly 1: the fused kernels skip on 1
+        self.good = torch.zeros((), dtype=torch.int64, device=device)  # good iterations since ``start``
+        self._one = torch.ones((), device=device)
+        optimizer.found_inf = self.found  # read by torch's fused SGD/Adam/AdamW (GradScaler's hook)
+        self.start = 0
+        self.recent: dict[int, dict] = {}  # iteration -> what rewinds the data and RNG to its start
+
+    @staticmethod
+    def supports(optimizer: torch.optim.Optimizer) -> bool:
+        """Only fused kernels skip an update on the device."""
+        return all(g.get("fused") for g in optimizer.param_groups)
+
+    def check(self, loss: torch.Tensor) -> None:
+        """After backward, before the update: raise the flag if ``loss`` or a gradient is not finite."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if grads:  # GradScaler's kernel at scale 1: one pass, sets the flag to 1, leaves the values
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found, self._one)
+        torch.maximum(self.found, torch.isfinite(loss).logical_not().to(self.found.dtype), out=self.found)
+
+    def counted(self) -> None:
+        """After the update: one more good iteration, unless the flag is up."""
+        self.good.add_(self.found.eq(0).to(self.good.dtype))
+
+    def first_bad(self) -> int | None:
+        """The first iteration since the last read whose loss or gradients were not finite (one sync)."""
+        return self.start + int(self.good) if bool(self.found) else None
+
+    def restart(self, it: int) -> None:
+        """All good up to iteration ``it``: count from there."""
+        self.start = it
+        self.good.zero_()
+        self.recent.clear()
 
 
 def first_nonfinite_gradient(net, batch: dict[str, torch.Tensor]) -> str | None:

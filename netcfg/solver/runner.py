@@ -32,7 +32,7 @@ from netcfg.solver.checkpoint import CheckpointError
 from netcfg.solver.interrupt import StopAfterIteration
 from netcfg.solver.layout import to_layout, use_channels_last
 from netcfg.solver.freeze import freeze
-from netcfg.solver.finite import TrainingDiverged, diverged, diverged_elsewhere, gradients_finite
+from netcfg.solver.finite import DeferredCheck, TrainingDiverged, diverged, diverged_elsewhere, gradients_finite
 from netcfg.solver.lr_policy import learning_rate
 from netcfg.solver.memory import check_memory, is_out_of_memory, out_of_memory_error
 from netcfg.solver.optim import apply_l1, make_optimizer, set_learning_rate
@@ -80,9 +80,11 @@ class Solver:
     """Trains the net of a solver file; ``solve()`` runs to ``max_iter``."""
 
     def __init__(self, spec: SolverSpec, *, out: str | Path | None = None, log=print, run_dir: RunDir | None = None,
-                 on_step=None):
+                 on_step=None, deferred_check: bool | None = None):
         """``log(line)`` receives every message; ``on_step(solver, loss)`` is called after
-        each iteration (the CLI's progress bar)."""
+        each iteration (the CLI's progress bar). ``deferred_check``: check for NaN/Inf
+        without a host sync per iteration (``finite.DeferredCheck``); default: on CUDA,
+        where the optimizer is fused and neither torchrun nor fp16's scaler is in use."""
         self.spec = spec
         self.log = log
         self.on_step = on_step
@@ -117,6 +119,12 @@ class Solver:
             rms_decay=spec.rms_decay, weight_decay=spec.weight_decay, regularization_type=spec.regularization_type)
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.scaler = torch.amp.GradScaler("cuda") if spec.precision == "fp16" else None
+        if deferred_check is None:
+            deferred_check = self.device.type == "cuda"
+        self._deferred = (DeferredCheck(self.optimizer, self._params, self.device) if deferred_check
+                          and self.scaler is None and not self.dist.active and DeferredCheck.supports(self.optimizer)
+                          else None)
+        self._shown_loss = float("nan")  # the last displayed loss: what on_step gets under a deferred check
         self._forward = torch.compile(self.net, dynamic=False) if spec.compile else self.net
         self._compiling = spec.compile
         self.iter = 0
@@ -197,6 +205,7 @@ class Solver:
         set_learning_rate(self.optimizer, lr)
         self.optimizer.zero_grad(set_to_none=True)
         total, outs, images, bad = 0.0, {}, 0, None
+        read = float if self._deferred is None else torch.Tensor.detach  # deferred: no host sync
         for i in range(s.iter_size):
             batch = self.train_data.next_batch()
             if self.channels_last:
@@ -208,22 +217,24 @@ class Solver:
                     loss = self.net.loss(out)
                 scaled = loss / s.iter_size if s.iter_size > 1 else loss
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-            value = float(loss.detach())
-            if not math.isfinite(value) and bad is None:
+            value = read(loss.detach())
+            if self._deferred is None and not math.isfinite(value) and bad is None:
                 bad = (batch, value)
                 if not self.dist.active:
                     self._diverged(batch, value)
             total += value / s.iter_size
             for k, v in out.items():
                 if v.dim() == 0:
-                    outs[k] = outs.get(k, 0.0) + float(v.detach()) / s.iter_size
+                    outs[k] = outs.get(k, 0.0) + read(v.detach()) / s.iter_size
         if self.dist.active:  # every rank learns if any diverged, so all stop together (no hang)
             total, outs, ranks = self.dist.average_step(total, outs, bad is not None)
             if bad is not None:
                 self._diverged(*bad)
             if ranks:
                 self._diverged_elsewhere(ranks)
-        if self.scaler is None and not gradients_finite(self._params):  # fp16's scaler skips such steps itself
+        if self._deferred is not None:
+            self._deferred.check(total)
+        elif self.scaler is None and not gradients_finite(self._params):  # fp16's scaler skips such steps itself
             self._diverged(batch, total, gradient=True)
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
@@ -237,6 +248,8 @@ class Solver:
             self.scaler.update()
         else:
             self.optimizer.step()
+        if self._deferred is not None:
+            self._deferred.counted()
         self._updating = False
         return total, outs, images * self.dist.world_size
 
@@ -245,6 +258,31 @@ class Solver:
 
     def _diverged_elsewhere(self, ranks: list[int]) -> None:
         raise diverged_elsewhere(self.run, self.iter, ranks)
+
+    def _settle(self) -> None:
+        """Read a deferred check's flag (one host sync). If an iteration went bad, its update and
+        every later one were skipped on the device: stop as the per-iteration check would have,
+        at that iteration, replaying its batches to tell a bad loss from a bad gradient."""
+        d = self._deferred
+        if d is None:
+            return
+        bad = d.first_bad()
+        if bad is None:
+            d.restart(self.iter)
+            return
+        undo = d.recent[bad]
+        self.train_data.load_state_dict(undo["data"])
+        restore_rng(undo["rng"], self.device)
+        self.iter, self._undo = bad, None
+        with torch.no_grad():
+            for _ in range(self.spec.iter_size):
+                batch = self.train_data.next_batch()
+                batch = to_layout(batch) if self.channels_last else batch
+                with self._autocast():
+                    value = float(self.net.loss(self.net(**batch)))
+                if not math.isfinite(value):
+                    self._diverged(batch, value)
+        self._diverged(batch, value, gradient=True)
 
     def step(self, n: int) -> None:
         """Run ``n`` iterations (Caffe's Solver::Step)."""
@@ -260,6 +298,8 @@ class Solver:
                     self.test()
                 # what a Ctrl-C inside the step rolls back, so the snapshot resumes exactly
                 self._undo = self._iteration_start()
+                if self._deferred is not None:
+                    self._deferred.recent[self.iter] = self._undo
                 if self._compiling:  # torch.compile compiles on the first call: its time is reported apart
                     t_compile = time.perf_counter()
                 loss, outs, n_img = self._train_step()
@@ -271,13 +311,16 @@ class Solver:
                 self._undo = None
                 images += n_img
                 self.losses.append(loss)
+                if self._deferred is not None and (self.iter - self._deferred.start >= DeferredCheck.EVERY or (
+                        s.display and (self.iter - 1) % s.display == 0)):
+                    self._settle()
                 if s.display and (self.iter - 1) % s.display == 0:
                     now = time.perf_counter()
                     rate = (images - last_display[1]) / max(now - last_display[0], 1e-9)
                     last_display = (now, images)
                     self._display(self.iter - 1, outs, rate, self._seconds + now - t0)
                 if self.on_step is not None:
-                    self.on_step(self, loss)
+                    self.on_step(self, loss if self._deferred is None else self._shown_loss)
                 if s.snapshot and self.iter % s.snapshot == 0:
                     self._seconds += time.perf_counter() - t0
                     t0 = time.perf_counter()
@@ -285,6 +328,7 @@ class Solver:
                 if self.dist.any(ctrl_c.requested):  # torchrun: all ranks stop after the same iteration
                     self.log(f"Ctrl-C: stopping after iteration {self.iter - 1}")
                     raise KeyboardInterrupt
+        self._settle()
         self._seconds += time.perf_counter() - t0
 
     def _iteration_start(self) -> dict:
@@ -301,7 +345,8 @@ class Solver:
         restore_rng(undo["rng"], self.device)
 
     def _display(self, it: int, outs: dict[str, float], rate: float, seconds: float) -> None:
-        smoothed = sum(self.losses) / len(self.losses)
+        smoothed = self._shown_loss = float(sum(self.losses) / len(self.losses))
+        outs = {k: float(v) for k, v in outs.items()}  # deferred: device scalars until here
         epoch = self.train_data.epoch_float
         lr = self.lr(it)
         rec = {"event": "train", "iter": it, "epoch": round(epoch, 4), "loss": smoothed,
@@ -329,7 +374,7 @@ class Solver:
             if s.snapshot_after_train and (not s.snapshot or self.iter % s.snapshot):
                 self.snapshot()
             if s.display and self.iter % s.display == 0 and self.losses:
-                self.log(f"Iteration {self.iter}, loss = {sum(self.losses) / len(self.losses):.4f}")
+                self.log(f"Iteration {self.iter}, loss = {float(sum(self.losses) / len(self.losses)):.4f}")
             if s.test_interval and self.iter % s.test_interval == 0 and self.test_net is not None:
                 self.test()
         except KeyboardInterrupt:
@@ -356,6 +401,7 @@ class Solver:
         if self.test_net is None or self.test_data is None:
             raise ConfigErrors([self.spec.locate(ConfigError("no test data to test on", ("data",), hint="add data.test"))])
         iterations = iterations or self.spec.test_iter
+        self._settle()  # a deferred NaN check stops here, before testing weights it froze
         self.dist.sync_buffers(self.net)  # torchrun: every rank tests rank 0's BatchNorm statistics
         self.test_net.eval()
         sums: dict[str, float] = {}
@@ -399,13 +445,14 @@ class Solver:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "data": self.train_data.state_dict() if self.train_data else None,
             "rng": capture_rng(self.device),
-            "losses": list(self.losses),
+            "losses": [float(v) for v in self.losses],
             "seconds": self._seconds,
             "world_size": self.dist.world_size,  # data position and dropout are rank 0's
         }
 
     def snapshot(self) -> Path:
         """Write <prefix>_iter_<N>.safetensors and .solverstate into the run directory."""
+        self._settle()  # never a snapshot of weights a deferred NaN check has frozen
         if not self.run.writes:  # torchrun: rank 0 writes the snapshot for every rank
             return self.run.snapshot_paths(self.iter)[0]
         weights, state = write_snapshot(self.run, self.iter, self.net, resolved_config(self.spec), self.state())
@@ -439,6 +486,8 @@ class Solver:
                      f"(batch_size is per process: {per_update * self.dist.world_size} images per update now); "
                      "the data order goes on from the same fraction of the epoch (see docs/distributed.md)")
         self.losses = deque(tree["losses"], maxlen=self.spec.average_loss)
+        if self._deferred is not None:
+            self._deferred.restart(self.iter)
         self._seconds = float(tree.get("seconds", 0.0))
         self.run.write_config()
         self.log(f"Resumed from {path} at iteration {self.iter}")

@@ -40,7 +40,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["OPTIMIZERS", "make_optimizer", "set_learning_rate", "apply_l1"]
+__all__ = ["OPTIMIZERS", "param_groups", "make_optimizer", "set_learning_rate", "apply_l1"]
 
 
 def _kernel(groups: list[dict]) -> dict:
@@ -131,6 +131,21 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "AdaGrad": _adagrad,
     "AdaDelta": _adadelta,
 }
+
+
+def param_groups(net, frozen: frozenset[str] = frozenset()) -> list[dict]:
+    """The groups ``make_optimizer`` takes: one per distinct (lr_mult, decay_mult) of ``net``
+    (a ``netcfg.net.Net``), since few groups keep torch's fused and multi-tensor updates
+    fast. ``frozen`` names (``freeze:``) are left out."""
+    groups: dict[tuple[float, float], dict] = {}
+    for i in net.param_infos():
+        if i.name in frozen:
+            continue
+        g = groups.setdefault((i.lr_mult, i.decay_mult),
+                              {"params": [], "names": [], "lr_mult": i.lr_mult, "decay_mult": i.decay_mult})
+        g["params"].append(i.param)
+        g["names"].append(i.name)
+    return list(groups.values())
 
 
 def make_optimizer(

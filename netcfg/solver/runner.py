@@ -28,19 +28,20 @@ from netcfg.errors import ConfigError, ConfigErrors, NetcfgError
 from netcfg.net import Net, build_graph
 from netcfg.solver import distributed
 from netcfg.solver.check import match_inputs
-from netcfg.solver.checkpoint import CheckpointError
 from netcfg.solver.interrupt import StopAfterIteration
 from netcfg.solver.layout import to_layout, use_channels_last
 from netcfg.solver.freeze import freeze
 from netcfg.solver.finite import DeferredCheck, TrainingDiverged, diverged, diverged_elsewhere, gradients_finite
 from netcfg.solver.lr_policy import learning_rate
 from netcfg.solver.memory import check_memory, is_out_of_memory, out_of_memory_error
-from netcfg.solver.optim import apply_l1, make_optimizer, set_learning_rate
+from netcfg.solver.device import resolve_device
+from netcfg.solver.optim import apply_l1, make_optimizer, param_groups, set_learning_rate
 from netcfg.solver.rundir import RunDir, resolved_config
-from netcfg.solver.snapshot import copy_weights, read_snapshot, write_snapshot
+from netcfg.solver.resume import restore, training_state
+from netcfg.solver.snapshot import copy_weights, write_snapshot
 from netcfg.solver.spec import SolverSpec, load_solver
 from netcfg.solver.weights import load_rules
-from netcfg.solver.state import capture_rng, load_optimizer_state, restore_rng
+from netcfg.solver.state import capture_rng, restore_rng
 
 __all__ = ["Solver", "TrainingDiverged", "Interrupted"]
 
@@ -49,31 +50,6 @@ class Interrupted(NetcfgError):
     """Ctrl-C: a snapshot was written (when possible) and training stopped."""
 
     exit_code = 130
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device is cuda but no CUDA device is available", ("device",), hint="use device: auto or cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"device {name}: only {torch.cuda.device_count()} CUDA device(s)", ("device",))
-    return dev
-
-
-def param_groups(net: Net, frozen: frozenset[str] = frozenset()) -> list[dict]:
-    """One optimizer group per distinct (lr_mult, decay_mult): few groups keep torch's
-    multi-tensor (foreach) update fast. ``frozen`` names (``freeze:``) are left out."""
-    groups: dict[tuple[float, float], dict] = {}
-    for i in net.param_infos():
-        if i.name in frozen:
-            continue
-        g = groups.setdefault((i.lr_mult, i.decay_mult),
-                              {"params": [], "names": [], "lr_mult": i.lr_mult, "decay_mult": i.decay_mult})
-        g["params"].append(i.param)
-        g["names"].append(i.name)
-    return list(groups.values())
 
 
 class Solver:
@@ -438,17 +414,8 @@ class Solver:
     # ------------------------------------------------------------ snapshots
 
     def state(self) -> dict:
-        """Everything a resume needs besides the weights (no tensors of the net)."""
-        return {
-            "iter": self.iter,
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler else None,
-            "data": self.train_data.state_dict() if self.train_data else None,
-            "rng": capture_rng(self.device),
-            "losses": [float(v) for v in self.losses],
-            "seconds": self._seconds,
-            "world_size": self.dist.world_size,  # data position and dropout are rank 0's
-        }
+        """Everything a resume needs besides the weights (``resume.training_state``)."""
+        return training_state(self)
 
     def snapshot(self) -> Path:
         """Write <prefix>_iter_<N>.safetensors and .solverstate into the run directory."""
@@ -460,37 +427,11 @@ class Solver:
         return weights
 
     def restore(self, path: str | Path, *, force: bool = False) -> None:
-        """Continue from a .solverstate (and the weights file next to it).
+        """Continue from a .solverstate (and the weights file next to it) exactly.
 
         Refuses when the solver or net differ from the snapshot's, naming what
         differs, unless ``force`` (``max_iter`` may always grow)."""
-        path = Path(path)
-        tree, diffs = read_snapshot(path, self.net, resolved_config(self.spec), force=force)
-        for d in diffs:
-            self.log(f"warning: resuming with a changed config: {d}")
-        load_optimizer_state(self.optimizer, tree["optimizer"], str(path))
-        if self.scaler and tree.get("scaler"):
-            self.scaler.load_state_dict(tree["scaler"])
-        if self.train_data and tree.get("data"):
-            try:
-                self.train_data.load_state_dict(tree["data"])
-            except ValueError as e:  # a forced resume with another data set, limit or batch_size
-                raise CheckpointError(path, str(e)) from None
-        restore_rng(tree["rng"], self.device)
-        self.iter = int(tree["iter"])
-        self.dist.seed_dropout(self.spec.random_seed, self.iter)
-        ranks = int(tree.get("world_size", 1))
-        if ranks != self.dist.world_size:
-            per_update = self.spec.data.train.batch_size * self.spec.iter_size if self.spec.data.train else 0
-            self.log(f"warning: the snapshot was written by {ranks} process(es), this run has {self.dist.world_size} "
-                     f"(batch_size is per process: {per_update * self.dist.world_size} images per update now); "
-                     "the data order goes on from the same fraction of the epoch (see docs/distributed.md)")
-        self.losses = deque(tree["losses"], maxlen=self.spec.average_loss)
-        if self._deferred is not None:
-            self._deferred.restart(self.iter)
-        self._seconds = float(tree.get("seconds", 0.0))
-        self.run.write_config()
-        self.log(f"Resumed from {path} at iteration {self.iter}")
+        restore(self, Path(path), force=force)
 
     def load_weights(self, path: str | Path) -> None:
         """Initialise from a weights file by layer name, printing what matched."""

@@ -1,0 +1,65 @@
+"""What a snapshot holds besides the weights, and how a run continues from one exactly.
+
+A ``.solverstate`` keeps the iteration, the optimizer's buffers, fp16's scaler, the
+data position (epoch, position), the RNG states, the smoothed-loss window and the
+training time; with the weights, that is all a resumed run needs to go on bit for
+bit as if it had never stopped (tests/solver/test_resume.py).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+from netcfg.solver.checkpoint import CheckpointError
+from netcfg.solver.rundir import resolved_config
+from netcfg.solver.snapshot import read_snapshot
+from netcfg.solver.state import capture_rng, load_optimizer_state, restore_rng
+
+__all__ = ["training_state", "restore"]
+
+
+def training_state(solver) -> dict:
+    """Everything a resume of ``solver`` (a ``Solver``) needs besides the weights (no tensors of the net)."""
+    return {
+        "iter": solver.iter,
+        "optimizer": solver.optimizer.state_dict(),
+        "scaler": solver.scaler.state_dict() if solver.scaler else None,
+        "data": solver.train_data.state_dict() if solver.train_data else None,
+        "rng": capture_rng(solver.device),
+        "losses": [float(v) for v in solver.losses],
+        "seconds": solver._seconds,
+        "world_size": solver.dist.world_size,  # data position and dropout are rank 0's
+    }
+
+
+def restore(solver, path: Path, *, force: bool = False) -> None:
+    """Load the .solverstate at ``path`` and the weights next to it into ``solver``; refused
+    (naming what differs) when its solver or net differ, unless ``force``."""
+    spec = solver.spec
+    tree, diffs = read_snapshot(path, solver.net, resolved_config(spec), force=force)
+    for d in diffs:
+        solver.log(f"warning: resuming with a changed config: {d}")
+    load_optimizer_state(solver.optimizer, tree["optimizer"], str(path))
+    if solver.scaler and tree.get("scaler"):
+        solver.scaler.load_state_dict(tree["scaler"])
+    if solver.train_data and tree.get("data"):
+        try:
+            solver.train_data.load_state_dict(tree["data"])
+        except ValueError as e:  # a forced resume with another data set, limit or batch_size
+            raise CheckpointError(path, str(e)) from None
+    restore_rng(tree["rng"], solver.device)
+    solver.iter = int(tree["iter"])
+    solver.dist.seed_dropout(spec.random_seed, solver.iter)
+    ranks, world = int(tree.get("world_size", 1)), solver.dist.world_size
+    if ranks != world:
+        per_update = spec.data.train.batch_size * spec.iter_size if spec.data.train else 0
+        solver.log(f"warning: the snapshot was written by {ranks} process(es), this run has {world} "
+                   f"(batch_size is per process: {per_update * world} images per update now); "
+                   "the data order goes on from the same fraction of the epoch (see docs/distributed.md)")
+    solver.losses = deque(tree["losses"], maxlen=spec.average_loss)
+    if solver._deferred is not None:
+        solver._deferred.restart(solver.iter)
+    solver._seconds = float(tree.get("seconds", 0.0))
+    solver.run.write_config()
+    solver.log(f"Resumed from {path} at iteration {solver.iter}")

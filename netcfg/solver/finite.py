@@ -58,9 +58,12 @@ class DeferredCheck:
 
     def check(self, loss: torch.Tensor) -> None:
         """After backward, before the update: raise the flag if ``loss`` or a gradient is not finite."""
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if grads:  # GradScaler's kernel at scale 1: one pass, sets the flag to 1, leaves the values
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found, self._one)
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for p in self.params:
+            if p.grad is not None:
+                by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+        for grads in by_dtype.values():  # GradScaler's kernel at scale 1 (one dtype a call, as it does it):
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found, self._one)  # sets the flag to 1
         torch.maximum(self.found, torch.isfinite(loss).logical_not().to(self.found.dtype), out=self.found)
 
     def counted(self) -> None:

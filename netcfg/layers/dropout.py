@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 from torch import nn
+from torch.nn import functional as F
 
 from netcfg.layers.activation import Elementwise
 from netcfg.layers.base import Blob, register
@@ -29,7 +30,7 @@ class InvertedDropout(nn.Dropout):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or x.device.type != "cpu" or not x.is_floating_point():
-            return super().forward(x)
+            return F.dropout(x, self.p, self.training, self.inplace)
         # drawn in float32 whatever x is: a bf16 draw would keep 1 - p only to 2^-8
         mask = (torch.rand_like(x, dtype=torch.float32) >= self.p).to(x.dtype).mul_(1 / (1 - self.p))
         return x * mask

@@ -46,6 +46,7 @@ class DeferredCheck:
         self.params = params
         self.found = torch.zeros((), device=device)  # 0 or exactly 1: the fused kernels skip on 1
         self.good = torch.zeros((), dtype=torch.int64, device=device)  # good iterations since ``start``
+        self.value = torch.zeros((), device=device)  # the loss of the first bad iteration
         self._one = torch.ones((), device=device)
         optimizer.found_inf = self.found  # read by torch's fused SGD/Adam/AdamW (GradScaler's hook)
         self.start = 0
@@ -58,6 +59,7 @@ class DeferredCheck:
 
     def check(self, loss: torch.Tensor) -> None:
         """After backward, before the update: raise the flag if ``loss`` or a gradient is not finite."""
+        fresh = self.found.eq(0)
         by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
         for p in self.params:
             if p.grad is not None:
@@ -65,6 +67,8 @@ class DeferredCheck:
         for grads in by_dtype.values():  # GradScaler's kernel at scale 1 (one dtype a call, as it does it):
             torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found, self._one)  # sets the flag to 1
         torch.maximum(self.found, torch.isfinite(loss).logical_not().to(self.found.dtype), out=self.found)
+        # kept apart from the flag: whether the loss or only a gradient went bad (see Solver._settle)
+        torch.where(fresh & self.found.eq(1), loss.detach().to(self.value.dtype), self.value, out=self.value)
 
     def counted(self) -> None:
         """After the update: one more good iteration, unless the flag is up."""
@@ -75,8 +79,9 @@ class DeferredCheck:
         return self.start + int(self.good) if bool(self.found) else None
 
     def restart(self, it: int) -> None:
-        """All good up to iteration ``it``: count from there."""
+        """All good up to iteration ``it`` (or a resume from it): count from there."""
         self.start = it
+        self.found.zero_()
         self.good.zero_()
         self.recent.clear()
 

@@ -40,7 +40,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["OPTIMIZERS", "param_groups", "make_optimizer", "set_learning_rate", "apply_l1"]
+__all__ = ["OPTIMIZERS", "param_groups", "make_optimizer", "zero_momentum", "set_learning_rate", "apply_l1"]
 
 
 def _fused(cls: type[torch.optim.Optimizer], groups: list[dict], **hyper) -> torch.optim.Optimizer:
@@ -207,7 +207,7 @@ def make_optimizer(
     if not torch_groups:
         raise ValueError("nothing to train: every parameter group has lr_mult 0")
 
-    return OPTIMIZERS[type](
+    optimizer = OPTIMIZERS[type](
         torch_groups,
         base_lr=base_lr,
         momentum=momentum,
@@ -215,6 +215,23 @@ def make_optimizer(
         delta=delta,
         rms_decay=rms_decay,
     )
+    zero_momentum(optimizer)
+    return optimizer
+
+
+def zero_momentum(optimizer: torch.optim.Optimizer) -> None:
+    """Give every SGD/Nesterov parameter without a momentum buffer a zero one. Without
+    dampening (netcfg has none) a zero buffer takes the next step exactly as a missing one
+    (``v = m * 0 + g = g``), and torch's fused kernel needs it: it takes all the buffers or
+    none, and on a first step skipped for a non-finite gradient (fp16's scaler, the deferred
+    NaN check) it would keep the uninitialised buffers it made for that step."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        return
+    for group in optimizer.param_groups:
+        if group["momentum"] and not group["dampening"]:
+            for p in group["params"]:
+                if optimizer.state[p].get("momentum_buffer") is None:
+                    optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -238,27 +238,32 @@ class Solver:
     def _settle(self) -> None:
         """Read a deferred check's flag (one host sync). If an iteration went bad, its update and
         every later one were skipped on the device: stop as the per-iteration check would have,
-        at that iteration, replaying its batches to tell a bad loss from a bad gradient."""
+        at that iteration, with its batches drawn again to name the layer."""
         d = self._deferred
         if d is None:
             return
         bad = d.first_bad()
         if bad is None:
             d.restart(self.iter)
+            if self.losses:  # what the progress bar shows between displays
+                self._shown_loss = float(sum(self.losses) / len(self.losses))
             return
+        value = float(d.value)  # the iteration's loss: non-finite, or finite with a bad gradient
         undo = d.recent[bad]
         self.train_data.load_state_dict(undo["data"])
         restore_rng(undo["rng"], self.device)
         self.iter, self._undo = bad, None
+        batches = [self.train_data.next_batch() for _ in range(self.spec.iter_size)]
+        batches = [to_layout(b) for b in batches] if self.channels_last else batches
+        if math.isfinite(value):
+            self._diverged(batches[-1], value, gradient=True)
         with torch.no_grad():
-            for _ in range(self.spec.iter_size):
-                batch = self.train_data.next_batch()
-                batch = to_layout(batch) if self.channels_last else batch
+            for batch in batches:  # the micro-batch whose loss went bad, for the message's layer
                 with self._autocast():
-                    value = float(self.net.loss(self.net(**batch)))
-                if not math.isfinite(value):
-                    self._diverged(batch, value)
-        self._diverged(batch, value, gradient=True)
+                    loss = float(self.net.loss(self.net(**batch)))
+                if not math.isfinite(loss):
+                    self._diverged(batch, loss)
+        self._diverged(batches[-1], value)
 
     def step(self, n: int) -> None:
         """Run ``n`` iterations (Caffe's Solver::Step)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from netcfg.errors import NetcfgError
+from netcfg.solver.optim import zero_momentum
 
 __all__ = ["capture_rng", "restore_rng", "load_optimizer_state"]
 
@@ -39,18 +40,25 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, source: 
                                       f"for a parameter of shape {list(p.shape)}")
     for group, hyper in zip(optimizer.param_groups, fresh):
         group.update(hyper)
-    _fill_momentum(optimizer)
+    _match_params(optimizer)
+    zero_momentum(optimizer)
 
 
-def _fill_momentum(optimizer: torch.optim.Optimizer) -> None:
-    """SGD state that has momentum buffers for some parameters and not others (a state file
-    edited by hand, or a parameter that never had a gradient) gets zero buffers for the rest.
-    Without dampening a zero buffer takes the next step exactly as a missing one would
-    (``v = m * 0 + g``), and torch's fused kernel needs all of the buffers or none."""
-    if not isinstance(optimizer, torch.optim.SGD):
-        return
-    params = [p for g in optimizer.param_groups if g["momentum"] and not g["dampening"] for p in g["params"]]
-    if any("momentum_buffer" in optimizer.state.get(p, {}) for p in params):
-        for p in params:
-            if optimizer.state[p].get("momentum_buffer") is None:
-                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+def _match_params(optimizer: torch.optim.Optimizer) -> None:
+    """Give each state tensor its parameter's memory layout, and a fused optimizer's step
+    counts their parameter's device. A snapshot stores tensors contiguous, but a conv
+    weight trains in channels_last: torch's fused CPU kernels walk a parameter and its
+    state as flat memory, so a state in another layout would be paired element by element
+    with the wrong weights. Fused CUDA kernels want ``step`` on the GPU, where a state saved
+    by the foreach kernels (an older netcfg) has it on the CPU."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for name, v in state.items():
+                if not isinstance(v, torch.Tensor):
+                    continue
+                if v.shape == p.shape and v.dim() and v.stride() != p.stride():
+                    state[name] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+                elif name == "step" and group.get("fused") and v.device != p.device:
+                    state[name] = v.to(p.device, torch.float32)
+

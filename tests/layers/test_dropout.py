@@ -40,6 +40,20 @@ def test_dropout_backward_passes_the_kept_gradients_scaled(dtype):
     assert abs((out == 0).float().mean().item() - 0.3) < 0.01  # 40,000 draws, bf16 too
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch 2.13 deprecates torch.jit.script
+def test_dropout_module_scripts():
+    # netcfg exports by tracing; a user may still torch.jit.script a built net
+    from netcfg.layers.dropout import InvertedDropout
+
+    m = InvertedDropout(0.3)
+    scripted = torch.jit.script(m)
+    x = torch.ones(1000)
+    torch.manual_seed(0)
+    a = m(x)
+    torch.manual_seed(0)
+    assert torch.equal(a, scripted(x)) and torch.equal(scripted.eval()(x), x)
+
+
 def test_dropout_draws_from_the_global_generator():
     # seeds and an exact resume rely on it: the same seed, the same mask
     net = build_net(spec_of("type: Dropout"))

@@ -39,9 +39,9 @@ def test_trains_bit_for_bit_as_the_per_iteration_check(tmp_path, opt):
     assert all(torch.equal(x, y) for x, y in zip(params(a), params(c)))
 
 
-def poison(s: Solver, at: int) -> None:
+def poison(s: Solver, at: int):
     """ip1's weight gradient turns NaN at iteration ``at`` (and in any replay of it); the loss stays finite."""
-    s.net.ip1.weight.register_hook(lambda g: g * float("nan") if s.iter == at else g)
+    return s.net.ip1.weight.register_hook(lambda g: g * float("nan") if s.iter == at else g)
 
 
 def test_a_bad_gradient_stops_at_its_iteration_with_the_weights_from_before_it(tmp_path):
@@ -49,7 +49,7 @@ def test_a_bad_gradient_stops_at_its_iteration_with_the_weights_from_before_it(t
     runs = {}
     for deferred in (False, True):
         s = solver(path, deferred)
-        poison(s, 5)
+        hook = poison(s, 5)
         with pytest.raises(TrainingDiverged) as e:
             s.solve()
         runs[deferred] = (s, str(e.value))
@@ -60,6 +60,23 @@ def test_a_bad_gradient_stops_at_its_iteration_with_the_weights_from_before_it(t
     assert all(torch.equal(x, y) for x, y in zip(params(a), params(b)))  # iterations 5 and 6 never updated
     # the deferred run noticed at its iteration-6 snapshot, and wrote none
     assert sorted(p.name for p in b.run.path.glob("*.safetensors")) == ["tiny_iter_3.safetensors"]
+    # the same Solver, cured and restored from its last good snapshot, trains on as a fresh run would
+    hook.remove()
+    b.restore(b.run.path / "tiny_iter_3.solverstate")
+    b.solve()
+    straight = solver(path, False, out="straight")
+    straight.solve()
+    assert all(torch.equal(x, y) for x, y in zip(params(b), params(straight)))
+
+
+def test_the_progress_bar_gets_the_loss_without_a_display(tmp_path):
+    # on_step gets the loss as of the last read of the flag: every 100 iterations at the most
+    path = write_tiny_solver(tmp_path, max_iter=120, display=0, snapshot=0)
+    seen = []
+    s = Solver(load_solver(path), out=tmp_path / "run", log=lambda line: None, deferred_check=True,
+               on_step=lambda solver, loss: seen.append(loss))
+    s.solve()
+    assert all(v != v for v in seen[:99]) and all(0 < v < 3 for v in seen[100:])  # NaN until the first read
 
 
 def test_a_bad_loss_stops_at_the_same_iteration_as_the_per_iteration_check(tmp_path):

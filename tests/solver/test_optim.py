@@ -229,3 +229,24 @@ def test_state_missing_some_momentum_buffers_steps_as_torchs_foreach_would():
     ref.step()
     opt.step()
     assert torch.allclose(a0, a1) and torch.allclose(b0, b1)
+
+
+@pytest.mark.parametrize("type", ["SGD", "Nesterov"])
+def test_a_skipped_first_step_leaves_clean_momentum(type):
+    # fp16's scaler and the deferred NaN check skip a step through found_inf; torch's fused
+    # kernel would keep the uninitialised buffers it made for a skipped first step
+    def make():
+        w = torch.ones(64, requires_grad=True)
+        return w, make_optimizer(type, [{"params": [w], "lr_mult": 1, "decay_mult": 1}], base_lr=0.1, momentum=0.9)
+
+    w, opt = make()
+    ref_w, ref = make()
+    opt.found_inf = torch.tensor(1.0)  # what GradScaler.step sets on an overflow
+    w.grad = torch.full((64,), float("inf"))
+    opt.step()
+    assert torch.equal(w, torch.ones(64)) and torch.equal(opt.state[w]["momentum_buffer"], torch.zeros(64))
+    opt.found_inf = torch.tensor(0.0)
+    w.grad, ref_w.grad = torch.full((64,), 2.0), torch.full((64,), 2.0)
+    opt.step()
+    ref.step()
+    assert torch.equal(w, ref_w)

@@ -22,6 +22,16 @@ OPTIMIZERS = {
 }
 
 
+# a conv net trains in channels_last (memory_format: auto) while a snapshot stores its
+# tensors contiguous: the fused optimizers must get their state back in the weights' layout
+CONV = MLP_DROPOUT.replace(
+    "  - {name: ip1, type: InnerProduct, bottom: data, num_output: 16, weight_filler: {type: xavier}}",
+    "  - {name: conv1, type: Convolution, bottom: data, num_output: 4, kernel_size: 3, weight_filler: {type: xavier}}\n"
+    "  - {name: conv2, type: Convolution, num_output: 4, kernel_size: 3, weight_filler: {type: xavier}}\n"
+    "  - {name: ip1, type: InnerProduct, num_output: 16, weight_filler: {type: xavier}}")
+assert CONV != MLP_DROPOUT
+
+
 def train_losses(run, start: int) -> list[tuple[int, float]]:
     return [(r["iter"], r["loss"]) for r in metrics(run) if r["iter"] >= start]
 
@@ -32,11 +42,13 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
         assert torch.equal(a[k], b[k]), f"{k} differs"
 
 
+@pytest.mark.parametrize("net", ["mlp", "conv"])
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
-def test_resume_repeats_the_straight_run_bit_for_bit(tmp_path, optimizer):
+def test_resume_repeats_the_straight_run_bit_for_bit(tmp_path, optimizer, net):
     # 12 iterations straight, or 5, then --resume with max_iter grown back to 12; the
     # 256-sample epoch of 8 batches ends inside the resumed part, dropout draws on the RNG
-    solver = write_solver(tmp_path, MLP_DROPOUT, max_iter=12, test_interval=4, **OPTIMIZERS[optimizer])
+    solver = write_solver(tmp_path, {"mlp": MLP_DROPOUT, "conv": CONV}[net], max_iter=12, test_interval=4,
+                          **OPTIMIZERS[optimizer])
     assert netcfg("train", solver, "--out", tmp_path / "straight")[0] == 0
     assert netcfg("train", solver, "--out", tmp_path / "split", "--set", "max_iter=5")[0] == 0
     code, out, err = netcfg("train", solver, "--resume", tmp_path / "split/tiny_iter_5.solverstate")

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from netcfg.cli.plugins import PLUGIN_HELP, import_plugins
+from netcfg.cli.options import PluginOpt
+from netcfg.cli.plugins import import_plugins
 
 PhaseOpt = Annotated[str, typer.Option("--phase", help="TRAIN or TEST", case_sensitive=False)]
 
@@ -28,7 +29,7 @@ def check(
     stage: Annotated[list[str], typer.Option("--stage", help="active stage (repeatable)")] = [],
     set_: Annotated[list[str], typer.Option("--set", help="override a key: a.b=value (repeatable)")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
-    plugin: Annotated[list[str], typer.Option("--plugin", help=PLUGIN_HELP)] = [],
+    plugin: PluginOpt = [],
 ) -> None:
     """Validate a net or solver FILE, infer every blob's shape, print a layer table.
 

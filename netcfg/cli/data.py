@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
+from netcfg.cli.options import SetOpt
+
 ORDER = 40
 
 SolverArg = Annotated[Path, typer.Argument(help="solver file (YAML)", show_default=False)]
 SplitOpt = Annotated[str, typer.Option("--split", help="train or test", case_sensitive=False)]
-SetOpt = Annotated[list[str], typer.Option("--set", help="override a solver key: a.b=value (repeatable)")]
 
 
 def register(app: typer.Typer) -> None:

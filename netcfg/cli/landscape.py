@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from netcfg.cli.options import SetOpt
+
 ORDER = 70
 
 
@@ -27,7 +29,7 @@ def landscape(
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="evaluation batch (default: max(train batch_size, 256))")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="seed of the random directions")] = 1,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N (default: the solver's)")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="override a solver key: a.b=value (repeatable)")] = [],
+    set_: SetOpt = [],
     as_json: Annotated[bool, typer.Option("--json", help="also print the grid values as one JSON object")] = False,
 ) -> None:
     """Plot the loss landscape around trained weights (a curve, or --2d contours).

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from netcfg.cli.plugins import PLUGIN_HELP, import_plugins
+from netcfg.cli.options import PluginOpt, SetOpt
+from netcfg.cli.plugins import import_plugins
 
 
 ORDER = 30
@@ -22,10 +23,10 @@ def test(
     solver: Annotated[Path, typer.Argument(help="solver file (YAML) or a run's config.yaml", show_default=False)],
     weights: Annotated[Path, typer.Option("--weights", help="trained weights (.safetensors, or a state_dict .pt/.pth)")],
     iterations: Annotated[int | None, typer.Option("--iterations", min=1, help="test batches (default: the whole test split)")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="override a solver key: a.b=value (repeatable)")] = [],
+    set_: SetOpt = [],
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-    plugin: Annotated[list[str], typer.Option("--plugin", help=PLUGIN_HELP)] = [],
+    plugin: PluginOpt = [],
 ) -> None:
     """Average every scalar output of the TEST net over the test split."""
     import_plugins(plugin)

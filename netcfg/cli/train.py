@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from netcfg.cli.plugins import PLUGIN_HELP, import_plugins
+from netcfg.cli.options import PluginOpt, SetOpt
+from netcfg.cli.plugins import import_plugins
 
 ORDER = 20
 
@@ -19,13 +20,13 @@ def register(app: typer.Typer) -> None:
 
 def train(
     solver: Annotated[Path, typer.Argument(help="solver file (YAML)", show_default=False)],
-    set_: Annotated[list[str], typer.Option("--set", help="override a solver key: a.b=value (repeatable)")] = [],
+    set_: SetOpt = [],
     resume: Annotated[Path | None, typer.Option("--resume", help="continue from this .solverstate, or from the newest snapshot in this run directory")] = None,
     weights: Annotated[Path | None, typer.Option("--weights", help="initialise from these weights (.safetensors, or a state_dict .pt/.pth), by layer name")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="run directory (default: runs/<solver name>[-N])")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N")] = None,
     force: Annotated[bool, typer.Option("--force", help="resume even if the solver or net changed")] = False,
-    plugin: Annotated[list[str], typer.Option("--plugin", help=PLUGIN_HELP)] = [],
+    plugin: PluginOpt = [],
 ) -> None:
     """Train the net of SOLVER; Ctrl-C writes a snapshot and exits 130.
 

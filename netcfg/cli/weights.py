@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from netcfg.cli.plugins import PLUGIN_HELP, import_plugins
+from netcfg.cli.options import PluginOpt, SetOpt
+from netcfg.cli.plugins import import_plugins
 
 ORDER = 25
 
@@ -18,8 +19,8 @@ def register(app: typer.Typer) -> None:
 
 def weights(
     solver: Annotated[Path, typer.Argument(help="solver file (YAML) or a run's config.yaml", show_default=False)],
-    set_: Annotated[list[str], typer.Option("--set", help="override a solver key: a.b=value (repeatable)")] = [],
-    plugin: Annotated[list[str], typer.Option("--plugin", help=PLUGIN_HELP)] = [],
+    set_: SetOpt = [],
+    plugin: PluginOpt = [],
 ) -> None:
     """Dry run of `weights:` and `freeze:`: what `netcfg train SOLVER` would load, and freeze.
 

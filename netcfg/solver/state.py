@@ -32,33 +32,29 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, source: 
         optimizer.load_state_dict(state)
     except (ValueError, KeyError, TypeError, IndexError) as e:
         raise NetcfgError(f"{source}: the optimizer state does not fit this net's parameters ({e})") from None
-    for group in optimizer.param_groups:  # load_state_dict checks counts, not shapes
-        for p in group["params"]:
-            for name, v in optimizer.state.get(p, {}).items():
-                if isinstance(v, torch.Tensor) and v.dim() and v.shape != p.shape:
-                    raise NetcfgError(f"{source}: the optimizer state '{name}' has shape {list(v.shape)} "
-                                      f"for a parameter of shape {list(p.shape)}")
     for group, hyper in zip(optimizer.param_groups, fresh):
         group.update(hyper)
-    _match_params(optimizer)
+        for p in group["params"]:
+            _match_param(optimizer.state.get(p, {}), p, bool(group.get("fused")), source)
     zero_momentum(optimizer)
 
 
-def _match_params(optimizer: torch.optim.Optimizer) -> None:
-    """Give each state tensor its parameter's memory layout, and a fused optimizer's step
-    counts their parameter's device. A snapshot stores tensors contiguous, but a conv
-    weight trains in channels_last: torch's fused CPU kernels walk a parameter and its
-    state as flat memory, so a state in another layout would be paired element by element
-    with the wrong weights. Fused CUDA kernels want ``step`` on the GPU, where a state saved
-    by the foreach kernels (an older netcfg) has it on the CPU."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            state = optimizer.state.get(p, {})
-            for name, v in state.items():
-                if not isinstance(v, torch.Tensor):
-                    continue
-                if v.shape == p.shape and v.dim() and v.stride() != p.stride():
-                    state[name] = torch.empty_like(p, dtype=v.dtype).copy_(v)
-                elif name == "step" and group.get("fused") and v.device != p.device:
-                    state[name] = v.to(p.device, torch.float32)
+def _match_param(state: dict, p: torch.Tensor, fused: bool, source: str) -> None:
+    """Check one parameter's loaded state against it (``load_state_dict`` checks counts, not
+    shapes) and give each state tensor the parameter's memory layout, and a fused optimizer's
+    step count its device. A snapshot stores tensors contiguous, but a conv weight trains in
+    channels_last: torch's fused CPU kernels walk a parameter and its state as flat memory,
+    so a state in another layout would be paired element by element with the wrong weights.
+    Fused CUDA kernels want ``step`` on the GPU, where a state saved by the foreach kernels
+    (an older netcfg) has it on the CPU."""
+    for name, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        if v.dim() and v.shape != p.shape:
+            raise NetcfgError(f"{source}: the optimizer state '{name}' has shape {list(v.shape)} "
+                              f"for a parameter of shape {list(p.shape)}")
+        if v.dim() and v.stride() != p.stride():
+            state[name] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+        elif name == "step" and fused and v.device != p.device:
+            state[name] = v.to(p.device, torch.float32)
 

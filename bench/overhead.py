@@ -23,6 +23,7 @@ the hand-written eager twin in its default layout (contiguous, fp32):
 (compile time reported separately).
 
 Run: python bench/overhead.py [--nets lenet,resnet9_28,mlp] [--blocks 10] [--options] [--wall] [--twin-sgd fused]
+                              [--nan-check per-iteration]
 Writes bench/results/overhead.json (or --json PATH). Numbers: bench/README.md.
 """
 
@@ -50,7 +51,8 @@ SCALE = 0.00390625
 SAMPLES = 12_800
 
 
-def make_solver(tmp: Path, net: str, batch: int, device: str = "cpu", **options) -> Solver:
+def make_solver(tmp: Path, net: str, batch: int, device: str = "cpu", deferred_check: bool | None = None,
+                **options) -> Solver:
     """A Solver for configs/<net>.yaml on random 28x28 uint8 images (an npz in ``tmp``)."""
     data = tmp / "data.npz"
     if not data.exists():
@@ -65,7 +67,7 @@ def make_solver(tmp: Path, net: str, batch: int, device: str = "cpu", **options)
              *(f"{k}: {v}" for k, v in options.items())]
     path = tmp / f"{net}-{len(list(tmp.glob('*.yaml')))}.yaml"
     path.write_text("\n".join(lines) + "\n")
-    return Solver.from_file(path, out=tmp / path.stem, log=lambda line: None)
+    return Solver.from_file(path, out=tmp / path.stem, log=lambda line: None, deferred_check=deferred_check)
 
 
 class Twin:
@@ -142,7 +144,8 @@ def ratio_stats(ours: list[float], theirs: list[float]) -> tuple[float, float, f
 
 
 def overhead(name: str, args, tmp: Path, clock) -> dict:
-    solver = make_solver(tmp, name, args.batch, args.device)
+    solver = make_solver(tmp, name, args.batch, args.device,
+                         deferred_check=False if args.nan_check == "per-iteration" else None)
     twin = Twin(name, solver, solver.channels_last, args.twin_sgd)
     loss = first_losses_agree(name, solver, twin)
     solver.step(10)
@@ -199,6 +202,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (use --wall on CUDA: CPU time misses the GPU)")
     p.add_argument("--twin-sgd", choices=SGD_KERNELS, default="default",
                    help="the twin's SGD kernel: torch's default (what a user writes) or netcfg's fused one")
+    p.add_argument("--nan-check", choices=["default", "per-iteration"], default="default",
+                   help="per-iteration: netcfg's NaN/Inf check with a host sync each step, which CUDA's default defers")
     p.add_argument("--json", type=Path, default=ROOT / "bench/results/overhead.json")
     args = p.parse_args()
     if args.threads:
@@ -206,11 +211,11 @@ def main() -> None:
     clock = time.perf_counter if args.wall else time.process_time
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
           f"{'wall-clock' if args.wall else 'CPU'} time, {args.blocks} blocks of {args.steps} steps, "
-          f"twin SGD kernel: {args.twin_sgd}")
+          f"twin SGD kernel: {args.twin_sgd}, NaN check: {args.nan_check}")
     print(f"{'net':<11} {'netcfg/s':>10} {'twin/s':>10}   ratio [p10, p90]   layout")
     result = {"machine": platform.processor() or platform.machine(), "device": args.device, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "clock": "wall" if args.wall else "cpu", "batch": args.batch,
-              "twin_sgd": args.twin_sgd, "date": time.strftime("%Y-%m-%d"), "overhead": [], "options": []}
+              "twin_sgd": args.twin_sgd, "nan_check": args.nan_check, "date": time.strftime("%Y-%m-%d"), "overhead": [], "options": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.nets.split(","):
             result["overhead"].append(overhead(name, args, Path(tmp), clock))

@@ -10,6 +10,8 @@ only a loss read disappears. Layer names, hence weight names, do not change.
 
 from __future__ import annotations
 
+import keyword
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -123,8 +125,10 @@ def _check_outputs(spec: NetSpec, graph: Graph, outputs) -> list[str]:
 class DeployModule(nn.Module):
     """A deploy Net with a plain signature: positional inputs in declared order, and a
     tuple of the output tops (or a dict by top name) for tracers and exporters.
-    Parameters keep the Net's names (``conv1.weight``), unless a layer's name is an
-    attribute of torch.fx's GraphModule (see below)."""
+    Parameters keep the Net's names (``conv1.weight``), unless a layer's name cannot be an
+    attribute in the code that TorchScript, torch.export and ONNX write (see
+    ``_attribute``): a layer called ``class``, ``forward`` or ``code`` exports as ``class_``,
+    ``forward_``, ``code_``."""
 
     def __init__(self, net: Net, *, as_dict: bool = False):
         super().__init__()
@@ -135,15 +139,8 @@ class DeployModule(nn.Module):
         for node in net.graph.nodes:
             schedule.append((_submodule(net, node.name), tuple(node.bottoms), tuple(node.tops)))
         self.schedule = schedule  # a plain list (set first: a layer may be called "schedule")
-        holder: nn.Module = self
-        if set(net._modules) & _graph_module_attributes():
-            # torch.export makes each submodule an attribute of a GraphModule: a layer called
-            # `code` or `graph` would shadow the GraphModule's own, so such nets keep their
-            # layers one level down (parameters `layers.code.weight`)
-            holder = nn.Module()
-            self._modules["layers"] = holder
-        for name, module in net._modules.items():  # the same module objects, under the same names
-            holder._modules[name] = module
+        # the same module objects; scopes of dotted names rebuilt where a part is renamed
+        self._modules.update(_safe_tree(net._modules, _reserved() | set(vars(self))))
         self.train(False)
 
     def forward(self, *inputs: torch.Tensor):
@@ -153,10 +150,37 @@ class DeployModule(nn.Module):
         return tuple(blobs[t] for t in self.output_names)
 
 
-def _graph_module_attributes() -> set[str]:
+def _reserved() -> set[str]:
+    """Names a submodule must not take: nn.Module's own attributes (``forward``,
+    ``training``) and torch.fx GraphModule's (``code``, ``graph``), which torch.export
+    makes every submodule an attribute of."""
     import torch.fx
 
-    return {n for n in dir(torch.fx.GraphModule) if not n.startswith("__")}
+    return {n for n in dir(torch.fx.GraphModule) if not n.startswith("__")} | set(dir(nn.Module))
+
+
+def _attribute(name: str, taken: set[str], reserved: set[str]) -> str:
+    """``name``, or the nearest safe Python attribute name to it not in ``taken``: written
+    exporters emit ``self.<name>``, which a keyword (``class``, ``in``, ``None``), a
+    non-identifier or a reserved name breaks."""
+    if name.isidentifier() and not keyword.iskeyword(name) and name not in reserved | taken:
+        return name
+    safe = re.sub(r"\W", "_", name)
+    safe = f"_{safe}" if not safe or safe[0].isdigit() else safe
+    while keyword.iskeyword(safe) or safe in reserved or safe in taken:
+        safe += "_"
+    return safe
+
+
+def _safe_tree(modules: dict[str, nn.Module], reserved: set[str]) -> dict[str, nn.Module]:
+    out: dict[str, nn.Module] = {}
+    for name, module in modules.items():
+        if type(module) is nn.Module:  # a scope of dotted layer names (Net._insert)
+            scope = nn.Module()
+            scope._modules.update(_safe_tree(module._modules, _reserved()))
+            module = scope
+        out[_attribute(name, set(out), reserved)] = module
+    return out
 
 
 def _submodule(root: nn.Module, dotted: str) -> nn.Module:

@@ -11,7 +11,9 @@ import torch
 from safetensors import safe_open
 
 import netcfg
+from netcfg.exporting.deploy import DeployModule
 from netcfg.layers.base import registry
+from netcfg.net import Net
 from tests.export.helpers import (
     ROOT,
     max_diff,
@@ -202,12 +204,15 @@ def test_every_layer_type_exports(fmt, tmp_path):
     assert result.max_abs_diff < TOL and result.checked_batches == (1, 5)
 
 
-@pytest.mark.parametrize("fmt", ["exported", "onnx"])
-def test_layers_named_like_graph_module_attributes_export(fmt, tmp_path):
-    # torch.export turns submodules into GraphModule attributes: `code` and `graph` are its own
-    spec = spec_of({"name": "clash", "inputs": {"data": [4]},
-                    "layers": [{"name": "code", "type": "InnerProduct", "num_output": 3},
-                               {"name": "graph", "type": "InnerProduct", "num_output": 2}]})
+@pytest.mark.parametrize("fmt", ["torchscript", "exported", "onnx"])
+def test_layers_named_like_keywords_or_reserved_attributes_export(fmt, tmp_path):
+    # the written programs say `self.<layer>`: a keyword (`class`, `None`), nn.Module's own
+    # `forward`, or torch.fx GraphModule's `code` and `graph` cannot be that name
+    names = ["class", "forward", "None", "scope.in", "scope.code", "code", "graph", "class_"]
+    layers = [{"name": n, "type": "InnerProduct", "num_output": 3} for n in names]
+    spec = spec_of({"name": "clash", "inputs": {"data": [4]}, "layers": layers})
     weights = write_weights(spec, tmp_path / "w.safetensors")
     result = netcfg.export(spec, weights, fmt, tmp_path / f"clash.{fmt}")
     assert result.path.is_file() and result.max_abs_diff < TOL
+    assert sorted(DeployModule(Net(result.deploy.graph))._modules) == ["None_", "class_", "class__", "code_", "forward_", "graph_",
+                                                          "scope"]

@@ -172,6 +172,11 @@ def convert_params(layer: Obj, caffe_type: str) -> Converted:
                 raise AssertionError(f"bad table entry {caffe_type}.{param}.{key}: {action!r}")
     if caffe_type == "Scale" and len(layer.all("bottom")) == 2:
         _scale_two_bottoms(layer, out)
+    if caffe_type == "LRN" and out.fields.get("norm_region") == "WITHIN_CHANNEL" and out.fields.get("k", 1) != 1:
+        # Caffe's WITHIN_CHANNEL adds 1 whatever k says (lrn_layer.cpp); netcfg's adds k
+        out.notes.append(f"k: {out.fields.pop('k')} dropped: Caffe's WITHIN_CHANNEL LRN ignores k and adds 1, "
+                         "as netcfg's does with its default k: 1")
+        out.pos.pop("k", None)
     return out
 
 

@@ -147,6 +147,7 @@ def _layer(obj: Obj, index: int, notes: list[str]) -> Layer | DataLayer:
                      "floating-point bottom; integer labels get no gradient anyway)")
     notes += no_param_note(obj, kind, name)
     conv = convert_params(obj, kind)
+    notes += [f"layer '{name}' ({kind}): {note}" for note in conv.notes]
     layer = Layer(name, kind, obj.all("bottom"), obj.all("top"), obj, conv.fields, pos=dict(conv.pos))
     layer.pos.update(name=obj.pos("name"), type=obj.pos("type"))
     for key in ("bottom", "top"):

@@ -28,6 +28,8 @@ def import_caffe(
                                               "NAME=C,H,W[:DTYPE] (repeatable)")] = [],
     weights: Annotated[Path | None, typer.Option("--weights", help="also convert this .caffemodel to a "
                                                  ".safetensors beside the output")] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite files that exist (the output, and the net and "
+                                        "weights written beside it)")] = False,
 ) -> None:
     """Convert a Caffe net (NET.prototxt) or solver (--solver) to netcfg YAML.
 
@@ -45,9 +47,9 @@ def import_caffe(
 
         parse_data_option(data)  # options are checked before any file is read
     if solver is None:
-        _net(net, out, data, inputs, weights)
+        _net(net, out, data, inputs, weights, force)
     else:
-        _solver(solver, net, out, data, inputs, weights)
+        _solver(solver, net, out, data, inputs, weights, force)
 
 
 def _input_option(text: str):
@@ -68,6 +70,17 @@ def _input_option(text: str):
     return name, InputShape(shape, dtype or "float32")
 
 
+def _check_input_names(inputs: dict, net_data: dict) -> None:
+    """A --input NAME that is no input of the imported net is a typo, not something to ignore."""
+    from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
+
+    known = list(net_data.get("inputs", {}))
+    errors = [ConfigError(f"--input {name}: the net has no input '{name}'", file="--input",
+                          hint=did_you_mean(name, known, show_all=8)) for name in inputs if name not in known]
+    if errors:
+        raise ConfigErrors(errors)
+
+
 def _header(source: Path, what: str, notes: list[str]) -> list[str]:
     lines = [f"Imported from {source} by `netcfg import-caffe`.", what]
     if notes:
@@ -81,6 +94,18 @@ def _summary(graphs: dict) -> str:
     return f"{g.name}: {len(g.nodes)} layers (TRAIN), {g.total_params:,} parameters"
 
 
+def _refuse_overwrite(paths: list[Path | None], force: bool) -> None:
+    """Before anything is written: every file this import would replace, refused without --force."""
+    from netcfg.errors import ConfigError, ConfigErrors
+
+    if force:
+        return
+    errors = [ConfigError(f"{p} already exists", file=str(p), hint="pass --force to overwrite it, or choose another -o")
+              for p in dict.fromkeys(paths) if p is not None and p.exists()]
+    if errors:
+        raise ConfigErrors(errors)
+
+
 def _emit(text: str, out: Path | None, notes: list[str]) -> None:
     if out is None:
         typer.echo(text, nl=False)
@@ -91,7 +116,7 @@ def _emit(text: str, out: Path | None, notes: list[str]) -> None:
         typer.echo(f"note: {n}", err=True)
 
 
-def _net(net: Path, out: Path | None, data: str | None, inputs: dict, weights: Path | None) -> None:
+def _net(net: Path, out: Path | None, data: str | None, inputs: dict, weights: Path | None, force: bool) -> None:
     from netcfg.caffe.data import data_shapes
     from netcfg.caffe.emit import dump_yaml
     from netcfg.caffe.net import net_from_obj
@@ -101,11 +126,13 @@ def _net(net: Path, out: Path | None, data: str | None, inputs: dict, weights: P
     obj = decode(parse_file(net), "NetParameter", str(net))
     shapes = {**data_shapes(obj, data, Path.cwd(), []), **inputs}
     imported = net_from_obj(obj, str(net), shapes, net.stem)
+    _check_input_names(inputs, imported.data)
     if imported.data_layers and any(d.source for d in imported.data_layers):
         imported.notes.append("the Data layers became inputs: their batches come from a solver's data: section "
                               "(netcfg import-caffe --solver SOLVER --data SOURCE[:PATH] writes one)")
     graphs = imported.check()
     summary = _summary(graphs)
+    _refuse_overwrite([out, out.with_suffix(".safetensors") if weights is not None else None], force)
     if weights is not None:  # first: a .caffemodel that does not fit leaves nothing written
         _weights(imported, weights, out.with_suffix(".safetensors"))
     _emit(dump_yaml(imported.data, _header(net, summary, imported.notes)), out, imported.notes)
@@ -114,13 +141,15 @@ def _net(net: Path, out: Path | None, data: str | None, inputs: dict, weights: P
 
 
 def _solver(solver: Path, net: Path | None, out: Path | None, data: str | None, inputs: dict,
-            weights: Path | None) -> None:
+            weights: Path | None, force: bool) -> None:
     from netcfg.caffe.emit import dump_yaml
     from netcfg.caffe.solver import import_solver
     from netcfg.errors import ConfigError
     from netcfg.solver.check import check_solver
 
     imp = import_solver(solver, net, data, inputs)
+    if imp.net is not None:
+        _check_input_names(inputs, imp.net.data)
     if weights is not None and imp.net is None:
         raise ConfigError("--weights needs a Caffe net to match the blobs to; the net here is a netcfg file",
                           file="--weights", hint="convert the weights with the Caffe net: netcfg import-caffe NET "
@@ -146,6 +175,7 @@ def _solver(solver: Path, net: Path | None, out: Path | None, data: str | None, 
         net_out = None
     if "data" in imp.data:
         check_solver(spec)  # the data against the net's inputs, both phases
+    _refuse_overwrite([out, net_out, net_out.with_suffix(".safetensors") if net_out and weights else None], force)
     if net_out is not None:
         if weights is not None:
             _weights(imp.net, weights, net_out.with_suffix(".safetensors"))

@@ -136,3 +136,42 @@ def test_imported_lenet_solver_trains_on_fashion_mnist(tmp_path):
     assert len(losses) >= 5 and losses[-1] < losses[0]  # it learns: 2.3 (chance) falls within 24 iterations
     assert tests and 0 <= tests[-1]["accuracy"] <= 1
     assert (run / "lenet_iter_24.safetensors").is_file()
+
+
+def test_existing_files_are_not_overwritten_without_force(tmp_path):
+    proto = tmp_path / "net.prototxt"
+    proto.write_text('name: "N"\ninput: "data"\ninput_shape { dim: 1 dim: 3 }\n'
+                     'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+                     'inner_product_param { num_output: 2 } }\n')
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "net.prototxt"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 10\n')
+    out, beside = tmp_path / "out.yaml", tmp_path / "net.yaml"  # the solver's net is written beside it
+    for target, args in ((out, [proto]), (beside, ["--solver", solver])):
+        target.write_text("mine\n")
+        result = run_cli("import-caffe", *map(str, args), "-o", str(out))
+        assert result.exit_code == 2 and f"{target} already exists (pass --force" in result.stderr, result.stderr
+        assert target.read_text() == "mine\n"
+        assert run_cli("import-caffe", *map(str, args), "-o", str(out), "--force").exit_code == 0
+        assert target.read_text() != "mine\n"
+        out.unlink(), beside.unlink(missing_ok=True)
+
+
+def test_an_input_name_the_net_does_not_have_is_refused(tmp_path):
+    proto = tmp_path / "net.prototxt"
+    proto.write_text('name: "N"\ninput: "data"\ninput_shape { dim: 1 dim: 3 }\n'
+                     'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n')
+    result = run_cli("import-caffe", str(proto), "--input", "dat=3")
+    assert result.exit_code == 2, result.stderr
+    assert "--input dat: the net has no input 'dat' (did you mean 'data'?" in result.stderr
+
+
+def test_within_channel_lrn_drops_k_as_caffe_ignores_it(tmp_path):
+    proto = tmp_path / "lrn.prototxt"
+    proto.write_text('name: "L"\ninput: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
+                     'layer { name: "n" type: "LRN" bottom: "data" top: "n" lrn_param { local_size: 3 alpha: 0.5 '
+                     'beta: 0.75 k: 2 norm_region: WITHIN_CHANNEL } }\n')
+    result = run_cli("import-caffe", str(proto))
+    assert result.exit_code == 0, result.stderr
+    layer = yaml.safe_load(result.stdout)["layers"][0]
+    assert "k" not in layer and layer["norm_region"] == "WITHIN_CHANNEL"
+    assert "layer 'n' (LRN): k: 2 dropped: Caffe's WITHIN_CHANNEL LRN ignores k and adds 1" in result.stderr

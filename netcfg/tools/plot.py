@@ -109,10 +109,11 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
             raise ConfigError(f"not a JSON line: {e.msg}", file=str(file), line=n, col=e.colno) from None
         if not isinstance(rec, dict) or not isinstance(rec.get("iter"), int):
             raise ConfigError("a metrics record must be a JSON object with an integer 'iter'", file=str(file), line=n, col=1)
-        for key, value in rec.items():  # netcfg writes numbers (NaN included) and the event's name
-            if key != "event" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        for key, value in rec.items():  # a train or test record holds numbers (NaN included)
+            if rec.get("event") in ("train", "test") and key != "event" and (
+                    isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ConfigError(f"'{key}' is {json.dumps(value)}, not a number", file=str(file), line=n,
-                                  col=line.find(f'"{key}"') + 1 or 1, hint="metrics records hold numbers only")
+                                  col=line.find(f'"{key}"') + 1 or 1, hint="train and test records hold numbers only")
         if rec.get("event") == "train":
             _append(run.train, rec)
         elif rec.get("event") == "test":

@@ -53,7 +53,13 @@ def time_cmd(
         raise ConfigError(f"--precision must be fp32, bf16 or fp16, got '{precision}'", file="--precision")
     if precision == "fp16" and dev.type != "cuda":
         raise ConfigError("fp16 autocast needs a CUDA device", file="--precision", hint="use bf16 on the CPU")
-    net = Net(build_graph(net_spec, phase, stages)).to(dev)
+    graph = build_graph(net_spec, phase, stages)
+    need, node = graph.min_batch()
+    if batch_size < need:
+        raise ConfigError(f"batch {batch_size} is too small: layer '{node.name}' ({node.spec.type}) needs at least "
+                          f"{need} samples a batch in {phase} (batch statistics of its {list(node.in_blobs[0].shape)} "
+                          "input)", file="--batch-size", hint=f"use -b {need} or more, or --phase TEST")
+    net = Net(graph).to(dev)
     timing = time_net(net, batch_size, iterations=iterations, warmup=warmup, precision=precision)
     if as_json:
         typer.echo(json.dumps(timing.as_dict(), indent=1))

@@ -145,8 +145,13 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
             "weights": weights.name}
     metadata = {NET_KEY: yaml.safe_dump(deploy.config, sort_keys=False), EXPORT_KEY: json.dumps(info)}
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp{out.suffix}")  # the suffix tells readers the format
+    need, node = deploy.graph.min_batch()  # BatchNorm with use_global_stats: false on a (C,) blob
+    if batch is not None and batch < need:
+        raise ConfigError(f"batch size {batch} is too small: layer '{node.name}' ({node.spec.type}) uses batch "
+                          f"statistics of its {list(node.in_blobs[0].shape)} input (use_global_stats: false), which "
+                          f"needs at least {need} samples", file="--batch-size", hint=f"use --batch-size {need} or more")
     job = ExportJob(deploy, module, tmp, batch, opset, metadata)
-    batches = (batch,) if batch is not None else CHECK_BATCHES
+    batches = (batch,) if batch is not None else tuple(max(b, need) for b in CHECK_BATCHES)
     written_opset = (opset or to_onnx.DEFAULT_OPSET) if fmt_name == "onnx" else None
     result = ExportResult(out, fmt_name, deploy, batch, written_opset)
     runnable = check and (fmt_name != "onnx" or to_onnx.has_runtime())

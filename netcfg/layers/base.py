@@ -198,6 +198,10 @@ class LayerSpec(Spec):
         """Floating-point operations per sample (a multiply-add counts 2)."""
         return 0
 
+    def min_batch(self, bottoms: list[Blob], phase: str) -> int:
+        """The fewest samples a batch must hold for this layer to run in ``phase`` (TRAIN/TEST)."""
+        return 1
+
     def fill(self, module: nn.Module) -> None:
         """Apply ``weight_filler``/``bias_filler`` if the layer has them."""
         from netcfg.layers.fillers import fill_module

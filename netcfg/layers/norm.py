@@ -90,6 +90,11 @@ class BatchNorm(LayerSpec):
     def blob_names(self) -> list[str]:
         return ["weight", "bias"] if self.affine else []
 
+    def min_batch(self, bottoms: list[Blob], phase: str) -> int:
+        # batch statistics of a (C,) input: one value per channel and sample; one sample has no variance
+        batch_stats = self.use_global_stats is False or (self.use_global_stats is None and phase == "TRAIN")
+        return 2 if batch_stats and math.prod(bottoms[0].shape[1:]) == 1 else 1
+
     def build(self, bottoms: list[Blob]) -> nn.Module:
         momentum = round(1.0 - self.moving_average_fraction, 12)  # .999 -> 0.001, not 0.0010000000000000009
         return BatchNormNd(bottoms[0].shape[0], self.eps, momentum, self.affine,

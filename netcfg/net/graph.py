@@ -65,6 +65,16 @@ class Graph:
     def flops(self) -> int:
         return sum(n.flops for n in self.nodes)
 
+    def min_batch(self) -> tuple[int, Node | None]:
+        """(the fewest samples a batch must hold in this phase, the layer that needs them):
+        BatchNorm's batch statistics of a (C,) blob need two."""
+        need, node = 1, None
+        for n in self.nodes:
+            m = n.spec.min_batch(n.in_blobs, self.phase)
+            if m > need:
+                need, node = m, n
+        return need, node
+
 
 def _trainable(node: Node) -> bool:
     entries = [ps for _, ps in node.spec.param_entries()]

@@ -7,7 +7,7 @@ from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 from netcfg.net import Graph, build_graph
 from netcfg.solver.spec import SolverSpec
 
-__all__ = ["check_solver", "match_inputs"]
+__all__ = ["check_solver", "match_inputs", "check_batches"]
 
 
 def match_inputs(spec: SolverSpec, split: str, graph: Graph, tensors: dict[str, tuple[tuple[int, ...], str]],
@@ -38,6 +38,27 @@ def match_inputs(spec: SolverSpec, split: str, graph: Graph, tensors: dict[str, 
     return errors
 
 
+def check_batches(spec: SolverSpec, split: str, graph: Graph, samples: int) -> list[ConfigError]:
+    """An error when a batch of ``split`` (``samples`` an epoch, in batches of batch_size, the
+    last one partial unless drop_last) would hold fewer samples than a layer of ``graph``
+    needs (``Graph.min_batch``: BatchNorm's batch statistics of a (C,) blob need two)."""
+    need, node = graph.min_batch()
+    ds = getattr(spec.data, split)
+    if node is None or ds is None:
+        return []
+    why = (f"layer '{node.name}' ({node.spec.type}) needs at least {need} samples a batch in {graph.phase} "
+           f"(batch statistics of its {list(node.in_blobs[0].shape)} input)")
+    size, last = ds.batch_size, samples % ds.batch_size
+    if size < need:
+        return [ConfigError(f"batch_size {size} is too small: {why}", ("data", split, "batch_size"),
+                            hint=f"use batch_size: {need} or more")]
+    if 0 < last < need and not ds.drop_last:
+        return [ConfigError(f"the last batch of each epoch would hold {last} sample(s) ({samples:,} = "
+                            f"{samples // size:,} x {size} + {last}), but {why}", ("data", split, "batch_size"),
+                            hint="set drop_last: true, or a batch_size that leaves no single sample over")]
+    return []
+
+
 def check_solver(spec: SolverSpec) -> dict[str, Graph]:
     """Build the TRAIN and TEST graphs and match each data split to its net's inputs."""
     graphs: dict[str, Graph] = {}
@@ -62,7 +83,8 @@ def check_solver(spec: SolverSpec) -> dict[str, Graph]:
             for x in getattr(e, "errors", [e]):
                 errors.append(spec.locate(x.prefixed(("data", split))))
             continue
-        errors += [spec.locate(x) for x in match_inputs(spec, split, graphs[phase], data.describe(), data.origins)]
+        errors += [spec.locate(x) for x in match_inputs(spec, split, graphs[phase], data.describe(), data.origins)
+                   + check_batches(spec, split, graphs[phase], data.num_samples)]
     if errors:
         raise ConfigErrors(errors)
     return graphs

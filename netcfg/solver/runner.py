@@ -27,7 +27,7 @@ from netcfg.data.sources import load_source
 from netcfg.errors import ConfigError, ConfigErrors, NetcfgError
 from netcfg.net import Net, build_graph
 from netcfg.solver import distributed
-from netcfg.solver.check import match_inputs
+from netcfg.solver.check import check_batches, match_inputs
 from netcfg.solver.interrupt import StopAfterIteration
 from netcfg.solver.layout import to_layout, use_channels_last
 from netcfg.solver.freeze import freeze
@@ -153,7 +153,8 @@ class Solver:
         net = self.net if split == "train" else self.test_net
         batch = next(iter(loader.epoch_batches()))
         got = {k: (tuple(v.shape[1:]), str(v.dtype).removeprefix("torch.")) for k, v in batch.items()}
-        errors = match_inputs(self.spec, split, net.graph, got, loader.split.origins)
+        errors = (match_inputs(self.spec, split, net.graph, got, loader.split.origins)
+                  + check_batches(self.spec, split, net.graph, loader.num_samples))
         if errors:
             raise ConfigErrors([self.spec.locate(e) for e in errors])
 

@@ -216,3 +216,16 @@ def test_layers_named_like_keywords_or_reserved_attributes_export(fmt, tmp_path)
     assert result.path.is_file() and result.max_abs_diff < TOL
     assert sorted(DeployModule(Net(result.deploy.graph))._modules) == ["None_", "class_", "class__", "code_", "forward_", "graph_",
                                                           "scope"]
+
+
+def test_batch_statistics_in_the_deploy_net_are_checked_at_two_samples_or_more(tmp_path):
+    # use_global_stats: false asks for batch statistics in every phase (Caffe): one sample of a
+    # (C,) blob has none, so the check runs at batch 2 and 5, and a static batch of 1 is refused
+    spec = spec_of({"name": "bn", "inputs": {"data": [6]},
+                    "layers": [{"name": "ip", "type": "InnerProduct", "num_output": 4},
+                               {"name": "bn", "type": "BatchNorm", "use_global_stats": False}]})
+    weights = write_weights(spec, tmp_path / "w.safetensors")
+    result = netcfg.export(spec, weights, "onnx", tmp_path / "bn.onnx")
+    assert result.checked_batches == (2, 5) and result.max_abs_diff < TOL
+    with pytest.raises(netcfg.NetcfgError, match="batch size 1 is too small: layer 'bn' .BatchNorm. uses batch"):
+        netcfg.export(spec, weights, "onnx", tmp_path / "bn1.onnx", batch_size=1)

@@ -110,6 +110,20 @@ def test_batchnorm_use_global_stats_false_uses_batch_stats_in_test_mode():
     torch.testing.assert_close(net.n.running_mean, 0.001 * mean)  # tracked while training
 
 
+@pytest.mark.parametrize("shape, use_global_stats, train, test", [
+    ([6], None, 2, 1), ([6], False, 2, 2), ([6], True, 1, 1), ([3, 5], None, 1, 1), ([3, 4, 4], False, 1, 1)])
+def test_batchnorm_min_batch_is_two_only_for_batch_statistics_of_a_channel_vector(shape, use_global_stats, train, test):
+    layer = "type: BatchNorm" + ("" if use_global_stats is None else f", use_global_stats: {str(use_global_stats).lower()}")
+    for phase, need in (("TRAIN", train), ("TEST", test)):
+        graph = build_graph(spec(shape, layer), phase)
+        assert graph.min_batch()[0] == need
+        net = build_net(spec(shape, layer), phase)
+        net(x=torch.randn(need, *shape))  # runs with that many samples
+        if need == 2:
+            with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+                net(x=torch.randn(1, *shape))
+
+
 def test_batchnorm_affine_blobs_and_fillers():
     net, out = run([4, 3], "type: BatchNorm, weight_filler: {type: constant, value: 0}, "
                            "param: [{lr_mult: 1}, {lr_mult: 2, decay_mult: 0}]")

@@ -19,6 +19,7 @@ import yaml
 from netcfg.solver import Solver
 from netcfg.solver.runner import TrainingDiverged
 from netcfg.solver.spec import load_solver
+from tests.cli import netcfg
 
 MLP = """\
 name: TinyMLP
@@ -235,3 +236,25 @@ def test_weights_reach_layers_only_the_test_net_has(tmp_path):
     save_file({"probe.weight": torch.full((3, 10), 0.5), "probe.bias": torch.zeros(3)}, str(weights))
     s = Solver.from_file(path, [f"weights={weights}"], out=tmp_path / "run", log=lambda line: None)
     assert torch.all(s.test_net.probe.weight == 0.5)
+
+
+BN_MLP = MLP.replace("  - {name: relu1,", "  - {name: bn1, type: BatchNorm, bottom: ip1, top: ip1}\n  - {name: relu1,")
+
+
+@pytest.mark.parametrize("batch, limit, words", [
+    (1, 256, "batch_size 1 is too small: layer 'bn1' (BatchNorm) needs at least 2 samples a batch in TRAIN "
+             "(batch statistics of its [16] input) (use batch_size: 2 or more)"),
+    (5, 256, "the last batch of each epoch would hold 1 sample(s) (256 = 51 x 5 + 1), but layer 'bn1' (BatchNorm) "
+             "needs at least 2 samples a batch in TRAIN (batch statistics of its [16] input) (set drop_last: true")])
+def test_a_batch_too_small_for_batchnorm_statistics_is_refused_before_training(tmp_path, batch, limit, words):
+    # PyTorch raises mid-epoch (a traceback, nothing saved) on a BatchNorm batch of one sample of a (C,) blob
+    path = write_solver(tmp_path, BN_MLP, train={"batch_size": batch, "limit": limit}, test=False, max_iter=60)
+    for args in (["check", path], ["train", path]):
+        code, out, err = netcfg(*map(str, args))
+        assert code == 2 and words in err, err
+    assert not (tmp_path / "runs").exists()
+    spec = yaml.safe_load(path.read_text())
+    spec["data"]["train"]["drop_last"] = True  # the single sample left over is skipped: it trains
+    path.write_text(yaml.safe_dump(spec))
+    if batch > 1:
+        assert solve(path, tmp_path / "run").iter == 60

@@ -104,3 +104,14 @@ def test_bad_device_and_phase_are_errors():
     assert result.exit_code == 2 and "TRAIN or TEST" in result.stderr
     result = run_cli("time", str(ROOT / "configs" / "lenet.yaml"), "--precision", "fp16", "--device", "cpu")
     assert result.exit_code == 2 and "fp16 autocast needs a CUDA device" in result.stderr
+
+
+def test_a_batch_too_small_for_batchnorm_statistics_is_an_error(tmp_path):
+    net = tmp_path / "bn.yaml"
+    net.write_text("name: bn\ninputs: {data: [6]}\nlayers:\n  - {name: ip, type: InnerProduct, num_output: 4}\n"
+                   "  - {name: bn, type: BatchNorm}\n")
+    result = run_cli("time", str(net), "-b", "1", "-n", "1", "--warmup", "0")
+    assert result.exit_code == 2, result.stderr
+    assert ("--batch-size: error: batch 1 is too small: layer 'bn' (BatchNorm) needs at least 2 samples a batch in "
+            "TRAIN (batch statistics of its [4] input)") in result.stderr
+    assert run_cli("time", str(net), "-b", "1", "-n", "1", "--warmup", "0", "--phase", "TEST").exit_code == 0

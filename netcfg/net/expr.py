@@ -47,7 +47,9 @@ def names(text: str) -> set[str]:
     out: set[str] = set()
     for part in _parse(text):
         if not isinstance(part, str):
-            out |= {n.id for n in ast.walk(part[1]) if isinstance(n, ast.Name)} - set(_CONSTANTS)
+            nodes = list(ast.walk(part[1]))
+            called = {id(n.func) for n in nodes if isinstance(n, ast.Call)}  # min, max, int, round
+            out |= {n.id for n in nodes if isinstance(n, ast.Name) and id(n) not in called} - set(_CONSTANTS)
     return out
 
 
@@ -171,7 +173,13 @@ def _eval(node: ast.AST, env: dict[str, Any]) -> Any:
     if isinstance(node, ast.IfExp):
         return _eval(node.body if _eval(node.test, env) else node.orelse, env)
     if isinstance(node, ast.Call):
-        return _FUNCTIONS[node.func.id](*[_eval(a, env) for a in node.args])
+        args = [_eval(a, env) for a in node.args]
+        if node.func.id == "round" and len(args) > 1 and isinstance(args[1], int) and abs(args[1]) > 30:
+            raise ExprError(f"round(x, {args[1]}): round to at most 30 digits")  # 10 ** huge never ends
+        try:
+            return _FUNCTIONS[node.func.id](*args)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise ExprError(f"{ast.unparse(node)}: {e}") from None
     if isinstance(node, ast.Subscript):
         seq, i = _eval(node.value, env), _eval(node.slice, env)
         if not isinstance(seq, (list, str)) or not isinstance(i, int) or isinstance(i, bool):

@@ -109,6 +109,8 @@ def test_substitution(text, want):
     ("${}", "empty"),
     ("${width // 0}", "division or modulo by zero"),
     ("${nope}", "unknown name 'nope'"),
+    ("${round(width, -1000000000)}", "round to at most 30 digits"),  # 10 ** 1e9 would never finish
+    ("${int('x')}", "int('x'): invalid literal"),
 ])
 def test_unsafe_or_bad_expressions_are_refused(text, message):
     with pytest.raises(ExprError, match=re.escape(message)):
@@ -161,6 +163,21 @@ layers:
 """
     got = {k: v["num_output"] for k, v in layers(text).items()}
     assert got == {"s.block1.conv1of3": 2, "s.block2.conv2of3": 4, "s.block3.conv3of3": 6}
+
+
+def test_the_documented_functions_work_inside_blocks():
+    text = HEAD + """
+blocks:
+  b:
+    params: {w: 4}
+    layers:
+      - {name: c, type: Convolution, num_output: "${int(w * 1.5)}", kernel_size: "${min(w, 3)}",
+         stride: "${max(1, round(w / 8))}"}
+layers:
+  - {name: s, block: b, args: {w: 8}}
+"""
+    conv = layers(text)["s.c"]
+    assert (conv["num_output"], conv["kernel_size"], conv["stride"]) == (12, 3, 1)
 
 
 def test_instance_bottom_and_top():

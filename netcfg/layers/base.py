@@ -15,10 +15,10 @@ from abc import abstractmethod
 from importlib import metadata
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import BeforeValidator, Field, PlainSerializer, PlainValidator, PrivateAttr, SerializationInfo, ValidationInfo, WithJsonSchema, field_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, PlainValidator, PrivateAttr, SerializationInfo, ValidationInfo, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from netcfg.errors import NetcfgError, ShapeError, did_you_mean
+from netcfg.errors import FieldError, NetcfgError, ShapeError, did_you_mean
 from netcfg.spec import Spec
 
 if TYPE_CHECKING:
@@ -135,6 +135,12 @@ class FillerSpec(Spec):
     @classmethod
     def _upper(cls, v: Any) -> Any:
         return v.upper() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self):
+        if self.type == "uniform" and self.min > self.max:
+            raise FieldError(f"uniform filler: min {self.min} is above max {self.max}", key="min")
+        return self
 
 
 class LayerSpec(Spec):

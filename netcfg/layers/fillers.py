@@ -7,6 +7,8 @@ Caffe's: fan_in = numel / shape[0], fan_out = numel / shape[1].
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import torch
@@ -14,7 +16,9 @@ from torch import nn
 
 from netcfg.layers.base import FillerSpec, LayerSpec
 
-__all__ = ["fill", "fill_module"]
+__all__ = ["fill", "fill_module", "shapes_only"]
+
+_SHAPES_ONLY = contextvars.ContextVar("netcfg_fill_shapes_only", default=False)
 
 
 def _fans(t: torch.Tensor) -> tuple[int, int]:
@@ -29,10 +33,34 @@ def _scale_n(f: FillerSpec, t: torch.Tensor) -> float:
     return {"FAN_IN": fan_in, "FAN_OUT": fan_out, "AVERAGE": (fan_in + fan_out) / 2}[f.variance_norm]
 
 
+@contextlib.contextmanager
+def shapes_only():
+    """Within it, ``fill`` only checks that each filler fits its tensor (ValueError if not)
+    and writes nothing: what a net's check runs on its meta-device modules."""
+    token = _SHAPES_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _SHAPES_ONLY.reset(token)
+
+
+def _misfit(t: torch.Tensor, kind: str) -> str | None:
+    if kind == "orthogonal" and t.dim() < 2:
+        return f"orthogonal filler needs a matrix or more (2+ dimensions), not a {list(t.shape)} tensor"
+    if kind == "bilinear" and (t.dim() != 4 or t.shape[-1] != t.shape[-2]):
+        return f"bilinear filler needs a square 2-d kernel (a 4-d weight), not a {list(t.shape)} tensor"
+    return None
+
+
 @torch.no_grad()
 def fill(t: torch.Tensor, f: FillerSpec) -> None:
     """Fill tensor ``t`` in place as Caffe's filler ``f`` would."""
     kind = f.type
+    problem = _misfit(t, kind)
+    if problem is not None:
+        raise ValueError(problem)
+    if _SHAPES_ONLY.get():
+        return
     if kind == "constant":
         t.fill_(f.value)
     elif kind == "uniform":
@@ -55,8 +83,6 @@ def fill(t: torch.Tensor, f: FillerSpec) -> None:
         if t.dim() > 1:
             t.div_(t.flatten(1).sum(1).view(-1, *[1] * (t.dim() - 1)))
     elif kind == "bilinear":  # upsampling kernel for Deconvolution, Caffe's formula
-        if t.dim() != 4 or t.shape[-1] != t.shape[-2]:
-            raise ValueError("bilinear filler needs a square 4-d kernel")
         k = t.shape[-1]
         factor = math.ceil(k / 2)
         c = (2 * factor - 1 - factor % 2) / (2.0 * factor)

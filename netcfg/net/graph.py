@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import torch
 
 from netcfg.errors import ConfigError, ConfigErrors, ShapeError, did_you_mean
-from netcfg.layers.base import Blob, LayerSpec
+from netcfg.layers.base import Blob, FillerSpec, LayerSpec
+from netcfg.layers.fillers import shapes_only
 from netcfg.net.spec import NetSpec
 
 __all__ = ["Node", "Graph", "build_graph", "layer_active"]
@@ -229,6 +230,12 @@ def _count_params(layer: LayerSpec, in_blobs: list[Blob], shared: dict[str, tupl
         if not any(w in str(e).lower() for w in ("overflow", "negative dimension", "too large")):
             raise
         raise ShapeError("its parameters would have more elements than a tensor can hold") from None
+    try:
+        with shapes_only():  # a filler that does not fit its tensor (bilinear on a matrix) fails here
+            layer.fill(module)
+    except ValueError as e:
+        fillers = [k for k, v in layer if isinstance(v, FillerSpec) and v.type in str(e)]
+        raise ShapeError(str(e), key=fillers[0] if len(fillers) == 1 else None) from None
     names = layer.blob_names()
     if len(layer.param) > len(names):
         raise ShapeError(f"param lists {len(layer.param)} entries but {layer.type} has "

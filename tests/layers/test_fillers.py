@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from netcfg.errors import ConfigErrors
 from netcfg.layers.base import FillerSpec
 from netcfg.layers.fillers import fill
 from netcfg.net import build_net
@@ -85,3 +86,21 @@ def test_filler_on_weight_normed_layer_sets_the_effective_weight():
     assert torch.allclose(n.c.weight, torch.full_like(n.c.weight, 0.5))
     names = dict(n.named_parameters())
     assert "c.parametrizations.weight.original0" in names and "c.parametrizations.weight.original1" in names
+
+
+@pytest.mark.parametrize("layer, where, words", [
+    ("{name: ip, type: InnerProduct, num_output: 2, weight_filler: {type: bilinear}}", "layers[0].weight_filler",
+     "bilinear filler needs a square 2-d kernel (a 4-d weight), not a [2, 108] tensor"),
+    ("{name: d, type: Deconvolution, num_output: 3, kernel_size: [2, 4], weight_filler: {type: bilinear}}",
+     "layers[0].weight_filler", "not a [3, 3, 2, 4] tensor"),
+    ("{name: c, type: Convolution, num_output: 2, kernel_size: 3, bias_filler: {type: orthogonal}}",
+     "layers[0].bias_filler", "orthogonal filler needs a matrix or more (2+ dimensions), not a [2] tensor"),
+    ("{name: p, type: PReLU, filler: {type: orthogonal}}", "layers[0].filler", "not a [3] tensor"),
+    ("{name: c, type: Convolution, num_output: 2, kernel_size: 3, weight_filler: {type: uniform, min: 1, max: 0}}",
+     "layers[0].weight_filler.min", "uniform filler: min 1.0 is above max 0.0"),
+])
+def test_a_filler_that_cannot_fill_its_tensor_is_a_check_error(layer, where, words):
+    # before: `netcfg check` passed and building the net raised a ValueError/RuntimeError traceback
+    with pytest.raises(ConfigErrors) as e:
+        net(layer)
+    assert f"{where}: " in str(e.value) and words in str(e.value)

@@ -35,6 +35,7 @@ class Node:
     params: int = 0
     flops: int = 0
     loss_weights: list[float] = field(default_factory=list)
+    trainable: int = 0  # of ``params``, those with lr_mult > 0
 
     @property
     def name(self) -> str:
@@ -60,7 +61,8 @@ class Graph:
 
     @property
     def trainable_params(self) -> int:
-        return sum(n.params for n in self.nodes if n.params and _trainable(n))
+        """Parameters with lr_mult > 0 (``freeze:`` in a solver is applied later, to the module)."""
+        return sum(n.trainable for n in self.nodes)
 
     @property
     def flops(self) -> int:
@@ -77,11 +79,6 @@ class Graph:
         return need, node
 
 
-def _trainable(node: Node) -> bool:
-    entries = [ps for _, ps in node.spec.param_entries()]
-    return not entries or any(ps is None or ps.lr_mult > 0 for ps in entries)
-
-
 def layer_active(layer: LayerSpec, phase: str, stages: set[str], level: int = 0) -> bool:
     """Caffe's NetStateRule logic."""
     if layer.include and not any(r.matches(phase, stages, level) for r in layer.include):
@@ -91,8 +88,10 @@ def layer_active(layer: LayerSpec, phase: str, stages: set[str], level: int = 0)
 
 def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | list[str] = (), level: int = 0) -> Graph:
     """Wire and shape-check the layers of ``spec`` active in ``phase``; raise ConfigErrors."""
+    if not isinstance(phase, str) or phase.upper() not in ("TRAIN", "TEST"):
+        raise ConfigError(f"phase must be TRAIN or TEST, got {phase!r}", file="phase")
     phase = phase.upper()
-    stage_set = set(stages)
+    stage_set = {stages} if isinstance(stages, str) else set(stages)
     errors: list[ConfigError] = []
     inputs = {name: Blob(tuple(i.shape), i.dtype) for name, i in spec.inputs.items()}
     blobs: dict[str, Blob | None] = dict(inputs)  # an in-place top rebinds a name; `inputs` keeps the declared blob
@@ -100,6 +99,7 @@ def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | l
     available: dict[str, None] = {}  # insertion-ordered set: produced and not yet read
     nodes: list[Node] = []
     seen_names: dict[str, LayerSpec] = {}
+    scopes: dict[str, str] = {}  # "a" and "a.b" for a layer "a.b.c" -> "a.b.c"
     later_tops = _later_tops(spec.layers)
     prev_top: str | None = next(iter(spec.inputs))
     shared: dict[str, tuple] = {}
@@ -117,7 +117,14 @@ def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | l
             err(layer, f"duplicate layer name '{layer.name}'", "name",
                 hint=f"first used by the layer at {spec.locate(ConfigError('', first)).where}")
             continue
+        clash = _scope_clash(layer.name, seen_names, scopes)
+        if clash is not None:  # Net nests `a.b` inside `a`: one name's module would hide the other's
+            err(layer, f"layer name '{layer.name}' and layer '{clash}' nest into each other (a dot makes a scope)",
+                "name", hint="rename one of them")
+            continue
         seen_names[layer.name] = layer
+        parts = layer.name.split(".")
+        scopes.update({".".join(parts[:i]): layer.name for i in range(1, len(parts))})
         bottoms = list(layer.bottom) if layer.bottom is not None else ([prev_top] if prev_top else [])
         tops = list(layer.top) if layer.top is not None else _default_tops(layer)
         if not _count_ok(bottoms, cls.n_bottoms):
@@ -163,7 +170,7 @@ def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | l
             weights = layer.loss_weights(len(tops))
             if len(weights) != len(tops):
                 raise ShapeError(f"loss_weight has {len(weights)} value(s) for {len(tops)} top(s)", key="loss_weight")
-            params = _count_params(layer, in_blobs, shared)
+            params, trainable = _count_params(layer, in_blobs, shared)
         except ShapeError as e:
             shapes = ", ".join(f"{b}: {s}" for b, s in zip(bottoms, in_blobs))
             err(layer, f"{layer.type} layer '{layer.name}': {e} [inputs {shapes}]", e.key)
@@ -176,7 +183,7 @@ def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | l
             producers[t] = layer
             available[t] = None
         nodes.append(Node(layer, bottoms, tops, in_blobs, out_blobs, params,
-                          layer.flops(in_blobs, out_blobs), weights))
+                          layer.flops(in_blobs, out_blobs), weights, trainable))
         prev_top = tops[0] if tops else prev_top
     if not errors and not nodes:
         errors.append(spec.locate(ConfigError(f"no layer is active in phase {phase}", ("layers",))))
@@ -187,6 +194,15 @@ def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | l
                   nodes, list(available), {k: v for k, v in blobs.items() if v is not None}, losses, spec)
     _check_memory(graph)
     return graph
+
+
+def _scope_clash(name: str, seen: dict[str, LayerSpec], scopes: dict[str, str]) -> str | None:
+    """An earlier layer named like a scope of ``name`` (``a`` for ``a.b``), or inside ``name``'s scope."""
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        if ".".join(parts[:i]) in seen:
+            return ".".join(parts[:i])
+    return scopes.get(name)
 
 
 def _default_tops(layer: LayerSpec) -> list[str]:
@@ -221,8 +237,9 @@ def _count_text(bounds: tuple[int, int | None]) -> str:
     return f"at least {lo}" if hi is None else f"{lo} to {hi}"
 
 
-def _count_params(layer: LayerSpec, in_blobs: list[Blob], shared: dict[str, tuple]) -> int:
-    """Learnable parameters of ``layer``, counting a shared (named) blob once."""
+def _count_params(layer: LayerSpec, in_blobs: list[Blob], shared: dict[str, tuple]) -> tuple[int, int]:
+    """(learnable parameters of ``layer``, those of them with lr_mult > 0), counting a shared
+    (named) blob once, where it is first declared."""
     try:
         with torch.device("meta"):
             module = layer.build(in_blobs)
@@ -240,7 +257,7 @@ def _count_params(layer: LayerSpec, in_blobs: list[Blob], shared: dict[str, tupl
     if len(layer.param) > len(names):
         raise ShapeError(f"param lists {len(layer.param)} entries but {layer.type} has "
                          f"{len(names)} learnable blob(s): {names or 'none'}", key="param")
-    total = 0
+    total = trainable = 0
     counted = set()
     for blob, ps in layer.param_entries():
         t = module.get_parameter(blob)
@@ -255,9 +272,10 @@ def _count_params(layer: LayerSpec, in_blobs: list[Blob], shared: dict[str, tupl
                 continue
             shared[share] = (layer.name, tuple(t.shape))
         total += t.numel()
+        trainable += t.numel() if ps is None or ps.lr_mult > 0 else 0
     # parameters the layer does not list as blobs (e.g. inside a Residual body)
-    total += sum(p.numel() for p in module.parameters() if id(p) not in counted)
-    return total
+    rest = sum(p.numel() for p in module.parameters() if id(p) not in counted)
+    return total + rest, trainable + rest
 
 
 def _check_memory(graph: Graph) -> None:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from netcfg.errors import ConfigErrors
+from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.net import build_graph, build_net
 from netcfg.net.spec import net_from_source
 from netcfg.source import parse_yaml
@@ -112,3 +112,42 @@ def test_one_error_per_mistake_downstream_layers_stay_quiet():
     with pytest.raises(ConfigErrors) as e:
         build_graph(spec(text))
     assert len(e.value.errors) == 1 and "bottom 'y' is not an input" in e.value.render()
+
+
+def test_trainable_params_count_each_blob_by_its_lr_mult():
+    # a layer with one frozen blob is not all trainable; a Residual body's lr_mult counts too
+    text = """name: frz
+inputs: {x: [4, 6, 6]}
+layers:
+  - {name: a, type: Convolution, num_output: 4, kernel_size: 3, pad: 1, param: [{lr_mult: 0}, {lr_mult: 1}]}
+  - name: res
+    type: Residual
+    body:
+      - {name: c, type: Convolution, num_output: 4, kernel_size: 3, pad: 1, param: [{lr_mult: 0}, {lr_mult: 0}]}
+      - {name: bn, type: BatchNorm}
+  - {name: b, type: InnerProduct, num_output: 3, param: [{name: shared_w, lr_mult: 0}]}
+  - {name: b2, type: InnerProduct, bottom: res, num_output: 3, param: [{name: shared_w}]}
+"""
+    graph = build_graph(spec(text))
+    net = build_net(spec(text))
+    params = {id(p): p for p in net.parameters()}.values()  # a shared blob once
+    assert graph.total_params == sum(p.numel() for p in params) == 148 + 156 + 435 + 3  # b2 adds its bias only
+    assert graph.trainable_params == sum(p.numel() for p in params if p.requires_grad) == 4 + 8 + 3 + 3  # biases and the BatchNorm
+
+
+@pytest.mark.parametrize("first, second", [("a.b", "a"), ("a", "a.b.c")])
+def test_a_layer_named_like_another_layers_scope_is_an_error(first, second):
+    # Net nests "a.b" inside module "a": one of the two would lose its weights in the state_dict
+    text = (f"name: x\ninputs: {{x: [3]}}\nlayers:\n  - {{name: {first}, type: InnerProduct, num_output: 3}}\n"
+            f"  - {{name: {second}, type: InnerProduct, num_output: 2}}\n")
+    with pytest.raises(ConfigErrors) as e:
+        build_graph(spec(text))
+    assert f"layers[1].name: layer name '{second}' and layer '{first}' nest into each other" in str(e.value)
+
+
+@pytest.mark.parametrize("phase", ["VAL", None, "tset"])
+def test_the_phase_must_be_train_or_test(phase):
+    with pytest.raises(ConfigError, match="phase must be TRAIN or TEST"):
+        build_graph(spec(), phase)
+    with pytest.raises(ConfigError, match="phase must be TRAIN or TEST"):
+        build_net(spec(), phase)

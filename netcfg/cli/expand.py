@@ -27,6 +27,7 @@ def expand(
     Every block instance becomes its layers, with scoped names (stage2.block1.conv1);
     nothing else changes. The result is a plain Caffe-style net file that loads back
     as the same net."""
+    from netcfg.cli.output import write_output
     from netcfg.errors import ConfigError
     from netcfg.net.templates import expand_templates
     from netcfg.source import apply_overrides, load_yaml
@@ -46,7 +47,7 @@ def expand(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.write_text(text)
+        write_output(output, text, inputs=(file,))
         typer.echo(f"wrote {output}")
 
 

@@ -110,8 +110,9 @@ def _emit(text: str, out: Path | None, notes: list[str]) -> None:
     if out is None:
         typer.echo(text, nl=False)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        from netcfg.cli.output import write_output
+
+        write_output(out, text, option="-o")
     for n in notes:
         typer.echo(f"note: {n}", err=True)
 

@@ -21,6 +21,7 @@ def schema(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="write to this file")] = None,
 ) -> None:
     """Write the JSON Schema of net or solver files (stdout, or -o FILE)."""
+    from netcfg.cli.output import write_output
     from netcfg.errors import ConfigError
     from netcfg.schema import net_schema, solver_schema
 
@@ -31,5 +32,5 @@ def schema(
     if output is None:
         typer.echo(text)
     else:
-        output.write_text(text + "\n")
+        write_output(output, text + "\n")
         typer.echo(f"wrote {output}")

@@ -6,6 +6,7 @@ import json
 
 from netcfg.layers.base import registry
 from tests.cli import run_cli
+from tests.reliability import ROOT
 
 
 def _layer_union(doc: dict) -> set[str]:
@@ -41,3 +42,15 @@ def test_unknown_schema_exits_2():
     result = run_cli("schema", "nett")
     assert result.exit_code == 2
     assert result.stderr == "netcfg schema: error: unknown schema 'nett' (valid: net, solver)\n"
+
+
+def test_an_output_that_cannot_be_written_is_an_error_and_expand_never_writes_over_its_net(tmp_path):
+    result = run_cli("schema", "net", "-o", str(tmp_path))
+    assert result.exit_code == 2 and f"--output: error: cannot write {tmp_path}: Is a directory" in result.stderr
+    result = run_cli("schema", "net", "-o", str(tmp_path / "new/dir/net.json"))  # folders are made
+    assert result.exit_code == 0 and json.loads((tmp_path / "new/dir/net.json").read_text())
+    net = tmp_path / "resnet20.yaml"
+    net.write_text((ROOT / "configs/resnet20.yaml").read_text())
+    result = run_cli("expand", str(net), "-o", str(net))
+    assert result.exit_code == 2 and "is the file being read: writing it would destroy it" in result.stderr
+    assert net.read_text() == (ROOT / "configs/resnet20.yaml").read_text()

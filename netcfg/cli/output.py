@@ -1,0 +1,24 @@
+"""Writing a command's ``-o`` file (no ``register``: not a command)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["write_output"]
+
+
+def write_output(path: Path, text: str, *, option: str = "--output", inputs: tuple[Path, ...] = ()) -> None:
+    """Write ``text`` to ``path``, making its folder; never over one of the command's own
+    ``inputs``, and a place that cannot be written is an error (exit 2), not a traceback."""
+    from netcfg.errors import ConfigError
+
+    for source in inputs:
+        if path.exists() and source.exists() and path.resolve() == source.resolve():
+            raise ConfigError(f"{path} is the file being read: writing it would destroy it", file=option,
+                              hint="choose another output file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e.strerror}", file=option,
+                          hint="choose a file in a folder you can write") from None

@@ -98,7 +98,17 @@ def load_net_with_weights(weights: str | Path, net: str | Path | NetSpec | None 
             graph.outputs = list(outputs)  # an export may name tops that later layers also read
     module = Net(graph)
     load_weights_into(module, weights)
-    return module.to(device) if device is not None else module
+    if device is None:
+        return module
+    from netcfg.solver.device import resolve_device
+
+    try:
+        dev = resolve_device(str(device))
+    except RuntimeError as e:  # torch.device("banana")
+        raise ConfigError(f"device {device!r} is not a device PyTorch knows", file="device", hint="use cpu, cuda, cuda:N or mps") from None
+    except ConfigError as e:
+        raise ConfigError(e.message, file="device", hint=e.hint) from None
+    return module.to(dev)
 
 
 def load_weights_into(net: Net, weights: Path) -> None:

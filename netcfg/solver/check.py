@@ -7,7 +7,7 @@ from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 from netcfg.net import Graph, build_graph
 from netcfg.solver.spec import SolverSpec
 
-__all__ = ["check_solver", "match_inputs", "check_batches"]
+__all__ = ["check_solver", "match_inputs", "check_batches", "nothing_to_train"]
 
 
 def match_inputs(spec: SolverSpec, split: str, graph: Graph, tensors: dict[str, tuple[tuple[int, ...], str]],
@@ -59,6 +59,14 @@ def check_batches(spec: SolverSpec, split: str, graph: Graph, samples: int) -> l
     return []
 
 
+def nothing_to_train(spec: SolverSpec, graph: Graph) -> list[ConfigError]:
+    """An error when the TRAIN net has parameters, every one at lr_mult 0, and the solver would train."""
+    if spec.max_iter > 0 and graph.total_params and not graph.trainable_params:
+        return [ConfigError("nothing to train: every parameter of the net has lr_mult 0", ("net",),
+                            hint="give some layer param: [{lr_mult: 1}], or set max_iter: 0 to only test")]
+    return []
+
+
 def check_solver(spec: SolverSpec) -> dict[str, Graph]:
     """Build the TRAIN and TEST graphs and match each data split to its net's inputs."""
     graphs: dict[str, Graph] = {}
@@ -75,6 +83,8 @@ def check_solver(spec: SolverSpec) -> dict[str, Graph]:
             else:
                 errors += e.errors
             continue
+        if phase == "TRAIN":
+            errors += [spec.locate(x) for x in nothing_to_train(spec, graphs[phase])]
         if ds is None:
             continue
         try:

@@ -17,4 +17,7 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError("device is cuda but no CUDA device is available", ("device",), hint="use device: auto or cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError(f"device {name}: only {torch.cuda.device_count()} CUDA device(s)", ("device",))
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device is mps but this machine or PyTorch build has no MPS (Apple GPU) device", ("device",),
+                          hint="use device: auto or cpu")
     return dev

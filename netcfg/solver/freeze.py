@@ -46,7 +46,7 @@ class Frozen:
 def freeze(spec, net) -> Frozen:
     """Apply the spec's ``freeze:`` to ``net`` (the train net; the test net shares its layers)."""
     infos = net.param_infos()
-    if not spec.freeze:
+    if not spec.freeze:  # (a net with every lr_mult 0 is check.nothing_to_train's)
         return Frozen(trainable_count=sum(i.param.numel() for i in infos))
     patterns = [re.compile(p) for p in spec.freeze]  # checked at load time
     buffers = [n for n, _ in net.named_buffers()]
@@ -60,6 +60,9 @@ def freeze(spec, net) -> Frozen:
     if infos and len(names) == len(infos):
         errors.append(spec.locate(ConfigError("freeze matches every parameter: nothing is left to train",
                                               ("freeze",), hint="freeze the early layers only, e.g. ['conv']")))
+    elif spec.max_iter > 0 and infos and not any(i.param.requires_grad for i in infos if i.name not in names):
+        errors.append(spec.locate(ConfigError("freeze matches every parameter that lr_mult 0 leaves: nothing is "
+                                              "left to train", ("freeze",), hint="freeze fewer layers")))
     if errors:
         raise ConfigErrors(errors)
     for i in infos:

@@ -204,8 +204,11 @@ def make_optimizer(
             "lr_mult": lr_mult,
             "decay_mult": decay_mult,
         })
-    if not torch_groups:
-        raise ValueError("nothing to train: every parameter group has lr_mult 0")
+    if not torch_groups:  # nothing trains (netcfg test, max_iter: 0): one idle group, never stepped
+        everything = [p for group in groups for p in group["params"]]
+        if not everything:
+            raise ValueError("the net has no parameters to optimize")
+        torch_groups = [{"params": everything, "lr": 0.0, "weight_decay": 0.0, "lr_mult": 0.0, "decay_mult": 0.0}]
 
     optimizer = OPTIMIZERS[type](
         torch_groups,

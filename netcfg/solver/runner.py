@@ -27,7 +27,7 @@ from netcfg.data.sources import load_source
 from netcfg.errors import ConfigError, ConfigErrors, NetcfgError
 from netcfg.net import Net, build_graph
 from netcfg.solver import distributed
-from netcfg.solver.check import check_batches, match_inputs
+from netcfg.solver.check import check_batches, match_inputs, nothing_to_train
 from netcfg.solver.interrupt import StopAfterIteration
 from netcfg.solver.layout import to_layout, use_channels_last
 from netcfg.solver.freeze import freeze
@@ -78,6 +78,8 @@ class Solver:
         net_spec = spec.net_spec
         train_graph = build_graph(net_spec, "TRAIN", spec.train_stages)
         test_graph = build_graph(net_spec, "TEST", spec.test_stages) if spec.data.test is not None else None
+        if nothing_to_train(spec, train_graph):
+            raise ConfigErrors([spec.locate(e) for e in nothing_to_train(spec, train_graph)])
         check_memory(spec, train_graph, test_graph, self.device)  # before any weight is allocated
         self.net = Net(train_graph).to(self.device)
         self.channels_last = use_channels_last(spec.memory_format, self.net)

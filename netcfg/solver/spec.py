@@ -65,7 +65,7 @@ class SolverSpec(Spec):
     warmup_iter: int = Field(0, ge=0, description="linear warm-up over this many iterations")
     warmup_start: float = Field(0.0, ge=0, le=1, description="warm-up starts at this fraction of the rate")
     max_iter: int = Field(..., ge=0, description="iterations to train")
-    iter_size: int = Field(1, ge=1, description="accumulate gradients over this many batches per update")
+    iter_size: int = Field(1, ge=1, le=1_000_000, description="accumulate gradients over this many batches per update")
     # reporting, testing, snapshots
     display: int = Field(100, ge=0, description="log the training loss every N iterations (0: never)")
     average_loss: int = Field(1, ge=1, description="the displayed loss is averaged over the last N iterations")
@@ -76,7 +76,7 @@ class SolverSpec(Spec):
     snapshot_prefix: str | None = Field(None, min_length=1, description="snapshot file names start with this")
     snapshot_after_train: bool = Field(True, description="write a snapshot when training ends")
     # engine
-    random_seed: int = Field(1, ge=0, description="seeds weights, data order and dropout; a CPU run repeats bit for bit")
+    random_seed: int = Field(1, ge=0, le=2**64 - 1, description="seeds weights, data order and dropout; a CPU run repeats bit for bit")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto, cpu, cuda, cuda:N")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp32, or autocast to bf16/fp16 (fp16 on CUDA, with a grad scaler)")
     compile: bool = Field(False, description="torch.compile the net (slower start, faster steps)")
@@ -138,6 +138,16 @@ def cross_checks(s: SolverSpec) -> list[ConfigError]:
         value = getattr(s, key)
         if value is None or value == []:
             errs.append(ConfigError(f"lr_policy {s.lr_policy} needs {key}", ("lr_policy",), hint=f"add {key}: ..."))
+    if s.type == "Nesterov" and not s.momentum:
+        errs.append(ConfigError("solver type Nesterov needs momentum > 0", ("momentum",) if s.momentum is not None
+                                else ("type",), hint="add momentum: 0.9, or use type: SGD without momentum"))
+    if s.type == "AdamW" and s.regularization_type == "L1" and s.weight_decay:
+        errs.append(ConfigError("AdamW decays weights decoupled from the gradient, which has no L1 form",
+                                ("regularization_type",), hint="use regularization_type: L2, or type: Adam"))
+    if s.gamma is not None and s.gamma < 0 and s.lr_policy in ("step", "multistep", "exp", "inv"):
+        errs.append(ConfigError(f"lr_policy {s.lr_policy} needs gamma >= 0, got {s.gamma}", ("gamma",),
+                                hint="a negative gamma makes the learning rate change sign (exp, step) or "
+                                     "undefined (inv: (1 + gamma * iter) ** -power)"))
     if s.stepvalue != sorted(s.stepvalue):
         errs.append(ConfigError(f"stepvalue must increase, got {s.stepvalue}", ("stepvalue",)))
     if s.warmup_iter and s.warmup_iter >= max(s.max_iter, 1):

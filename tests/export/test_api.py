@@ -65,6 +65,10 @@ def test_solver_snapshot_loads_with_its_weights(tmp_path):
     trained = dict(solver.net.named_parameters())
     for name, p in net.named_parameters():
         assert torch.equal(p, trained[name].detach().cpu()), name
+    for device, words in (("banana", "device 'banana' is not a device PyTorch knows"),
+                          ("cuda:99", "device cuda:99: only" if torch.cuda.is_available() else "no CUDA device")):
+        with pytest.raises(netcfg.ConfigError, match=words):
+            netcfg.load_net_with_weights(weights, device=device)
 
 
 def test_errors_are_the_documented_classes(tmp_path):

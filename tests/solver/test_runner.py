@@ -258,3 +258,21 @@ def test_a_batch_too_small_for_batchnorm_statistics_is_refused_before_training(t
     path.write_text(yaml.safe_dump(spec))
     if batch > 1:
         assert solve(path, tmp_path / "run").iter == 60
+
+
+def test_a_net_with_every_lr_mult_0_tests_but_does_not_train(tmp_path):
+    frozen = MLP.replace("weight_filler: {type: xavier}}", "weight_filler: {type: xavier}, "
+                         "param: [{lr_mult: 0}, {lr_mult: 0}]}")
+    path = write_solver(tmp_path, frozen, max_iter=0)
+    s = solve(path, tmp_path / "run")  # max_iter: 0 writes the initial weights, as Caffe does
+    code, out, err = netcfg("test", str(path), "--weights", str(tmp_path / "run/tiny_iter_0.safetensors"))
+    assert code == 0 and "accuracy = " in out, err
+    code, out, err = netcfg("train", str(path), "--set", "max_iter=5")
+    assert code == 2 and "net: nothing to train: every parameter of the net has lr_mult 0" in err
+    assert s.optimizer.param_groups[0]["lr"] == 0.0
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an MPS device")
+def test_an_mps_device_this_machine_lacks_is_a_located_error(tmp_path):
+    code, out, err = netcfg("train", str(write_solver(tmp_path, device="mps")))
+    assert code == 2 and "device: device is mps but this machine or PyTorch build has no MPS" in err

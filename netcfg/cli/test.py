@@ -33,6 +33,7 @@ def test(
     import tempfile
 
     from netcfg.solver import Solver
+    from netcfg.solver.snapshot import copy_weights
     from netcfg.solver.spec import load_solver
 
     overrides = list(set_) + ["max_iter=0", "weights=" + str(weights.resolve())]
@@ -43,6 +44,8 @@ def test(
     with tempfile.TemporaryDirectory() as tmp:
         quiet = (lambda line: None) if as_json else typer.echo
         s = Solver(spec, out=Path(tmp) / "run", log=quiet)
+        # a score of half-loaded weights means nothing: every blob of the TEST net must come from the file
+        copy_weights(s.test_net, spec.base_dir / spec.weights, strict=True)
         results = s.test(iterations)
         s.run.close()
     if as_json:

@@ -25,7 +25,7 @@ def train(
     weights: Annotated[Path | None, typer.Option("--weights", help="initialise from these weights (.safetensors, or a state_dict .pt/.pth), by layer name")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="run directory (default: runs/<solver name>[-N])")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N")] = None,
-    force: Annotated[bool, typer.Option("--force", help="resume even if the solver or net changed")] = False,
+    force: Annotated[bool, typer.Option("--force", help="resume even if the solver or net changed, or over later snapshots")] = False,
     plugin: PluginOpt = [],
 ) -> None:
     """Train the net of SOLVER; Ctrl-C writes a snapshot and exits 130.
@@ -59,7 +59,7 @@ def train(
     with training_progress(spec.max_iter, write_log) if main else _quiet() as (log, on_step):
         run_dir = None
         if resume is not None:
-            resume = _snapshot_to_resume(resume)
+            resume = _snapshot_to_resume(resume, force)
             run_dir = RunDir.resume(spec, resume, log=log) if main else RunDir.follow(resume.resolve().parent, spec)
         try:
             s = Solver(spec, out=out, log=log, run_dir=run_dir, on_step=on_step)
@@ -84,10 +84,11 @@ def _quiet():
     yield (lambda line: None), None
 
 
-def _snapshot_to_resume(resume: Path) -> Path:
-    """``--resume`` names a .solverstate, or a run directory: its newest complete snapshot."""
+def _snapshot_to_resume(resume: Path, force: bool) -> Path:
+    """``--resume`` names a .solverstate, or a run directory: its newest complete snapshot.
+    One with later snapshots beside it, which the resumed run would overwrite, needs ``force``."""
     from netcfg.errors import ConfigError
-    from netcfg.solver.rundir import newest_snapshot
+    from netcfg.solver.rundir import later_snapshots, newest_snapshot
 
     if resume.is_dir():
         found = newest_snapshot(resume)
@@ -102,4 +103,11 @@ def _snapshot_to_resume(resume: Path) -> Path:
     from netcfg.solver.snapshot import check_state
 
     check_state(load_tree(resume)[0], resume)  # before the run directory is locked: a wrong file touches nothing
+    later = later_snapshots(resume)
+    if later and not force:
+        names = ", ".join(p.stem for p in later[:4]) + (", ..." if len(later) > 4 else "")
+        raise ConfigError(f"{resume.parent} holds {len(later)} later snapshot(s) ({names}) that resuming from "
+                          f"{resume.stem} would overwrite as training goes on", file="--resume",
+                          hint="pass --force to overwrite them, or copy this snapshot's two files and config.yaml "
+                               "to a new directory and resume there")
     return resume

@@ -6,6 +6,7 @@ A new run never reuses an existing directory: ``runs/lenet`` taken means
 
 from __future__ import annotations
 
+import glob
 import json
 import re
 import shutil
@@ -184,6 +185,21 @@ class RunDir:
                 if best is None or int(m.group(1)) > best[0]:
                     best = (int(m.group(1)), p)
         return best[1] if best else None
+
+
+def later_snapshots(state: Path) -> list[Path]:
+    """The .solverstate files beside ``state`` (``<prefix>_iter_<N>.solverstate``) of its
+    prefix and a higher iteration, in iteration order."""
+    m = re.fullmatch(r"(.+)_iter_(\d+)\.solverstate", state.name)
+    if m is None:
+        return []
+    prefix, it = m.group(1), int(m.group(2))
+    found = []
+    for p in state.parent.glob(f"{glob.escape(prefix)}_iter_*.solverstate"):
+        n = re.fullmatch(rf"{re.escape(prefix)}_iter_(\d+)\.solverstate", p.name)
+        if n and int(n.group(1)) > it:
+            found.append((int(n.group(1)), p))
+    return [p for _, p in sorted(found)]
 
 
 def newest_snapshot(directory: Path) -> Path | None:

@@ -170,3 +170,28 @@ def test_digits_solver_learns(tmp_path):
     tests = metrics(tmp_path / "run", "test")
     assert [r["iter"] for r in tests] == [300]
     assert tests[0]["accuracy"] > 0.9 and tests[0]["samples"] == 360
+
+
+def test_test_refuses_weights_that_do_not_fill_the_test_net(tmp_path):
+    solver = write_solver(tmp_path, MLP, max_iter=2, test=False)
+    assert netcfg("train", solver, "--out", tmp_path / "run")[0] == 0
+    narrower = write_solver(tmp_path / "other", MLP.replace("num_output: 16", "num_output: 12"), max_iter=2)
+    code, out, err = netcfg("test", narrower, "--weights", tmp_path / "run/tiny_iter_2.safetensors")
+    assert code == 2 and "its weights do not fit this net" in err and "ip1.weight (file [16, 64], net [12, 64])" in err
+    assert "accuracy" not in out  # no score of half-loaded weights
+
+
+def test_resuming_an_older_snapshot_over_later_ones_needs_force(tmp_path):
+    solver = write_solver(tmp_path, MLP, max_iter=6, snapshot=2, test=False)
+    assert netcfg("train", solver, "--out", tmp_path / "run")[0] == 0
+    run = tmp_path / "run"
+    before = {p.name: p.read_bytes() for p in run.glob("tiny_iter_*")}
+    code, out, err = netcfg("train", run / "config.yaml", "--resume", run / "tiny_iter_2.solverstate",
+                            "--set", "max_iter=8")
+    assert code == 2, out + err
+    assert f"{run} holds 2 later snapshot(s) (tiny_iter_4, tiny_iter_6) that resuming from tiny_iter_2" in err
+    assert {p.name: p.read_bytes() for p in run.glob("tiny_iter_*")} == before  # nothing overwritten
+    code, out, err = netcfg("train", run / "config.yaml", "--resume", run / "tiny_iter_2.solverstate",
+                            "--set", "max_iter=8", "--force")
+    assert code == 0, err
+    assert netcfg("train", run / "config.yaml", "--resume", run, "--set", "max_iter=10")[0] == 0  # the newest

@@ -192,10 +192,15 @@ def test_bad_settings_are_refused_with_what_would_be_right(type, kw, match):
         make_optimizer(type, [{"params": [p], "lr_mult": 1, "decay_mult": 1}], base_lr=0.1, **kw)
 
 
-def test_nothing_to_train_is_refused():
-    p = torch.zeros(1, requires_grad=True)
-    with pytest.raises(ValueError, match="every parameter group has lr_mult 0"):
-        make_optimizer("SGD", [{"params": [p], "lr_mult": 0, "decay_mult": 1}], base_lr=0.1)
+def test_nothing_to_train_gives_one_idle_group_and_no_parameters_is_refused():
+    # netcfg test and max_iter: 0 build a Solver for a net whose every lr_mult is 0 (check refuses training it)
+    p = torch.zeros(1, requires_grad=False)
+    opt = make_optimizer("SGD", [{"params": [p], "lr_mult": 0, "decay_mult": 1}], base_lr=0.1, momentum=0.9)
+    assert [(g["lr"], g["params"]) for g in opt.param_groups] == [(0.0, [p])]
+    opt.step()
+    assert p.item() == 0.0
+    with pytest.raises(ValueError, match="no parameters to optimize"):
+        make_optimizer("SGD", [], base_lr=0.1)
 
 
 def test_names_must_match_params():

@@ -59,6 +59,12 @@ def time_cmd(
         raise ConfigError(f"batch {batch_size} is too small: layer '{node.name}' ({node.spec.type}) needs at least "
                           f"{need} samples a batch in {phase} (batch statistics of its {list(node.in_blobs[0].shape)} "
                           "input)", file="--batch-size", hint=f"use -b {need} or more, or --phase TEST")
+    from netcfg.solver.memory import check_fits
+
+    too_big = check_fits(graph, batch_size, dev, train=phase == "TRAIN", optimizer="SGD", precision=precision,
+                         iter_size=1, split="train")
+    if too_big is not None:  # before allocating: an out-of-memory traceback helps nobody
+        raise ConfigError(too_big.message, file="--batch-size", hint="lower -b, or time a smaller input")
     net = Net(graph).to(dev)
     timing = time_net(net, batch_size, iterations=iterations, warmup=warmup, precision=precision)
     if as_json:

@@ -279,11 +279,18 @@ def _count_params(layer: LayerSpec, in_blobs: list[Blob], shared: dict[str, tupl
 
 
 def _check_memory(graph: Graph) -> None:
-    """Refuse at check time a net whose parameters alone could not fit in RAM."""
+    """Refuse at check time a net whose parameters, or one sample of its inputs, could not fit in RAM."""
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return
+    for name, blob in graph.inputs.items():
+        size = numel(blob.shape) * torch.empty((), dtype=getattr(torch, blob.dtype)).element_size()
+        if size > ram:
+            err = ConfigError(f"one sample of input '{name}' ({' x '.join(map(str, blob.shape))} {blob.dtype}) is "
+                              f"{size / 2**30:,.1f} GiB, more than this machine's {ram / 2**30:.1f} GiB of memory",
+                              ("inputs", name), hint="inputs: are per-sample shapes, without the batch dimension")
+            raise ConfigErrors([graph.spec.locate(err) if graph.spec else err])
     need = graph.total_params * 4 * 3  # fp32 weights, gradients, one optimizer slot
     if need > ram:
         big = max(graph.nodes, key=lambda n: n.params)

@@ -26,7 +26,7 @@ def _shape_shorthand(v: Any) -> Any:
 class InputSpec(Spec):
     """One named input of the net: its per-sample shape (no batch dimension) and dtype."""
 
-    shape: list[Annotated[int, Field(ge=1)]] = Field(..., description="per-sample shape, e.g. [1, 28, 28]; [] for a scalar label")
+    shape: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(..., description="per-sample shape, e.g. [1, 28, 28]; [] for a scalar label")
     dtype: Literal[DTYPES] = Field("float32", description="element type; labels are int64")  # type: ignore[valid-type]
 
 

@@ -151,3 +151,12 @@ def test_the_phase_must_be_train_or_test(phase):
         build_graph(spec(), phase)
     with pytest.raises(ConfigError, match="phase must be TRAIN or TEST"):
         build_net(spec(), phase)
+
+
+def test_an_input_larger_than_memory_or_int32_is_refused_at_check():
+    text = "name: h\ninputs: {x: [3, 1000000, 1000000]}\nlayers:\n  - {name: r, type: ReLU}\n"
+    with pytest.raises(ConfigErrors, match=r"inputs.x: one sample of input 'x' \(3 x 1000000 x 1000000 float32\) is "
+                                           r"11,175.9 GiB, more than this machine's"):
+        build_graph(spec(text))
+    with pytest.raises(ConfigErrors, match="less than or equal to 2147483647"):
+        spec(text.replace("[3, 1000000, 1000000]", "[100000000000000000000000, 3]"))

@@ -115,3 +115,11 @@ def test_a_batch_too_small_for_batchnorm_statistics_is_an_error(tmp_path):
     assert ("--batch-size: error: batch 1 is too small: layer 'bn' (BatchNorm) needs at least 2 samples a batch in "
             "TRAIN (batch statistics of its [4] input)") in result.stderr
     assert run_cli("time", str(net), "-b", "1", "-n", "1", "--warmup", "0", "--phase", "TEST").exit_code == 0
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused_before_allocating(tmp_path):
+    net = tmp_path / "big.yaml"
+    net.write_text("name: big\ninputs: {x: [3, 10000, 10000]}\nlayers:\n  - {name: r, type: ReLU}\n")
+    result = run_cli("time", str(net), "-b", "64")
+    assert result.exit_code == 2, result.stderr
+    assert "--batch-size: error: a train batch of 64 needs about 286.1 GiB" in result.stderr

@@ -70,6 +70,18 @@ def pair(v: list[int] | None, h: int | None = None, w: int | None = None, defaul
     return out
 
 
+def check_one_axis(layer: LayerSpec, keys: tuple[str, ...] = ("kernel_size", "stride", "pad", "dilation")) -> None:
+    """A (C, L) input has one spatial axis: a second value ([h, w], or a ``*_w`` field)
+    would be silently unused, so it is an error."""
+    for key in keys:
+        v = getattr(layer, key, None)
+        if isinstance(v, list) and len(v) > 1:
+            raise ShapeError(f"{key} {v} has two values, but a (C, L) input has one spatial axis: give one", key=key)
+        if getattr(layer, f"{key.removesuffix('_size')}_w", None) is not None:
+            raise ShapeError(f"{key.removesuffix('_size')}_w is set, but a (C, L) input has one spatial axis: use "
+                             f"{key}", key=f"{key.removesuffix('_size')}_w")
+
+
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
 INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
 

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from netcfg.errors import FieldError, ShapeError
-from netcfg.layers.base import Blob, FillerSpec, IntPair, LayerSpec, check_float, check_rank, pair, register
+from netcfg.layers.base import Blob, FillerSpec, IntPair, LayerSpec, check_float, check_one_axis, check_rank, pair, register
 
 __all__ = ["Convolution", "Deconvolution"]
 
@@ -64,6 +64,8 @@ class _ConvBase(LayerSpec):
         (x,) = bottoms
         check_float(self, x)
         check_rank(self, x, (2, 3))
+        if len(x.shape) == 2:
+            check_one_axis(self)
         self._check_channels(x.shape[0])
         return x.shape[0], list(x.shape[1:])
 

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from netcfg.errors import FieldError, ShapeError
-from netcfg.layers.base import Blob, IntPair, LayerSpec, check_rank, pair, register
+from netcfg.layers.base import Blob, IntPair, LayerSpec, check_one_axis, check_rank, pair, register
 
 __all__ = ["Pooling", "pool_size"]
 
@@ -125,6 +125,8 @@ class Pooling(LayerSpec):
         if x.dtype not in ("float32", "float64", "float16", "bfloat16"):
             raise ShapeError(f"Pooling needs a floating-point input, got {x.dtype}", key="bottom")
         spatial = x.shape[1:]
+        if len(spatial) == 1:
+            check_one_axis(self, ("kernel_size", "stride", "pad"))
         geo = list(zip(*self.geometry(spatial)))[: len(spatial)]
         ks, ss, ps, outs = [], [], [], []
         for size, (k, s, p) in zip(spatial, geo):

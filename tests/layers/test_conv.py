@@ -100,3 +100,17 @@ def test_missing_kernel_points_at_kernel_size():
     with pytest.raises(ConfigErrors) as e:
         net_from_source(parse_yaml(net_text([1, 4, 4], "type: Convolution, num_output: 2")))
     assert "layers[0].kernel_size: give kernel_size, or both kernel_h and kernel_w" in e.value.render()
+
+
+@pytest.mark.parametrize("layer, words", [
+    ("type: Convolution, num_output: 2, kernel_size: [3, 9]", "layers[0].kernel_size: Convolution layer "
+     "'c': kernel_size [3, 9] has two values, but a (C, L) input has one spatial axis: give one"),
+    ("type: Convolution, num_output: 2, kernel_size: 3, stride_w: 4", "layers[0].stride_w: "),
+    ("type: Pooling, kernel_size: [2, 7]", "layers[0].kernel_size: Pooling layer 'c': kernel_size [2, 7]"),
+    ("type: Pooling, kernel_h: 2, kernel_w: 3", "layers[0].kernel_w: Pooling layer 'c': kernel_w is set"),
+])
+def test_a_second_value_on_a_one_axis_input_is_an_error(layer, words):
+    # before: only the first value was used, silently
+    with pytest.raises(ConfigErrors) as e:
+        build_graph(net_from_source(parse_yaml(net_text([4, 10], layer))))
+    assert words in str(e.value)

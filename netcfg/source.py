@@ -28,6 +28,15 @@ _STANDARD_TAGS = {
     for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
 }
 _MAX_NODES = 1_000_000  # guards against alias bombs ("billion laughs")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-3`` as a number as YAML 1.2 does (PyYAML's 1.1 rules
+    want ``1.0e-3`` and would make it a string, which the strict schemas refuse)."""
+
+
+_Loader.add_implicit_resolver(_YAML_TAG + "float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
 _MAX_DEPTH = 64  # no config nests deeper; bounds the recursion of building
 
 
@@ -119,7 +128,7 @@ def parse_yaml(text: str, file: str = "<string>") -> Source:
     if tabs:
         raise ConfigErrors(tabs)
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
     except yaml.reader.ReaderError as e:  # a control character anywhere in the text (a NUL, say)
         line = text.count("\n", 0, e.position) + 1
         col = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
@@ -193,7 +202,7 @@ def _tag_name(tag: str) -> str:
 class _Builder:
     """Turns a composed node tree into plain data, recording positions."""
 
-    def __init__(self, src: Source, loader: yaml.SafeLoader):
+    def __init__(self, src: Source, loader: _Loader):
         self.src = src
         self.loader = loader
         self.errors: list[ConfigError] = []

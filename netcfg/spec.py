@@ -24,7 +24,7 @@ M = TypeVar("M", bound=BaseModel)
 class Spec(BaseModel):
     """Base of all config schemas: unknown keys are errors, defaults are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, protect_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_default=True, protect_namespaces=(), strict=True)
 
     @model_validator(mode="before")
     @classmethod

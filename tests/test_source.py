@@ -261,3 +261,9 @@ def test_errors_in_an_overridden_value_point_at_the_set():
     assert err.render() == "--set layers.ip1.num_output=0: error: layers[1].num_output: must be >= 1, got 0"
     err = src.locate(ConfigError("bad", ("layers", 0, "num_output")))  # untouched: still the file
     assert err.where == "net.yaml:7:17"
+
+
+def test_exponent_numbers_read_as_numbers_as_in_yaml_1_2():
+    # PyYAML's YAML 1.1 rules read 5e-2 as a string, which the strict schemas refuse
+    data = parse_yaml("a: [5e-2, 1E3, -1.5e-3, +2e+1, 1_000, .5, e3, 1e, '5e-2']").data
+    assert data["a"] == [0.05, 1000.0, -0.0015, 20.0, 1000, 0.5, "e3", "1e", "5e-2"]

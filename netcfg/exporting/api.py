@@ -240,6 +240,8 @@ def _opset(fmt: str, opset: int | None) -> int | None:
         return None
     if fmt != "onnx":
         raise ConfigError(f"--opset applies to the onnx format only, not {fmt}", file="--opset")
+    if not isinstance(opset, int) or isinstance(opset, bool):
+        raise ConfigError(f"opset must be an integer, got {opset!r}", file="--opset", hint="e.g. opset=17")
     lo, hi = to_onnx.opset_range()
     if not lo <= opset <= hi:
         raise ConfigError(f"opset {opset} is out of range", file="--opset",

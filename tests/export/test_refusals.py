@@ -111,6 +111,14 @@ def test_bad_options_are_one_line_errors(args, message, tmp_path):
     assert stderr.startswith(message), stderr
 
 
+def test_the_python_api_checks_its_arguments_too(tmp_path):
+    weights = write_weights(spec_of(LENET.read_text()), tmp_path / "lenet.safetensors")
+    with pytest.raises(netcfg.ConfigError, match="opset must be an integer, got '13'"):
+        netcfg.export(LENET, weights, "onnx", tmp_path / "x.onnx", opset="13")
+    with pytest.raises(netcfg.ConfigError, match="phase must be TRAIN or TEST"):
+        netcfg.load_net_with_weights(weights, phase="VAL")
+
+
 def test_missing_weights_and_files(tmp_path):
     code, _, stderr = netcfg_cli("export", LENET, "-f", "onnx")
     assert code == 2 and stderr.startswith("--weights: error: no weights given (pass the trained weights: ")

@@ -16,7 +16,7 @@ import yaml
 
 from netcfg.errors import ConfigError
 from netcfg.solver.checkpoint import WriteError, atomic_write_bytes
-from netcfg.solver.lock import RunLock, remove_stale_temporaries
+from netcfg.solver.lock import LOCK_NAME, RunLock, remove_stale_temporaries
 from netcfg.solver.spec import SolverSpec
 
 __all__ = ["RunDir", "resolved_config", "config_diff", "newest_snapshot"]
@@ -24,6 +24,8 @@ __all__ = ["RunDir", "resolved_config", "config_diff", "newest_snapshot"]
 _SAFE = re.compile(r"[\s/\\\x00]+")  # spaces, path separators
 
 # keys a resumed run may change without being asked to confirm
+# what a run that stopped before its first metric leaves, and a new run may take over
+_RUN_FILES = {"config.yaml", "train.log", LOCK_NAME}
 _MAY_CHANGE = {"max_iter", "display", "snapshot", "test_interval", "test_iter", "device", "weights"}
 
 
@@ -109,6 +111,12 @@ class RunDir:
             raise ConfigError(f"run directory {path} already holds a run (metrics.jsonl or snapshots); "
                               "refusing to mix runs", file=where,
                               hint="pick a new --out, or continue it with --resume")
+        others = sorted(p.name for p in path.iterdir() if p.name not in _RUN_FILES)
+        if others:  # a folder of the user's: its config.yaml or train.log would be overwritten
+            lock.release()
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise ConfigError(f"--out {path} is a folder that holds other files ({shown})", file=where,
+                              hint="give a new or empty folder for the run")
         run = cls(path, spec, lock)
         try:
             run.write_config()

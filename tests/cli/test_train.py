@@ -118,6 +118,13 @@ def test_runs_never_overwrite_each_other_and_config_yaml_trains_again(tmp_path, 
     # --out at a directory that holds a run's snapshots is refused
     code, out, err = netcfg("train", solver, "--out", "runs/solver")
     assert code == 2 and "--resume" in err
+    # and at a folder of the user's, whose config.yaml the run would overwrite
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine/config.yaml").write_text("my notes\n")
+    (tmp_path / "mine/data.csv").write_text("1,2\n")
+    code, out, err = netcfg("train", solver, "--out", "mine")
+    assert code == 2 and "--out mine is a folder that holds other files (data.csv)" in err
+    assert (tmp_path / "mine/config.yaml").read_text() == "my notes\n"
 
 
 def test_weights_report_what_matched_when_the_last_layer_changes(tmp_path):

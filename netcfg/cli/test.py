@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 
 def test(
     solver: Annotated[Path, typer.Argument(help="solver file (YAML) or a run's config.yaml", show_default=False)],
-    weights: Annotated[Path, typer.Option("--weights", help="trained weights (.safetensors, or a state_dict .pt/.pth)")],
+    weights: Annotated[Path, typer.Option("--weights", help="trained weights (.safetensors, a state_dict .pt/.pth, or a run directory: its newest snapshot)")],
     iterations: Annotated[int | None, typer.Option("--iterations", min=1, help="test batches (default: the whole test split)")] = None,
     set_: SetOpt = [],
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N")] = None,
@@ -35,6 +35,7 @@ def test(
     from netcfg.solver import Solver
     from netcfg.solver.snapshot import copy_weights
     from netcfg.solver.spec import load_solver
+    from netcfg.solver.weights import resolve_file
 
     overrides = list(set_) + ["max_iter=0", "weights=" + str(weights.resolve())]
     if device:
@@ -45,7 +46,7 @@ def test(
         quiet = (lambda line: None) if as_json else typer.echo
         s = Solver(spec, out=Path(tmp) / "run", log=quiet)
         # a score of half-loaded weights means nothing: every blob of the TEST net must come from the file
-        copy_weights(s.test_net, spec.base_dir / spec.weights, strict=True)
+        copy_weights(s.test_net, resolve_file(spec.weights, spec.base_dir), strict=True)
         results = s.test(iterations)
         s.run.close()
     if as_json:

@@ -22,7 +22,7 @@ def train(
     solver: Annotated[Path, typer.Argument(help="solver file (YAML)", show_default=False)],
     set_: SetOpt = [],
     resume: Annotated[Path | None, typer.Option("--resume", help="continue from this .solverstate, or from the newest snapshot in this run directory")] = None,
-    weights: Annotated[Path | None, typer.Option("--weights", help="initialise from these weights (.safetensors, or a state_dict .pt/.pth), by layer name")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="initialise from these weights (.safetensors, a state_dict .pt/.pth, or a run directory: its newest snapshot), by layer name")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="run directory (default: runs/<solver name>[-N])")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N")] = None,
     force: Annotated[bool, typer.Option("--force", help="resume even if the solver or net changed, or over later snapshots")] = False,

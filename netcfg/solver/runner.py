@@ -40,7 +40,7 @@ from netcfg.solver.rundir import RunDir, resolved_config
 from netcfg.solver.resume import restore, training_state
 from netcfg.solver.snapshot import copy_weights, write_snapshot
 from netcfg.solver.spec import SolverSpec, load_solver
-from netcfg.solver.weights import load_rules
+from netcfg.solver.weights import load_rules, resolve_file
 from netcfg.solver.state import capture_rng, restore_rng
 
 __all__ = ["Solver", "TrainingDiverged", "Interrupted"]
@@ -115,8 +115,8 @@ class Solver:
         if isinstance(spec.weights, list):  # rules: plan, refuse or copy, report (weights.py)
             for line in load_rules(spec, [self.net, self.test_net]):
                 self.log(line)
-        elif spec.weights:
-            self.load_weights(spec.base_dir / spec.weights)
+        elif spec.weights:  # a file, or a run directory: its newest snapshot
+            self.load_weights(resolve_file(spec.weights, spec.base_dir))
         self._ddp = self.dist.wrap(self.net)  # torchrun: gradients averaged over the ranks
         if self._ddp is not None:
             self._forward = torch.compile(self._ddp, dynamic=False) if spec.compile else self._ddp

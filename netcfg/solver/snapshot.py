@@ -53,6 +53,9 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     tensors and plain containers only, so a pickle that would run code is refused
     before any of it runs."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("a directory without a snapshot (no <prefix>_iter_<N>.safetensors with its .solverstate)",
+                          file=str(path), hint="name a weights file, or a run directory that has snapshots")
     if not path.is_file():
         raise ConfigError("weights file not found", file=str(path))
     if path.suffix.lower() in TORCH_SUFFIXES:

@@ -125,7 +125,7 @@ def resolved_weights(spec) -> str | list[dict] | None:
     """``weights`` for a run's config.yaml: every file absolute, run directories pinned to
     the snapshot they gave, so the config loads back from anywhere."""
     if isinstance(spec.weights, str):
-        return str((spec.base_dir / spec.weights).resolve())
+        return str(resolve_file(spec.weights, spec.base_dir))
     if not spec.weights:
         return spec.weights
     return [{**r.model_dump(mode="json", exclude_unset=True), "file": str(resolve_file(r.file, spec.base_dir))}

@@ -186,6 +186,9 @@ def test_test_refuses_weights_that_do_not_fill_the_test_net(tmp_path):
     code, out, err = netcfg("test", narrower, "--weights", tmp_path / "run/tiny_iter_2.safetensors")
     assert code == 2 and "its weights do not fit this net" in err and "ip1.weight (file [16, 64], net [12, 64])" in err
     assert "accuracy" not in out  # no score of half-loaded weights
+    # a run directory stands for its newest snapshot, as in weights: rules
+    code, out, err = netcfg("test", write_solver(tmp_path / "same", MLP), "--weights", tmp_path / "run")
+    assert code == 0 and f"weights from {tmp_path / 'run/tiny_iter_2.safetensors'}: 4 blobs copied" in out, err
 
 
 def test_resuming_an_older_snapshot_over_later_ones_needs_force(tmp_path):

@@ -134,6 +134,14 @@ def cross_checks(s: SolverSpec) -> list[ConfigError]:
         if getattr(s, key) is not None and key not in _USES[s.type]:
             errs.append(ConfigError(f"{s.type} does not use {key}", (key,),
                                     hint=f"{s.type} reads: {', '.join(sorted(_USES[s.type])) or 'no extra hyperparameters'}"))
+    for key in ("gamma", "power", "stepsize", "stepvalue", "min_lr"):  # written, but unread: a likely slip
+        readers = [p for p, keys in POLICIES.items() if key in keys] if key != "min_lr" else ["cosine", "linear"]
+        if key in s.model_fields_set and s.lr_policy not in readers:
+            errs.append(ConfigError(f"lr_policy {s.lr_policy} does not use {key}", (key,),
+                                    hint=f"{key} is read by lr_policy {', '.join(readers)}; remove it, or change lr_policy"))
+    if "warmup_start" in s.model_fields_set and not s.warmup_iter:
+        errs.append(ConfigError("warmup_start is set but warmup_iter is not", ("warmup_start",),
+                                hint="add warmup_iter: N (iterations of warm-up), or remove warmup_start"))
     for key in POLICIES[s.lr_policy]:
         value = getattr(s, key)
         if value is None or value == []:

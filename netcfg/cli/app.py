@@ -29,6 +29,9 @@ class _Group(typer.core.TyperGroup):
         except NetcfgError as e:
             typer.echo(e.render(), err=True)
             ctx.exit(e.exit_code)
+        except KeyboardInterrupt:  # before training started (a run's own Ctrl-C is Interrupted, above)
+            typer.echo("interrupted (Ctrl-C)", err=True)
+            ctx.exit(130)
 
 
 app = typer.Typer(

@@ -205,3 +205,13 @@ def test_resuming_an_older_snapshot_over_later_ones_needs_force(tmp_path):
                             "--set", "max_iter=8", "--force")
     assert code == 0, err
     assert netcfg("train", run / "config.yaml", "--resume", run, "--set", "max_iter=10")[0] == 0  # the newest
+
+
+def test_ctrl_c_before_training_starts_says_so(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Solver, "__init__", interrupted)  # while the data loads, say
+    code, out, err = netcfg("train", write_solver(tmp_path, MLP), "--out", tmp_path / "run")
+    assert code == 130 and err.strip() == "interrupted (Ctrl-C)"
+    assert not (tmp_path / "run").exists()

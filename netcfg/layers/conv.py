@@ -38,7 +38,7 @@ class _ConvBase(LayerSpec):
         for key in ("kernel_size", "stride", "dilation"):
             v = getattr(self, key)
             if v is not None and 0 in v:
-                raise ValueError(f"{key} must be >= 1, got {v}")
+                raise FieldError(f"{key} must be >= 1, got {v}", key=key)
         return self
 
     # geometry: (kh, kw), (sh, sw), (ph, pw), (dh, dw)

@@ -104,7 +104,7 @@ class Pooling(LayerSpec):
         for key in ("kernel_size", "stride"):
             v = getattr(self, key)
             if v is not None and 0 in v:
-                raise ValueError(f"{key} must be >= 1, got {v}")
+                raise FieldError(f"{key} must be >= 1, got {v}", key=key)
         (kh, kw), _, (ph, pw) = self.geometry()
         if ph >= kh or pw >= kw:
             raise FieldError(f"pad {[ph, pw]} must be smaller than the kernel {[kh, kw]} (Caffe's rule)", key="pad")

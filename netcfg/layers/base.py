@@ -183,6 +183,7 @@ class LayerSpec(Spec):
     n_tops: ClassVar[tuple[int, int | None]] = (1, 1)
     is_loss: ClassVar[bool] = False   # default loss_weight 1; output is a scalar
     reduces_batch: ClassVar[bool] = False  # output has no batch dimension (losses, Accuracy)
+    reads_batch_means: ClassVar[bool] = False  # may read such an output (Eltwise adds losses, Silence drops one)
     # Sample configurations for the registry-wide tests (tests/test_registry.py). Each
     # dict has `inputs` (the net file's `inputs:` form, per-sample shapes, e.g.
     # {"x": [3, 8, 8]} or {"ids": {"shape": [5], "dtype": "int64"}}) and the layer's

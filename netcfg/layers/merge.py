@@ -109,6 +109,7 @@ class EltwiseOp(nn.Module):
 class Eltwise(LayerSpec):
     """Element-wise SUM (optionally weighted by ``coeff``), PROD or MAX of same-shaped bottoms."""
 
+    reads_batch_means = True
     type: Literal["Eltwise"]
     n_bottoms = (2, None)
     operation: Literal["SUM", "PROD", "MAX"] = Field("SUM", description="how to combine the bottoms")
@@ -231,6 +232,7 @@ class Copies(nn.Module):
 class Split(LayerSpec):
     """Hand the bottom to every top (explicit fan-out; a blob read twice fans out anyway)."""
 
+    reads_batch_means = True
     type: Literal["Split"]
     n_tops = (1, None)
 
@@ -260,6 +262,7 @@ class Sink(nn.Module):
 class Silence(LayerSpec):
     """Consume the bottoms and produce nothing, so they are not net outputs."""
 
+    reads_batch_means = True
     type: Literal["Silence"]
     n_bottoms = (1, None)
     n_tops = (0, 0)

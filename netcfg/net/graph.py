@@ -100,6 +100,7 @@ def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | l
     nodes: list[Node] = []
     seen_names: dict[str, LayerSpec] = {}
     scopes: dict[str, str] = {}  # "a" and "a.b" for a layer "a.b.c" -> "a.b.c"
+    batch_means: dict[str, str] = {}  # blob -> the loss or metric layer that averaged it over the batch
     later_tops = _later_tops(spec.layers)
     prev_top: str | None = next(iter(spec.inputs))
     shared: dict[str, tuple] = {}
@@ -159,6 +160,14 @@ def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | l
                 missing = True
         if missing:
             continue
+        means = [b for b in bottoms if b in batch_means]
+        if means and not cls.reads_batch_means:
+            b = means[0]
+            err(layer, f"bottom '{b}' is a mean over the batch, made by layer '{batch_means[b]}' (it has no batch axis); "
+                       f"{layer.type} works on per-sample blobs", "bottom" if layer.bottom is not None else None,
+                hint="read the blob the loss or metric reads instead; Eltwise (to add losses) and Silence take it")
+            _poison(tops, blobs, producers, layer)
+            continue
         in_blobs = [blobs[b] for b in bottoms]
         if any(b is None for b in in_blobs):  # upstream error already reported
             _poison(tops, blobs, producers, layer)
@@ -182,6 +191,10 @@ def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | l
             blobs[t] = blob
             producers[t] = layer
             available[t] = None
+            if cls.reduces_batch or (means and len(means) == len(bottoms)):
+                batch_means[t] = layer.name
+            else:
+                batch_means.pop(t, None)
         nodes.append(Node(layer, bottoms, tops, in_blobs, out_blobs, params,
                           layer.flops(in_blobs, out_blobs), weights, trainable))
         prev_top = tops[0] if tops else prev_top

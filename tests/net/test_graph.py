@@ -160,3 +160,22 @@ def test_an_input_larger_than_memory_or_int32_is_refused_at_check():
         build_graph(spec(text))
     with pytest.raises(ConfigErrors, match="less than or equal to 2147483647"):
         spec(text.replace("[3, 1000000, 1000000]", "[100000000000000000000000, 3]"))
+
+
+def test_a_batch_mean_feeds_only_layers_that_take_one():
+    # a loss or metric top has no batch axis: a per-sample layer on it passed check and crashed at run time
+    head = "name: m\ninputs: {x: [5], y: {shape: [], dtype: int64}}\nlayers:\n"
+    bad = head + ("  - {name: loss, type: SoftmaxWithLoss, bottom: [x, y]}\n"
+                  "  - {name: r, type: Reshape, shape: [1]}\n  - {name: cat, type: Concat, bottom: [x, r]}\n")
+    with pytest.raises(ConfigErrors) as e:
+        build_graph(spec(bad))
+    assert str(e.value).count("error:") == 1  # the Concat after it is not reported again
+    assert "layers[1]: bottom 'loss' is a mean over the batch, made by layer 'loss' (it has no batch axis); " \
+           "Reshape works on per-sample blobs" in str(e.value)
+    good = head + ("  - {name: a, type: SoftmaxWithLoss, bottom: [x, y], loss_weight: 0}\n"
+                   "  - {name: b, type: SoftmaxWithLoss, bottom: [x, y], loss_weight: 0}\n"
+                   "  - {name: total, type: Eltwise, bottom: [a, b], loss_weight: 1}\n"
+                   "  - {name: acc, type: Accuracy, bottom: [x, y]}\n  - {name: quiet, type: Silence, bottom: acc}\n")
+    net = build_net(spec(good))
+    x, y = torch.randn(4, 5), torch.randint(0, 5, (4,))
+    torch.testing.assert_close(net.loss(net(x=x, y=y)), 2 * torch.nn.functional.cross_entropy(x, y))

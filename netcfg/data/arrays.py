@@ -109,6 +109,11 @@ def convert_array(array: np.ndarray, channels_last: bool = False) -> np.ndarray:
         array = array.transpose(0, 3, 1, 2)                      # (N, H, W, C) -> (N, C, H, W)
     if array.dtype.kind == "f":
         array = array.astype(np.float32, copy=False)
+        finite = np.isfinite(array)
+        if not finite.all():  # a NaN would train as a NaN loss, found iterations later
+            where = np.argwhere(~finite)[0]
+            raise ValueError(f"holds {int((~finite).sum()):,} NaN or infinite value(s), first {array[tuple(where)]} at "
+                             f"index {list(map(int, where))}; clean or impute them first")
     elif array.dtype.kind in "iu" and not image:
         array = array.astype(np.int64, copy=False)
     elif array.dtype.kind in "iu" and array.dtype not in (np.uint8, np.int16, np.int32, np.int64):

@@ -217,6 +217,11 @@ class LayerSpec(Spec):
         """Floating-point operations per sample (a multiply-add counts 2)."""
         return 0
 
+    def label_classes(self, bottoms: list[Blob]) -> tuple[int, int, int | None] | None:
+        """(which bottom holds integer class labels, how many classes, ignore_label) for a
+        layer that reads class indices, so the data's labels can be checked against it."""
+        return None
+
     def min_batch(self, bottoms: list[Blob], phase: str) -> int:
         """The fewest samples a batch must hold for this layer to run in ``phase`` (TRAIN/TEST)."""
         return 1

@@ -142,6 +142,9 @@ class SoftmaxWithLoss(_LossBase):
         check_label(scores, label, class_axis(scores, self.axis))
         return [loss_blob(bottoms[0])]
 
+    def label_classes(self, bottoms: list[Blob]) -> tuple[int, int, int | None]:
+        return 1, bottoms[0].shape[class_axis(bottoms[0], self.axis) - 1], self.ignore_label
+
     def build(self, bottoms: list[Blob]) -> nn.Module:
         scores, label = bottoms
         ax = class_axis(scores, self.axis)
@@ -268,6 +271,9 @@ class HingeLoss(_LossBase):
             raise ShapeError(f"the label must hold integer class indices, got a {label.dtype} blob; "
                              f"declare the input with dtype: int64", key="bottom")
         return [loss_blob(bottoms[0])]
+
+    def label_classes(self, bottoms: list[Blob]) -> tuple[int, int, int | None]:
+        return 1, bottoms[0].shape[0], None
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return Hinge(1 if self.norm == "L1" else 2)

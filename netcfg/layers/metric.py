@@ -81,6 +81,9 @@ class Accuracy(LayerSpec):
                              f"{list(scores.shape)}", key="top_k")
         return [Blob(())] + ([Blob((n_classes,))] if self._per_class() else [])
 
+    def label_classes(self, bottoms: list[Blob]) -> tuple[int, int, int | None]:
+        return 1, bottoms[0].shape[class_axis(bottoms[0], self.axis) - 1], self.ignore_label
+
     def build(self, bottoms: list[Blob]) -> nn.Module:
         scores, label = bottoms
         ax = class_axis(scores, self.axis)

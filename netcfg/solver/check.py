@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import torch
+
 from netcfg.data.split import load_source
 from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 from netcfg.net import Graph, build_graph
 from netcfg.solver.spec import SolverSpec
 
-__all__ = ["check_solver", "match_inputs", "check_batches", "nothing_to_train"]
+__all__ = ["check_solver", "match_inputs", "check_batches", "check_labels", "nothing_to_train"]
 
 
 def match_inputs(spec: SolverSpec, split: str, graph: Graph, tensors: dict[str, tuple[tuple[int, ...], str]],
@@ -59,6 +61,33 @@ def check_batches(spec: SolverSpec, split: str, graph: Graph, samples: int) -> l
     return []
 
 
+def check_labels(spec: SolverSpec, split: str, graph: Graph, tensors, origins: dict | None = None) -> list[ConfigError]:
+    """Errors for integer labels of ``split`` (``tensors``: name -> tensor) outside the classes
+    of a layer that reads them (``LayerSpec.label_classes``): the loss would fail mid-run."""
+    errors, seen = [], set()
+    for node in graph.nodes:
+        found = node.spec.label_classes(node.in_blobs)
+        if found is None:
+            continue
+        index, classes, ignore = found
+        name = node.bottoms[index]
+        values = tensors.get(name) if name in graph.inputs and name not in seen else None
+        if not isinstance(values, torch.Tensor) or values.is_floating_point() or not values.numel():
+            continue
+        valid = (values >= 0) & (values < classes)
+        if ignore is not None:
+            valid |= values == ignore
+        if not bool(valid.all()):
+            seen.add(name)
+            bad = values[~valid]
+            errors.append(ConfigError(
+                f"the {split} data's '{name}' holds labels {int(values.min())}..{int(values.max())} "
+                f"({bad.numel():,} outside 0..{classes - 1}, e.g. {int(bad[0])}), but layer '{node.name}' "
+                f"({node.spec.type}) has {classes} classes", ("data", split) + (origins or {}).get(name, ()),
+                hint="relabel the data from 0 (classes: [...] relabels), or give the net as many outputs as classes"))
+    return errors
+
+
 def nothing_to_train(spec: SolverSpec, graph: Graph) -> list[ConfigError]:
     """An error when the TRAIN net has parameters, every one at lr_mult 0, and the solver would train."""
     if spec.max_iter > 0 and graph.total_params and not graph.trainable_params:
@@ -94,7 +123,8 @@ def check_solver(spec: SolverSpec) -> dict[str, Graph]:
                 errors.append(spec.locate(x.prefixed(("data", split))))
             continue
         errors += [spec.locate(x) for x in match_inputs(spec, split, graphs[phase], data.describe(), data.origins)
-                   + check_batches(spec, split, graphs[phase], data.num_samples)]
+                   + check_batches(spec, split, graphs[phase], data.num_samples)
+                   + check_labels(spec, split, graphs[phase], data.tensors, data.origins)]
     if errors:
         raise ConfigErrors(errors)
     return graphs

@@ -27,7 +27,7 @@ from netcfg.data.sources import load_source
 from netcfg.errors import ConfigError, ConfigErrors, NetcfgError
 from netcfg.net import Net, build_graph
 from netcfg.solver import distributed
-from netcfg.solver.check import check_batches, match_inputs, nothing_to_train
+from netcfg.solver.check import check_batches, check_labels, match_inputs, nothing_to_train
 from netcfg.solver.interrupt import StopAfterIteration
 from netcfg.solver.layout import to_layout, use_channels_last
 from netcfg.solver.freeze import freeze
@@ -156,7 +156,8 @@ class Solver:
         batch = next(iter(loader.epoch_batches()))
         got = {k: (tuple(v.shape[1:]), str(v.dtype).removeprefix("torch.")) for k, v in batch.items()}
         errors = (match_inputs(self.spec, split, net.graph, got, loader.split.origins)
-                  + check_batches(self.spec, split, net.graph, loader.num_samples))
+                  + check_batches(self.spec, split, net.graph, loader.num_samples)
+                  + check_labels(self.spec, split, net.graph, loader.split.tensors, loader.split.origins))
         if errors:
             raise ConfigErrors([self.spec.locate(e) for e in errors])
 

@@ -131,6 +131,17 @@ def test_not_a_number(tmp_path):
     assert (e.value.line, e.value.col) == (2, 4) and "'Smith, J'" in e.value.message
 
 
+def test_nan_and_infinite_cells_are_errors_at_their_cell(tmp_path):
+    # float() reads them all; they trained as a NaN loss with no cell named
+    f = write(tmp_path, "a,price\n1,2\nNAN,3\ninf,4\n1e999,5\n-Infinity,6\n")
+    with pytest.raises(ConfigErrors) as e:
+        load(f, columns={"x": ["a"]}, label="price")
+    got = [(err.line, err.message) for err in e.value.errors]
+    assert got == [(3, "missing value in column 'a' (data row 2)"), (4, "'inf' in numeric column 'a' is infinite"),
+                   (5, "'1e999' in numeric column 'a' is infinite"),
+                   (6, "'-Infinity' in numeric column 'a' is infinite")]
+
+
 def test_many_errors_are_capped(tmp_path):
     f = write(tmp_path, "a\n" + "x\n" * 30)
     with pytest.raises(ConfigErrors) as e:

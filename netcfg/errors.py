@@ -87,7 +87,10 @@ class ConfigErrors(NetcfgError):
     """Several independent ConfigErrors found in one pass; all are reported."""
 
     def __init__(self, errors: Iterable[ConfigError]):
-        self.errors = sorted(errors, key=_order)
+        unique: dict[str, ConfigError] = {}
+        for e in errors:  # the same problem found twice (a csv read for train and test statistics) once
+            unique.setdefault(e.render(), e)
+        self.errors = sorted(unique.values(), key=_order)
         super().__init__("\n".join(e.render() for e in self.errors))
 
     def render(self) -> str:

@@ -340,7 +340,10 @@ class Solver:
         self.run.metric(rec)
         if self.tensorboard is not None:
             self.tensorboard.write(rec)
-        extra = "".join(f", {k} = {v:.4g}" for k, v in outs.items() if k not in self.net.loss_weights or len(outs) > 1)
+        weights = self.net.loss_weights  # the total first, then each output (a top may itself be called loss)
+        shown = [f"{k} = {v:.4g}" + (f" x {weights[k]:g}" if weights.get(k, 1.0) != 1.0 else "")
+                 for k, v in outs.items() if k not in weights or len(outs) > 1]
+        extra = f" ({', '.join(shown)})" if shown else ""
         self.log(f"Iteration {it} (epoch {epoch:.2f}), loss = {smoothed:.4f}{extra}, lr = {lr:.3g}, "
                  f"{rate:,.0f} images/s")
 

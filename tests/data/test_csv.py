@@ -142,6 +142,14 @@ def test_nan_and_infinite_cells_are_errors_at_their_cell(tmp_path):
                    (6, "'-Infinity' in numeric column 'a' is infinite")]
 
 
+def test_the_same_bad_cell_is_reported_once_though_both_splits_read_it():
+    from netcfg.errors import ConfigError, ConfigErrors
+
+    twice = [ConfigError("missing value", file="a.csv", line=3, col=4) for _ in range(2)]
+    assert ConfigErrors(twice + [ConfigError("other", file="a.csv", line=2, col=1)]).render() == (
+        "a.csv:2:1: error: other\na.csv:3:4: error: missing value\n2 errors")
+
+
 def test_many_errors_are_capped(tmp_path):
     f = write(tmp_path, "a\n" + "x\n" * 30)
     with pytest.raises(ConfigErrors) as e:

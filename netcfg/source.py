@@ -55,6 +55,8 @@ class Source:
         (or name the ``--set`` that wrote the value there)."""
         if err.line is not None:
             return err
+        if err.file and err.file != self.file and err.file not in err.message:
+            err.message = f"{err.file}: {err.message}"  # a data file (an image) without lines: kept in the text
         path = err.path
         for n in range(len(path), 0, -1):
             if path[:n] in self.overridden:

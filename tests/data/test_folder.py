@@ -126,6 +126,21 @@ def test_corrupt_image(tmp_path):
     assert not (tmp_path / ".netcfg-cache").exists()  # nothing half-written
 
 
+def test_a_bad_image_is_named_when_the_error_points_at_the_solver(tmp_path):
+    from tests.cli import netcfg
+
+    make(tmp_path / "imgs", n=2)
+    (tmp_path / "imgs" / "emu" / "01.png").write_bytes(b"\x89PNG broken")
+    (tmp_path / "net.yaml").write_text("name: n\ninputs: {data: [3, 6, 5], label: {shape: [], dtype: int64}}\n"
+                                       "layers:\n  - {name: ip, type: InnerProduct, num_output: 3}\n"
+                                       "  - {name: loss, type: SoftmaxWithLoss, bottom: [ip, label]}\n")
+    (tmp_path / "s.yaml").write_text("net: net.yaml\ndata:\n  train: {source: folder, path: imgs, split: train, "
+                                     "batch_size: 2}\nbase_lr: 0.1\nmax_iter: 1\n")
+    code, out, err = netcfg("check", tmp_path / "s.yaml")
+    assert code == 2 and err.startswith(f"{tmp_path / 's.yaml'}:3:10: error: data.train: "
+                                        f"{tmp_path / 'imgs' / 'emu' / '01.png'}: cannot decode the image"), err
+
+
 def test_sizes_must_agree_without_image_size(tmp_path):
     make(tmp_path, n=2)
     Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(tmp_path / "emu" / "02.png")

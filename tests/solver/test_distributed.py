@@ -150,18 +150,20 @@ def test_a_torchrun_snapshot_resumes_in_one_process(two_ranks, tmp_path):
 
 def test_a_nan_on_one_rank_stops_both(tmp_path):
     data = np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32)
-    data[1, 0, 3, 3] = np.nan  # sample 1: rank 1's first batch (no shuffle, every 2nd sample a rank)
+    data[1, 0, 3, 3] = 1000.0  # exp: inf in sample 1, rank 1's first batch (no shuffle, every 2nd sample a rank)
     np.savez(tmp_path / "nan.npz", x=data, y=np.arange(8) % 10)
     train = {"source": "npz", "path": "nan.npz", "split": "train", "arrays": {"data": "x", "label": "y"},
              "batch_size": 2, "shuffle": False}
-    solver = write_solver(tmp_path, MLP, test=False, max_iter=4, snapshot=0)
+    exp_first = MLP.replace("  - {name: ip1, type: InnerProduct, bottom: data,",
+                            "  - {name: exp0, type: Exp, bottom: data, top: e}\n  - {name: ip1, type: InnerProduct, bottom: e,")
+    solver = write_solver(tmp_path, exp_first, test=False, max_iter=4, snapshot=0)
     spec = yaml.safe_load(solver.read_text())
     spec["data"]["train"] = train
     solver.write_text(yaml.safe_dump(spec))
     done = torchrun(tmp_path, str(solver), "--out", "run")  # the timeout would catch a hang
     assert done.returncode != 0
     assert "loss is NaN or infinite at iteration 0 on rank(s) 1" in done.stderr
-    assert "first non-finite output: layer 'input', top 'data'" in done.stderr
+    assert "first non-finite output: layer 'exp0', top 'e'" in done.stderr
 
 
 # ------------------------------------------------------------ in process

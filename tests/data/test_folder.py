@@ -130,7 +130,8 @@ def test_a_bad_image_is_named_when_the_error_points_at_the_solver(tmp_path):
     from tests.cli import netcfg
 
     make(tmp_path / "imgs", n=2)
-    (tmp_path / "imgs" / "emu" / "01.png").write_bytes(b"\x89PNG broken")
+    with open(tmp_path / "imgs" / "emu" / "01.png", "r+b") as f:  # Pillow's message does not name it
+        f.truncate(60)
     (tmp_path / "net.yaml").write_text("name: n\ninputs: {data: [3, 6, 5], label: {shape: [], dtype: int64}}\n"
                                        "layers:\n  - {name: ip, type: InnerProduct, num_output: 3}\n"
                                        "  - {name: loss, type: SoftmaxWithLoss, bottom: [ip, label]}\n")

@@ -59,11 +59,17 @@ def stats(
 
     Caffe's compute_image_mean: the values are raw (before scale); std is in the
     units after scale, so (x - mean_value) * scale / std has mean 0 and std 1."""
+    import io
+
     import numpy as np
 
+    from netcfg.cli.output import write_output
     from netcfg.data.meanfile import write_binaryproto
     from netcfg.data.stats import stats_report
+    from netcfg.errors import ConfigError
 
+    if mean_file is not None and mean_file.suffix not in (".npy", ".binaryproto"):
+        raise ConfigError(f"--mean-file {mean_file}: write a .npy or a .binaryproto (Caffe)", file="--mean-file")
     _, ds, data = _load(solver, split, set_)
     text, found = stats_report(ds, data, f"data.{split.lower()}")
     typer.echo(text)
@@ -72,9 +78,11 @@ def stats(
             raise typer.BadParameter("the split has no image tensor to average", param_hint="--mean-file")
         image = next(iter(found.values())).mean_image
         if mean_file.suffix == ".binaryproto":
-            mean_file.write_bytes(write_binaryproto(image[None]))
+            write_output(mean_file, write_binaryproto(image[None]), option="--mean-file")
         else:
-            np.save(mean_file, image)
+            buffer = io.BytesIO()
+            np.save(buffer, image)
+            write_output(mean_file, buffer.getvalue(), option="--mean-file")
         typer.echo(f"# mean image {list(image.shape)} written to {mean_file}; use it with mean_file: {mean_file}")
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 __all__ = ["write_output"]
 
 
-def write_output(path: Path, text: str, *, option: str = "--output", inputs: tuple[Path, ...] = ()) -> None:
-    """Write ``text`` to ``path``, making its folder; never over one of the command's own
+def write_output(path: Path, text: str | bytes, *, option: str = "--output", inputs: tuple[Path, ...] = ()) -> None:
+    """Write ``text`` (or bytes) to ``path``, making its folder; never over one of the command's own
     ``inputs``, and a place that cannot be written is an error (exit 2), not a traceback."""
     from netcfg.errors import ConfigError
 
@@ -18,7 +18,7 @@ def write_output(path: Path, text: str, *, option: str = "--output", inputs: tup
                               hint="choose another output file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
     except OSError as e:
         raise ConfigError(f"cannot write {path}: {e.strerror}", file=option,
                           hint="choose a file in a folder you can write") from None

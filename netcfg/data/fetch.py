@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,13 @@ def default_root(name: str) -> Path:
 def mirror_url(mirror: str) -> str:
     """A base URL from ``--mirror``: http(s):// or file:// URL, or a local directory; ends with '/'."""
     if mirror.startswith(("http://", "https://", "file://")):
+        try:
+            parts = urllib.parse.urlsplit(mirror)
+            parts.port  # noqa: B018  (a bad port raises here, not at the first download)
+        except ValueError as e:
+            raise NetcfgError(f"--mirror '{mirror}' is not a well-formed URL ({e})") from None
+        if parts.scheme != "file" and not parts.hostname:
+            raise NetcfgError(f"--mirror '{mirror}' names no host")
         return mirror if mirror.endswith("/") else mirror + "/"
     path = Path(mirror).expanduser()
     if path.is_dir():

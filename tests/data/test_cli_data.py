@@ -29,6 +29,13 @@ def test_stats_prints_values_ready_to_paste(tmp_path):
     assert "1,437 images of 1x8x8" in result.stdout and "after scale 0.00390625" in result.stdout
     mean = np.load(tmp_path / "mean.npy")
     np.testing.assert_allclose(mean, x.mean(0), rtol=1e-5)
+    # np.save would add .npy to another name, and a missing folder was a traceback
+    result = run_cli("data", "stats", DIGITS, "--mean-file", str(tmp_path / "mean.txt"))
+    assert result.exit_code == 2 and "write a .npy or a .binaryproto" in result.stderr
+    result = run_cli("data", "stats", DIGITS, "--mean-file", str(tmp_path / "new" / "mean.npy"))
+    assert result.exit_code == 0 and (tmp_path / "new" / "mean.npy").is_file()
+    result = run_cli("data", "stats", DIGITS, "--mean-file", str(tmp_path))
+    assert result.exit_code == 2 and "--mean-file: error: cannot write" in result.stderr
 
 
 def test_pasted_statistics_normalise_the_split(tmp_path):

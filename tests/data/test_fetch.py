@@ -301,6 +301,10 @@ def test_cli_errors_and_exit_codes(tmp_path, monkeypatch):
     assert "did you mean 'fashion-mnist'?" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("data", "fetch", "mnist", "--mirror", "ftp://example.org/mnist")
     assert result.exit_code == 2 and "--mirror 'ftp://example.org/mnist'" in result.stderr
+    for mirror, words in (("http://[::1", "is not a well-formed URL (Invalid IPv6 URL)"), ("http://", "names no host"),
+                          ("http://host:99999/x", "is not a well-formed URL")):
+        result = run_cli("data", "fetch", "mnist", "--root", str(tmp_path / "m"), "--mirror", mirror)
+        assert result.exit_code == 2 and words in result.stderr, result.stderr
     with serve({}) as srv:
         monkeypatch.setitem(DATASETS, "mnist", table("mnist", srv.url, idx_files()))
         result = run_cli("data", "fetch", "mnist", "--root", str(tmp_path))

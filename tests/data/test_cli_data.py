@@ -34,7 +34,8 @@ def test_stats_prints_values_ready_to_paste(tmp_path):
     assert result.exit_code == 2 and "write a .npy or a .binaryproto" in result.stderr
     result = run_cli("data", "stats", DIGITS, "--mean-file", str(tmp_path / "new" / "mean.npy"))
     assert result.exit_code == 0 and (tmp_path / "new" / "mean.npy").is_file()
-    result = run_cli("data", "stats", DIGITS, "--mean-file", str(tmp_path))
+    (tmp_path / "taken.npy").mkdir()
+    result = run_cli("data", "stats", DIGITS, "--mean-file", str(tmp_path / "taken.npy"))
     assert result.exit_code == 2 and "--mean-file: error: cannot write" in result.stderr
 
 

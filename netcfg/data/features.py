@@ -268,6 +268,10 @@ def _train_statistics(spec: ImageFeaturesSpec, base_dir: Path | None,
 
 def _groups(spec: ImageFeaturesSpec, groups: dict[str, list[int | str]], data: SplitData) -> torch.Tensor:
     """The group index of every sample's label; every label must be in a group."""
+    if getattr(spec.of, "classes", None) is not None:  # relabelled 0..N-1 before grouping: groups would mix
+        raise ConfigError("label_groups groups the wrapped source's labels, but of.classes has relabelled them "
+                          "0..N-1", ("of", "classes"), hint="move classes: out of of:, beside label_groups (the "
+                          "image_features split's own classes: selects after grouping, by the original labels)")
     labels = data.tensors.get(spec.label)
     if labels is None:
         raise ConfigError(f"the wrapped {spec.of.source} source gives no tensor '{spec.label}'", ("label",),

@@ -155,6 +155,10 @@ def test_load_time_group_errors_are_located(tmp_path):
     assert err.path == ("data", "train", "label_groups", "low", 0) and "names no classes" in str(err)
     err = check_error(write_solver(tmp_path, of={"source": "digits", "inputs": {"data": "image"}}))
     assert err.path == ("data", "train", "image") and "no tensor 'data' (valid: image, label)" in str(err)
+    # of.classes relabels 0..N-1 before grouping: every sample fell into one group, silently
+    groups = {"low": [0, 1, 2, 3, 4], "high": [5, 6, 7, 8, 9]}
+    err = check_error(write_solver(tmp_path, label_groups=groups, of={"source": "digits", "classes": [0, 5]}))
+    assert err.path == ("data", "train", "of", "classes") and "of.classes has relabelled them" in str(err)
 
 
 @needs_fashion

@@ -98,6 +98,9 @@ def list_split(spec: FolderSpec, path: Path) -> tuple[list[str], np.ndarray, lis
                           ("path",), hint="give the directory with one sub-folder per class (or train/ and test/)")
     test_dir = next((path / n for n in ("test", "val") if (path / n).is_dir()), None)
     if (path / "train").is_dir():
+        if spec.test_fraction is not None:
+            raise ConfigError(f"'{path}' has train/ (and test/) folders, so test_fraction would hold out nothing",
+                              ("test_fraction",), hint="remove test_fraction: the folders already split the data")
         classes = _classes(path / "train")
         if spec.split == "test" and test_dir is None:
             raise ConfigError(f"'{path}' has train/ but no test/ or val/ folder", ("path",))

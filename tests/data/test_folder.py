@@ -142,6 +142,14 @@ def test_a_bad_image_is_named_when_the_error_points_at_the_solver(tmp_path):
                                         f"{tmp_path / 'imgs' / 'emu' / '01.png'}: cannot decode the image"), err
 
 
+def test_test_fraction_on_train_and_test_folders_is_an_error(tmp_path):
+    make(tmp_path / "train", n=2)
+    make(tmp_path / "test", n=2)
+    with pytest.raises(ConfigError) as e:  # it was silently unused
+        load(tmp_path, test_fraction=0.5)
+    assert e.value.path == ("test_fraction",) and "would hold out nothing" in e.value.message
+
+
 def test_sizes_must_agree_without_image_size(tmp_path):
     make(tmp_path, n=2)
     Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(tmp_path / "emu" / "02.png")

@@ -146,6 +146,10 @@ def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | l
             if later is not None and later[0] > idx:
                 err(layer, f"bottom '{b}' is produced by layer '{later[1]}', which comes later; layers run in "
                            "file order, so this is a cycle or a misplaced layer", "bottom")
+            elif later is not None and later[0] < idx:  # its producer's include/exclude leave it out here
+                err(layer, f"bottom '{b}' is made by layer '{later[1]}', which is not in phase {phase}"
+                           + (f" with stages {sorted(stage_set)}" if stage_set else ""), "bottom",
+                    hint=f"give this layer the same include/exclude rules, or let '{later[1]}' run in {phase}")
             else:
                 err(layer, f"bottom '{b}' is not an input or the top of an earlier layer", "bottom",
                     hint=did_you_mean(b, blobs, show_all=8))

@@ -179,3 +179,13 @@ def test_a_batch_mean_feeds_only_layers_that_take_one():
     net = build_net(spec(good))
     x, y = torch.randn(4, 5), torch.randint(0, 5, (4,))
     torch.testing.assert_close(net.loss(net(x=x, y=y)), 2 * torch.nn.functional.cross_entropy(x, y))
+
+
+def test_a_bottom_whose_layer_the_phase_leaves_out_says_so():
+    text = ("name: n\ninputs: {x: [3]}\nlayers:\n  - {name: a, type: InnerProduct, num_output: 2, include: {phase: TRAIN}}\n"
+            "  - {name: b, type: ReLU, bottom: a, loss_weight: .nan}\n")
+    with pytest.raises(ConfigErrors, match=r"loss_weight: input should be a finite number"):
+        spec(text)
+    with pytest.raises(ConfigErrors) as e:
+        build_graph(spec(text.replace(", loss_weight: .nan", "")), "TEST")
+    assert "layers[1].bottom: bottom 'a' is made by layer 'a', which is not in phase TEST" in str(e.value)

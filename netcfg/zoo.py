@@ -108,6 +108,9 @@ def read_entry(path: Path) -> ZooEntry:
 
 def zoo_files(directory: Path | None = None) -> list[Path]:
     """The net files of a zoo directory, by name; ZooMissing when there is no such directory."""
+    if directory is not None and not directory.is_dir():  # the user's own --dir: no install advice
+        raise ConfigError(f"--dir {directory} is not a folder", file="netcfg zoo",
+                          hint="give a folder of net files (*.yaml)")
     directory = directory or default_zoo_dir()
     if not directory.is_dir():
         raise ZooMissing(directory)

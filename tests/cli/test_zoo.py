@@ -53,11 +53,16 @@ def test_unknown_name_exits_2_with_did_you_mean():
     assert "(did you mean 'resnet18'?" in result.stderr
 
 
-def test_missing_zoo_directory_is_explained(tmp_path):
-    result = run_cli("zoo", "--dir", str(tmp_path / "configs"))
+def test_missing_zoo_directory_is_explained(tmp_path, monkeypatch):
+    import netcfg.zoo
+
+    monkeypatch.setattr(netcfg.zoo, "default_zoo_dir", lambda: tmp_path / "configs")  # a non-editable install
+    result = run_cli("zoo")
     assert (result.exit_code, result.stdout) == (2, "")
     assert "no model zoo at" in result.stderr and "pip install -e ." in result.stderr
     assert "Traceback" not in result.stderr
+    result = run_cli("zoo", "--dir", str(tmp_path / "mine"))  # the user's own folder: no install advice
+    assert result.exit_code == 2 and result.stderr.startswith(f"netcfg zoo: error: --dir {tmp_path / 'mine'} is not")
 
 
 def test_own_folder_with_dir_finds_nets_by_file_or_net_name_and_their_solvers(tmp_path):

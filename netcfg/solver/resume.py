@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
+from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.solver.checkpoint import CheckpointError
 from netcfg.solver.rundir import resolved_config
 from netcfg.solver.snapshot import read_snapshot
@@ -38,6 +39,10 @@ def restore(solver, path: Path, *, force: bool = False) -> None:
     (naming what differs) when its solver or net differ, unless ``force``."""
     spec = solver.spec
     tree, diffs = read_snapshot(path, solver.net, resolved_config(spec), force=force)
+    if spec.max_iter < int(tree["iter"]):  # max_iter may change on resume, but not to below where it is
+        raise ConfigErrors([spec.locate(ConfigError(
+            f"max_iter {spec.max_iter} is below the snapshot's iteration {tree['iter']}: nothing is left to train",
+            ("max_iter",), hint=f"set max_iter above {tree['iter']}, or test the snapshot with netcfg test"))])
     for d in diffs:
         solver.log(f"warning: resuming with a changed config: {d}")
     load_optimizer_state(solver.optimizer, tree["optimizer"], str(path))

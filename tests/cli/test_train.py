@@ -205,6 +205,8 @@ def test_resuming_an_older_snapshot_over_later_ones_needs_force(tmp_path):
                             "--set", "max_iter=8", "--force")
     assert code == 0, err
     assert netcfg("train", run / "config.yaml", "--resume", run, "--set", "max_iter=10")[0] == 0  # the newest
+    code, out, err = netcfg("train", run / "config.yaml", "--resume", run, "--set", "max_iter=7")
+    assert code == 2 and "max_iter 7 is below the snapshot's iteration 10: nothing is left to train" in err
 
 
 def test_ctrl_c_before_training_starts_says_so(tmp_path, monkeypatch):

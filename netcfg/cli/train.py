@@ -57,7 +57,7 @@ def train(
 
     main = distributed.env_rank() == 0  # torchrun: rank 0 prints, locks and writes the run directory
     with training_progress(spec.max_iter, write_log) if main else _quiet() as (log, on_step):
-        run_dir = None
+        run_dir, finished = None, False
         if resume is not None:
             resume = _snapshot_to_resume(resume, force)
             run_dir = RunDir.resume(spec, resume, log=log) if main else RunDir.follow(resume.resolve().parent, spec)
@@ -68,6 +68,7 @@ def train(
             if resume is not None:
                 s.restore(resume, force=force)
             s.solve()
+            finished = True
         except Interrupted:
             if main:
                 raise
@@ -75,7 +76,7 @@ def train(
         finally:
             if run_dir is not None:
                 run_dir.close()  # another run may use the directory now
-            distributed.teardown()
+            distributed.teardown(finished)
 
 
 @contextlib.contextmanager

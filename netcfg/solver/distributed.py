@@ -201,10 +201,15 @@ def setup(device_name: str, device: torch.device) -> Distributed:
                        active=True)
 
 
-def teardown() -> None:
-    """Destroy the process group ``setup`` made; nothing otherwise."""
+def teardown(finished: bool = False) -> None:
+    """Destroy the process group ``setup`` made; nothing otherwise. ``finished``: every rank
+    ended the run normally, so all can meet first; a rank leaving while another still tears
+    its Gloo connections down made that one abort now and then (SIGABRT at exit). After an
+    error the ranks may not all get here, so they do not wait for each other."""
     global _owned
     if _owned and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
     _owned = False
 

@@ -37,7 +37,7 @@ def test(
     from netcfg.solver.spec import load_solver
     from netcfg.solver.weights import resolve_file
 
-    overrides = list(set_) + ["max_iter=0", "weights=" + str(weights.resolve())]
+    overrides = list(set_) + ["max_iter=0", "weights=null"]  # the weights to test are loaded below, once
     if device:
         overrides.append(f"device={device}")
     spec = load_solver(solver, overrides)
@@ -46,7 +46,9 @@ def test(
         quiet = (lambda line: None) if as_json else typer.echo
         s = Solver(spec, out=Path(tmp) / "run", log=quiet)
         # a score of half-loaded weights means nothing: every blob of the TEST net must come from the file
-        copy_weights(s.test_net, resolve_file(spec.weights, spec.base_dir), strict=True)
+        path = resolve_file(str(weights), Path.cwd())
+        for line in copy_weights(s.test_net, path, strict=True).lines(str(path)):
+            quiet(line)
         results = s.test(iterations)
         s.run.close()
     if as_json:

@@ -54,11 +54,10 @@ def time_cmd(
     if precision == "fp16" and dev.type != "cuda":
         raise ConfigError("fp16 autocast needs a CUDA device", file="--precision", hint="use bf16 on the CPU")
     graph = build_graph(net_spec, phase, stages)
-    need, node = graph.min_batch()
+    need, _ = graph.min_batch()
     if batch_size < need:
-        raise ConfigError(f"batch {batch_size} is too small: layer '{node.name}' ({node.spec.type}) needs at least "
-                          f"{need} samples a batch in {phase} (batch statistics of its {list(node.in_blobs[0].shape)} "
-                          "input)", file="--batch-size", hint=f"use -b {need} or more, or --phase TEST")
+        raise ConfigError(f"batch {batch_size} is too small: {graph.min_batch_reason()}", file="--batch-size",
+                          hint=f"use -b {need} or more, or --phase TEST")
     from netcfg.solver.memory import check_fits
 
     too_big = check_fits(graph, batch_size, dev, train=phase == "TRAIN", optimizer="SGD", precision=precision,

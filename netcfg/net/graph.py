@@ -78,6 +78,12 @@ class Graph:
                 need, node = m, n
         return need, node
 
+    def min_batch_reason(self) -> str:
+        """Why a batch needs ``min_batch()`` samples, in words, for the errors that refuse fewer."""
+        need, node = self.min_batch()
+        return (f"layer '{node.name}' ({node.spec.type}) needs at least {need} samples a batch in {self.phase} "
+                f"(batch statistics of its {list(node.in_blobs[0].shape)} input)") if node else ""
+
 
 def layer_active(layer: LayerSpec, phase: str, stages: set[str], level: int = 0) -> bool:
     """Caffe's NetStateRule logic."""
@@ -302,7 +308,7 @@ def _check_memory(graph: Graph) -> None:
     except (ValueError, OSError, AttributeError):
         return
     for name, blob in graph.inputs.items():
-        size = numel(blob.shape) * torch.empty((), dtype=getattr(torch, blob.dtype)).element_size()
+        size = numel(blob.shape) * getattr(torch, blob.dtype).itemsize
         if size > ram:
             err = ConfigError(f"one sample of input '{name}' ({' x '.join(map(str, blob.shape))} {blob.dtype}) is "
                               f"{size / 2**30:,.1f} GiB, more than this machine's {ram / 2**30:.1f} GiB of memory",

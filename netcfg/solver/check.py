@@ -48,8 +48,7 @@ def check_batches(spec: SolverSpec, split: str, graph: Graph, samples: int) -> l
     ds = getattr(spec.data, split)
     if node is None or ds is None:
         return []
-    why = (f"layer '{node.name}' ({node.spec.type}) needs at least {need} samples a batch in {graph.phase} "
-           f"(batch statistics of its {list(node.in_blobs[0].shape)} input)")
+    why = graph.min_batch_reason()
     size, last = ds.batch_size, samples % ds.batch_size
     if size < need:
         return [ConfigError(f"batch_size {size} is too small: {why}", ("data", split, "batch_size"),

@@ -6,7 +6,6 @@ A new run never reuses an existing directory: ``runs/lenet`` taken means
 
 from __future__ import annotations
 
-import glob
 import json
 import re
 import shutil
@@ -186,28 +185,17 @@ class RunDir:
     def latest_snapshot(self, before: int | None = None) -> Path | None:
         """The newest complete snapshot (its .solverstate exists) in this run,
         of an iteration below ``before`` if given."""
-        best = None
-        for p in self.path.glob(f"{self.prefix}_iter_*.solverstate"):
-            m = re.fullmatch(rf"{re.escape(self.prefix)}_iter_(\d+)\.solverstate", p.name)
-            if m and p.with_suffix(".safetensors").exists() and (before is None or int(m.group(1)) < before):
-                if best is None or int(m.group(1)) > best[0]:
-                    best = (int(m.group(1)), p)
-        return best[1] if best else None
+        found = [p for it, p in snapshot_states(self.path, self.prefix) if before is None or it < before]
+        return found[-1] if found else None
 
 
 def later_snapshots(state: Path) -> list[Path]:
     """The .solverstate files beside ``state`` (``<prefix>_iter_<N>.solverstate``) of its
     prefix and a higher iteration, in iteration order."""
-    m = re.fullmatch(r"(.+)_iter_(\d+)\.solverstate", state.name)
+    m = _STATE.fullmatch(state.name)
     if m is None:
         return []
-    prefix, it = m.group(1), int(m.group(2))
-    found = []
-    for p in state.parent.glob(f"{glob.escape(prefix)}_iter_*.solverstate"):
-        n = re.fullmatch(rf"{re.escape(prefix)}_iter_(\d+)\.solverstate", p.name)
-        if n and int(n.group(1)) > it:
-            found.append((int(n.group(1)), p))
-    return [p for _, p in sorted(found)]
+    return [p for it, p in snapshot_states(state.parent, m.group(1), complete=False) if it > int(m.group(2))]
 
 
 def newest_snapshot(directory: Path) -> Path | None:
@@ -215,9 +203,19 @@ def newest_snapshot(directory: Path) -> Path | None:
 
     Both files are renamed into place whole (weights first), so a state file found
     here is complete; a kill in the middle of a write leaves only a ``*.tmp-<pid>``."""
-    best = None
-    for p in Path(directory).glob("*_iter_*.solverstate"):
-        m = re.fullmatch(r"(.+)_iter_(\d+)\.solverstate", p.name)
-        if m and p.with_suffix(".safetensors").is_file() and (best is None or int(m.group(2)) > best[0]):
-            best = (int(m.group(2)), p)
-    return best[1] if best else None
+    found = snapshot_states(Path(directory))
+    return found[-1][1] if found else None
+
+
+_STATE = re.compile(r"(.+)_iter_(\d+)\.solverstate")
+
+
+def snapshot_states(directory: Path, prefix: str | None = None, *, complete: bool = True) -> list[tuple[int, Path]]:
+    """(iteration, .solverstate) of the snapshots in ``directory`` (of ``prefix``, if given),
+    by iteration; ``complete``: only those whose .safetensors is there too."""
+    found = []
+    for p in directory.glob("*_iter_*.solverstate"):
+        m = _STATE.fullmatch(p.name)
+        if m and (prefix is None or m.group(1) == prefix) and (not complete or p.with_suffix(".safetensors").is_file()):
+            found.append((int(m.group(2)), p))
+    return sorted(found)

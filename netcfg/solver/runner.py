@@ -78,8 +78,9 @@ class Solver:
         net_spec = spec.net_spec
         train_graph = build_graph(net_spec, "TRAIN", spec.train_stages)
         test_graph = build_graph(net_spec, "TEST", spec.test_stages) if spec.data.test is not None else None
-        if nothing_to_train(spec, train_graph):
-            raise ConfigErrors([spec.locate(e) for e in nothing_to_train(spec, train_graph)])
+        idle = nothing_to_train(spec, train_graph)
+        if idle:
+            raise ConfigErrors([spec.locate(e) for e in idle])
         check_memory(spec, train_graph, test_graph, self.device)  # before any weight is allocated
         self.net = Net(train_graph).to(self.device)
         self.channels_last = use_channels_last(spec.memory_format, self.net)

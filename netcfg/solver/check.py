@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from netcfg.data.loader import BatchLoader
 from netcfg.data.split import load_source
 from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 from netcfg.net import Graph, build_graph
 from netcfg.solver.spec import SolverSpec
 
-__all__ = ["check_solver", "match_inputs", "check_batches", "check_labels", "nothing_to_train"]
+__all__ = ["check_solver", "checked_loader", "match_inputs", "check_batches", "check_labels", "nothing_to_train"]
 
 
 def match_inputs(spec: SolverSpec, split: str, graph: Graph, tensors: dict[str, tuple[tuple[int, ...], str]],
@@ -85,6 +86,28 @@ def check_labels(spec: SolverSpec, split: str, graph: Graph, tensors, origins: d
                 f"({node.spec.type}) has {classes} classes", ("data", split) + (origins or {}).get(name, ()),
                 hint="relabel the data from 0 (classes: [...] relabels), or give the net as many outputs as classes"))
     return errors
+
+
+def checked_loader(spec: SolverSpec, split: str, graph: Graph, device: torch.device) -> BatchLoader:
+    """The batches of a data split, checked against the inputs, batch floor and label range of ``graph``."""
+    ds = getattr(spec.data, split)
+    prefix = ("data", split)
+    try:
+        tensors = load_source(ds, spec.base_dir)
+        # torchrun: test shards are not padded, so each test sample counts once
+        loader = BatchLoader(tensors, ds, seed=spec.random_seed, device=device, even=split == "train")
+    except ConfigErrors as e:
+        raise ConfigErrors([spec.locate(x.prefixed(prefix)) for x in e.errors]) from None
+    except ConfigError as e:
+        raise ConfigErrors([spec.locate(e.prefixed(prefix))]) from None
+    batch = next(iter(loader.epoch_batches()))
+    got = {k: (tuple(v.shape[1:]), str(v.dtype).removeprefix("torch.")) for k, v in batch.items()}
+    errors = (match_inputs(spec, split, graph, got, loader.split.origins)
+              + check_batches(spec, split, graph, loader.num_samples)
+              + check_labels(spec, split, graph, loader.split.tensors, loader.split.origins))
+    if errors:
+        raise ConfigErrors([spec.locate(e) for e in errors])
+    return loader
 
 
 def nothing_to_train(spec: SolverSpec, graph: Graph) -> list[ConfigError]:

@@ -23,15 +23,15 @@ from pathlib import Path
 import torch
 
 from netcfg.data.loader import BatchLoader
-from netcfg.data.sources import load_source
 from netcfg.errors import ConfigError, ConfigErrors, NetcfgError
 from netcfg.net import Net, build_graph
 from netcfg.solver import distributed
-from netcfg.solver.check import check_batches, check_labels, match_inputs, nothing_to_train
+from netcfg.solver.check import checked_loader, nothing_to_train
+from netcfg.solver.evaluate import sum_outputs
 from netcfg.solver.interrupt import StopAfterIteration
 from netcfg.solver.layout import to_layout, use_channels_last
 from netcfg.solver.freeze import freeze
-from netcfg.solver.finite import DeferredCheck, TrainingDiverged, diverged, diverged_elsewhere, gradients_finite
+from netcfg.solver.finite import DeferredCheck, TrainingDiverged, diverged, diverged_elsewhere, gradients_finite, settle
 from netcfg.solver.lr_policy import learning_rate
 from netcfg.solver.memory import check_memory, is_out_of_memory, out_of_memory_error
 from netcfg.solver.device import resolve_device
@@ -139,28 +139,8 @@ class Solver:
         return cls(load_solver(path, overrides), **kwargs)
 
     def _loader(self, split: str) -> BatchLoader:
-        ds = getattr(self.spec.data, split)
-        prefix = ("data", split)
-        try:
-            tensors = load_source(ds, self.spec.base_dir)
-            # torchrun: test shards are not padded, so each test sample counts once
-            loader = BatchLoader(tensors, ds, seed=self.spec.random_seed, device=self.device, even=split == "train")
-        except ConfigErrors as e:
-            raise ConfigErrors([self.spec.locate(x.prefixed(prefix)) for x in e.errors]) from None
-        except ConfigError as e:
-            raise ConfigErrors([self.spec.locate(e.prefixed(prefix))]) from None
-        self._check_inputs(split, loader)
-        return loader
-
-    def _check_inputs(self, split: str, loader: BatchLoader) -> None:
         net = self.net if split == "train" else self.test_net
-        batch = next(iter(loader.epoch_batches()))
-        got = {k: (tuple(v.shape[1:]), str(v.dtype).removeprefix("torch.")) for k, v in batch.items()}
-        errors = (match_inputs(self.spec, split, net.graph, got, loader.split.origins)
-                  + check_batches(self.spec, split, net.graph, loader.num_samples)
-                  + check_labels(self.spec, split, net.graph, loader.split.tensors, loader.split.origins))
-        if errors:
-            raise ConfigErrors([self.spec.locate(e) for e in errors])
+        return checked_loader(self.spec, split, net.graph, self.device)
 
     # ------------------------------------------------------------ training
 
@@ -241,34 +221,9 @@ class Solver:
         raise diverged_elsewhere(self.run, self.iter, ranks)
 
     def _settle(self) -> None:
-        """Read a deferred check's flag (one host sync). If an iteration went bad, its update and
-        every later one were skipped on the device: stop as the per-iteration check would have,
-        at that iteration, with its batches drawn again to name the layer."""
-        d = self._deferred
-        if d is None:
-            return
-        bad = d.first_bad()
-        if bad is None:
-            d.restart(self.iter)
-            if self.losses:  # what the progress bar shows between displays
-                self._shown_loss = float(sum(self.losses) / len(self.losses))
-            return
-        value = float(d.value)  # the iteration's loss: non-finite, or finite with a bad gradient
-        undo = d.recent[bad]
-        self.train_data.load_state_dict(undo["data"])
-        restore_rng(undo["rng"], self.device)
-        self.iter, self._undo = bad, None
-        batches = [self.train_data.next_batch() for _ in range(self.spec.iter_size)]
-        batches = [to_layout(b) for b in batches] if self.channels_last else batches
-        if math.isfinite(value):
-            self._diverged(batches[-1], value, gradient=True)
-        with torch.no_grad():
-            for batch in batches:  # the micro-batch whose loss went bad, for the message's layer
-                with self._autocast():
-                    loss = float(self.net.loss(self.net(**batch)))
-                if not math.isfinite(loss):
-                    self._diverged(batch, loss)
-        self._diverged(batches[-1], value)
+        """Read a deferred NaN check's flag (one host sync); stop at the iteration that went bad."""
+        if self._deferred is not None:
+            settle(self)
 
     def step(self, n: int) -> None:
         """Run ``n`` iterations (Caffe's Solver::Step)."""
@@ -338,9 +293,7 @@ class Solver:
         rec = {"event": "train", "iter": it, "epoch": round(epoch, 4), "loss": smoothed,
                **{k: v for k, v in outs.items()}, "lr": lr, "images_per_s": round(rate, 1),
                "seconds": round(seconds, 3)}
-        self.run.metric(rec)
-        if self.tensorboard is not None:
-            self.tensorboard.write(rec)
+        self._record(rec)
         weights = self.net.loss_weights  # the total first, then each output (a top may itself be called loss)
         shown = [f"{k} = {v:.4g}" + (f" x {weights[k]:g}" if weights.get(k, 1.0) != 1.0 else "")
                  for k, v in outs.items() if k not in weights or len(outs) > 1]
@@ -384,45 +337,30 @@ class Solver:
 
     # ------------------------------------------------------------ testing
 
-    @torch.no_grad()
     def test(self, iterations: int | None = None) -> dict[str, float]:
         """Average every scalar output of the TEST net over the test set (or N batches)."""
         if self.test_net is None or self.test_data is None:
             raise ConfigErrors([self.spec.locate(ConfigError("no test data to test on", ("data",), hint="add data.test"))])
-        iterations = iterations or self.spec.test_iter
         self._settle()  # a deferred NaN check stops here, before testing weights it froze
         self.dist.sync_buffers(self.net)  # torchrun: every rank tests rank 0's BatchNorm statistics
-        self.test_net.eval()
-        sums: dict[str, float] = {}
-        count = 0
         t0 = time.perf_counter()
-        for i, batch in enumerate(self.test_data.epoch_batches()):
-            if iterations is not None and i >= iterations:
-                break
-            n = len(next(iter(batch.values())))
-            if self.channels_last:
-                batch = to_layout(batch)
-            with self._autocast():
-                out = self.test_net(**batch)
-            if self.test_net.loss_weights:
-                out = {**out, "loss": self.test_net.loss(out)} if "loss" not in out else out
-            for k, v in out.items():
-                if v.dim() == 0:
-                    sums[k] = sums.get(k, 0.0) + float(v) * n
-            count += n
+        sums, count = sum_outputs(self.test_net, self.test_data.epoch_batches(), iterations or self.spec.test_iter,
+                                  channels_last=self.channels_last, autocast=self._autocast)
         sums, count = self.dist.sum_over_ranks(sums, count)  # torchrun: each rank tested its shard
         self._in_train_mode = False
-        results = {k: v / max(count, 1) for k, v in sums.items()}
-        self.last_test = results
-        rec = {"event": "test", "iter": self.iter,
-               "epoch": round(self.train_data.epoch_float, 4) if self.train_data else 0.0,
-               **results, "samples": count, "seconds": round(time.perf_counter() - t0, 3)}
-        self.run.metric(rec)
-        if self.tensorboard is not None:
-            self.tensorboard.write(rec)
+        self.last_test = results = {k: v / max(count, 1) for k, v in sums.items()}
+        self._record({"event": "test", "iter": self.iter,
+                      "epoch": round(self.train_data.epoch_float, 4) if self.train_data else 0.0,
+                      **results, "samples": count, "seconds": round(time.perf_counter() - t0, 3)})
         self.log(f"Iteration {self.iter}, Testing net ({count} samples): "
                  + ", ".join(f"{k} = {v:.4f}" for k, v in results.items()))
         return results
+
+    def _record(self, rec: dict) -> None:
+        """One metrics.jsonl record, mirrored to TensorBoard when it is on."""
+        self.run.metric(rec)
+        if self.tensorboard is not None:
+            self.tensorboard.write(rec)
 
     # ------------------------------------------------------------ snapshots
 

@@ -148,7 +148,7 @@ def did_you_mean(word: str, choices: Iterable[str], *, show_all: int = 12) -> st
     parts = []
     if close:
         parts.append(f"did you mean '{close[0]}'?")
-    if len(choices) <= show_all:
+    if choices and len(choices) <= show_all:
         parts.append("valid: " + ", ".join(choices))
     elif not close and show_all > 0:
         parts.append(f"valid: {', '.join(choices[:show_all])}, ... ({len(choices)} in all)")

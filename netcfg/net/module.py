@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from netcfg.errors import ConfigError, ConfigErrors
+from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 from netcfg.net.graph import Graph
 
 __all__ = ["Net", "ParamInfo", "run_schedule"]
@@ -109,6 +109,9 @@ class Net(nn.Module):
         return list(self._infos)
 
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        missing = [n for n in self.input_names if n not in inputs]  # constant under torch.compile
+        if missing:
+            raise TypeError(_missing_inputs(self.graph.name, missing, inputs))
         blobs = run_schedule(self._schedule, dict(inputs))
         return {t: blobs[t] for t in self.outputs}
 
@@ -145,6 +148,12 @@ class Net(nn.Module):
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
             raise ConfigErrors([ConfigError(f"missing input(s) {missing}; the net takes {list(self.input_names)}")])
+
+
+def _missing_inputs(net: str, missing: list[str], given) -> str:
+    hints = [h for h in (did_you_mean(n, given, show_all=0) for n in missing) if h]
+    return (f"net '{net}' needs the input(s) {', '.join(map(repr, missing))}; given: {sorted(given) or 'none'}"
+            + (f" ({'; '.join(hints)})" if hints else ""))
 
 
 def _set_param(module: nn.Module, path: str, p: nn.Parameter) -> None:

@@ -50,6 +50,14 @@ def test_in_place_rebinding_and_fan_out_gradients_add():
     assert net.a.weight.grad is not None and net.b.weight.grad is None
 
 
+def test_a_missing_input_names_it_and_the_nearest_given_one():
+    net = build_net(spec())
+    with pytest.raises(TypeError, match=r"net 't' needs the input\(s\) 'label'; given: \['labels', 'x'\] \(did you mean 'labels'\?\)"):
+        net(x=torch.randn(3, 4), labels=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"needs the input\(s\) 'x', 'label'; given: none$"):
+        net()
+
+
 def test_loss_weight_scales_a_top_into_the_total_loss():
     text = NET.replace("bottom: [b, label]}", "bottom: [b, label], loss_weight: 0.5}").replace(
         "num_output: 2, exclude", "num_output: 2, loss_weight: 2, exclude")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -163,4 +165,5 @@ class Deconvolution(_ConvBase):
         n_in = 1
         for d in bottoms[0].shape:
             n_in *= d
-        return 2 * n_in * (self.num_output // self.group) * k
+        bias = math.prod(tops[0].shape) if self.bias_term else 0
+        return 2 * n_in * (self.num_output // self.group) * k + bias

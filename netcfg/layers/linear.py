@@ -84,4 +84,4 @@ class InnerProduct(LayerSpec):
         n_in = math.prod(bottoms[0].shape)
         n_out = math.prod(tops[0].shape)
         fan_in = n_in * self.num_output // max(n_out, 1)
-        return 2 * n_out * fan_in
+        return 2 * n_out * fan_in + (n_out if self.bias_term else 0)  # as Convolution counts its bias

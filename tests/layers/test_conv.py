@@ -76,6 +76,9 @@ def test_flops_count_multiply_adds_twice():
     # output 3x3x3 = 27 values, each 2*3*3 multiply-adds plus a bias add
     assert g.nodes[0].flops == 27 * (2 * 2 * 9) + 27
     assert g.nodes[0].params == 3 * 2 * 9 + 3
+    g = build_graph(net_from_source(parse_yaml(net_text([2, 3, 3], "type: Deconvolution, num_output: 3, kernel_size: 3"))))
+    # each of the 2*3*3 inputs scatters into 3 outputs x 3*3 taps; output 3x5x5 = 75 bias adds
+    assert g.nodes[0].flops == 18 * 3 * 9 * 2 + 75
 
 
 def test_kernel_larger_than_the_input_is_a_located_error():

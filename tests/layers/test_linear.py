@@ -51,4 +51,6 @@ def test_weight_norm_keeps_the_effective_weight_differentiable():
 def test_flops_and_params():
     g = build_graph(net_from_source(parse_yaml(text([2, 3], "num_output: 4"))))
     assert g.nodes[0].params == 6 * 4 + 4
+    assert g.nodes[0].flops == 2 * 6 * 4 + 4  # a multiply-add per weight, and the bias add (as Convolution)
+    g = build_graph(net_from_source(parse_yaml(text([2, 3], "num_output: 4, bias_term: false"))))
     assert g.nodes[0].flops == 2 * 6 * 4

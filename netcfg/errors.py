@@ -120,10 +120,11 @@ class FieldError(ValueError):
 class ShapeError(ValueError):
     """Raised by a layer's shape inference; the graph locates it at the layer.
 
-    ``key`` names the layer field to point at (``"kernel_size"``), if any.
+    ``key`` names the layer field to point at (``"kernel_size"``), if any, or a path
+    inside the layer (``("body", 0, "kernel_size")``).
     """
 
-    def __init__(self, message: str, key: str | None = None):
+    def __init__(self, message: str, key: str | tuple[str | int, ...] | None = None):
         super().__init__(message)
         self.key = key
 

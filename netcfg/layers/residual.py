@@ -132,13 +132,14 @@ class Residual(LayerSpec):
 
     def _chain(self, key: str, x: Blob) -> list[Step]:
         steps: list[Step] = []
-        for layer in getattr(self, key):
+        for i, layer in enumerate(getattr(self, key)):
             try:
                 out = layer.infer([x])
                 if len(out) != 1:
                     raise ShapeError(f"makes {len(out)} tops; a block needs exactly one")
-            except ShapeError as e:
-                raise ShapeError(f"{key} layer '{layer.name}' ({layer.type}): {e}", key=key) from None
+            except ShapeError as e:  # located at the inner layer's own key (body[0].kernel_size)
+                where = (key, i) + ((e.key,) if isinstance(e.key, str) else tuple(e.key or ()))
+                raise ShapeError(f"{key} layer '{layer.name}' ({layer.type}): {e}", key=where) from None
             steps.append((layer, x, out[0]))
             x = out[0]
         return steps

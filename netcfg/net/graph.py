@@ -111,8 +111,8 @@ def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | l
     prev_top: str | None = next(iter(spec.inputs))
     shared: dict[str, tuple] = {}
 
-    def err(layer: LayerSpec, msg: str, key: str | None = None, hint: str | None = None) -> None:
-        path = layer._path + ((key,) if key else ())
+    def err(layer: LayerSpec, msg: str, key: str | tuple | None = None, hint: str | None = None) -> None:
+        path = layer._path + (key if isinstance(key, tuple) else (key,) if key else ())
         errors.append(spec.locate(ConfigError(msg, path, hint=hint)))
 
     for idx, layer in enumerate(spec.layers):

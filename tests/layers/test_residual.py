@@ -165,7 +165,7 @@ def test_inner_shape_error_names_the_inner_layer():
     text = BLOCK.replace("{name: conv2, type: Convolution, num_output: 8, kernel_size: 3, pad: 1}",
                          "{name: conv2, type: Convolution, num_output: 8, kernel_size: 9}")
     msg = errors(text, graph=True)
-    assert "layers[0].body: Residual layer 'res1': body layer 'conv2' (Convolution): kernel extent 9" in msg
+    assert "layers[0].body[2].kernel_size: Residual layer 'res1': body layer 'conv2' (Convolution): kernel extent 9" in msg
 
 
 @pytest.mark.parametrize(("inner", "expect"), [

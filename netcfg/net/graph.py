@@ -134,6 +134,9 @@ def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | l
         scopes.update({".".join(parts[:i]): layer.name for i in range(1, len(parts))})
         bottoms = list(layer.bottom) if layer.bottom is not None else ([prev_top] if prev_top else [])
         tops = list(layer.top) if layer.top is not None else _default_tops(layer)
+        # the next layer without a bottom reads this one's top, even when this one fails below
+        # (a poisoned top keeps it quiet; the blob before this layer would cascade errors)
+        prev_top = tops[0] if tops else prev_top
         if not _count_ok(bottoms, cls.n_bottoms):
             err(layer, f"{layer.type} takes {_count_text(cls.n_bottoms)} bottom(s), got {len(bottoms)}: {bottoms}",
                 "bottom" if layer.bottom is not None else None)
@@ -207,7 +210,6 @@ def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | l
                 batch_means.pop(t, None)
         nodes.append(Node(layer, bottoms, tops, in_blobs, out_blobs, params,
                           layer.flops(in_blobs, out_blobs), weights, trainable))
-        prev_top = tops[0] if tops else prev_top
     if not errors and not nodes:
         errors.append(spec.locate(ConfigError(f"no layer is active in phase {phase}", ("layers",))))
     if errors:

@@ -122,6 +122,22 @@ def test_one_error_per_mistake_downstream_layers_stay_quiet():
     assert len(e.value.errors) == 1 and "bottom 'y' is not an input" in e.value.render()
 
 
+def test_layers_without_bottoms_after_a_failed_layer_stay_quiet():
+    # each layer reads the previous top implicitly; after conv fails, the ReLU and the second conv
+    # must read its (unknown) top, not fall back to the input and fail again
+    text = """\
+name: chain
+inputs: {x: [8]}
+layers:
+  - {name: conv, type: Convolution, num_output: 2, kernel_size: 3}
+  - {name: relu, type: ReLU}
+  - {name: conv2, type: Convolution, num_output: 2, kernel_size: 1}
+"""
+    with pytest.raises(ConfigErrors) as e:
+        build_graph(spec(text))
+    assert len(e.value.errors) == 1 and "Convolution layer 'conv'" in e.value.render()
+
+
 def test_trainable_params_count_each_blob_by_its_lr_mult():
     # a layer with one frozen blob is not all trainable; a Residual body's lr_mult counts too
     text = """name: frz

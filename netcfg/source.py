@@ -294,6 +294,7 @@ class _Builder:
 # ---------------------------------------------------------------- overrides
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
+_INDEX = re.compile(r"\[(\d+|[A-Za-z_][A-Za-z0-9_]*)\]")
 
 
 def apply_overrides(src: Source, overrides: list[str]) -> Source:
@@ -310,10 +311,11 @@ def apply_overrides(src: Source, overrides: list[str]) -> Source:
             errors.append(ConfigError("expected KEY=VALUE", file=where, hint="e.g. --set base_lr=0.01"))
             continue
         key, _, value_text = text.partition("=")
-        parts = key.strip().split(".")
+        parts = _INDEX.sub(r".\1", key.strip()).split(".")  # layers[2].x, as errors print paths: layers.2.x
         if not all(_KEY.fullmatch(p) for p in parts):
             errors.append(ConfigError(f"bad key path '{key}'", file=where,
-                                      hint="dotted names and list indices, e.g. layers.conv1.num_output"))
+                                      hint="dotted names and list indices, e.g. layers.conv1.num_output "
+                                           "or layers[0].num_output"))
             continue
         try:
             value = parse_yaml(f"v: {value_text}", where).data["v"]
@@ -324,6 +326,7 @@ def apply_overrides(src: Source, overrides: list[str]) -> Source:
             value = value_text  # not valid YAML on its own: take it as a plain string
         node = src.data
         path: list[str | int] = []
+        created: tuple | None = None  # the first key this --set adds: what is missing under it is the --set's
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if isinstance(node, list):
@@ -339,6 +342,8 @@ def apply_overrides(src: Source, overrides: list[str]) -> Source:
                     node = node[idx]
             elif isinstance(node, dict):
                 path.append(part)
+                if part not in node and created is None:
+                    created = tuple(path)
                 if last:
                     node[part] = value  # unknown keys are caught by the schema, with a hint
                 else:
@@ -348,7 +353,7 @@ def apply_overrides(src: Source, overrides: list[str]) -> Source:
                                           file=where))
                 break
         else:
-            src.overridden[tuple(path)] = where
+            src.overridden[created or tuple(path)] = where
     if errors:
         raise ConfigErrors(errors)
     return src

@@ -220,6 +220,9 @@ def test_override_list_item_by_index_and_by_name():
     src = overridden("layers.0.num_output=64", "layers.ip1.num_output=5")
     assert src.data["layers"][0]["num_output"] == 64
     assert src.data["layers"][1]["num_output"] == 5
+    # the path as an error prints it works too
+    src = overridden("layers[0].num_output=32", "layers[ip1].num_output=6")
+    assert (src.data["layers"][0]["num_output"], src.data["layers"][1]["num_output"]) == (32, 6)
 
 
 @pytest.mark.parametrize("text, value", [
@@ -261,6 +264,13 @@ def test_errors_in_an_overridden_value_point_at_the_set():
     assert err.render() == "--set layers.ip1.num_output=0: error: layers[1].num_output: must be >= 1, got 0"
     err = src.locate(ConfigError("bad", ("layers", 0, "num_output")))  # untouched: still the file
     assert err.where == "net.yaml:7:17"
+
+
+
+def test_a_key_missing_under_a_new_key_of_a_set_points_at_the_set():
+    src = overridden("extra.sub.leaf=1")
+    err = src.locate(ConfigError("missing required key 'other'", ("extra", "sub")))
+    assert err.where == "--set extra.sub.leaf=1"
 
 
 def test_exponent_numbers_read_as_numbers_as_in_yaml_1_2():

@@ -272,7 +272,8 @@ class Expander:
                 sub.local = {t for x, _ in items for t in _tops(x)}
                 layers, _ = self.graph_list(items, sub, prev, prev_path)
                 if not layers:
-                    self.error(f"block '{use.block}' leaves no layers here (every `if:` is false)", path, ctx.label)
+                    if len(self.errors) == before:  # else an inner error (a cycle) emptied it: said already
+                        self.error(f"block '{use.block}' leaves no layers here (every `if:` is false)", path, ctx.label)
                     return [], prev
                 last = layers[-1]
                 prev = output if r == n else scope

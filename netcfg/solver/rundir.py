@@ -6,7 +6,9 @@ A new run never reuses an existing directory: ``runs/lenet`` taken means
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -172,11 +174,16 @@ class RunDir:
     def _append(self, name: str, text: str) -> None:
         if not self.writes:
             return
+        path, size = self.path / name, None
         try:
-            with open(self.path / name, "a") as f:
+            size = path.stat().st_size if path.exists() else 0
+            with open(path, "a") as f:
                 f.write(text)
         except OSError as e:  # a full disk: say so, not a traceback
-            raise WriteError(self.path / name, e) from None
+            if size is not None:  # no half line left for a resumed run to append after (netcfg plot would refuse it)
+                with contextlib.suppress(OSError):
+                    os.truncate(path, size)
+            raise WriteError(path, e) from None
 
     def snapshot_paths(self, it: int) -> tuple[Path, Path]:
         base = f"{self.prefix}_iter_{it}"  # not with_suffix(): a prefix may hold dots ("lenet.v2")

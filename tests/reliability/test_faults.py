@@ -23,6 +23,7 @@ from netcfg.solver.checkpoint import load_tree
 from netcfg.solver.memory import estimate, is_out_of_memory, split_batch
 from netcfg.solver.rundir import newest_snapshot
 from netcfg.solver.spec import load_solver
+from netcfg.tools.plot import read_run
 from tests.reliability import ROOT, netcfg, tree, write_tiny_solver
 
 MAX_ITER = 24
@@ -91,6 +92,21 @@ def test_a_full_disk_for_the_metrics_is_a_message(tmp_path, monkeypatch):
     assert err == f"{tmp_path / 'run/metrics.jsonl'}: error: cannot write: No space left on device\n"
     assert newest_snapshot(tmp_path / "run") == tmp_path / "run/tiny_iter_3.solverstate"
     assert not (tmp_path / "run/train.lock").exists()
+
+
+def test_a_record_the_full_disk_cut_short_is_not_left_for_the_resumed_run(tmp_path, monkeypatch):
+    # half of iteration 5's line reached the disk; a resume appending after it would leave
+    # a broken line in the middle of metrics.jsonl, and netcfg plot would refuse the run
+    solver = write_tiny_solver(tmp_path)
+    disk_full_at(monkeypatch, "metrics.jsonl", module=rundir, when=lambda text: '"iter": 5,' in text)
+    code, out, err = netcfg("train", solver, "--out", tmp_path / "run")
+    assert code == 1
+    text = (tmp_path / "run/metrics.jsonl").read_text()
+    assert text.endswith("\n") and '"iter": 5,' not in text
+    monkeypatch.undo()
+    code, out, err = netcfg("train", tmp_path / "run/config.yaml", "--resume", tmp_path / "run")
+    assert code == 0, err
+    assert [r["iter"] for r in read_run(tmp_path / "run").train] == list(range(MAX_ITER))
 
 
 def test_an_unwritable_run_directory_is_refused_before_training(tmp_path, monkeypatch):

@@ -96,8 +96,13 @@ class RunDir:
                 made = True
             else:
                 path = Path(out)
-                made = not path.exists()
-                path.mkdir(parents=True, exist_ok=True)
+                try:  # not exists() then mkdir(): a run started at the same moment may make it in between,
+                    path.mkdir(parents=True)  # and ours, refused by its lock, would delete its directory
+                    made = True
+                except FileExistsError:
+                    if not path.is_dir():
+                        raise
+                    made = False
         except OSError as e:
             raise ConfigError(f"cannot create the run directory {e.filename or out}: {e.strerror}", file=where,
                               hint="pick a writable place with --out") from None

@@ -6,12 +6,16 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from netcfg.errors import ConfigError
 from netcfg.solver import lock as lock_module
 from netcfg.solver.lock import LOCK_NAME, RunLock, remove_stale_temporaries
+from netcfg.solver.rundir import RunDir
+from netcfg.solver.spec import load_solver
+from tests.reliability import write_tiny_solver
 
 HOLDER = textwrap.dedent("""
     import importlib.util, sys
@@ -77,3 +81,28 @@ def test_only_a_dead_writers_temporaries_are_removed(tmp_path):
         p.write_bytes(b"half")
     assert remove_stale_temporaries(tmp_path) == [stale]
     assert not stale.exists() and live.exists() and kept.exists()
+
+
+def test_a_run_refused_by_a_run_that_made_the_same_folder_a_moment_before_leaves_it_alone(tmp_path, monkeypatch):
+    # two `netcfg train --out run` started together: the other one makes and locks the folder
+    # just before this one makes it; this one is refused, and must not delete the other's folder
+    spec, run = load_solver(write_tiny_solver(tmp_path)), tmp_path / "run"
+    real_mkdir, holder = Path.mkdir, []
+
+    def other_run_first(self, *args, **kwargs):
+        if self == run and not holder:
+            real_mkdir(run)
+            (run / "config.yaml").write_text("the other run's\n")
+            holder.append(subprocess.Popen([sys.executable, "-c", HOLDER, str(run), lock_module.__file__],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+            assert holder[0].stdout.readline().strip() == "locked"
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", other_run_first)
+    try:
+        with pytest.raises(ConfigError) as e:
+            RunDir.create(spec, run)
+        assert "is in use by another netcfg train" in e.value.render()
+        assert (run / "config.yaml").read_text() == "the other run's\n"
+    finally:
+        holder[0].communicate("", timeout=60)

@@ -18,11 +18,21 @@ class StopAfterIteration:
     def __init__(self) -> None:
         self.requested = False
         self._previous = None
+        self._held = False  # between hold() and release(): a second Ctrl-C counts as the first
 
     def _handler(self, signum, frame) -> None:
-        if self.requested:
+        if self.requested and not self._held:
             raise KeyboardInterrupt
         self.requested = True  # no printing here: the handler may interrupt a print
+
+    def hold(self) -> None:
+        """Until ``release()``, a second Ctrl-C only asks to stop after the iteration, as the
+        first did: an optimizer update stopped half way would leave a mix of old and new
+        weights, and one stopped before the iteration is counted would be trained again."""
+        self._held = True
+
+    def release(self) -> None:
+        self._held = False
 
     def __enter__(self) -> StopAfterIteration:
         if (threading.current_thread() is threading.main_thread()

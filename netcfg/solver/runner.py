@@ -8,7 +8,9 @@ update at ``learning_rate(iter)``, the smoothed loss displayed every
 
 Ctrl-C (Caffe's SIGINT action) lets the running iteration finish, snapshots and
 stops; a second Ctrl-C stops at once, rolling the unfinished iteration's batches
-and random numbers back first. Either way the snapshot resumes bit for bit.
+and random numbers back first (one that comes during the optimizer's update, which
+no roll-back could undo, lets the iteration finish instead). Either way the snapshot
+resumes bit for bit.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ class Solver:
         self._undo: dict | None = None  # set while an iteration runs (see _roll_back_iteration)
         self.losses: deque[float] = deque(maxlen=spec.average_loss)
         self._updating = False  # inside optimizer.step(): the weights may be half updated
+        self._ctrl_c = StopAfterIteration()  # step()'s, while it runs: holds a second Ctrl-C during an update
         self._in_train_mode = False  # net.train() (and frozen BatchNorm in eval) done for this step()
         self.last_test: dict[str, float] = {}
         self._seconds = 0.0  # training time of earlier sessions (resume)
@@ -203,6 +206,7 @@ class Solver:
             torch.nn.utils.clip_grad_norm_(self._params, s.clip_gradients)
         if s.regularization_type == "L1":
             apply_l1(self.optimizer, s.weight_decay)
+        self._ctrl_c.hold()  # released once step() has counted the iteration
         self._updating = True
         if self.scaler:
             self.scaler.step(self.optimizer)
@@ -234,6 +238,7 @@ class Solver:
         last_display = (t0, 0)
         self._in_train_mode = False  # the caller may have put the net in eval mode
         with StopAfterIteration() as ctrl_c:
+            self._ctrl_c = ctrl_c
             while self.iter < stop:
                 if s.test_interval and self.iter % s.test_interval == 0 and (self.iter > 0 or s.test_initialization):
                     self.test()
@@ -252,6 +257,7 @@ class Solver:
                 self._undo = None
                 images += n_img
                 self.losses.append(loss)
+                ctrl_c.release()  # the update is counted: a second Ctrl-C stops at once again
                 if self._deferred is not None and (self.iter - self._deferred.start >= DeferredCheck.EVERY or (
                         s.display and (self.iter - 1) % s.display == 0)):
                     self._settle()

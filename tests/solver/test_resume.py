@@ -107,6 +107,35 @@ def test_ctrl_c_inside_an_iteration_resumes_exactly(tmp_path, how, ctrl_c_enable
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
 
 
+def test_a_second_ctrl_c_during_the_update_lets_it_finish(tmp_path, ctrl_c_enabled):
+    # Ctrl-C twice while the optimizer updates iteration 4 (several kernels, one per parameter
+    # group): stopped there, the snapshot held iteration 4's new weights labelled as iteration 4,
+    # which the resumed run then trained on again. The update and its count finish first.
+    path = write_solver(tmp_path, MLP_DROPOUT, max_iter=10, test=False)
+    straight = solve(path, tmp_path / "straight")
+    s = Solver(load_solver(path), out=tmp_path / "run", log=lambda line: None)
+    real, calls = s.optimizer.step, []
+
+    def step(*args, **kwargs):
+        done = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 5:  # the weights are updated; the iteration is not counted yet
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return done
+
+    s.optimizer.step = step
+    with pytest.raises(Interrupted) as e:
+        s.solve()
+    assert s.iter == 5 and "tiny_iter_5.solverstate" in str(e.value)
+    state = tmp_path / "run/tiny_iter_5.solverstate"
+    resumed = Solver(load_solver(path), run_dir=RunDir.resume(load_solver(path), state), log=lambda line: None)
+    resumed.restore(state)
+    resumed.solve()
+    assert_same_weights(straight.net.state_dict(), resumed.net.state_dict())
+    assert train_losses(tmp_path / "run", 0) == train_losses(tmp_path / "straight", 0)
+
+
 def test_resume_refuses_a_changed_solver_unless_forced(tmp_path):
     solver = write_solver(tmp_path, MLP, max_iter=3, test=False)
     assert netcfg("train", solver, "--out", tmp_path / "run")[0] == 0

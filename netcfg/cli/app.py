@@ -9,8 +9,10 @@ a NetcfgError prints as ``FILE:LINE:COL: error: ...`` and exits with its code.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import pkgutil
+import signal
 
 import typer
 import typer.core
@@ -55,7 +57,18 @@ for _module in _command_modules():
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
-    app(args=argv, prog_name="netcfg")
+    try:
+        app(args=argv, prog_name="netcfg")
+    except SystemExit as e:
+        if e.code == 130:  # stopped by Ctrl-C: registered now, so it runs before the exit handlers torch left
+            atexit.register(_ctrl_c_ends_the_exit)
+        raise
+
+
+def _ctrl_c_ends_the_exit() -> None:
+    """A second Ctrl-C while Python shuts down (users press it twice) ends the process at once,
+    instead of interrupting an exit handler of torch's and printing its traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -217,3 +220,32 @@ def test_ctrl_c_before_training_starts_says_so(tmp_path, monkeypatch):
     code, out, err = netcfg("train", write_solver(tmp_path, MLP), "--out", tmp_path / "run")
     assert code == 130 and err.strip() == "interrupted (Ctrl-C)"
     assert not (tmp_path / "run").exists()
+
+
+# Ctrl-C while the data loads; a second one while Python runs its exit handlers (here a
+# stand-in for torch's, registered first as torch's are)
+CTRL_C_TWICE = """
+import atexit, os, signal, sys, time
+from netcfg.solver import Solver
+from netcfg.cli.app import main
+
+def exit_handler():
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(1)
+
+def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+atexit.register(exit_handler)
+Solver.__init__ = interrupted
+main(sys.argv[1:])
+"""
+
+
+def test_ctrl_c_twice_before_training_prints_no_traceback(tmp_path):
+    solver = write_solver(tmp_path, MLP)
+    done = subprocess.run([sys.executable, "-c", CTRL_C_TWICE, "train", str(solver), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2],
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.stderr.strip() == "interrupted (Ctrl-C)"  # no "Exception ignored ... KeyboardInterrupt"
+    assert done.returncode == -signal.SIGINT  # the shell's 130

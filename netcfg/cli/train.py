@@ -37,6 +37,7 @@ def train(
     a snapshot it could not write); 2 refused before training (bad input, a run
     directory another process trains in); 130 Ctrl-C."""
     import_plugins(plugin)
+    from netcfg.errors import NetcfgError
     from netcfg.solver import Interrupted, Solver, distributed
     from netcfg.solver.rundir import RunDir
     from netcfg.solver.spec import load_solver
@@ -46,7 +47,14 @@ def train(
         overrides.append(f"device={device}")
     if weights:
         overrides.append(f"weights={weights.resolve()}")
-    spec = load_solver(solver, overrides)
+    try:
+        spec = load_solver(solver, overrides)
+        if resume is not None:
+            resume = _snapshot_to_resume(resume, force)
+    except NetcfgError as e:
+        if distributed.env_local_rank() > 0:  # torchrun: a node's ranks read the same files; its rank 0 says it once
+            raise typer.Exit(e.exit_code) from None
+        raise
     from netcfg.cli.progress import training_progress
 
     log_to = []  # the run directory, once made
@@ -59,7 +67,6 @@ def train(
     with training_progress(spec.max_iter, write_log) if main else _quiet() as (log, on_step):
         run_dir, finished = None, False
         if resume is not None:
-            resume = _snapshot_to_resume(resume, force)
             run_dir = RunDir.resume(spec, resume, log=log) if main else RunDir.follow(resume.resolve().parent, spec)
         try:
             s = Solver(spec, out=out, log=log, run_dir=run_dir, on_step=on_step)

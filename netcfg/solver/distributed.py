@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from netcfg.errors import ConfigError, NetcfgError
 
-__all__ = ["ONE_PROCESS", "Distributed", "env_rank", "launched", "rank_seed", "setup", "teardown", "unused_parameters"]
+__all__ = ["ONE_PROCESS", "Distributed", "env_local_rank", "env_rank", "launched", "rank_seed", "setup", "teardown", "unused_parameters"]
 
 CPU = torch.device("cpu")
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -36,6 +36,11 @@ def launched() -> bool:
 def env_rank() -> int:
     """This process's rank before any set-up: what the CLI needs to decide who prints."""
     return int(os.environ["RANK"]) if launched() else 0
+
+
+def env_local_rank() -> int:
+    """This process's rank on its machine before any set-up (torchrun's LOCAL_RANK), 0 alone."""
+    return int(os.environ["LOCAL_RANK"]) if launched() else 0
 
 
 def rank_seed(seed: int, rank: int, it: int) -> int:

@@ -166,6 +166,16 @@ def test_a_nan_on_one_rank_stops_both(tmp_path):
     assert "first non-finite output: layer 'exp0', top 'e'" in done.stderr
 
 
+def test_a_bad_command_line_is_reported_once_not_by_every_rank(tmp_path):
+    solver = write_solver(tmp_path, MLP, test=False)
+    done = torchrun(tmp_path, str(solver), "--set", "base_lr=abc")
+    assert done.returncode != 0
+    assert done.stderr.count("--set base_lr=abc: error: base_lr: input should be a valid number") == 1
+    done = torchrun(tmp_path, str(solver), "--resume", "nowhere")
+    assert done.returncode != 0
+    assert done.stderr.count("--resume: error: solver state not found: nowhere") == 1
+
+
 # ------------------------------------------------------------ in process
 
 

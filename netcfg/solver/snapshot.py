@@ -21,7 +21,7 @@ import yaml
 from torch import nn
 
 from netcfg.errors import ConfigError
-from netcfg.solver.checkpoint import CheckpointError, WriteError, atomic_write_bytes, load_tree, save_tree
+from netcfg.solver.checkpoint import TREE_KEY, CheckpointError, WriteError, atomic_write_bytes, load_tree, save_tree
 from netcfg.solver.rundir import config_diff
 
 __all__ = ["save_weights", "load_weights", "copy_weights", "WeightsReport", "net_config_of", "write_snapshot",
@@ -67,6 +67,9 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     except Exception as e:  # safetensors raises its own error types for bad headers
         raise CheckpointError(path, f"not a readable .safetensors weights file ({e}); netcfg reads weights "
                                     f"from .safetensors, or a state_dict in {'/'.join(TORCH_SUFFIXES)}") from None
+    if TREE_KEY in meta:  # a .solverstate is a safetensors file too, holding optimizer buffers, not the net's blobs
+        raise CheckpointError(path, "is a solver state (what --resume takes), not weights; its weights are "
+                                    f"{path.with_suffix('.safetensors')}")
     return tensors, meta
 
 

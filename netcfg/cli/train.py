@@ -28,14 +28,14 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="resume even if the solver or net changed, or over later snapshots")] = False,
     plugin: PluginOpt = [],
 ) -> None:
-    """Train the net of SOLVER; Ctrl-C writes a snapshot and exits 130.
+    """Train the net of SOLVER; Ctrl-C (or SIGTERM) writes a snapshot and exits 130 (143).
 
     Under torchrun (`torchrun --nproc_per_node N -m netcfg train SOLVER`) it trains
     with DistributedDataParallel, batch_size per rank; see docs/distributed.md.
 
     Exit codes: 0 done; 1 the run started and stopped (a NaN loss or gradient, out of memory,
     a snapshot it could not write); 2 refused before training (bad input, a run
-    directory another process trains in); 130 Ctrl-C."""
+    directory another process trains in); 130 Ctrl-C; 143 SIGTERM (a scheduler's stop)."""
     import_plugins(plugin)
     from netcfg.errors import NetcfgError
     from netcfg.solver import Interrupted, Solver, distributed
@@ -76,10 +76,10 @@ def train(
                 s.restore(resume, force=force)
             s.solve()
             finished = True
-        except Interrupted:
+        except Interrupted as e:
             if main:
                 raise
-            raise typer.Exit(Interrupted.exit_code) from None  # rank 0 says where its snapshot is
+            raise typer.Exit(e.exit_code) from None  # rank 0 says where its snapshot is
         finally:
             if run_dir is not None:
                 run_dir.close()  # another run may use the directory now

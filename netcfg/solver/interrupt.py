@@ -1,29 +1,41 @@
-"""Caffe's SIGINT action: the first Ctrl-C lets the running iteration finish, a second stops at once."""
+"""Caffe's SIGINT action: the first Ctrl-C lets the running iteration finish, a second stops at once.
+
+SIGTERM, what a scheduler (SLURM, Kubernetes, ``timeout``, torchrun stopping its
+workers) sends before it kills a job, is taken the same way, so a preempted run
+leaves a snapshot to resume from instead of dying mid-iteration.
+"""
 
 from __future__ import annotations
 
 import signal
 import threading
 
-__all__ = ["StopAfterIteration"]
+__all__ = ["StopAfterIteration", "EXIT_CODES"]
+
+
+_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+EXIT_CODES = {"Ctrl-C": 130, "SIGTERM": 143}  # 128 + the signal's number, as a shell reports it
 
 
 class StopAfterIteration:
-    """Context manager; ``requested`` turns true at the first Ctrl-C.
+    """Context manager; ``requested`` turns true at the first Ctrl-C or SIGTERM, and ``by``
+    says which (``"Ctrl-C"`` or ``"SIGTERM"``).
 
-    Only installed where Python's own handler is in place (main thread, no
-    handler of the caller's); elsewhere Ctrl-C raises KeyboardInterrupt as usual.
+    Only installed where Python's own handlers are in place (main thread, no handler
+    of the caller's); elsewhere Ctrl-C raises KeyboardInterrupt and SIGTERM kills, as usual.
     """
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self.by: str | None = None
+        self._previous: dict[int, object] = {}
         self._held = False  # between hold() and release(): a second Ctrl-C counts as the first
 
     def _handler(self, signum, frame) -> None:
         if self.requested and not self._held:
             raise KeyboardInterrupt
         self.requested = True  # no printing here: the handler may interrupt a print
+        self.by = self.by or _NAMES.get(signum, "Ctrl-C")
 
     def hold(self) -> None:
         """Until ``release()``, a second Ctrl-C only asks to stop after the iteration, as the
@@ -35,12 +47,13 @@ class StopAfterIteration:
         self._held = False
 
     def __enter__(self) -> StopAfterIteration:
-        if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+        if threading.current_thread() is threading.main_thread():
+            for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+                if signal.getsignal(signum) is default:
+                    self._previous[signum] = signal.signal(signum, self._handler)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}

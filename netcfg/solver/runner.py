@@ -6,8 +6,8 @@ with the loss divided by ``iter_size``, gradient clipping, regularisation, an
 update at ``learning_rate(iter)``, the smoothed loss displayed every
 ``display`` iterations, a snapshot every ``snapshot`` iterations.
 
-Ctrl-C (Caffe's SIGINT action) lets the running iteration finish, snapshots and
-stops; a second Ctrl-C stops at once, rolling the unfinished iteration's batches
+Ctrl-C (Caffe's SIGINT action) or SIGTERM (a scheduler's stop) lets the running
+iteration finish, snapshots and stops; a second one stops at once, rolling the unfinished iteration's batches
 and random numbers back first (one that comes during the optimizer's update, which
 no roll-back could undo, lets the iteration finish instead). Either way the snapshot
 resumes bit for bit.
@@ -30,7 +30,7 @@ from netcfg.net import Net, build_graph
 from netcfg.solver import distributed
 from netcfg.solver.check import checked_loader, nothing_to_train
 from netcfg.solver.evaluate import sum_outputs
-from netcfg.solver.interrupt import StopAfterIteration
+from netcfg.solver.interrupt import EXIT_CODES, StopAfterIteration
 from netcfg.solver.layout import to_layout, use_channels_last
 from netcfg.solver.freeze import freeze
 from netcfg.solver.finite import DeferredCheck, TrainingDiverged, diverged, diverged_elsewhere, gradients_finite, settle
@@ -49,9 +49,13 @@ __all__ = ["Solver", "TrainingDiverged", "Interrupted"]
 
 
 class Interrupted(NetcfgError):
-    """Ctrl-C: a snapshot was written (when possible) and training stopped."""
+    """Ctrl-C or SIGTERM: a snapshot was written (when possible) and training stopped."""
 
     exit_code = 130
+
+    def __init__(self, message: str, by: str = "Ctrl-C"):
+        super().__init__(message)
+        self.exit_code = EXIT_CODES[by]  # 130 for Ctrl-C, 143 for SIGTERM, as a shell shows them
 
 
 class Solver:
@@ -273,7 +277,7 @@ class Solver:
                     t0 = time.perf_counter()
                     self.snapshot()
                 if self.dist.any(ctrl_c.requested):  # torchrun: all ranks stop after the same iteration
-                    self.log(f"Ctrl-C: stopping after iteration {self.iter - 1}")
+                    self.log(f"{ctrl_c.by or 'Ctrl-C on another rank'}: stopping after iteration {self.iter - 1}")
                     raise KeyboardInterrupt
         self._settle()
         self._seconds += time.perf_counter() - t0
@@ -330,8 +334,9 @@ class Solver:
             path = self.snapshot()
             config = shlex.quote(str(self.run.path / "config.yaml"))
             state = shlex.quote(str(path.with_suffix(".solverstate")))
-            raise Interrupted(f"interrupted at iteration {self.iter}; snapshot written: {path}. "
-                              f"Resume with: netcfg train {config} --resume {state}") from None
+            by = self._ctrl_c.by or "Ctrl-C"
+            raise Interrupted(f"interrupted ({by}) at iteration {self.iter}; snapshot written: {path}. "
+                              f"Resume with: netcfg train {config} --resume {state}", by) from None
         except Exception as e:
             if not is_out_of_memory(e):
                 raise

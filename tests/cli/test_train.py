@@ -7,6 +7,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def test_ctrl_c_snapshots_and_says_how_to_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(Solver, "_train_step", interrupted_after_3)
     code, out, err = netcfg("train", solver, "--set", "max_iter=8", "--out", tmp_path / "run")
     assert code == 130
-    assert "interrupted at iteration 3" in err
+    assert "interrupted (Ctrl-C) at iteration 3" in err
     assert (tmp_path / "run/tiny_iter_3.safetensors").is_file()
     assert (tmp_path / "run/tiny_iter_3.solverstate").is_file()
     command = shlex.split(err.split("Resume with: netcfg ")[1])
@@ -249,3 +250,23 @@ def test_ctrl_c_twice_before_training_prints_no_traceback(tmp_path):
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert done.stderr.strip() == "interrupted (Ctrl-C)"  # no "Exception ignored ... KeyboardInterrupt"
     assert done.returncode == -signal.SIGINT  # the shell's 130
+
+
+def test_sigterm_from_a_scheduler_snapshots_and_exits_143(tmp_path):
+    # SLURM, Kubernetes and `timeout` send SIGTERM before they kill a job: the run stops
+    # after its iteration with a snapshot to resume from, as at Ctrl-C
+    solver = write_solver(tmp_path, MLP, max_iter=10**6, test=False)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "netcfg", "train", str(solver), "--out", str(run),
+                             "--set", "display=1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[2])
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").read_text().strip():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "interrupted (SIGTERM) at iteration" in err and "Traceback" not in err
+    it = int(err.split("interrupted (SIGTERM) at iteration ")[1].split(";")[0])
+    assert (run / f"tiny_iter_{it}.safetensors").is_file() and (run / f"tiny_iter_{it}.solverstate").is_file()

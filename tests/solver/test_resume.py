@@ -71,7 +71,7 @@ def ctrl_c_enabled():
     signal.signal(signal.SIGINT, old)
 
 
-@pytest.mark.parametrize("how", ["KeyboardInterrupt", "SIGINT"])
+@pytest.mark.parametrize("how", ["KeyboardInterrupt", "SIGINT", "SIGTERM"])
 def test_ctrl_c_inside_an_iteration_resumes_exactly(tmp_path, how, ctrl_c_enabled):
     # Ctrl-C lands while the net computes iteration 4, after its batch was drawn and
     # dropout drew its mask. A real SIGINT lets the iteration finish (Caffe's way); a
@@ -86,18 +86,20 @@ def test_ctrl_c_inside_an_iteration_resumes_exactly(tmp_path, how, ctrl_c_enable
     def interrupt(module, args, output):
         calls.append(1)
         if len(calls) == 5:
-            if how == "SIGINT":
-                os.kill(os.getpid(), signal.SIGINT)
-            else:
+            if how == "KeyboardInterrupt":
                 raise KeyboardInterrupt
+            os.kill(os.getpid(), getattr(signal, how))  # SIGTERM: a scheduler's stop, taken as Ctrl-C
 
     s.net.ip2.register_forward_hook(interrupt)
     with pytest.raises(Interrupted) as e:
         s.solve()
-    stopped = 5 if how == "SIGINT" else 4
+    stopped = 4 if how == "KeyboardInterrupt" else 5
     assert s.iter == stopped and f"tiny_iter_{stopped}.solverstate" in str(e.value)
-    if how == "SIGINT":
-        assert "Ctrl-C: stopping after iteration 4" in lines
+    if how != "KeyboardInterrupt":
+        by = "SIGTERM" if how == "SIGTERM" else "Ctrl-C"
+        assert f"{by}: stopping after iteration 4" in lines
+        assert f"interrupted ({by}) at iteration 5" in str(e.value)
+        assert e.value.exit_code == (143 if how == "SIGTERM" else 130)
     state = tmp_path / f"run/tiny_iter_{stopped}.solverstate"
     resumed = Solver(load_solver(path), run_dir=RunDir.resume(load_solver(path), state), log=lambda line: None)
     resumed.restore(state)
@@ -105,6 +107,7 @@ def test_ctrl_c_inside_an_iteration_resumes_exactly(tmp_path, how, ctrl_c_enable
     assert_same_weights(straight.net.state_dict(), resumed.net.state_dict())
     assert train_losses(tmp_path / "run", 0) == train_losses(tmp_path / "straight", 0)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_a_second_ctrl_c_during_the_update_lets_it_finish(tmp_path, ctrl_c_enabled):

@@ -100,7 +100,9 @@ class EltwiseOp(nn.Module):
                 y = y + x if c is None or c[i] == 1 else y + x * c[i]
             elif self.operation == "PROD":
                 y = y * x
-            else:  # ties go to the earlier bottom, as in Caffe's forward and backward
+            elif i == 1:  # Caffe's first pair: a > b ? a : b, so a tie goes to bottom 1
+                y = torch.where(y > x, y, x)
+            else:  # Caffe's later bottoms: only a strictly larger value takes over
                 y = torch.where(x > y, x, y)
         return y
 

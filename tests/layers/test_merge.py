@@ -85,12 +85,21 @@ def test_eltwise_operations():
     torch.testing.assert_close(y["max"], torch.maximum(a, c))
 
 
-def test_eltwise_max_gradient_goes_to_the_first_on_ties():
-    """Caffe's backward routes a tie to the earliest bottom; torch.maximum would split it."""
+def test_eltwise_max_gradient_on_ties_follows_caffes_mask():
+    """Caffe's Forward_cpu: bottoms 0 and 1 compare as a > b ? a : b, so their tie goes to
+    bottom 1; a later bottom takes over only when strictly larger. The gradient follows
+    that mask (torch.maximum would split a tie)."""
     a = torch.ones(1, 3, requires_grad=True)
     b = torch.tensor([[1.0, 2.0, 0.0]], requires_grad=True)
     Eltwise(name="m", type="Eltwise", operation="MAX").build([Blob((3,))] * 2)(a, b).sum().backward()
-    assert a.grad.tolist() == [[1.0, 0.0, 1.0]] and b.grad.tolist() == [[0.0, 1.0, 0.0]]
+    assert a.grad.tolist() == [[0.0, 0.0, 1.0]] and b.grad.tolist() == [[1.0, 1.0, 0.0]]
+    # column 0: a wins; column 1: b and c tie above a; column 2: all three tie
+    a, b, c = (torch.tensor([row], requires_grad=True) for row in ([1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]))
+    y = Eltwise(name="m", type="Eltwise", operation="MAX").build([Blob((3,))] * 3)(a, b, c)
+    y.sum().backward()
+    assert y.tolist() == [[1.0, 1.0, 0.0]]
+    assert a.grad.tolist() == [[1.0, 0.0, 0.0]]
+    assert b.grad.tolist() == [[0.0, 1.0, 1.0]] and c.grad.tolist() == [[0.0, 0.0, 0.0]]
 
 
 def test_eltwise_infer_and_flops():

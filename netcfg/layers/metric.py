@@ -16,7 +16,8 @@ __all__ = ["Accuracy"]
 
 
 class TopKAccuracy(nn.Module):
-    """Fraction of labels whose score is beaten by fewer than ``top_k`` classes (ties count as right)."""
+    """Fraction of labels with fewer than ``top_k`` other classes scoring at least as high
+    (Caffe's count: a class tied with the label counts as better)."""
 
     def __init__(self, axis: int, top_k: int, ignore_label: int | None, squeeze: bool, per_class: bool):
         super().__init__()
@@ -36,7 +37,7 @@ class TopKAccuracy(nn.Module):
         else:
             valid = torch.ones_like(label, dtype=torch.bool)
         true_score = scores.gather(1, label.unsqueeze(1))  # (N, 1, ...)
-        better = (scores > true_score).sum(1)  # (N, ...): classes scoring above the label's
+        better = (scores >= true_score).sum(1) - 1  # (N, ...): other classes scoring at least the label's
         correct = (better < self.top_k) & valid
         accuracy = correct.sum().float() / valid.sum().clamp(min=1).float()  # 0 when every label is ignored
         if not self.per_class:

@@ -32,8 +32,9 @@ def error(inputs: dict[str, str], layer: str = "") -> str:
 
 
 def caffe_accuracy(x, label, top_k=1, axis=1, ignore=None):
-    """Caffe's AccuracyLayer::Forward_cpu: a label is right when fewer than top_k classes
-    score strictly higher; returns (accuracy, per-class accuracy)."""
+    """Caffe's AccuracyLayer::Forward_cpu: a label is right when fewer than top_k other
+    classes score at least as high (num_better_predictions starts at -1 and counts >=);
+    returns (accuracy, per-class accuracy)."""
     x = x.movedim(axis, -1)  # (..., C)
     n_classes = x.shape[-1]
     right, count = 0, 0
@@ -44,7 +45,7 @@ def caffe_accuracy(x, label, top_k=1, axis=1, ignore=None):
             continue
         totals[y] += 1
         count += 1
-        better = sum(1 for c in range(n_classes) if x[idx][c] > x[idx][y])
+        better = sum(1 for c in range(n_classes) if x[idx][c] >= x[idx][y]) - 1
         if better < top_k:
             right += 1
             hits[y] += 1
@@ -67,10 +68,17 @@ def test_accuracy_matches_caffe(top_k, ignore):
     assert out["per_class"].tolist() == pytest.approx(per_class)
 
 
-def test_accuracy_ties_count_as_right_like_caffe():
-    x = torch.tensor([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0]])
-    net = accuracy_net({"x": "[3]", "label": INT_LABEL})
-    assert net(x=x, label=torch.tensor([1, 1]))["acc"].item() == 1.0
+def test_accuracy_ties_count_as_wrong_like_caffe():
+    """Caffe counts a class tied with the label as a better prediction, so constant scores
+    (a dead net) score 0, not 100%."""
+    x = torch.tensor([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0], [0.0, 0.0, 0.0], [3.0, 3.0, 1.0]])
+    label = torch.tensor([1, 1, 2, 0])
+    net = accuracy_net({"x": "[3]", "label": INT_LABEL}, "top: [acc, per_class]")
+    out = net(x=x, label=label)
+    assert out["acc"].item() == 0.0 and out["per_class"].tolist() == [0.0, 0.0, 0.0]
+    assert out["acc"].item() == caffe_accuracy(x, label)[0]
+    top2 = accuracy_net({"x": "[3]", "label": INT_LABEL}, "top_k: 2")(x=x, label=label)["acc"].item()
+    assert top2 == caffe_accuracy(x, label, 2)[0] == 0.75  # only the three-way tie misses the top 2
 
 
 def test_accuracy_dense_and_last_axis():

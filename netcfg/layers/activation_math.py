@@ -89,6 +89,14 @@ class ScaledLog(nn.Module):
         return f"scale={self.scale}, shift={self.shift}, base_scale={self.base_scale}"
 
 
+def caffe_topk(x: torch.Tensor, k: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest entries along ``dim`` and their indices, in Caffe's order: its
+    partial_sort of (value, index) pairs with std::greater puts the larger index first
+    on a tie (torch.topk leaves the order of ties unspecified)."""
+    values, indices = torch.sort(x.flip(dim), dim=dim, descending=True, stable=True)
+    return values.narrow(dim, 0, k), x.shape[dim] - 1 - indices.narrow(dim, 0, k)
+
+
 class TopK(nn.Module):
     """Indices (or values) of the top_k largest entries along ``dim``, or over each
     flattened sample when ``dim`` is None (Caffe's ArgMax layout)."""
@@ -99,9 +107,9 @@ class TopK(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dim is not None:
-            values, indices = torch.topk(x, self.k, dim=self.dim)
+            values, indices = caffe_topk(x, self.k, self.dim)
             return values if self.out_max_val else indices
-        values, indices = torch.topk(x.reshape(x.shape[0], -1), self.k, dim=1)  # (N, k)
+        values, indices = caffe_topk(x.reshape(x.shape[0], -1), self.k, 1)  # (N, k)
         if self.out_max_val:
             return torch.stack((indices.to(values.dtype), values), dim=1)  # (N, 2, k)
         return indices.unsqueeze(1)  # (N, 1, k)

@@ -183,9 +183,22 @@ def test_argmax_along_axis(axis, dim):
 def test_argmax_on_integers_and_scalars():
     blob, net = argmax_net("axis: 1", shape=(6,), dtype="int64")
     x = torch.randint(0, 100, (2, 6))
-    assert blob == ((1,), "int64") and torch.equal(net(data=x)["act"][:, 0], x.argmax(1))
+    last_max = 5 - x.flip(1).argmax(1)  # Caffe: a tie goes to the larger index
+    assert blob == ((1,), "int64") and torch.equal(net(data=x)["act"][:, 0], last_max)
     blob, net = argmax_net("", shape=())
     assert blob.shape == (1, 1) and net(data=torch.randn(2))["act"].shape == (2, 1, 1)
+
+
+def test_argmax_ties_go_to_the_larger_index_like_caffe():
+    """Caffe's ArgMax partial_sorts (value, index) pairs with std::greater: on equal values
+    the larger index comes first, in every top_k slot."""
+    x = torch.tensor([[1.0, 3.0, 3.0, 0.0, 3.0, 1.0]])
+    _, net = argmax_net("axis: 1, top_k: 4", shape=(6,))
+    assert net(data=x)["act"].tolist() == [[4, 2, 1, 5]]
+    _, net = argmax_net("top_k: 2, out_max_val: true", shape=(6,))
+    assert net(data=x)["act"].tolist() == [[[4.0, 2.0], [3.0, 3.0]]]
+    _, net = argmax_net("axis: 1", shape=(3, 2, 2))
+    assert net(data=torch.zeros(1, 3, 2, 2))["act"].tolist() == [[[[2, 2], [2, 2]]]]
 
 
 def test_argmax_shape_errors():

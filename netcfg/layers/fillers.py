@@ -2,7 +2,7 @@
 
 A layer without a filler keeps PyTorch's default initialisation (Caffe's own
 default, constant 0, would leave a net that cannot learn). Fan-in and fan-out are
-Caffe's: fan_in = numel / shape[0], fan_out = numel / shape[1].
+Caffe's: fan_in = numel / shape[0], fan_out = numel / shape[1] (numel for a 1-d blob).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ _SHAPES_ONLY = contextvars.ContextVar("netcfg_fill_shapes_only", default=False)
 
 def _fans(t: torch.Tensor) -> tuple[int, int]:
     n = t.numel()
-    if t.dim() < 2:
+    if t.dim() == 0:  # a scalar blob (Scale with num_axes 0): Caffe has no rule, one value
         return n, n
-    return n // t.shape[0], n // t.shape[1]
+    # Caffe's Xavier/MSRA: a 1-d blob (a bias, a Scale) has fan_in 1 and fan_out count
+    return n // t.shape[0], (n // t.shape[1] if t.dim() > 1 else n)
 
 
 def _scale_n(f: FillerSpec, t: torch.Tensor) -> float:

@@ -40,6 +40,16 @@ def test_xavier_bound_follows_caffes_fans(norm, n):
     assert t.abs().max().item() > 0.95 * bound  # uniform over the whole range
 
 
+@pytest.mark.parametrize("norm, n", [("FAN_IN", 1), ("FAN_OUT", 4000), ("AVERAGE", 4001 / 2)])
+def test_fans_of_a_1d_blob_are_caffes(norm, n):
+    # a bias or Scale blob (4000,): Caffe's fan_in = count / shape(0) = 1, fan_out = count
+    bound = math.sqrt(3.0 / n)
+    t = filled((4000,), type="xavier", variance_norm=norm)
+    assert bound * 0.95 < t.abs().max().item() <= bound
+    std = math.sqrt(2.0 / n)
+    assert abs(filled((4000,), type="msra", variance_norm=norm).std().item() - std) / std < 0.05
+
+
 @pytest.mark.parametrize("kind, scale", [("msra", 2.0), ("lecun", 1.0)])
 def test_gaussian_families_std(kind, scale):
     t = filled((256, 128), type=kind)

@@ -59,13 +59,14 @@ _MAX_SIZE = 2**31 - 1  # torch's convolution and pooling kernels take 32-bit siz
 
 
 def pair(v: list[int] | None, h: int | None = None, w: int | None = None, default: int = 0) -> tuple[int, int]:
-    """Caffe's rule: explicit _h/_w beat the repeated field; one value means square."""
-    if h is not None or w is not None:
-        out = (h if h is not None else default, w if w is not None else default)
-    elif not v:
-        out = (default, default)
+    """An explicit _h or _w overrides its axis of the repeated field; one value means square.
+    (Caffe refuses a repeated field beside _h/_w, or one of _h/_w alone; netcfg reads them
+    as overrides, so an axis without its own _h/_w keeps the repeated field's value.)"""
+    if not v:
+        hv, wv = default, default
     else:
-        out = (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+        hv, wv = (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+    out = (h if h is not None else hv, w if w is not None else wv)
     if max(out) > _MAX_SIZE:  # valid YAML, but torch would fail on it mid-training
         raise ShapeError(f"{max(out)} is too large for a kernel size, stride, pad or dilation (at most {_MAX_SIZE})")
     return out

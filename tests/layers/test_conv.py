@@ -43,6 +43,17 @@ def test_rectangular_kernel_and_per_axis_fields():
     assert n(x=torch.randn(1, 2, 10, 8))["c"].shape == (1, 3, 4, 10)
 
 
+def test_h_w_fields_override_one_axis_of_the_repeated_field():
+    """kernel_h/stride_w/pad_h override one axis ("overrides kernel_size"); the other axis
+    keeps the repeated field's value, not the field's default (kernel 0, stride 1, pad 0)."""
+    n = build([2, 9, 9], "type: Convolution, num_output: 3, kernel_size: 3, kernel_h: 5, stride: 2, stride_w: 1, "
+                         "pad: 1, pad_h: 2")
+    assert n.c.weight.shape == (3, 2, 5, 3) and n.c.stride == (2, 1) and n.c.padding == (2, 1)
+    assert n(x=torch.randn(1, 2, 9, 9))["c"].shape == (1, 3, 5, 9) == (1, *n.graph.nodes[0].out_blobs[0].shape)
+    n = build([2, 9, 9], "type: Pooling, kernel_size: 3, kernel_w: 2, stride: 2, stride_h: 1")
+    assert n(x=torch.randn(1, 2, 9, 9))["c"].shape == (1, 2, 7, 5) == (1, *n.graph.nodes[0].out_blobs[0].shape)
+
+
 def test_one_d_convolution_on_sequences():
     n = build([5, 20], "type: Convolution, num_output: 7, kernel_size: 3, pad: 1")
     x = torch.randn(3, 5, 20)

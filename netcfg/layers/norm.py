@@ -66,7 +66,7 @@ class BatchNorm(LayerSpec):
     eps: float = Field(1e-5, gt=0, description="added to the variance before the square root")
     affine: bool = Field(True, description="learn a per-channel scale and shift (Caffe's Scale layer with bias_term)")
     weight_filler: FillerSpec | None = Field(None, description="scale initialisation; default constant 1 "
-                                                               "(constant 0 on a residual branch's last BatchNorm)")
+                                                               "(constant 0 zero-initialises a residual branch)")
     bias_filler: FillerSpec | None = Field(None, description="shift initialisation; default constant 0")
 
     examples: ClassVar[list[dict]] = [

@@ -92,9 +92,22 @@ class ScaledLog(nn.Module):
 def caffe_topk(x: torch.Tensor, k: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The k largest entries along ``dim`` and their indices, in Caffe's order: its
     partial_sort of (value, index) pairs with std::greater puts the larger index first
-    on a tie (torch.topk leaves the order of ties unspecified)."""
-    values, indices = torch.sort(x.flip(dim), dim=dim, descending=True, stable=True)
-    return values.narrow(dim, 0, k), x.shape[dim] - 1 - indices.narrow(dim, 0, k)
+    on a tie (torch.topk leaves the order of ties unspecified). One max per slot, with
+    ops every export format holds (ONNX has no stable sort)."""
+    shape = [1] * x.dim()
+    shape[dim] = x.shape[dim]
+    position = torch.arange(x.shape[dim], device=x.device).view(shape)
+    lowest = -math.inf if x.is_floating_point() else torch.iinfo(x.dtype).min
+    taken = torch.zeros_like(x, dtype=torch.bool)
+    values, indices = [], []
+    for _ in range(k):
+        free = x.masked_fill(taken, lowest)
+        best = free.amax(dim, keepdim=True)
+        index = torch.where((free == best) & ~taken, position, -1).amax(dim, keepdim=True)  # the last tied
+        taken = taken | (position == index)
+        values.append(best)
+        indices.append(index)
+    return torch.cat(values, dim), torch.cat(indices, dim)
 
 
 class TopK(nn.Module):

@@ -127,7 +127,7 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
         spec, source_stages, source_weights, source_outputs = net, (), None, ()
     else:
         src = read_net(net, overrides)
-        spec, source_stages, source_weights, source_outputs = src.spec, src.stages, src.weights, src.outputs
+        spec, source_stages, source_weights, source_outputs = src.spec, src.stages_of(phase), src.weights, src.outputs
     weights = Path(weights) if weights is not None else source_weights
     if weights is None:
         raise ConfigError("no weights given", file="--weights",

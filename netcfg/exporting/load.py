@@ -17,7 +17,7 @@ from netcfg.errors import ConfigError
 from netcfg.net.graph import build_graph
 from netcfg.net.module import Net
 from netcfg.net.spec import NetSpec, net_from_source
-from netcfg.solver.snapshot import NET_KEY, copy_weights, load_weights
+from netcfg.solver.snapshot import NET_KEY, STAGES_KEY, copy_weights, load_weights
 from netcfg.source import apply_overrides, load_yaml, parse_yaml
 
 __all__ = ["EXPORT_KEY", "WEIGHT_SUFFIXES", "NetSource", "load_net_with_weights", "load_weights_into", "read_net"]
@@ -34,6 +34,11 @@ class NetSource:
     stages: tuple[str, ...] = ()   # a solver's test_stages
     weights: Path | None = None    # the file itself, when it was a weights file
     outputs: tuple[str, ...] = ()  # a deploy export's outputs
+    train_stages: tuple[str, ...] = ()
+
+    def stages_of(self, phase: str) -> tuple[str, ...]:
+        """The stages the file names for ``phase`` (a solver's train_stages or test_stages)."""
+        return self.train_stages if str(phase).upper() == "TRAIN" else self.stages
 
 
 def read_net(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> NetSource:
@@ -49,7 +54,7 @@ def read_net(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> N
         from netcfg.solver.spec import solver_from_source
 
         solver = solver_from_source(src, path.resolve().parent)
-        return NetSource(solver.net_spec, tuple(solver.test_stages))
+        return NetSource(solver.net_spec, tuple(solver.test_stages), train_stages=tuple(solver.train_stages))
     return NetSource(net_from_source(src))
 
 
@@ -63,7 +68,9 @@ def _net_in_weights(path: Path, overrides) -> NetSource:
     if overrides:
         apply_overrides(src, list(overrides))
     info = json.loads(meta.get(EXPORT_KEY, "{}"))
-    return NetSource(net_from_source(src), tuple(info.get("stages", ())), path, tuple(info.get("outputs", ())))
+    run = json.loads(meta.get(STAGES_KEY, "{}"))  # a snapshot: the stages of its solver's nets
+    return NetSource(net_from_source(src), tuple(info.get("stages", run.get("TEST", ()))), path,
+                     tuple(info.get("outputs", ())), tuple(run.get("TRAIN", ())))
 
 
 def load_net_with_weights(weights: str | Path, net: str | Path | NetSpec | None = None, *, phase: str = "TEST",
@@ -85,7 +92,7 @@ def load_net_with_weights(weights: str | Path, net: str | Path | NetSpec | None 
         if source is None:
             raise ConfigError(f"a {weights.suffix or 'suffix-less'} file holds no net config", file=str(weights),
                               hint="pass the net too: load_net_with_weights(weights, net='net.yaml')")
-        spec, outputs, stages = source.spec, source.outputs, tuple(stages) or source.stages
+        spec, outputs, stages = source.spec, source.outputs, tuple(stages) or source.stages_of(phase)
     else:
         spec = net if isinstance(net, NetSpec) else read_net(net).spec
     if deploy:

@@ -25,9 +25,10 @@ from netcfg.solver.checkpoint import TREE_KEY, CheckpointError, WriteError, atom
 from netcfg.solver.rundir import config_diff
 
 __all__ = ["save_weights", "load_weights", "copy_weights", "WeightsReport", "net_config_of", "write_snapshot",
-           "read_snapshot", "check_state", "TORCH_SUFFIXES"]
+           "read_snapshot", "check_state", "TORCH_SUFFIXES", "NET_KEY", "STAGES_KEY"]
 
 NET_KEY = "netcfg.net"  # metadata: the resolved net config, YAML
+STAGES_KEY = "netcfg.stages"  # metadata of a snapshot: JSON {"TRAIN": train_stages, "TEST": test_stages}
 
 
 def save_weights(path: Path, net: nn.Module, net_config: dict, *, extra: dict[str, str] | None = None) -> None:
@@ -174,7 +175,9 @@ def write_snapshot(run, it: int, net: nn.Module, config: dict, state: dict) -> t
     write (disk full) names the previous snapshot, which it leaves intact."""
     weights, state_path = run.snapshot_paths(it)
     try:
-        save_weights(weights, net, config["net"], extra={"iter": str(it)})
+        # the stages say which layers the run's nets had: an export of the snapshot alone needs them
+        stages = {"TRAIN": config.get("train_stages", []), "TEST": config.get("test_stages", [])}
+        save_weights(weights, net, config["net"], extra={"iter": str(it), STAGES_KEY: json.dumps(stages)})
         save_tree(state_path, state, metadata={"solver": run.config_text(), "weights": weights.name})
     except WriteError as e:
         last = run.latest_snapshot(before=it)

@@ -71,6 +71,40 @@ def test_solver_snapshot_loads_with_its_weights(tmp_path):
             netcfg.load_net_with_weights(weights, device=device)
 
 
+STAGED_SOLVER = """
+net:
+  name: staged
+  inputs: {data: [1, 8, 8], label: {shape: [], dtype: int64}}
+  layers:
+    - {name: ip1, type: InnerProduct, bottom: data, top: ip1, num_output: 10}
+    - {name: half, type: Power, bottom: ip1, top: ip1, scale: 0.5, include: {phase: TEST, stage: calibrated}}
+    - {name: wide, type: Power, bottom: ip1, top: ip1, scale: 3.0, include: {phase: TRAIN, stage: warm}}
+    - {name: loss, type: SoftmaxWithLoss, bottom: [ip1, label], top: loss}
+data:
+  train: {source: digits, split: train, batch_size: 16, scale: 0.00390625}
+  test: {source: digits, split: test, batch_size: 60, scale: 0.00390625}
+train_stages: [warm]
+test_stages: [calibrated]
+base_lr: 0.01
+max_iter: 1
+test_interval: 0
+display: 0
+"""
+
+
+def test_snapshot_alone_exports_the_test_net_its_run_had(tmp_path):
+    # the snapshot names its solver's stages: without them, the TEST-stage layer 'half' went missing
+    (tmp_path / "solver.yaml").write_text(STAGED_SOLVER)
+    netcfg.Solver.from_file(tmp_path / "solver.yaml", out=tmp_path / "run", log=lambda line: None).solve()
+    (weights,) = sorted((tmp_path / "run").glob("*.safetensors"))
+    assert [n.name for n in netcfg.load_net_with_weights(weights).graph.nodes] == ["ip1", "half", "loss"]
+    assert [n.name for n in netcfg.load_net_with_weights(weights, phase="TRAIN").graph.nodes] == ["ip1", "wide", "loss"]
+    result = netcfg.export(weights, format="pt", out=tmp_path / "w.pt")
+    assert [n.name for n in result.deploy.graph.nodes] == ["ip1", "half"]
+    result = netcfg.export(weights, format="pt", out=tmp_path / "train.pt", phase="TRAIN")
+    assert [n.name for n in result.deploy.graph.nodes] == ["ip1", "wide"]
+
+
 def test_errors_are_the_documented_classes(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: X\ninputs: {data: [3]}\nlayers:\n  - {name: ip, type: InnerProduct, num_ouput: 2}\n")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import io
 
+import numpy as np
 import torch
 
 from netcfg.errors import NetcfgError
@@ -68,6 +69,7 @@ def write(job: ExportJob) -> None:
             torch.onnx.export(module, args, buf, input_names=names, output_names=outputs, opset_version=opset,
                               dynamo=False, dynamic_axes=axes)
             model = onnx.load_from_string(buf.getvalue())
+    _restore_inputs(model, job)
     got = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if got != opset:
         raise NetcfgError(f"the ONNX exporter wrote opset {got} when opset {opset} was asked for; "
@@ -79,17 +81,39 @@ def write(job: ExportJob) -> None:
     atomic_write_bytes(job.path, model.SerializeToString())
 
 
+def _restore_inputs(model, job: ExportJob) -> None:
+    """Give the graph every input of the deploy net, in its order. The TorchScript-based
+    exporter (opsets below 18) drops an input no op reads the values of (a Crop's
+    reference, read for its shape only); a user feeding every input by name would then
+    be refused by onnxruntime. Put back, the input is declared and unused."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    present = {i.name: i for i in graph.input}
+    ordered = []
+    for name in job.deploy.inputs:
+        if name not in present:
+            blob = job.deploy.graph.blobs[name]
+            elem = (TensorProto.BFLOAT16 if blob.dtype == "bfloat16"
+                    else helper.np_dtype_to_tensor_dtype(np.dtype(blob.dtype)))
+            dims = ["batch" if job.batch is None else job.batch, *blob.shape]
+            present[name] = helper.make_tensor_value_info(name, elem, dims)
+        ordered.append(present.pop(name))
+    ordered += present.values()  # none expected; kept rather than dropped
+    del graph.input[:]
+    graph.input.extend(ordered)
+
+
 def run(job: ExportJob) -> Runner:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
     session = ort.InferenceSession(str(job.path), options, providers=["CPUExecutionProvider"])
-    feeds = {i.name for i in session.get_inputs()}  # an input only a shape was read from may be gone
     names = job.deploy.inputs
 
-    def call(inputs):
-        out = session.run(job.deploy.outputs, {n: x.numpy() for n, x in zip(names, inputs) if n in feeds})
+    def call(inputs):  # every input by name, as the file's users feed it
+        out = session.run(job.deploy.outputs, {n: x.numpy() for n, x in zip(names, inputs)})
         return tuple(torch.from_numpy(o) for o in out)
 
     return call

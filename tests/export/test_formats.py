@@ -229,3 +229,20 @@ def test_batch_statistics_in_the_deploy_net_are_checked_at_two_samples_or_more(t
     assert result.checked_batches == (2, 5) and result.max_abs_diff < TOL
     with pytest.raises(netcfg.NetcfgError, match="batch size 1 is too small: layer 'bn' .BatchNorm. uses batch"):
         netcfg.export(spec, weights, "onnx", tmp_path / "bn1.onnx", batch_size=1)
+
+
+@pytest.mark.parametrize("opset", [13, 18])  # the TorchScript-based exporter dropped 'ref' below 18
+def test_an_input_read_only_for_its_shape_stays_an_onnx_input(opset, tmp_path):
+    spec = spec_of({"name": "crop", "inputs": {"data": [3, 10, 10], "ref": [1, 6, 6]},
+                    "layers": [{"name": "conv", "type": "Convolution", "num_output": 2, "kernel_size": 1},
+                               {"name": "crop", "type": "Crop", "bottom": ["conv", "ref"], "axis": 2, "offset": [2]}]})
+    weights = write_weights(spec, tmp_path / "w.safetensors")
+    result = netcfg.export(spec, weights, "onnx", tmp_path / "crop.onnx", opset=opset)
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [("data", ["batch", 3, 10, 10]),
+                                                                 ("ref", ["batch", 1, 6, 6])]
+    x = random_inputs(result.deploy.graph, 3)
+    (got,) = session.run(None, {k: v.numpy() for k, v in x.items()})  # every input by name, as documented
+    with torch.no_grad():
+        want = netcfg.load_net_with_weights(weights, net=spec, deploy=True)(**x)["crop"]
+    assert max_diff(torch.from_numpy(got), want) < TOL

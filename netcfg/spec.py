@@ -22,9 +22,12 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class Spec(BaseModel):
-    """Base of all config schemas: unknown keys are errors, defaults are validated."""
+    """Base of all config schemas: unknown keys are errors, defaults are validated, numbers are finite."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, protect_namespaces=(), strict=True)
+    # allow_inf_nan=False: a .inf or .nan (1e400 reads as inf) in any rate, scale or weight
+    # only shows up as a NaN loss later; no field means "unbounded" by infinity
+    model_config = ConfigDict(extra="forbid", validate_default=True, protect_namespaces=(), strict=True,
+                              allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod

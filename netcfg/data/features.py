@@ -282,8 +282,8 @@ def _groups(spec: ImageFeaturesSpec, groups: dict[str, list[int | str]], data: S
                           ("label",))
     names = data.classes.get(spec.label)
     present = sorted(set(labels.tolist()))
-    listed = [m for g in groups.values() for m in g if isinstance(m, int)]
-    top = max([0, len(names or ()) - 1, *present[-1:], *listed])
+    # the table spans the labels that can occur, not the listed ones: a listed 10**30 would size it
+    top = max([0, len(names or ()) - 1, *present[-1:]])
     table = torch.full((top + 1,), -1, dtype=torch.int64)
     for k, (g, members) in enumerate(groups.items()):
         for i, m in enumerate(members):
@@ -293,6 +293,8 @@ def _groups(spec: ImageFeaturesSpec, groups: dict[str, list[int | str]], data: S
                                       hint=did_you_mean(m, names) if names else
                                       f"the {spec.of.source} source names no classes: list label values 0..{top}")
                 m = names.index(m)
+            elif m > top:
+                continue  # no sample has it (as before for any label above the largest; harmless)
             table[m] = k
     ungrouped = [c for c in present if c < 0 or table[c] < 0]
     if ungrouped:

@@ -161,6 +161,13 @@ def test_load_time_group_errors_are_located(tmp_path):
     assert err.path == ("data", "train", "of", "classes") and "of.classes has relabelled them" in str(err)
 
 
+def test_a_huge_listed_label_is_not_a_table_size():
+    # 10**30 sized the label -> group table: torch.full overflowed (a traceback), 10**9 would take 8 GB
+    groups = {"low": [0, 1, 2, 3, 4, 10**30], "high": [5, 6, 7, 8, 9]}
+    data = load_source(source_spec(**digits_split("test", label_groups=groups)))
+    assert torch.equal(data["group"], (data["label"] >= 5).long())  # no digit has it, as with 10 before
+
+
 @needs_fashion
 def test_recipe_shapes_match_the_zoo_net():
     result = run_cli("check", str(SOLVER))

@@ -111,7 +111,12 @@ def checked_loader(spec: SolverSpec, split: str, graph: Graph, device: torch.dev
 
 
 def nothing_to_train(spec: SolverSpec, graph: Graph) -> list[ConfigError]:
-    """An error when the TRAIN net has parameters, every one at lr_mult 0, and the solver would train."""
+    """An error when the solver would train a TRAIN net without a loss, or whose parameters
+    all have lr_mult 0."""
+    if spec.max_iter > 0 and not graph.losses:  # else the first iteration's Net.loss says it, unlocated
+        err = ConfigError(f"net '{graph.name}' has no loss in phase TRAIN", ("layers",),
+                          hint="add a loss layer or a loss_weight, or set max_iter: 0 to only test")
+        return [graph.spec.locate(err) if graph.spec is not None else err]
     if spec.max_iter > 0 and graph.total_params and not graph.trainable_params:
         return [ConfigError("nothing to train: every parameter of the net has lr_mult 0", ("net",),
                             hint="give some layer param: [{lr_mult: 1}], or set max_iter: 0 to only test")]

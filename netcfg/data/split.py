@@ -120,11 +120,24 @@ class SplitData(Mapping):
 def load_source(spec: DataSourceSpec, base_dir: str | Path | None = None) -> SplitData:
     """The split ``spec`` names, as CPU tensors keyed by net input name (``limit`` applied)."""
     kind = source_types()[spec.source]
-    out = kind.load(spec, spec.resolved_path(base_dir) if kind.needs_path else None, base_dir)
+    try:
+        out = kind.load(spec, spec.resolved_path(base_dir) if kind.needs_path else None, base_dir)
+    except OSError as e:  # a path the OS refuses (a name too long, no permission): at its key, not a traceback
+        raise _path_error(spec, base_dir, e) from None
     if isinstance(out, SplitData):  # multi: its own limit went to its sources, so classes come after it
         out.tensors, out.classes = select_classes(spec, out.tensors, out.classes, spec.input_name("label"))
         return out
-    return SplitData.build(spec, out, base_dir=base_dir)
+    try:
+        return SplitData.build(spec, out, base_dir=base_dir)
+    except OSError as e:  # mean_file is read here
+        raise _path_error(spec, base_dir, e) from None
+
+
+def _path_error(spec: DataSourceSpec, base_dir: str | Path | None, e: OSError) -> ConfigError:
+    """``e`` located at the path key (path, mean_file) that names its file, or at ``path``."""
+    named = [k for k in spec.PATH_KEYS if getattr(spec, k, None) is not None
+             and str(e.filename).startswith(str(spec.resolve(getattr(spec, k), base_dir)))]
+    return ConfigError(f"cannot read {e.filename}: {e.strerror}", (named[-1] if named else "path",))
 
 
 def describe_source(spec: DataSourceSpec, base_dir: str | Path | None = None) -> dict[str, tuple[tuple[int, ...], str]]:

@@ -193,7 +193,11 @@ def _load_net(spec: SolverSpec, src: Source, base_dir: Path) -> NetSpec:
         return net_from_source(sub)
     path = Path(spec.net).expanduser()
     path = path if path.is_absolute() else base_dir / path
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as e:  # a name too long, a folder without permission: Path.is_file raises these
+        raise spec.locate(ConfigError(f"cannot read the net file {path}: {e.strerror}", ("net",))) from None
+    if not found:
         near = sorted(p.name for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
         hint = f"files there: {', '.join(near[:8])}" if near else f"{path.parent} has no .yaml files"
         raise spec.locate(ConfigError(f"net file not found: {path}", ("net",), hint=hint))

@@ -58,6 +58,19 @@ IntPair = Annotated[list[Annotated[int, Field(ge=0)]],
 _MAX_SIZE = 2**31 - 1  # torch's convolution and pooling kernels take 32-bit sizes
 
 
+WEIGHT_NORM_DOC = ("reparameterise the weight as g * v / |v| (Salimans & Kingma 2016); the learnable blobs, "
+                   "in param: order, become g, v and bias")
+
+
+def check_weight_norm_params(spec) -> None:
+    """With weight_norm the blobs are g, v, bias: two ``param:`` entries, written in Caffe's
+    (weight, bias) habit, would give the bias's multipliers to v. Refuse the ambiguity."""
+    if spec.weight_norm and spec.bias_term and len(spec.param) == 2:
+        raise FieldError("with weight_norm: true the learnable blobs are g, v and bias, so two param entries "
+                         "would set v's multipliers where Caffe's habit means the bias's; list three, e.g. "
+                         "[{lr_mult: 1}, {lr_mult: 1}, {lr_mult: 2, decay_mult: 0}]", key="param")
+
+
 def pair(v: list[int] | None, h: int | None = None, w: int | None = None, default: int = 0) -> tuple[int, int]:
     """An explicit _h or _w overrides its axis of the repeated field; one value means square.
     (Caffe refuses a repeated field beside _h/_w, or one of _h/_w alone; netcfg reads them

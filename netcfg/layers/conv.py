@@ -10,7 +10,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from netcfg.errors import FieldError, ShapeError
-from netcfg.layers.base import Blob, FillerSpec, IntPair, LayerSpec, check_float, check_one_axis, check_rank, pair, register
+from netcfg.layers.base import (WEIGHT_NORM_DOC, Blob, FillerSpec, IntPair, LayerSpec, check_float, check_one_axis,
+                                check_rank, check_weight_norm_params, pair, register)
 
 __all__ = ["Convolution", "Deconvolution"]
 
@@ -31,10 +32,11 @@ class _ConvBase(LayerSpec):
     group: int = Field(1, ge=1, description="split channels into this many groups (depthwise: group = channels)")
     weight_filler: FillerSpec | None = Field(None, description="weight initialisation; default: PyTorch's")
     bias_filler: FillerSpec | None = Field(None, description="bias initialisation; default: PyTorch's")
-    weight_norm: bool = Field(False, description="reparameterise the weight as g * v / |v| (Salimans & Kingma 2016)")
+    weight_norm: bool = Field(False, description=WEIGHT_NORM_DOC)
 
     @model_validator(mode="after")
     def _kernel_given(self):
+        check_weight_norm_params(self)
         if self.kernel_size is None and (self.kernel_h is None or self.kernel_w is None):
             raise FieldError("give kernel_size, or both kernel_h and kernel_w", key="kernel_size")
         for key in ("kernel_size", "stride", "dilation"):

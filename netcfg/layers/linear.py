@@ -6,12 +6,12 @@ import math
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
 from netcfg.errors import ShapeError
-from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_float, register
+from netcfg.layers.base import WEIGHT_NORM_DOC, Blob, FillerSpec, LayerSpec, check_float, check_weight_norm_params, register
 
 __all__ = ["InnerProduct"]
 
@@ -38,7 +38,12 @@ class InnerProduct(LayerSpec):
     axis: int = Field(1, description="first axis (counting the batch as 0) to flatten; -1 for the last")
     weight_filler: FillerSpec | None = Field(None, description="weight initialisation; default: PyTorch's")
     bias_filler: FillerSpec | None = Field(None, description="bias initialisation; default: PyTorch's")
-    weight_norm: bool = Field(False, description="reparameterise the weight as g * v / |v| (Salimans & Kingma 2016)")
+    weight_norm: bool = Field(False, description=WEIGHT_NORM_DOC)
+
+    @model_validator(mode="after")
+    def _param_order(self):
+        check_weight_norm_params(self)
+        return self
 
     examples: ClassVar[list[dict]] = [
         {"inputs": {"x": [3, 4, 4]}, "num_output": 5, "param": [{"lr_mult": 1}, {"lr_mult": 2, "decay_mult": 0}]},

@@ -54,3 +54,18 @@ def test_flops_and_params():
     assert g.nodes[0].flops == 2 * 6 * 4 + 4  # a multiply-add per weight, and the bias add (as Convolution)
     g = build_graph(net_from_source(parse_yaml(text([2, 3], "num_output: 4, bias_term: false"))))
     assert g.nodes[0].flops == 2 * 6 * 4
+
+
+@pytest.mark.parametrize("layer", [
+    "{name: ip, type: InnerProduct, num_output: 2, weight_norm: true, PARAM}",
+    "{name: ip, type: Convolution, num_output: 2, kernel_size: 1, weight_norm: true, PARAM}",
+])
+def test_weight_norm_with_two_param_entries_is_ambiguous(layer):
+    # the blobs are g, v, bias: Caffe's two-entry habit would give the bias's lr_mult to v
+    two = layer.replace("PARAM", "param: [{lr_mult: 1}, {lr_mult: 2, decay_mult: 0}]")
+    text = f"name: t\ninputs: {{x: [3, 4, 4]}}\nlayers:\n  - {two}\n"
+    with pytest.raises(ConfigErrors, match=r"layers\[0\]\.param: with weight_norm: true the learnable blobs are g, v and bias"):
+        build_graph(net_from_source(parse_yaml(text)))
+    three = layer.replace("PARAM", "param: [{lr_mult: 1}, {lr_mult: 1}, {lr_mult: 2, decay_mult: 0}]")
+    g = build_graph(net_from_source(parse_yaml(f"name: t\ninputs: {{x: [3, 4, 4]}}\nlayers:\n  - {three}\n")))
+    assert [ps.lr_mult for _, ps in g.nodes[0].spec.param_entries()] == [1, 1, 2]

@@ -327,6 +327,9 @@ def _dispatch(value: Any, info: ValidationInfo) -> LayerSpec:
     name = value.get("type")
     if name is None:
         raise PydanticCustomError("layer_type_missing", "layer has no 'type' key")
+    if not isinstance(name, str):  # `type: [SELU]` or `type: 1`: a name is one string
+        raise PydanticCustomError("layer_type", "a layer's type is one type name, got {value}{hint}",
+                                  {"value": repr(name), "hint": _type_hint(name)})
     try:
         cls = lookup(str(name))
     except KeyError:
@@ -336,6 +339,12 @@ def _dispatch(value: Any, info: ValidationInfo) -> LayerSpec:
             {"name": str(name), "hint": f"{hint}; " if hint else ""},
         ) from None
     return cls.model_validate(value, context=info.context)
+
+
+def _type_hint(value: Any) -> str:
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        return f" (write type: {value[0]})"
+    return " (`netcfg layers` lists all types)"
 
 
 def _serialize(value: LayerSpec, info: SerializationInfo) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -71,6 +72,10 @@ def load_idx(spec: DataSourceSpec, path: Path | None, base_dir: Path | None = No
         raise ConfigError(f"images file holds {images.dtype} of {images.ndim} dimensions, expected uint8 (N, H, W)", ("path",))
     if labels.ndim != 1:
         raise ConfigError(f"labels file has {labels.ndim} dimensions, expected 1", ("path",))
+    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
+        raise ConfigError(f"labels file holds {labels.dtype} values that are not whole numbers "
+                          f"(e.g. {labels[labels != np.round(labels)][0]:g})", ("path",),
+                          hint="class labels are integers 0..K-1")
     if len(images) != len(labels):
         raise ConfigError(f"the {spec.split} images file has {len(images)} samples but the labels file has {len(labels)}",
                           ("path",), hint="are both files from the same data set and download?")
@@ -113,11 +118,13 @@ def _read_idx_cached(file: str, size: int, mtime_ns: int) -> np.ndarray:
     if code not in _IDX_DTYPES:
         raise bad(f"unknown element type code 0x{code:02x}")
     header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
+    if ndim == 0:
+        raise bad("the header gives 0 dimensions")
+    if len(raw) < header:
         raise bad(f"the header promises {ndim} dimensions but the file ends at byte {len(raw)}")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_DTYPES[code])
-    want = header + int(np.prod(dims)) * dtype.itemsize
+    want = header + math.prod(dims) * dtype.itemsize  # Python ints: a corrupt header must not overflow
     if len(raw) != want:
         what = "is truncated" if len(raw) < want else "has trailing bytes"
         raise bad(f"it {what}: shape {list(dims)} needs {want} bytes, the file has {len(raw)}")

@@ -184,6 +184,8 @@ def test_truncated_gzip(tmp_path):
     (b"\x08\x03\x00\x00", "magic"),
     (b"\x00\x00\x42\x03" + bytes(12), "element type"),
     (b"\x00\x00\x08\x03\x00", "header promises 3 dimensions"),
+    (b"\x00\x00\x08\x00", "header gives 0 dimensions"),
+    (b"\x00\x00\x08\x03" + b"\x80\x00\x00\x00" * 3, "is truncated"),  # 2**93 elements: no overflow
 ])
 def test_corrupt_header(tmp_path, raw, words):
     write_split(tmp_path, "train")
@@ -196,6 +198,14 @@ def test_count_mismatch(tmp_path):
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(9, np.uint8))
     text = load_error(tmp_path)
     assert "10 samples" in text and "has 9" in text
+
+
+def test_fractional_float_labels_are_refused(tmp_path):
+    write_split(tmp_path, "train")
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.full(10, 1.5, np.float32), code=0x0D)
+    assert "not whole numbers (e.g. 1.5)" in load_error(tmp_path)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.full(10, 2.0, np.float32), code=0x0D)
+    assert load_source(spec(source="idx", path=str(tmp_path), split="train"))["label"].tolist() == [2] * 10
 
 
 def test_images_must_be_uint8_3d(tmp_path):

@@ -154,8 +154,7 @@ def _read(spec: CsvSpec, path: Path, key: tuple) -> Table:
     if not path.is_file():
         raise ConfigError(f"'{path}' is not a file" if path.exists() else f"file '{path}' does not exist", key,
                           hint="a relative path resolves against the solver file's directory")
-    delimiter = spec.delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
-    table = read_table(path, delimiter)
+    table = read_table(path, _delimiter(spec, path))
     if not table.rows:
         raise ConfigError(f"'{path}' has a header but no rows", key)
     return table
@@ -175,12 +174,27 @@ def _check_columns(spec: CsvSpec, table: Table, key: tuple) -> None:
     if spec.label:
         labels = [spec.label] if isinstance(spec.label, str) else spec.label
         where += [(c, ("label",) if isinstance(spec.label, str) else ("label", i)) for i, c in enumerate(labels)]
+    delimiter = _delimiter(spec, Path(table.file))
     for column, at in where:
         if column not in table.header:
             errors.append(ConfigError(f"no column '{column}' in {Path(table.file).name}", at,
-                                      hint=did_you_mean(column, table.header)))
+                                      hint=_other_delimiter(column, table.header, delimiter)
+                                      or did_you_mean(column, table.header)))
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
+
+
+def _delimiter(spec: CsvSpec, path: Path) -> str:
+    return spec.delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+
+
+def _other_delimiter(column: str, header: list[str], delimiter: str) -> str | None:
+    """A hint when the header splits into ``column`` on another common separator (a
+    semicolon-separated file read with the default comma)."""
+    for other in (",", ";", "\t", "|"):
+        if other != delimiter and any(column in (c.strip() for c in h.split(other)) for h in header):
+            return f"the header is separated by {other!r}, not {delimiter!r}: add delimiter: {other!r}"
+    return None
 
 
 def _names(group: str | list[str]) -> list[str]:

@@ -166,6 +166,14 @@ def test_unknown_column_names_point_at_the_solver_key(tmp_path):
     assert "did you mean 'rooms'" in str(e.value.errors[paths.index(("columns", "x", 1))])
 
 
+def test_a_file_with_another_delimiter_says_which(tmp_path):
+    f = write(tmp_path, "a;b\n1;2\n3;4\n", "semi.csv")
+    with pytest.raises(ConfigError) as e:
+        load(f, columns={"x": "a"})
+    assert e.value.hint == "the header is separated by ';', not ',': add delimiter: ';'"
+    assert load(f, columns={"x": "a"}, delimiter=";", standardize=False)["x"].tolist() == [[1], [3]]
+
+
 def test_tsv_and_bad_files(tmp_path):
     f = write(tmp_path, "a\tb\n1\t2\n3\t4\n", "t.tsv")
     assert load(f, columns={"x": ["a", "b"]}, standardize=False)["x"].tolist() == [[1, 2], [3, 4]]

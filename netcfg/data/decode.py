@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["decode_images", "image_size", "require_pillow", "EXTENSIONS"]
+__all__ = ["decode_images", "decode_errors", "image_size", "require_pillow", "EXTENSIONS"]
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 
@@ -22,6 +22,13 @@ def require_pillow():
         raise ImportError("the folder source decodes images with Pillow, which is not installed: "
                           "pip install 'netcfg[images]' (or pip install Pillow)") from None
     return Image
+
+
+def decode_errors() -> tuple[type[Exception], ...]:
+    """What Pillow raises for a file it will not decode: unreadable or corrupt (its
+    UnidentifiedImageError is an OSError), or too many pixels (a decompression bomb)."""
+    Image = require_pillow()
+    return OSError, ValueError, SyntaxError, Image.DecompressionBombError
 
 
 def image_size(file: str) -> tuple[int, int]:
@@ -48,7 +55,7 @@ def decode_images(files: list[str], channels: int, size: tuple[int, int] | None
                 if size is not None and (im.height, im.width) != tuple(size):
                     im = im.resize((size[1], size[0]), Image.BILINEAR)
                 pixels = np.asarray(im, dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError) as e:  # Pillow's UnidentifiedImageError is an OSError
+        except decode_errors() as e:
             return None, (file, f"cannot decode the image ({e})")
         if out is None:
             out = np.empty((len(files), channels) + pixels.shape[:2], np.uint8)

@@ -25,7 +25,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from netcfg.data.decode import EXTENSIONS, image_size, require_pillow
+from netcfg.data.decode import EXTENSIONS, decode_errors, image_size, require_pillow
 from netcfg.data.spec import DataSourceSpec, register_source
 from netcfg.data.split import Arrays
 from netcfg.data.stream import StreamedImages, decode_all, default_workers
@@ -131,7 +131,7 @@ def _classes(root: Path) -> list[str]:
 
 def _files(spec: FolderSpec, root: Path, classes: list[str], strict: bool = False) -> tuple[list[str], np.ndarray]:
     endings = tuple(e.lower() for e in spec.extensions)
-    files, labels = [], []
+    files, labels, empty = [], [], []
     if strict:
         extra = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in classes)
         if extra:
@@ -144,6 +144,11 @@ def _files(spec: FolderSpec, root: Path, classes: list[str], strict: bool = Fals
         names = sorted(f.name for f in folder.iterdir() if f.name.lower().endswith(endings) and f.is_file())
         files += [str(folder / f) for f in names]
         labels += [label] * len(names)
+        empty += [] if names else [name]
+    if empty and files and not strict:  # a class of no samples would still shift the labels after it
+        raise ConfigError(f"class folder '{empty[0]}' of {root} holds no image files", ("path",),
+                          hint=f"files ending in {', '.join(spec.extensions)}; add its images, or remove the folder "
+                               f"(it would be class {classes.index(empty[0])} with no samples)")
     return files, np.array(labels, np.int64)
 
 
@@ -160,7 +165,7 @@ def _cut(labels: np.ndarray, fraction: float, split: str) -> np.ndarray:
 def _first_size(files: list[str]) -> tuple[int, int]:
     try:
         return image_size(files[0])
-    except (OSError, ValueError, SyntaxError) as e:
+    except decode_errors() as e:
         raise ConfigError(f"cannot read the image ({e})", file=files[0], hint="remove or replace the file") from None
 
 

@@ -159,11 +159,23 @@ def test_sizes_must_agree_without_image_size(tmp_path):
     assert load(tmp_path, image_size=[6, 5])["data"].shape == (7, 3, 6, 5)
 
 
+def test_an_image_too_large_for_pillow_is_named(tmp_path, monkeypatch):
+    make(tmp_path, n=2)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # 6x5 = 30 pixels: over twice the limit, a "bomb"
+    for kw in ({}, {"image_size": 4}):  # the first image's size is read, or every image decoded
+        with pytest.raises(ConfigError) as e:
+            load(tmp_path, cache=False, **kw)
+        assert e.value.file.endswith("cat/00.png") and "decompression bomb" in e.value.message
+
+
 @pytest.mark.parametrize("setup, kw, words", [
     (lambda p: p.mkdir(), {}, "no class sub-folders"),
     (lambda p: make(p), {"split": "test"}, "test_fraction"),
     (lambda p: (make(p / "train"), make(p / "test", classes=("cow",), n=1)), {"split": "test"}, "'cow'"),
     (lambda p: (p / "a").mkdir(parents=True), {}, "no image files"),
+    (lambda p: (make(p), (p / "bat").mkdir()), {}, "class folder 'bat' of"),  # would be class 0, the rest shifted
+    (lambda p: (make(p, n=2), (p / "dog" / "00.png").rename(p / "dog" / "00.txt"), (p / "dog" / "01.png").unlink()),
+     {"test_fraction": 0.5, "split": "test"}, "holds no image files"),
     (lambda p: None, {}, "does not exist"),
 ])
 def test_layout_errors(tmp_path, setup, kw, words):

@@ -33,6 +33,7 @@ def draw(
     SVG, PNG and PDF go through Graphviz's `dot` (Debian: apt-get install graphviz);
     without it, the DOT source is written instead, with the command that renders it.
     Mermaid (.mmd) renders on GitHub and at mermaid.live with nothing installed."""
+    from netcfg.cli.output import check_output, write_output
     from netcfg.errors import ConfigError, did_you_mean
     from netcfg.net import build_graph
     from netcfg.tools.draw import build_drawing, dot_available, render, to_dot, to_mermaid
@@ -51,6 +52,8 @@ def draw(
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format '{fmt}'", file="--format", hint=did_you_mean(fmt, FORMATS, show_all=8))
+    if output is not None:
+        check_output(output, inputs=(file,))
     net_spec, solver = load_net_or_solver(file, set_)
     if solver is not None and not stage:
         stage = solver.train_stages if phase == "TRAIN" else solver.test_stages
@@ -65,14 +68,14 @@ def draw(
         typer.echo(text, nl=False)
         return
     if fmt in ("dot", "mmd"):
-        output.write_text(text)
+        write_output(output, text, inputs=(file,))
         how = (f"render it with: dot -T{'svg'} {output} -o {output.with_suffix('.svg')}" if fmt == "dot"
                else "paste it into https://mermaid.live, or put it in a ```mermaid block on GitHub")
         typer.echo(f"wrote {output}; {how}", err=True)
         return
     if not dot_available():
         dot_path = output.with_suffix(".dot")
-        dot_path.write_text(text)
+        write_output(dot_path, text, inputs=(file,))
         typer.echo(f"Graphviz's `dot` is not installed, so {output} was not made; wrote {dot_path} instead.\n"
                    f"Install Graphviz (Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz) and run\n"
                    f"  dot -T{fmt} {dot_path} -o {output}\n"

@@ -41,6 +41,7 @@ def landscape(
     (BatchNorm running statistics, no Dropout) on a fixed train subset. Several
     SOLVER/--weights pairs are drawn with the same directions' seed and contour
     levels, to compare nets. Needs matplotlib: pip install 'netcfg[plot]'."""
+    from netcfg.cli.output import check_output
     from netcfg.errors import ConfigError
     from netcfg.solver.spec import load_solver
     from netcfg.tools.landscape import landscape_of, plot_surfaces
@@ -51,6 +52,7 @@ def landscape(
                           file="--weights")
     if output.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise ConfigError(f"cannot write '{output}': use a .png, .svg or .pdf file", file="--output")
+    check_output(output)  # before the minutes of evaluation, not after
     require_matplotlib()
     specs = [load_solver(s, set_) for s in solvers]
     names = [spec.net_spec.name for spec in specs]
@@ -69,7 +71,10 @@ def landscape(
         s.name = name
         surfaces.append(s)
         typer.echo(summary(s), err=as_json)
-    plot_surfaces(surfaces, output)
+    try:
+        plot_surfaces(surfaces, output)
+    except OSError as e:
+        raise ConfigError(f"cannot write {output}: {e.strerror}", file="--output") from None
     typer.echo(f"wrote {output}", err=True)
     if as_json:
         typer.echo(json.dumps({"surfaces": [s.as_dict() for s in surfaces], "seed": seed, "span": span, "steps": steps}))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["write_output"]
+__all__ = ["check_output", "write_output"]
 
 
-def write_output(path: Path, text: str | bytes, *, option: str = "--output", inputs: tuple[Path, ...] = ()) -> None:
-    """Write ``text`` (or bytes) to ``path``, making its folder; never over one of the command's own
-    ``inputs``, and a place that cannot be written is an error (exit 2), not a traceback."""
+def check_output(path: Path, *, option: str = "--output", inputs: tuple[Path, ...] = ()) -> None:
+    """Before any work: ``path`` is none of the command's own ``inputs``, and its folder exists
+    (made if need be) and can be written; an error (exit 2) otherwise, not a traceback at the end."""
+    import os
+
     from netcfg.errors import ConfigError
 
     for source in inputs:
@@ -18,6 +20,21 @@ def write_output(path: Path, text: str | bytes, *, option: str = "--output", inp
                               hint="choose another output file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e.strerror}", file=option,
+                          hint="choose a file in a folder you can write") from None
+    if path.is_dir() or not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        what = "it is a folder" if path.is_dir() else "permission denied"
+        raise ConfigError(f"cannot write {path}: {what}", file=option, hint="choose a file in a folder you can write")
+
+
+def write_output(path: Path, text: str | bytes, *, option: str = "--output", inputs: tuple[Path, ...] = ()) -> None:
+    """Write ``text`` (or bytes) to ``path``, making its folder; never over one of the command's own
+    ``inputs``, and a place that cannot be written is an error (exit 2), not a traceback."""
+    from netcfg.errors import ConfigError
+
+    check_output(path, option=option, inputs=inputs)
+    try:
         path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
     except OSError as e:
         raise ConfigError(f"cannot write {path}: {e.strerror}", file=option,

@@ -26,6 +26,7 @@ def plot(
     with a legend.
 
     Needs matplotlib: pip install 'netcfg[plot]'."""
+    from netcfg.cli.output import check_output
     from netcfg.errors import ConfigError, did_you_mean
     from netcfg.tools.plot import plot_runs, read_run, require_matplotlib
 
@@ -35,11 +36,15 @@ def plot(
                           hint=did_you_mean(x, ("iter", "epoch", "seconds"), show_all=3))
     if output.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise ConfigError(f"cannot write '{output}': use a .png, .svg or .pdf file", file="--output")
+    check_output(output)
     require_matplotlib()
     loaded = [read_run(p) for p in runs]
     names = [r.label for r in loaded]
     if len(set(names)) < len(names):  # same directory names under different parents
         for r, p in zip(loaded, runs):
             r.label = str(p)
-    plot_runs(loaded, output, x=x, smoothing=smoothing)
+    try:
+        plot_runs(loaded, output, x=x, smoothing=smoothing)
+    except OSError as e:
+        raise ConfigError(f"cannot write {output}: {e.strerror}", file="--output") from None
     typer.echo(f"wrote {output}", err=True)

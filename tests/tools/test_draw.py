@@ -133,6 +133,17 @@ def test_bad_options_are_errors(args, message):
     assert result.exit_code == 2 and message in result.stderr, result.stderr
 
 
+def test_an_output_that_cannot_be_written_or_is_the_net_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = run_cli("draw", LENET, "-o", str(tmp_path / "file" / "lenet.mmd"))
+    assert result.exit_code == 2 and result.stderr.startswith("--output: error: cannot write"), result.stderr
+    net = tmp_path / "lenet.yaml"
+    net.write_text(open(LENET).read())
+    result = run_cli("draw", str(net), "--format", "dot", "-o", str(net))
+    assert result.exit_code == 2 and "is the file being read" in result.stderr
+    assert net.read_text() == open(LENET).read()  # the net file is not replaced by its drawing
+
+
 @pytest.mark.parametrize("depth, boxes", [(2, 9), (1, 3)])
 def test_collapsed_scopes_keep_every_parameter(depth, boxes):
     """configs/plain20.yaml names its layers stage2.block1.conv1: collapsed to blocks (depth 2)

@@ -96,3 +96,7 @@ def test_cli_errors(trained, tmp_path):
     assert result.exit_code == 2 and "weights file not found" in result.stderr
     result = run_cli("landscape", str(DIGITS), "--weights", str(trained), "-o", str(tmp_path / "s.gif"))
     assert result.exit_code == 2 and ".png, .svg or .pdf" in result.stderr
+    (tmp_path / "file").write_text("x")  # refused before the grid is evaluated, not a traceback after
+    result = run_cli("landscape", str(DIGITS), "--weights", str(trained), "-o", str(tmp_path / "file" / "s.png"))
+    assert result.exit_code == 2 and result.stderr.startswith("--output: error: cannot write"), result.stderr
+    assert "grid" not in result.stdout

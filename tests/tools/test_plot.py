@@ -81,6 +81,9 @@ def test_bad_input_is_an_error(tmp_path, runs):
     assert result.exit_code == 2 and "did you mean 'iter'" in result.stderr
     result = run_cli("plot", str(runs[0]), "-o", str(tmp_path / "c.jpg"))
     assert result.exit_code == 2 and ".png, .svg or .pdf" in result.stderr
+    (tmp_path / "file").write_text("x")
+    result = run_cli("plot", str(runs[0]), "-o", str(tmp_path / "file" / "c.png"))  # was a traceback
+    assert result.exit_code == 2 and result.stderr.startswith("--output: error: cannot write"), result.stderr
 
 
 def test_without_matplotlib_the_error_says_how_to_install_it(runs, tmp_path, monkeypatch):

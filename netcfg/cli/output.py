@@ -10,6 +10,7 @@ __all__ = ["check_output", "write_output"]
 def check_output(path: Path, *, option: str = "--output", inputs: tuple[Path, ...] = ()) -> None:
     """Before any work: ``path`` is none of the command's own ``inputs``, and its folder exists
     (made if need be) and can be written; an error (exit 2) otherwise, not a traceback at the end."""
+    import errno
     import os
 
     from netcfg.errors import ConfigError
@@ -24,7 +25,7 @@ def check_output(path: Path, *, option: str = "--output", inputs: tuple[Path, ..
         raise ConfigError(f"cannot write {path}: {e.strerror}", file=option,
                           hint="choose a file in a folder you can write") from None
     if path.is_dir() or not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        what = "it is a folder" if path.is_dir() else "permission denied"
+        what = os.strerror(errno.EISDIR if path.is_dir() else errno.EACCES)  # as writing it would say
         raise ConfigError(f"cannot write {path}: {what}", file=option, hint="choose a file in a folder you can write")
 
 

@@ -10,6 +10,7 @@ plain data, so the spec layer sees one document.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,15 +298,16 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
 _INDEX = re.compile(r"\[(\d+|[A-Za-z_][A-Za-z0-9_]*)\]")
 
 
-def apply_overrides(src: Source, overrides: list[str]) -> Source:
-    """Apply ``key.path=value`` strings (values parsed as YAML) to ``src.data``.
+def apply_overrides(src: Source, overrides: str | Iterable[str]) -> Source:
+    """Apply ``key.path=value`` strings (values parsed as YAML) to ``src.data``; one string
+    is one override (``overrides="max_iter=200"`` from Python is not read letter by letter).
 
     A list index is a number (``layers.2.num_output=64``); for lists of named
     mappings, the name works too (``layers.conv1.num_output=64``). Errors later
     found in an overridden value point at its ``--set``, not at the file.
     """
     errors = []
-    for text in overrides:
+    for text in [overrides] if isinstance(overrides, str) else overrides:
         where = f"--set {text}"
         if "=" not in text:
             errors.append(ConfigError("expected KEY=VALUE", file=where, hint="e.g. --set base_lr=0.01"))

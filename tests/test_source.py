@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from netcfg import source
@@ -223,6 +225,16 @@ def test_override_list_item_by_index_and_by_name():
     # the path as an error prints it works too
     src = overridden("layers[0].num_output=32", "layers[ip1].num_output=6")
     assert (src.data["layers"][0]["num_output"], src.data["layers"][1]["num_output"]) == (32, 6)
+
+
+def test_one_override_given_as_a_string_is_one_override():
+    """From Python, overrides="name=Other" (no list) was read letter by letter: 'n', 'a', ..."""
+    from netcfg import load_net, load_solver
+
+    root = Path(__file__).resolve().parents[1]
+    assert load_net(root / "configs" / "lenet.yaml", overrides="name=Other").name == "Other"
+    assert load_net(root / "configs" / "lenet.yaml", overrides=("name=Other",)).name == "Other"
+    assert load_solver(root / "solvers" / "digits.yaml", overrides="max_iter=200").max_iter == 200
 
 
 @pytest.mark.parametrize("text, value", [

@@ -49,7 +49,7 @@ def read_net(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> N
         return _net_in_weights(path, overrides)
     src = load_yaml(path)
     if overrides:
-        apply_overrides(src, list(overrides))
+        apply_overrides(src, overrides)
     if isinstance(src.data, dict) and "net" in src.data and "layers" not in src.data:  # a solver file
         from netcfg.solver.spec import solver_from_source
 
@@ -66,7 +66,7 @@ def _net_in_weights(path: Path, overrides) -> NetSource:
                                                "or `netcfg export NET.yaml --weights FILE`")
     src = parse_yaml(meta[NET_KEY], f"{path} (metadata {NET_KEY})")
     if overrides:
-        apply_overrides(src, list(overrides))
+        apply_overrides(src, overrides)
     info = json.loads(meta.get(EXPORT_KEY, "{}"))
     run = json.loads(meta.get(STAGES_KEY, "{}"))  # a snapshot: the stages of its solver's nets
     return NetSource(net_from_source(src), tuple(info.get("stages", run.get("TEST", ()))), path,

@@ -97,5 +97,5 @@ def load_net(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> N
     """Read, validate and return the net file at ``path`` (with ``--set`` overrides)."""
     src = load_yaml(path)
     if overrides:
-        apply_overrides(src, list(overrides))
+        apply_overrides(src, overrides)
     return net_from_source(src)

@@ -208,5 +208,5 @@ def load_solver(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     """Read and validate a solver file (with ``--set`` overrides) and its net."""
     src = load_yaml(path)
     if overrides:
-        apply_overrides(src, list(overrides))
+        apply_overrides(src, overrides)
     return solver_from_source(src, Path(path).resolve().parent)

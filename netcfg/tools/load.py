@@ -19,7 +19,7 @@ def load_net_or_solver(path: str | Path, overrides: list[str] | tuple[str, ...] 
     path = Path(path)
     src = load_yaml(path)
     if overrides:
-        apply_overrides(src, list(overrides))
+        apply_overrides(src, overrides)
     if isinstance(src.data, dict) and "net" in src.data and "layers" not in src.data:
         solver = solver_from_source(src, path.resolve().parent)
         return solver.net_spec, solver

@@ -67,6 +67,9 @@ class Solver:
         each iteration (the CLI's progress bar). ``deferred_check``: check for NaN/Inf
         without a host sync per iteration (``finite.DeferredCheck``); default: on CUDA,
         where the optimizer is fused and neither torchrun nor fp16's scaler is in use."""
+        if not isinstance(spec, SolverSpec):
+            raise TypeError(f"Solver() takes a SolverSpec, got {type(spec).__name__}"
+                            + (": for a solver file use Solver.from_file(path)" if isinstance(spec, (str, Path)) else ""))
         self.spec = spec
         self.log = log
         self.on_step = on_step

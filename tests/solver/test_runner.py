@@ -276,3 +276,9 @@ def test_a_net_with_every_lr_mult_0_tests_but_does_not_train(tmp_path):
 def test_an_mps_device_this_machine_lacks_is_a_located_error(tmp_path):
     code, out, err = netcfg("train", str(write_solver(tmp_path, device="mps")))
     assert code == 2 and "device: device is mps but this machine or PyTorch build has no MPS" in err
+
+
+def test_a_solver_file_path_given_to_the_constructor_points_at_from_file(tmp_path):
+    with pytest.raises(TypeError, match=r"Solver\(\) takes a SolverSpec, got str: for a solver file use Solver.from_file"):
+        Solver("solvers/digits.yaml", out=tmp_path / "run")  # was AttributeError: 'str' object has no attribute 'device'
+    assert not (tmp_path / "run").exists()

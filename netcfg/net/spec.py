@@ -73,6 +73,12 @@ def _import_plugins(src: Source) -> None:
 
 def net_from_source(src: Source) -> NetSpec:
     """Validate a located YAML document as a NetSpec."""
+    if isinstance(src.data, dict) and "net" in src.data and "layers" not in src.data:  # a solver file
+        net = src.data["net"]
+        raise ConfigErrors([src.locate(ConfigError(
+            "this is a solver file (it names a net:), but a net file is needed here", ("net",),
+            hint=f"its net is {net}, relative to this file" if isinstance(net, str) else "give a net file (name, inputs, layers)"),
+            at_key=True)])
     _import_plugins(src)
     src = expand_templates(src)
     try:

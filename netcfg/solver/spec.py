@@ -171,6 +171,11 @@ def cross_checks(s: SolverSpec) -> list[ConfigError]:
 
 def solver_from_source(src: Source, base_dir: Path) -> SolverSpec:
     """Validate a located solver document and load the net it names."""
+    if isinstance(src.data, dict) and "layers" in src.data and "net" not in src.data:  # not a missing key per solver key
+        raise ConfigErrors([src.locate(ConfigError(
+            "this is a net file (it has layers:), but a solver file is needed here", ("layers",),
+            hint="a solver file names the net (net: <this file>) and its data:, base_lr and max_iter; see solvers/"),
+            at_key=True)])
     spec = validate(SolverSpec, src)
     spec._source, spec._dir = src, base_dir
     errors = [spec.locate(e) for e in cross_checks(spec)]

@@ -82,6 +82,9 @@ BAD_SOLVERS = {
     "missing net file": (
         "net: no_such_net.yaml\ndata:\n  train: {source: digits, split: train, batch_size: 8}\n"
         "base_lr: 0.1\nmax_iter: 1\n", "1:6", "net file not found"),
+    "a net file, not a solver": (  # one error, not 'missing net', 'missing base_lr', ... 'unknown key layers'
+        "name: n\ninputs: {data: [4]}\nlayers:\n  - {name: ip, type: InnerProduct, num_output: 2}\n", "3:1",
+        "layers: this is a net file (it has layers:), but a solver file is needed here"),
 }
 
 
@@ -96,6 +99,15 @@ def test_solver_errors_are_located_and_exit_2(tmp_path, case):
     assert words in err
     assert "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_solver_file_given_as_a_net_says_so_and_names_its_net():
+    import netcfg as api
+
+    with pytest.raises(api.NetcfgError) as e:
+        api.build_net(Path(__file__).resolve().parents[2] / "solvers" / "digits.yaml")
+    assert e.value.render().endswith("digits.yaml:10:1: error: net: this is a solver file (it names a net:), but a net "
+                                     "file is needed here (its net is ../configs/digits_cnn.yaml, relative to this file)")
 
 
 # ------------------------------------------------------------ the run directory

@@ -34,6 +34,9 @@ def read_mean_file(file: Path) -> np.ndarray:
                           hint="`netcfg data stats SOLVER --mean-file mean.npy` writes one")
     if mean.dtype.kind not in "fiu":
         raise ConfigError(f"mean file '{file}' holds {mean.dtype}, not numbers", key)
+    if mean.dtype.kind == "f" and not np.isfinite(mean).all():
+        raise ConfigError(f"mean file '{file}' holds {np.count_nonzero(~np.isfinite(mean))} NaN or infinite "
+                          f"value(s)", key, hint="compute it again: netcfg data stats SOLVER --mean-file mean.npy")
     if mean.ndim == 4 and mean.shape[0] == 1:  # Caffe's (1, C, H, W)
         mean = mean[0]
     if mean.ndim == 2:  # (H, W): one channel

@@ -9,10 +9,12 @@ import torch
 from netcfg.data.augment import batch_generator, erase_boxes
 from netcfg.data.loader import BatchLoader
 from netcfg.data.meanfile import read_binaryproto, read_mean_file, write_binaryproto
-from netcfg.data.spec import source_spec
+from netcfg.data.spec import DataSpec, source_spec
 from netcfg.data.split import SplitData
 from netcfg.data.transform import ImageTransform
-from netcfg.errors import ConfigError
+from netcfg.errors import ConfigError, NetcfgError
+from netcfg.source import parse_yaml
+from netcfg.spec import validate
 
 
 def images(n: int = 16, c: int = 1, h: int = 6, w: int = 5) -> torch.Tensor:
@@ -177,6 +179,18 @@ def test_mean_file_errors(tmp_path):
     for name, words in (("nope.npy", "not found"), ("m.txt", "neither .npy nor .binaryproto")):
         with pytest.raises(ConfigError, match=words):
             transform(base_dir=tmp_path, mean_file=name)
+
+
+def test_nan_or_inf_in_a_transform_is_refused_before_it_poisons_every_batch(tmp_path):
+    np.save(tmp_path / "nan.npy", np.full((3, 1, 1), np.nan, np.float32))
+    with pytest.raises(ConfigError, match="holds 3 NaN or infinite value"):
+        transform(base_dir=tmp_path, mean_file="nan.npy")
+    for key, value in (("scale", float("nan")), ("mean_value", [float("inf")]), ("std", float("inf")),
+                       ("erasing_value", float("nan"))):
+        with pytest.raises(NetcfgError) as e:
+            validate(DataSpec, parse_yaml(f"train: {{source: digits, split: train, batch_size: 4, {key}: "
+                                          f"{str(value).replace('nan', '.nan').replace('inf', '.inf')}}}", "s.yaml"))
+        assert "finite number" in e.value.render(), e.value.render()
 
 
 def test_mean_value_and_mean_file_exclude_each_other():

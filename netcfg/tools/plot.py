@@ -124,9 +124,14 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
 
 
 def smooth(values: list[float], weight: float) -> list[float]:
-    """TensorBoard's smoothing: an exponential moving average, debiased at the start."""
+    """TensorBoard's smoothing: an exponential moving average, debiased at the start; a NaN or
+    infinite value is drawn as it is and left out of the average (as TensorBoard does), so
+    one diverged record does not turn the rest of the curve into NaN."""
     out, avg, norm = [], 0.0, 0.0
     for v in values:
+        if not math.isfinite(v):
+            out.append(v)
+            continue
         avg = weight * avg + (1 - weight) * v
         norm = weight * norm + (1 - weight)
         out.append(avg / norm if norm else v)

@@ -65,6 +65,8 @@ def test_smoothing_is_a_debiased_moving_average():
     assert smooth([2.0, 2.0, 2.0], 0.9) == pytest.approx([2.0, 2.0, 2.0])
     s = smooth([1.0, 0.0], 0.5)
     assert s == pytest.approx([1.0, 1 / 3])
+    s = smooth([1.0, float("nan"), 0.0], 0.5)  # skipped, as TensorBoard does, not NaN from there on
+    assert s[0] == 1.0 and s[1] != s[1] and s[2] == pytest.approx(1 / 3)
 
 
 def test_bad_input_is_an_error(tmp_path, runs):

@@ -90,6 +90,6 @@ def summary(s) -> str:
     values = s.values()
     mean = sum(values) / len(values)
     metrics = "".join(f", {k} {v:.4f}" for k, v in s.center_metrics.items())
-    shape = f"{len(s.alphas)}x{len(s.betas)}" if s.two_d else f"{len(s.alphas)}"
-    return (f"{s.name}: loss {s.center_loss:.4f} at the weights{metrics}; over the {shape} grid "
+    shape = f"{len(s.alphas)}x{len(s.betas)} grid" if s.two_d else f"{len(s.alphas)} points"
+    return (f"{s.name}: loss {s.center_loss:.4f} at the weights{metrics}; over the {shape} "
             f"(span {max(s.alphas):g}, {s.samples} train samples): mean {mean:.4f}, max {max(values):.4f}")

@@ -77,6 +77,7 @@ def test_cli_1d_picture_and_json(trained, tmp_path):
     (s,) = data["surfaces"]
     assert s["name"] == "DigitsCNN" and len(s["loss"]) == 5 and s["samples"] == 200
     assert "DigitsCNN: loss" in result.stderr and "accuracy" in result.stderr
+    assert "over the 5 points (span 1, 200 train samples)" in result.stderr  # was "over the 5 grid"
 
 
 def test_cli_2d_side_by_side(trained, tmp_path):

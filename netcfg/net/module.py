@@ -112,6 +112,8 @@ class Net(nn.Module):
         missing = [n for n in self.input_names if n not in inputs]  # constant under torch.compile
         if missing:
             raise TypeError(_missing_inputs(self.graph.name, missing, inputs))
+        if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):  # shapes are fixed in a traced graph
+            _check_input_tensors(self.graph, inputs)
         blobs = run_schedule(self._schedule, dict(inputs))
         return {t: blobs[t] for t in self.outputs}
 
@@ -154,6 +156,24 @@ def _missing_inputs(net: str, missing: list[str], given) -> str:
     hints = [h for h in (did_you_mean(n, given, show_all=0) for n in missing) if h]
     return (f"net '{net}' needs the input(s) {', '.join(map(repr, missing))}; given: {sorted(given) or 'none'}"
             + (f" ({'; '.join(hints)})" if hints else ""))
+
+
+def _check_input_tensors(graph: Graph, inputs: dict) -> None:
+    """Each declared input is a tensor of a batch of the declared per-sample shape, with a
+    float dtype for a float input and an integer one for an integer input, so a mistake is
+    named here rather than as a shape error deep inside some layer."""
+    for name, blob in graph.inputs.items():
+        t = inputs[name]
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"net '{graph.name}': input '{name}' must be a torch.Tensor, got {type(t).__name__}"
+                            + (" (torch.from_numpy(x) converts it)" if type(t).__module__ == "numpy" else ""))
+        if tuple(t.shape[1:]) != blob.shape or t.dim() != len(blob.shape) + 1:
+            raise ValueError(f"net '{graph.name}': input '{name}' has shape {list(t.shape)}, but the net declares "
+                             f"{list(blob.shape)} per sample, so a batch of N is {['N', *blob.shape]}".replace("'N'", "N"))
+        want_float = blob.dtype.startswith(("float", "bfloat"))
+        if t.is_floating_point() != want_float or (t.dtype == torch.bool) != (blob.dtype == "bool"):
+            raise ValueError(f"net '{graph.name}': input '{name}' is {str(t.dtype).removeprefix('torch.')}, but the "
+                             f"net declares {blob.dtype}" + ("" if want_float else f" (x.to(torch.{blob.dtype}))"))
 
 
 def _set_param(module: nn.Module, path: str, p: nn.Parameter) -> None:

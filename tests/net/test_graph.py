@@ -58,6 +58,22 @@ def test_a_missing_input_names_it_and_the_nearest_given_one():
         net()
 
 
+@pytest.mark.parametrize("x, label, error, message", [
+    (torch.randn(3, 5), torch.zeros(3, dtype=torch.long), ValueError,
+     "net 't': input 'x' has shape [3, 5], but the net declares [4] per sample, so a batch of N is [N, 4]"),
+    (torch.randn(4), torch.zeros((), dtype=torch.long), ValueError, "input 'x' has shape [4], but the net declares [4]"),
+    (torch.randn(3, 4), torch.zeros(3), ValueError, "input 'label' is float32, but the net declares int64 (x.to(torch.int64))"),
+    (torch.zeros(3, 4, dtype=torch.long), torch.zeros(3, dtype=torch.long), ValueError, "input 'x' is int64, but the net declares float32"),
+    (torch.randn(3, 4).numpy(), torch.zeros(3, dtype=torch.long), TypeError, "must be a torch.Tensor, got ndarray (torch.from_numpy"),
+])
+def test_a_wrong_input_tensor_is_named_before_any_layer_runs(x, label, error, message):
+    """Not torch's "mat1 and mat2 shapes cannot be multiplied" from inside a layer, nor a float
+    label silently read as class probabilities."""
+    with pytest.raises(error) as e:
+        build_net(spec())(x=x, label=label)
+    assert message in str(e.value)
+
+
 def test_loss_weight_scales_a_top_into_the_total_loss():
     text = NET.replace("bottom: [b, label]}", "bottom: [b, label], loss_weight: 0.5}").replace(
         "num_output: 2, exclude", "num_output: 2, loss_weight: 2, exclude")

@@ -265,7 +265,8 @@ layers:
     names = [n for n, _ in net.named_parameters()]
     assert "s.block1.r.body.a_conv.weight" in names and "s.block2.r.body.b_bn.weight" in names
     assert "top_res.body.x_conv.weight" in names
-    assert net(data=torch.randn(2, 4, 8, 8))["top_res"].shape == (2, 4, 8, 8)
+    out = net(data=torch.randn(2, 4, 8, 8), label=torch.zeros(2, dtype=torch.long))  # every input is required
+    assert out["top_res"].shape == (2, 4, 8, 8)
 
 
 # ---------------------------------------------------------------- the explicit form, expand

@@ -18,11 +18,11 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
-    net: Annotated[Path, typer.Argument(help="net file, solver file or run config.yaml, or a .safetensors written by "
-                                             "netcfg (which holds its net)", show_default=False)],
+    net: Annotated[Path, typer.Argument(help="net file, solver file or run config.yaml, a .safetensors written by "
+                                             "netcfg (which holds its net), or a run directory (its newest snapshot)", show_default=False)],
     format: Annotated[str, typer.Option("--format", "-f", help=f"{' | '.join(FORMAT_NAMES)}", show_default=False)],
-    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="trained weights (.safetensors, or a .pt "
-                                                 "state_dict); default: NET when it is a .safetensors")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="trained weights (.safetensors, a .pt "
+                                                 "state_dict, or a run directory); default: NET when it holds weights")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="file to write; default: the weights file's name "
                                              "with the format's suffix", show_default=False)] = None,
     phase: Annotated[str, typer.Option("--phase", help="whose layers (include/exclude rules): TEST or TRAIN; "

@@ -24,7 +24,7 @@ from netcfg.exporting import to_onnx, to_program, to_torchscript, to_weights
 from netcfg.exporting.check import Mismatch, compare, culprit, reason
 from netcfg.exporting.deploy import Deploy, deploy_form
 from netcfg.exporting.job import ExportJob
-from netcfg.exporting.load import EXPORT_KEY, load_weights_into, read_net
+from netcfg.exporting.load import EXPORT_KEY, load_weights_into, read_net, weights_file
 from netcfg.net.module import Net
 from netcfg.net.spec import NetSpec
 from netcfg.solver.snapshot import NET_KEY
@@ -107,8 +107,9 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
     """Export the deploy form of ``net`` with ``weights`` to ``format``: ``safetensors``,
     ``pt``, ``torchscript``, ``exported`` (torch.export) or ``onnx``.
 
-    ``net`` is a net file, a solver file or run ``config.yaml``, a NetSpec, or a
-    ``.safetensors`` written by netcfg (then ``weights`` defaults to it). ``out``
+    ``net`` is a net file, a solver file or run ``config.yaml``, a NetSpec, a
+    ``.safetensors`` written by netcfg (then ``weights`` defaults to it), or a run
+    directory (its newest snapshot). ``weights`` may be a run directory too. ``out``
     defaults to the weights file's name with the format's suffix. ``outputs`` picks
     the output tops; ``batch_size`` is ``"dynamic"`` or a fixed int (a static graph);
     ``opset`` is for ONNX. With ``check`` the file is run on random inputs and must
@@ -128,7 +129,7 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
     else:
         src = read_net(net, overrides)
         spec, source_stages, source_weights, source_outputs = src.spec, src.stages_of(phase), src.weights, src.outputs
-    weights = Path(weights) if weights is not None else source_weights
+    weights = weights_file(weights) if weights is not None else source_weights
     if weights is None:
         raise ConfigError("no weights given", file="--weights",
                           hint="pass the trained weights: netcfg export NET --weights W.safetensors")

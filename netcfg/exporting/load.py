@@ -18,6 +18,7 @@ from netcfg.net.graph import build_graph
 from netcfg.net.module import Net
 from netcfg.net.spec import NetSpec, net_from_source
 from netcfg.solver.snapshot import NET_KEY, STAGES_KEY, copy_weights, load_weights
+from netcfg.solver.weights import resolve_file
 from netcfg.source import apply_overrides, load_yaml, parse_yaml
 
 __all__ = ["EXPORT_KEY", "WEIGHT_SUFFIXES", "NetSource", "load_net_with_weights", "load_weights_into", "read_net"]
@@ -41,10 +42,19 @@ class NetSource:
         return self.train_stages if str(phase).upper() == "TRAIN" else self.stages
 
 
+def weights_file(path: str | Path) -> Path:
+    """``path``, or for a run directory its newest snapshot's weights, as `weights:` and
+    --weights read one (a directory without a snapshot is left for the loader to refuse)."""
+    path = Path(path)
+    return resolve_file(str(path), Path.cwd()) if path.is_dir() else path
+
+
 def read_net(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> NetSource:
     """The net of a net file, of a solver file (or a run's config.yaml), or stored in a
     ``.safetensors`` written by netcfg; ``overrides`` are ``--set`` keys of that net."""
     path = Path(path)
+    if path.is_dir():
+        return _net_in_weights(weights_file(path), overrides)
     if path.suffix in WEIGHT_SUFFIXES:
         return _net_in_weights(path, overrides)
     src = load_yaml(path)
@@ -76,7 +86,8 @@ def _net_in_weights(path: Path, overrides) -> NetSource:
 def load_net_with_weights(weights: str | Path, net: str | Path | NetSpec | None = None, *, phase: str = "TEST",
                           stages: tuple[str, ...] | list[str] = (), deploy: bool = False,
                           device: str | torch.device | None = None) -> Net:
-    """The ``Net`` stored in ``weights`` (a ``.safetensors`` written by netcfg), with its
+    """The ``Net`` stored in ``weights`` (a ``.safetensors`` written by netcfg, or a run
+    directory: its newest snapshot), with its
     weights loaded; in eval mode for phase TEST. Pass ``net`` (a net file or NetSpec)
     for weights without a stored config, such as a ``.pt`` state_dict from ``netcfg
     export --format pt``. ``deploy=True`` builds the deploy form (no losses, metrics or label
@@ -85,7 +96,7 @@ def load_net_with_weights(weights: str | Path, net: str | Path | NetSpec | None 
     >>> net = netcfg.load_net_with_weights("runs/lenet/lenet_iter_10000.safetensors")
     >>> net(data=torch.randn(4, 1, 28, 28), label=torch.zeros(4, dtype=torch.long))["accuracy"]
     """
-    weights = Path(weights)
+    weights = weights_file(weights)
     outputs: tuple[str, ...] = ()
     if net is None:
         source = read_net(weights) if weights.suffix in WEIGHT_SUFFIXES else None
@@ -111,7 +122,7 @@ def load_net_with_weights(weights: str | Path, net: str | Path | NetSpec | None 
 
     try:
         dev = resolve_device(str(device))
-    except RuntimeError as e:  # torch.device("banana")
+    except RuntimeError:  # torch.device("banana")
         raise ConfigError(f"device {device!r} is not a device PyTorch knows", file="device", hint="use cpu, cuda, cuda:N or mps") from None
     except ConfigError as e:
         raise ConfigError(e.message, file="device", hint=e.hint) from None

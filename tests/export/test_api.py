@@ -65,6 +65,13 @@ def test_solver_snapshot_loads_with_its_weights(tmp_path):
     trained = dict(solver.net.named_parameters())
     for name, p in net.named_parameters():
         assert torch.equal(p, trained[name].detach().cpu()), name
+    # a run directory stands for its newest snapshot, as in `weights:` and --weights
+    by_dir = netcfg.load_net_with_weights(tmp_path / "run")
+    assert all(torch.equal(p, dict(net.named_parameters())[n]) for n, p in by_dir.named_parameters())
+    result = netcfg.export(tmp_path / "run", format="pt")
+    assert result.path == weights.with_suffix(".pt") and result.path.is_file()
+    with pytest.raises(netcfg.ConfigError, match="a directory without a snapshot"):
+        netcfg.export(tmp_path, format="pt")  # no snapshot there: said so, not 'not a YAML file'
     for device, words in (("banana", "device 'banana' is not a device PyTorch knows"),
                           ("cuda:99", "device cuda:99: only" if torch.cuda.is_available() else "no CUDA device")):
         with pytest.raises(netcfg.ConfigError, match=words):

@@ -66,8 +66,7 @@ def landscape(
             typer.echo(f"\r{name}: {done}/{todo} points", err=True, nl=done == todo)
 
         s = landscape_of(spec, w, samples=samples, steps=steps, span=span, two_d=two_d, seed=seed,
-                         batch_size=batch_size, device=device, log=lambda line: typer.echo(line, err=True),
-                         progress=progress if tty else None)
+                         batch_size=batch_size, device=device, progress=progress if tty else None)
         s.name = name
         surfaces.append(s)
         typer.echo(summary(s), err=as_json)

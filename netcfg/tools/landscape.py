@@ -137,8 +137,8 @@ def loss_surface(net: Net, batches: list[dict[str, torch.Tensor]], *, steps: int
 
 
 def prepare(spec: SolverSpec, weights: str | Path, *, samples: int, batch_size: int | None = None,
-            device: str | None = None, log: Callable[[str], None] = print) -> tuple[Net, list[dict[str, torch.Tensor]]]:
-    """The net with ``weights`` loaded (eval mode) and the first ``samples`` of the train split
+            device: str | None = None) -> tuple[Net, list[dict[str, torch.Tensor]]]:
+    """The net with ``weights`` loaded (eval mode; every blob must be in the file) and the first ``samples`` of the train split
     as fixed batches on the device. The TEST net is used when it has a loss (it usually also
     reports accuracy); otherwise the TRAIN net."""
     dev = pick_device(device, spec)
@@ -149,10 +149,7 @@ def prepare(spec: SolverSpec, weights: str | Path, *, samples: int, batch_size: 
     if not graph.losses:
         graph = build_graph(spec.net_spec, "TRAIN", spec.train_stages)
     net = Net(graph).to(dev)
-    report = copy_weights(net, weights)
-    if report.missing or report.mismatched:
-        for line in report.lines(str(weights)):
-            log("warning: " + line.strip())
+    copy_weights(net, weights, strict=True)  # a surface around half-random weights means nothing (as netcfg test)
     net.eval()
     split = spec.data.train.model_copy(update={"limit": samples, "shuffle": False,
                                                "batch_size": batch_size or max(spec.data.train.batch_size, 256)})
@@ -167,9 +164,9 @@ def prepare(spec: SolverSpec, weights: str | Path, *, samples: int, batch_size: 
 
 def landscape_of(spec: SolverSpec, weights: str | Path, *, samples: int = 1000, steps: int = 21, span: float = 1.0,
                  two_d: bool = False, seed: int = 1, batch_size: int | None = None, device: str | None = None,
-                 log: Callable[[str], None] = print, progress=None) -> Surface:
+                 progress=None) -> Surface:
     """``prepare`` then ``loss_surface``: what ``netcfg landscape`` computes for one solver."""
-    net, batches = prepare(spec, weights, samples=samples, batch_size=batch_size, device=device, log=log)
+    net, batches = prepare(spec, weights, samples=samples, batch_size=batch_size, device=device)
     return loss_surface(net, batches, steps=steps, span=span, two_d=two_d, seed=seed, progress=progress)
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from netcfg.solver import Solver
 from netcfg.solver.spec import load_solver
@@ -20,7 +21,7 @@ DIGITS = ROOT / "solvers" / "digits.yaml"
 def trained(tmp_path_factory):
     """configs/digits_cnn.yaml trained briefly (80 iterations) with solvers/digits.yaml: its weights file."""
     out = tmp_path_factory.mktemp("digits") / "run"
-    s = Solver.from_file(DIGITS, overrides=["max_iter=80", "test_interval=0", "display=0"], out=out, log=lambda line: None)
+    s = Solver.from_file(DIGITS, overrides=["max_iter=80", "test_interval=0", "display=0"], out=out)
     s.solve()
     return out / "digits_iter_80.safetensors"
 
@@ -44,7 +45,7 @@ def test_directions_are_filter_normalised_and_skip_biases_and_batchnorm(tmp_path
 
 def test_1d_curve_has_its_minimum_at_the_trained_weights(trained):
     spec = load_solver(DIGITS)
-    net, batches = prepare(spec, trained, samples=300, log=lambda line: None)
+    net, batches = prepare(spec, trained, samples=300)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     s = loss_surface(net, batches, steps=5, span=1.0)
     assert s.alphas == [-1.0, -0.5, 0.0, 0.5, 1.0] and s.betas is None and s.samples == 300
@@ -59,7 +60,7 @@ def test_1d_curve_has_its_minimum_at_the_trained_weights(trained):
 
 def test_the_same_seed_gives_the_same_surface(trained):
     spec = load_solver(DIGITS)
-    net, batches = prepare(spec, trained, samples=100, log=lambda line: None)
+    net, batches = prepare(spec, trained, samples=100)
     a = loss_surface(net, batches, steps=3, seed=7, two_d=True)
     b = loss_surface(net, batches, steps=3, seed=7, two_d=True)
     c = loss_surface(net, batches, steps=3, seed=8, two_d=True)
@@ -101,3 +102,7 @@ def test_cli_errors(trained, tmp_path):
     result = run_cli("landscape", str(DIGITS), "--weights", str(trained), "-o", str(tmp_path / "file" / "s.png"))
     assert result.exit_code == 2 and result.stderr.startswith("--output: error: cannot write"), result.stderr
     assert "grid" not in result.stdout
+    other = tmp_path / "other.safetensors"  # weights of another net: refused, not a surface around random weights
+    save_file({"ip.weight": torch.zeros(2, 2)}, str(other))
+    result = run_cli("landscape", str(DIGITS), "--weights", str(other), "-o", str(tmp_path / "o.png"))
+    assert result.exit_code == 2 and "its weights do not fit this net" in result.stderr, result.stderr

@@ -101,7 +101,9 @@ def convert_array(array: np.ndarray, channels_last: bool = False) -> np.ndarray:
     if array.ndim == 0:
         raise ValueError("is a single value; the first dimension must be the sample")
     if array.dtype.kind not in "biuf":
-        raise ValueError(f"holds {array.dtype}, not numbers")
+        what = "strings" if array.dtype.kind in "US" else "objects" if array.dtype.kind == "O" else array.dtype
+        raise ValueError(f"holds {what} ({array.dtype}), not numbers; store labels as integer ids, "
+                         "e.g. np.unique(names, return_inverse=True)[1]")
     image = array.dtype == np.uint8 and array.ndim == 3 or array.ndim == 4
     if image and array.ndim == 3:
         array = array[:, None]                                   # (N, H, W) -> (N, 1, H, W)

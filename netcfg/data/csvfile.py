@@ -119,7 +119,7 @@ def _read(file: str, delimiter: str, size: int, mtime_ns: int) -> Table:
             if len(record) != len(header):
                 what = "a missing field" if len(record) < len(header) else "an extra field"
                 if len(errors) < MAX_ERRORS:
-                    errors.append(ConfigError(f"row has {len(record)} fields but the header has {len(header)} ({what})",
+                    errors.append(ConfigError(f"row has {_fields(len(record))} but the header has {len(header)} ({what})",
                                               file=file, line=first, col=len(physical[first - 1].rstrip("\r\n")) + 1,
                                               hint=f"columns: {', '.join(header)}"))
                 continue
@@ -166,3 +166,7 @@ def _overflows(cell: str) -> bool:
         return math.isinf(float(cell))
     except ValueError:
         return False
+
+
+def _fields(n: int) -> str:
+    return f"{n} field" + ("" if n == 1 else "s")

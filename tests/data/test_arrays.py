@@ -77,7 +77,7 @@ def test_missing_arrays_suggest_names(tmp_path):
 @pytest.mark.parametrize("arrays, words", [
     ({"x": np.zeros((3, 2)), "y": np.zeros(4)}, "differ in length"),
     ({"x": np.array(5.0), "y": np.zeros(1)}, "single value"),
-    ({"x": np.array(["a", "b"]), "y": np.zeros(2)}, "not numbers"),
+    ({"x": np.array(["a", "b"]), "y": np.zeros(2)}, r"holds strings \(<U1\), not numbers; store labels as integer ids"),
     ({"x": np.array([[0.5, np.nan], [np.inf, 1.0]]), "y": np.zeros(2)},
      r"holds 2 NaN or infinite value\(s\), first nan at index \[0, 1\]"),  # a NaN loss iterations later
 ])

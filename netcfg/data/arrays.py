@@ -117,10 +117,18 @@ def convert_array(array: np.ndarray, channels_last: bool = False) -> np.ndarray:
             raise ValueError(f"holds {int((~finite).sum()):,} NaN or infinite value(s), first {array[tuple(where)]} at "
                              f"index {list(map(int, where))}; clean or impute them first")
     elif array.dtype.kind in "iu" and not image:
-        array = array.astype(np.int64, copy=False)
+        array = _cast(array, np.int64)
     elif array.dtype.kind in "iu" and array.dtype not in (np.uint8, np.int16, np.int32, np.int64):
-        array = array.astype(np.int32)                           # torch lacks uint16/uint32 arithmetic
+        array = _cast(array, np.int32)                           # torch lacks uint16/uint32 arithmetic
     return np.ascontiguousarray(array)
+
+
+def _cast(array: np.ndarray, dtype) -> np.ndarray:
+    """``array`` as ``dtype``, refusing values that would wrap around (uint64 labels past 2**63)."""
+    top = np.iinfo(dtype).max
+    if array.dtype.kind == "u" and array.size and np.iinfo(array.dtype).max > top and array.max() > top:
+        raise ValueError(f"holds {array.max()} ({array.dtype}), more than {np.dtype(dtype).name} holds ({top})")
+    return array.astype(dtype, copy=False)
 
 
 def _done(out: dict, errors: list[ConfigError]) -> Arrays:

@@ -78,6 +78,7 @@ def test_missing_arrays_suggest_names(tmp_path):
     ({"x": np.zeros((3, 2)), "y": np.zeros(4)}, "differ in length"),
     ({"x": np.array(5.0), "y": np.zeros(1)}, "single value"),
     ({"x": np.array(["a", "b"]), "y": np.zeros(2)}, r"holds strings \(<U1\), not numbers; store labels as integer ids"),
+    ({"x": np.zeros(2), "y": np.array([1, 2**63], dtype=np.uint64)}, r"holds 9223372036854775808 \(uint64\), more than int64 holds"),
     ({"x": np.array([[0.5, np.nan], [np.inf, 1.0]]), "y": np.zeros(2)},
      r"holds 2 NaN or infinite value\(s\), first nan at index \[0, 1\]"),  # a NaN loss iterations later
 ])

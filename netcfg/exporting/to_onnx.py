@@ -93,7 +93,7 @@ def _restore_inputs(model, job: ExportJob) -> None:
     ordered = []
     for name in job.deploy.inputs:
         if name not in present:
-            blob = job.deploy.graph.blobs[name]
+            blob = job.deploy.graph.inputs[name]  # the declared blob: an in-place layer may rebind the name
             elem = (TensorProto.BFLOAT16 if blob.dtype == "bfloat16"
                     else helper.np_dtype_to_tensor_dtype(np.dtype(blob.dtype)))
             dims = ["batch" if job.batch is None else job.batch, *blob.shape]

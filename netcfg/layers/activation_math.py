@@ -94,6 +94,9 @@ def caffe_topk(x: torch.Tensor, k: int, dim: int) -> tuple[torch.Tensor, torch.T
     partial_sort of (value, index) pairs with std::greater puts the larger index first
     on a tie (torch.topk leaves the order of ties unspecified). One max per slot, with
     ops every export format holds (ONNX has no stable sort)."""
+    if k == 1:  # the common case, one pass: argmax takes the first maximum (a NaN counts as one)
+        last = x.shape[dim] - 1 - x.flip(dim).argmax(dim, keepdim=True)
+        return x.gather(dim, last), last
     shape = [1] * x.dim()
     shape[dim] = x.shape[dim]
     position = torch.arange(x.shape[dim], device=x.device).view(shape)
@@ -103,7 +106,8 @@ def caffe_topk(x: torch.Tensor, k: int, dim: int) -> tuple[torch.Tensor, torch.T
     for _ in range(k):
         free = x.masked_fill(taken, lowest)
         best = free.amax(dim, keepdim=True)
-        index = torch.where((free == best) & ~taken, position, -1).amax(dim, keepdim=True)  # the last tied
+        tied = (free == best) | (free.isnan() & best.isnan())  # a NaN is the largest, as in torch.topk
+        index = torch.where(tied & ~taken, position, -1).amax(dim, keepdim=True)  # the last tied
         taken = taken | (position == index)
         values.append(best)
         indices.append(index)

@@ -54,6 +54,8 @@ class Net(nn.Module):
         super().__init__()
         self.graph = graph
         self.input_names: tuple[str, ...] = tuple(graph.inputs)
+        # off where every batch was checked once already (the Solver's loaders): no per-step cost
+        self.check_input_tensors = True
         self.outputs: tuple[str, ...] = tuple(graph.outputs)
         self.loss_weights: dict[str, float] = dict(graph.losses)
         self._schedule: Schedule = []
@@ -112,8 +114,8 @@ class Net(nn.Module):
         missing = [n for n in self.input_names if n not in inputs]  # constant under torch.compile
         if missing:
             raise TypeError(_missing_inputs(self.graph.name, missing, inputs))
-        if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):  # shapes are fixed in a traced graph
-            _check_input_tensors(self.graph, inputs)
+        if self.check_input_tensors and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+            _check_input_tensors(self.graph, inputs)  # a traced graph's shapes are fixed: checked when traced
         blobs = run_schedule(self._schedule, dict(inputs))
         return {t: blobs[t] for t in self.outputs}
 
@@ -145,11 +147,6 @@ class Net(nn.Module):
                 if o.is_floating_point() and not torch.isfinite(o).all():
                     return (node.name, t)
         return None
-
-    def check_inputs(self, inputs: dict[str, torch.Tensor]) -> None:
-        missing = [n for n in self.input_names if n not in inputs]
-        if missing:
-            raise ConfigErrors([ConfigError(f"missing input(s) {missing}; the net takes {list(self.input_names)}")])
 
 
 def _missing_inputs(net: str, missing: list[str], given) -> str:

@@ -100,6 +100,9 @@ class Solver:
             self.test_net = Net(test_graph, share=self.net).to(self.device)
         self.train_data = self._loader("train") if spec.data.train is not None else None
         self.test_data = self._loader("test") if spec.data.test is not None else None
+        for net in (self.net, self.test_net):  # checked_loader matched their batches to the inputs
+            if net is not None:
+                net.check_input_tensors = False
         self.frozen = freeze(spec, self.net)  # solver-level freeze: (see freeze.py)
         self.optimizer = make_optimizer(
             spec.type, param_groups(self.net, self.frozen.params),

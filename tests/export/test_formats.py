@@ -246,3 +246,15 @@ def test_an_input_read_only_for_its_shape_stays_an_onnx_input(opset, tmp_path):
     with torch.no_grad():
         want = netcfg.load_net_with_weights(weights, net=spec, deploy=True)(**x)["crop"]
     assert max_diff(torch.from_numpy(got), want) < TOL
+
+
+def test_a_restored_onnx_input_has_its_declared_shape_when_a_layer_rebinds_its_name(tmp_path):
+    # an in-place Reshape rebinds 'ref': the graph's last blob of that name is [6, 1, 6], the input [1, 6, 6]
+    spec = spec_of({"name": "crop", "inputs": {"data": [3, 10, 10], "ref": [1, 6, 6]},
+                    "layers": [{"name": "conv", "type": "Convolution", "num_output": 2, "kernel_size": 1},
+                               {"name": "r", "type": "Reshape", "bottom": "ref", "top": "ref", "shape": {"dim": [0, 6, 1, 6]}},
+                               {"name": "crop", "type": "Crop", "bottom": ["conv", "ref"], "axis": 2, "offset": [2]}]})
+    weights = write_weights(spec, tmp_path / "w.safetensors")
+    result = netcfg.export(spec, weights, "onnx", tmp_path / "crop.onnx", opset=13)
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.shape) for i in session.get_inputs()][1] == ("ref", ["batch", 1, 6, 6])

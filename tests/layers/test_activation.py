@@ -201,6 +201,14 @@ def test_argmax_ties_go_to_the_larger_index_like_caffe():
     assert net(data=torch.zeros(1, 3, 2, 2))["act"].tolist() == [[[[2, 2], [2, 2]]]]
 
 
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_argmax_counts_a_nan_as_the_largest_like_torch_topk(top_k):
+    # a NaN never equals the maximum it makes: the index must still be the NaN's, not -1
+    _, net = argmax_net(f"axis: 1, top_k: {top_k}", shape=(4,))
+    out = net(data=torch.tensor([[1.0, float("nan"), 3.0, 2.0]]))["act"]
+    assert out.tolist() == [[1, 2][:top_k]]
+
+
 def test_argmax_shape_errors():
     msg = config_error("type: ArgMax, top_k: 6, axis: -1")
     assert "layers[0].top_k: ArgMax layer 'act': top_k 6 is more than the 5 entries along axis -1 of input [3, 4, 5]" in msg

@@ -104,8 +104,7 @@ def _known_source(v: str) -> str:
     return v
 
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]  # .nan or .inf in a transform would poison every batch
-FloatPair = Annotated[list[Finite], Field(min_length=2, max_length=2)]
+FloatPair = Annotated[list[float], Field(min_length=2, max_length=2)]
 
 
 class DataSourceSpec(Spec):
@@ -130,17 +129,17 @@ class DataSourceSpec(Spec):
     device_resident: bool | None = Field(None, description="keep the whole split on the training device; default: on CUDA when it takes under a quarter of the GPU's memory (otherwise pinned host memory and non-blocking copies)")
     # image transforms (Caffe's transform_param, plus pad and random erasing); they apply
     # to every image tensor of the source: 4 dimensions, (N, C, H, W)
-    scale: Finite = Field(1.0, description="multiply raw pixel values (0.00390625 = 1/256 maps uint8 to [0, 1))")
-    mean_value: list[Finite] | Finite | None = Field(None, description="subtracted before scale, one value or one per channel (Caffe's order)")
+    scale: float = Field(1.0, description="multiply raw pixel values (0.00390625 = 1/256 maps uint8 to [0, 1))")
+    mean_value: list[float] | float | None = Field(None, description="subtracted before scale, one value or one per channel (Caffe's order)")
     mean_file: str | None = Field(None, min_length=1, description="a mean image subtracted before scale: .npy (C, H, W) or (H, W), or Caffe's .binaryproto")
-    std: list[Finite] | Finite | None = Field(None, description="divide by this after mean and scale, one value or one per channel")
+    std: list[float] | float | None = Field(None, description="divide by this after mean and scale, one value or one per channel")
     crop_size: int | None = Field(None, ge=1, description="crop images to crop_size x crop_size: random in training, centred in testing")
     pad: int = Field(0, ge=0, description="zero-pad images by this many pixels before a random training crop (random shifts)")
     mirror: bool = Field(False, description="flip training images left-right at random")
     random_erasing: float = Field(0.0, ge=0, le=1, description="probability of erasing a random rectangle of a training image (Zhong et al. 2017)")
     erasing_area: FloatPair = Field([0.02, 0.33], description="erased area as a fraction of the image: [min, max]")
     erasing_ratio: FloatPair = Field([0.3, 3.3], description="aspect ratio (height / width) of the erased rectangle: [min, max]")
-    erasing_value: Finite | Literal["random"] = Field("random", description="fill of the erased rectangle, after normalisation: 'random' (standard normal noise per pixel) or a number (0 = the mean)")
+    erasing_value: float | Literal["random"] = Field("random", description="fill of the erased rectangle, after normalisation: 'random' (standard normal noise per pixel) or a number (0 = the mean)")
 
     @field_validator("source")
     @classmethod

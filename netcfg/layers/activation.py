@@ -97,7 +97,7 @@ class ReLU(Elementwise):
     """max(x, 0) + negative_slope * min(x, 0)."""
 
     type: Literal["ReLU"]
-    negative_slope: float = Field(0.0, allow_inf_nan=False, description="slope for x < 0 (leaky ReLU when > 0)")
+    negative_slope: float = Field(0.0, description="slope for x < 0 (leaky ReLU when > 0)")
 
     examples: ClassVar[list[dict]] = [
         {"inputs": {"x": [3, 4]}},
@@ -148,7 +148,7 @@ class ELU(Elementwise):
     """x if x > 0 else alpha (exp(x) - 1) (Clevert et al. 2015, https://arxiv.org/abs/1511.07289)."""
 
     type: Literal["ELU"]
-    alpha: float = Field(1.0, ge=0, allow_inf_nan=False, description="value the output saturates to (negated) for x -> -inf")
+    alpha: float = Field(1.0, ge=0, description="value the output saturates to (negated) for x -> -inf")
 
     cost: ClassVar[int] = 3
 
@@ -221,7 +221,7 @@ class Swish(Elementwise):
     """x * sigmoid(beta x); beta 1 is SiLU (Ramachandran et al. 2017, https://arxiv.org/abs/1710.05941)."""
 
     type: Literal["Swish"]
-    beta: float = Field(1.0, ge=0, allow_inf_nan=False, description="sharpness: 0 gives x / 2, large values approach ReLU")
+    beta: float = Field(1.0, ge=0, description="sharpness: 0 gives x / 2, large values approach ReLU")
 
     cost: ClassVar[int] = 6
 
@@ -263,7 +263,7 @@ class Threshold(Elementwise):
     """1 where x > threshold, else 0 (a step; no gradient flows through it)."""
 
     type: Literal["Threshold"]
-    threshold: float = Field(0.0, allow_inf_nan=False, description="inputs strictly above this give 1")
+    threshold: float = Field(0.0, description="inputs strictly above this give 1")
 
     examples: ClassVar[list[dict]] = [{"inputs": {"x": {"shape": [5], "dtype": "float64"}}, "threshold": 0.5}]
 
@@ -276,8 +276,8 @@ class Clip(Elementwise):
     """min(max(x, min), max); e.g. ReLU6 is min 0, max 6."""
 
     type: Literal["Clip"]
-    min: float = Field(..., allow_inf_nan=False, description="lower bound of the output")
-    max: float = Field(..., allow_inf_nan=False, description="upper bound of the output; >= min")
+    min: float = Field(..., description="lower bound of the output")
+    max: float = Field(..., description="upper bound of the output; >= min")
 
     cost: ClassVar[int] = 2
 

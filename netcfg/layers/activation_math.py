@@ -150,9 +150,9 @@ class Power(Elementwise):
     """(shift + scale x) ** power."""
 
     type: Literal["Power"]
-    power: float = Field(1.0, allow_inf_nan=False, description="exponent; 1 makes the layer affine")
-    scale: float = Field(1.0, allow_inf_nan=False, description="multiplies x before the shift")
-    shift: float = Field(0.0, allow_inf_nan=False, description="added after the scale")
+    power: float = Field(1.0, description="exponent; 1 makes the layer affine")
+    scale: float = Field(1.0, description="multiplies x before the shift")
+    shift: float = Field(0.0, description="added after the scale")
 
     examples: ClassVar[list[dict]] = [
         {"inputs": {"x": [3, 4]}, "power": 2, "scale": 0.5, "shift": 1},
@@ -172,9 +172,9 @@ class Exp(Elementwise):
     """base ** (shift + scale x); base -1 means e."""
 
     type: Literal["Exp"]
-    base: float = Field(-1.0, allow_inf_nan=False, description="base of the power; -1 for e, otherwise > 0")
-    scale: float = Field(1.0, allow_inf_nan=False, description="multiplies x in the exponent")
-    shift: float = Field(0.0, allow_inf_nan=False, description="added to the exponent")
+    base: float = Field(-1.0, description="base of the power; -1 for e, otherwise > 0")
+    scale: float = Field(1.0, description="multiplies x in the exponent")
+    shift: float = Field(0.0, description="added to the exponent")
 
     cost: ClassVar[int] = 3
 
@@ -199,9 +199,9 @@ class Log(Elementwise):
     """log_base(shift + scale x); base -1 means e."""
 
     type: Literal["Log"]
-    base: float = Field(-1.0, allow_inf_nan=False, description="base of the logarithm; -1 for e, otherwise > 0 and != 1")
-    scale: float = Field(1.0, allow_inf_nan=False, description="multiplies x inside the log")
-    shift: float = Field(0.0, allow_inf_nan=False, description="added inside the log")
+    base: float = Field(-1.0, description="base of the logarithm; -1 for e, otherwise > 0 and != 1")
+    scale: float = Field(1.0, description="multiplies x inside the log")
+    shift: float = Field(0.0, description="added inside the log")
 
     cost: ClassVar[int] = 4
 

@@ -47,8 +47,7 @@ def _as_list(v: Any) -> Any:
 
 
 StrList = Annotated[list[str], BeforeValidator(_as_list, json_schema_input_type=str | list[str])]
-FloatList = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]],
-                      BeforeValidator(_as_list, json_schema_input_type=float | list[float])]
+FloatList = Annotated[list[float], BeforeValidator(_as_list, json_schema_input_type=float | list[float])]
 # an int or [h, w]; Caffe's repeated kernel_size/stride/pad fields
 IntPair = Annotated[list[Annotated[int, Field(ge=0)]],
                     BeforeValidator(_as_list, json_schema_input_type=Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]]),
@@ -137,8 +136,8 @@ class Rule(Spec):
 class ParamSpec(Spec):
     """Caffe's ParamSpec: per learnable blob, in the layer's blob order (weight, bias)."""
 
-    lr_mult: float = Field(1.0, ge=0, allow_inf_nan=False, description="learning-rate multiplier; 0 freezes the blob")
-    decay_mult: float = Field(1.0, ge=0, allow_inf_nan=False, description="weight-decay multiplier")
+    lr_mult: float = Field(1.0, ge=0, description="learning-rate multiplier; 0 freezes the blob")
+    decay_mult: float = Field(1.0, ge=0, description="weight-decay multiplier")
     name: str | None = Field(None, min_length=1, description="blobs with the same name share one tensor")
 
 

@@ -10,16 +10,15 @@ plain data, so the spec layer sees one document.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from netcfg.errors import ConfigError, ConfigErrors, KeyPath, did_you_mean
+from netcfg.errors import ConfigError, ConfigErrors, KeyPath
 
-__all__ = ["Source", "load_yaml", "parse_yaml", "apply_overrides", "value_at"]
+__all__ = ["Source", "load_yaml", "parse_yaml", "value_at", "document_kind"]
 
 # Tags PyYAML's safe constructor turns into plain data; anything else (!!python/...,
 # !custom) is refused rather than silently read as a string.
@@ -76,6 +75,14 @@ class Source:
 
     def relocate_all(self, errors: list[ConfigError]) -> list[ConfigError]:
         return [self.locate(e) for e in errors]
+
+
+def document_kind(data: Any) -> str | None:
+    """``"solver"`` for a mapping that names a ``net:`` and has no ``layers:``, ``"net"`` for one
+    with ``layers:`` and no ``net:``; None otherwise (the schema then says what is wrong)."""
+    if not isinstance(data, dict) or ("net" in data) == ("layers" in data):
+        return None
+    return "solver" if "net" in data else "net"
 
 
 def value_at(root: Any, path: KeyPath) -> Any:
@@ -290,91 +297,3 @@ class _Builder:
             self.src.key_positions[kpath] = (knode.start_mark.line + 1, knode.start_mark.column + 1)
             out[key] = self.build(vnode, kpath)
         return out
-
-
-# ---------------------------------------------------------------- overrides
-
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
-_INDEX = re.compile(r"\[(\d+|[A-Za-z_][A-Za-z0-9_]*)\]")
-
-
-def apply_overrides(src: Source, overrides: str | Iterable[str]) -> Source:
-    """Apply ``key.path=value`` strings (values parsed as YAML) to ``src.data``; one string
-    is one override (``overrides="max_iter=200"`` from Python is not read letter by letter).
-
-    A list index is a number (``layers.2.num_output=64``); for lists of named
-    mappings, the name works too (``layers.conv1.num_output=64``). Errors later
-    found in an overridden value point at its ``--set``, not at the file.
-    """
-    errors = []
-    for text in [overrides] if isinstance(overrides, str) else overrides:
-        where = f"--set {text}"
-        if "=" not in text:
-            errors.append(ConfigError("expected KEY=VALUE", file=where, hint="e.g. --set base_lr=0.01"))
-            continue
-        key, _, value_text = text.partition("=")
-        parts = _INDEX.sub(r".\1", key.strip()).split(".")  # layers[2].x, as errors print paths: layers.2.x
-        if not all(_KEY.fullmatch(p) for p in parts):
-            errors.append(ConfigError(f"bad key path '{key}'", file=where,
-                                      hint="dotted names and list indices, e.g. layers.conv1.num_output "
-                                           "or layers[0].num_output"))
-            continue
-        try:
-            value = parse_yaml(f"v: {value_text}", where).data["v"]
-        except ConfigErrors as e:  # a tag or a duplicate key: refused, as in a file
-            errors += [ConfigError(x.message, file=where, hint=x.hint) for x in e.errors]
-            continue
-        except ConfigError:
-            value = value_text  # not valid YAML on its own: take it as a plain string
-        node = src.data
-        path: list[str | int] = []
-        created: tuple | None = None  # the first key this --set adds: what is missing under it is the --set's
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            if isinstance(node, list):
-                idx = _list_index(node, part)
-                if idx is None:
-                    errors.append(ConfigError(f"no item '{part}' in {'.'.join(parts[:i])}", file=where,
-                                              hint=_list_hint(node, part)))
-                    break
-                path.append(idx)
-                if last:
-                    node[idx] = value
-                else:
-                    node = node[idx]
-            elif isinstance(node, dict):
-                path.append(part)
-                if part not in node and created is None:
-                    created = tuple(path)
-                if last:
-                    node[part] = value  # unknown keys are caught by the schema, with a hint
-                else:
-                    node = node.setdefault(part, {})
-            else:
-                errors.append(ConfigError(f"'{'.'.join(parts[:i])}' is a value ({node!r}), not a mapping or list",
-                                          file=where))
-                break
-        else:
-            src.overridden[created or tuple(path)] = where
-    if errors:
-        raise ConfigErrors(errors)
-    return src
-
-
-def _list_index(items: list, part: str) -> int | None:
-    if part.isdigit():
-        idx = int(part)
-        return idx if idx < len(items) else None
-    for i, item in enumerate(items):
-        if isinstance(item, dict) and item.get("name") == part:
-            return i
-    return None
-
-
-def _list_hint(items: list, part: str) -> str:
-    names = [str(item["name"]) for item in items if isinstance(item, dict) and "name" in item]
-    if not items:
-        return "the list is empty"
-    near = did_you_mean(part, names, show_all=0) if names and not part.isdigit() else ""
-    span = f"indices 0..{len(items) - 1}" + (" or a name" if names else "")
-    return f"{near}; {span}" if near else span

@@ -8,7 +8,8 @@ import pytest
 
 from netcfg import source
 from netcfg.errors import ConfigError, ConfigErrors
-from netcfg.source import apply_overrides, load_yaml, parse_yaml
+from netcfg.overrides import apply_overrides
+from netcfg.source import load_yaml, parse_yaml
 
 NET = """\
 name: LeNet

@@ -39,7 +39,8 @@ def check(
     from netcfg.errors import ConfigError
     from netcfg.net import build_graph
     from netcfg.net.spec import net_from_source
-    from netcfg.source import apply_overrides, load_yaml
+    from netcfg.overrides import apply_overrides
+    from netcfg.source import load_yaml
 
     phase = phase.upper()
     if phase not in ("TRAIN", "TEST"):

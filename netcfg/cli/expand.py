@@ -30,12 +30,13 @@ def expand(
     from netcfg.cli.output import write_output
     from netcfg.errors import ConfigError
     from netcfg.net.templates import expand_templates
-    from netcfg.source import apply_overrides, load_yaml
+    from netcfg.overrides import apply_overrides
+    from netcfg.source import document_kind, load_yaml
 
     src = load_yaml(file)
     if set_:
         apply_overrides(src, set_)
-    if "net" in src.data and "layers" not in src.data:
+    if document_kind(src.data) == "solver":
         net = src.data["net"]
         hint = f"netcfg expand {os.path.normpath(file.parent / net)}" if isinstance(net, str) else None
         raise src.locate(ConfigError("this is a solver file; expand the net file it names", ("net",), hint=hint))

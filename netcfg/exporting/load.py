@@ -19,7 +19,8 @@ from netcfg.net.module import Net
 from netcfg.net.spec import NetSpec, net_from_source
 from netcfg.solver.snapshot import NET_KEY, STAGES_KEY, copy_weights, load_weights
 from netcfg.solver.weights import resolve_file
-from netcfg.source import apply_overrides, load_yaml, parse_yaml
+from netcfg.overrides import apply_overrides
+from netcfg.source import document_kind, load_yaml, parse_yaml
 
 __all__ = ["EXPORT_KEY", "WEIGHT_SUFFIXES", "NetSource", "load_net_with_weights", "load_weights_into", "read_net"]
 
@@ -60,7 +61,7 @@ def read_net(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> N
     src = load_yaml(path)
     if overrides:
         apply_overrides(src, overrides)
-    if isinstance(src.data, dict) and "net" in src.data and "layers" not in src.data:  # a solver file
+    if document_kind(src.data) == "solver":
         from netcfg.solver.spec import solver_from_source
 
         solver = solver_from_source(src, path.resolve().parent)

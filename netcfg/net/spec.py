@@ -11,7 +11,8 @@ from pydantic import BeforeValidator, Field, PrivateAttr
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.layers.base import AnyLayer, LayerSpec
 from netcfg.net.templates import BlockSpec, OrBlockUse, expand_templates, merge_repeats
-from netcfg.source import Source, apply_overrides, load_yaml
+from netcfg.overrides import apply_overrides
+from netcfg.source import Source, document_kind, load_yaml
 from netcfg.spec import Spec, validate
 
 __all__ = ["InputSpec", "NetSpec", "load_net", "net_from_source", "DTYPES"]
@@ -73,7 +74,7 @@ def _import_plugins(src: Source) -> None:
 
 def net_from_source(src: Source) -> NetSpec:
     """Validate a located YAML document as a NetSpec."""
-    if isinstance(src.data, dict) and "net" in src.data and "layers" not in src.data:  # a solver file
+    if document_kind(src.data) == "solver":
         net = src.data["net"]
         raise ConfigErrors([src.locate(ConfigError(
             "this is a solver file (it names a net:), but a net file is needed here", ("net",),

@@ -19,7 +19,8 @@ from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.net.spec import NetSpec, net_from_source
 from netcfg.solver.lr_policy import POLICIES
 from netcfg.solver.weights import WeightsField, regex_errors, rule_errors
-from netcfg.source import Source, apply_overrides, load_yaml
+from netcfg.overrides import apply_overrides
+from netcfg.source import Source, document_kind, load_yaml
 from netcfg.spec import Spec, validate
 
 __all__ = ["SolverSpec", "load_solver", "solver_from_source", "OPTIMIZERS"]
@@ -171,7 +172,7 @@ def cross_checks(s: SolverSpec) -> list[ConfigError]:
 
 def solver_from_source(src: Source, base_dir: Path) -> SolverSpec:
     """Validate a located solver document and load the net it names."""
-    if isinstance(src.data, dict) and "layers" in src.data and "net" not in src.data:  # not a missing key per solver key
+    if document_kind(src.data) == "net":  # one error, not a missing key per solver key
         raise ConfigErrors([src.locate(ConfigError(
             "this is a net file (it has layers:), but a solver file is needed here", ("layers",),
             hint="a solver file names the net (net: <this file>) and its data:, base_lr and max_iter; see solvers/"),

@@ -8,7 +8,8 @@ from pathlib import Path
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.net.spec import NetSpec, net_from_source
 from netcfg.solver.spec import SolverSpec, solver_from_source
-from netcfg.source import apply_overrides, load_yaml
+from netcfg.overrides import apply_overrides
+from netcfg.source import document_kind, load_yaml
 
 __all__ = ["load_net_or_solver", "pick_device"]
 
@@ -20,7 +21,7 @@ def load_net_or_solver(path: str | Path, overrides: list[str] | tuple[str, ...] 
     src = load_yaml(path)
     if overrides:
         apply_overrides(src, overrides)
-    if isinstance(src.data, dict) and "net" in src.data and "layers" not in src.data:
+    if document_kind(src.data) == "solver":
         solver = solver_from_source(src, path.resolve().parent)
         return solver.net_spec, solver
     return net_from_source(src), None

@@ -14,7 +14,8 @@ from netcfg.net import Net, build_graph, load_net
 from netcfg.net.expr import ExprError, substitute
 from netcfg.net.spec import net_from_source
 from netcfg.net.templates import expand_templates
-from netcfg.source import apply_overrides, parse_yaml
+from netcfg.overrides import apply_overrides
+from netcfg.source import parse_yaml
 from tests.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -78,7 +78,7 @@ def test_bad_input_is_an_error(tmp_path, runs):
     (tmp_path / "metrics.jsonl").write_text('{"event": "train", "iter": 0, "loss": 1.0}\n'
                                             '{"event": "train", "iter": 5, "loss": "abc"}\n{"event": "train", "iter": 6}\n')
     result = run_cli("plot", str(tmp_path), "-o", str(tmp_path / "c.png"))
-    assert result.exit_code == 2 and f"metrics.jsonl:2:31: error: 'loss' is \"abc\", not a number" in result.stderr
+    assert result.exit_code == 2 and "metrics.jsonl:2:31: error: 'loss' is \"abc\", not a number" in result.stderr
     result = run_cli("plot", str(runs[0]), "--x", "iters")
     assert result.exit_code == 2 and "did you mean 'iter'" in result.stderr
     result = run_cli("plot", str(runs[0]), "-o", str(tmp_path / "c.jpg"))

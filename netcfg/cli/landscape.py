@@ -41,7 +41,7 @@ def landscape(
     (BatchNorm running statistics, no Dropout) on a fixed train subset. Several
     SOLVER/--weights pairs are drawn with the same directions' seed and contour
     levels, to compare nets. Needs matplotlib: pip install 'netcfg[plot]'."""
-    from netcfg.cli.output import check_output
+    from netcfg.cli.output import check_output, writing
     from netcfg.errors import ConfigError
     from netcfg.solver.spec import load_solver
     from netcfg.tools.landscape import landscape_of, plot_surfaces
@@ -70,10 +70,8 @@ def landscape(
         s.name = name
         surfaces.append(s)
         typer.echo(summary(s), err=as_json)
-    try:
+    with writing(output):
         plot_surfaces(surfaces, output)
-    except OSError as e:
-        raise ConfigError(f"cannot write {output}: {e.strerror}", file="--output") from None
     typer.echo(f"wrote {output}", err=True)
     if as_json:
         typer.echo(json.dumps({"surfaces": [s.as_dict() for s in surfaces], "seed": seed, "span": span, "steps": steps}))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
-__all__ = ["check_output", "write_output"]
+__all__ = ["check_output", "write_output", "writing"]
 
 
 def check_output(path: Path, *, option: str = "--output", inputs: tuple[Path, ...] = ()) -> None:
@@ -32,11 +33,19 @@ def check_output(path: Path, *, option: str = "--output", inputs: tuple[Path, ..
 def write_output(path: Path, text: str | bytes, *, option: str = "--output", inputs: tuple[Path, ...] = ()) -> None:
     """Write ``text`` (or bytes) to ``path``, making its folder; never over one of the command's own
     ``inputs``, and a place that cannot be written is an error (exit 2), not a traceback."""
+    check_output(path, option=option, inputs=inputs)
+    with writing(path, option):
+        path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
+
+
+@contextlib.contextmanager
+def writing(path: Path, option: str = "--output"):
+    """Around the code that writes ``path``: a failure of the OS (a full disk, a folder
+    removed meanwhile) is an error naming ``option`` (exit 2), not a traceback."""
     from netcfg.errors import ConfigError
 
-    check_output(path, option=option, inputs=inputs)
     try:
-        path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
+        yield
     except OSError as e:
         raise ConfigError(f"cannot write {path}: {e.strerror}", file=option,
                           hint="choose a file in a folder you can write") from None

@@ -26,7 +26,7 @@ def plot(
     with a legend.
 
     Needs matplotlib: pip install 'netcfg[plot]'."""
-    from netcfg.cli.output import check_output
+    from netcfg.cli.output import check_output, writing
     from netcfg.errors import ConfigError, did_you_mean
     from netcfg.tools.plot import plot_runs, read_run, require_matplotlib
 
@@ -43,8 +43,6 @@ def plot(
     if len(set(names)) < len(names):  # same directory names under different parents
         for r, p in zip(loaded, runs):
             r.label = str(p)
-    try:
+    with writing(output):
         plot_runs(loaded, output, x=x, smoothing=smoothing)
-    except OSError as e:
-        raise ConfigError(f"cannot write {output}: {e.strerror}", file="--output") from None
     typer.echo(f"wrote {output}", err=True)

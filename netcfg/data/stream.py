@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
 import sys
 import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -34,7 +35,16 @@ def default_workers() -> int:
 
 def _pool(workers: int) -> ProcessPoolExecutor:
     method = "fork" if sys.platform.startswith("linux") else "spawn"
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                               initializer=_ignore_stop_signals)
+
+
+def _ignore_stop_signals() -> None:
+    """In a worker: a terminal's Ctrl-C and a scheduler's SIGTERM reach the whole process
+    group; the training process handles them (finishing its iteration, snapshotting), and a
+    worker they killed first would break the pool under it. The workers end with the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _chunks(files: list[str], parts: int) -> list[list[str]]:

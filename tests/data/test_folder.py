@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from netcfg.data import folder as folder_module
 from netcfg.data.loader import BatchLoader
 from netcfg.data.spec import source_spec
 from netcfg.data.split import load_source
+from netcfg.data import stream
 from netcfg.data.stream import StreamedImages
 from netcfg.errors import ConfigError
 
@@ -192,3 +194,20 @@ def test_without_pillow_the_error_says_what_to_install(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as e:
         load(tmp_path)
     assert "pip install 'netcfg[images]'" in str(e.value)
+
+
+def _stopped_by_the_terminal() -> int:
+    os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C in a terminal sends the whole process group
+    os.kill(os.getpid(), signal.SIGTERM)  # and a scheduler's stop
+    return os.getpid()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process-group signals are POSIX")
+def test_decoding_workers_leave_ctrl_c_and_sigterm_to_the_training_process():
+    # a worker killed by the group's Ctrl-C broke the pool: BrokenProcessPool traceback, no snapshot
+    with stream._pool(1) as pool:
+        try:
+            worker = pool.submit(_stopped_by_the_terminal).result(timeout=60)
+        except BaseException as e:  # the worker's KeyboardInterrupt comes back as the result: not pytest's own
+            pytest.fail(f"a decoding worker was stopped by the signal: {e!r}")
+        assert worker != os.getpid()

@@ -31,9 +31,12 @@ class _Group(typer.core.TyperGroup):
         except NetcfgError as e:
             typer.echo(e.render(), err=True)
             ctx.exit(e.exit_code)
-        except KeyboardInterrupt:  # before training started (a run's own Ctrl-C is Interrupted, above)
-            typer.echo("interrupted (Ctrl-C)", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as e:  # before training started (a run's own Ctrl-C is Interrupted, above)
+            from netcfg.stop import EXIT_CODES, Terminated
+
+            by = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
+            typer.echo(f"interrupted ({by})", err=True)
+            ctx.exit(EXIT_CODES[by])
 
 
 app = typer.Typer(
@@ -57,8 +60,11 @@ for _module in _command_modules():
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
+    from netcfg.stop import sigterm_stops
+
     try:
-        app(args=argv, prog_name="netcfg")
+        with sigterm_stops():  # a scheduler's SIGTERM stops a command as Ctrl-C does, with a message
+            app(args=argv, prog_name="netcfg")
     except SystemExit as e:
         if e.code == 130:  # stopped by Ctrl-C: registered now, so it runs before the exit handlers torch left
             atexit.register(_ctrl_c_ends_the_exit)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import signal
 import threading
 
-__all__ = ["StopAfterIteration", "EXIT_CODES"]
+from netcfg.stop import EXIT_CODES, Terminated, raise_terminated
 
+__all__ = ["StopAfterIteration", "EXIT_CODES", "Terminated"]
 
 _NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
-EXIT_CODES = {"Ctrl-C": 130, "SIGTERM": 143}  # 128 + the signal's number, as a shell reports it
 
 
 class StopAfterIteration:
@@ -48,8 +48,9 @@ class StopAfterIteration:
 
     def __enter__(self) -> StopAfterIteration:
         if threading.current_thread() is threading.main_thread():
-            for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
-                if signal.getsignal(signum) is default:
+            for signum, defaults in ((signal.SIGINT, (signal.default_int_handler,)),
+                                     (signal.SIGTERM, (signal.SIG_DFL, raise_terminated))):
+                if signal.getsignal(signum) in defaults:
                     self._previous[signum] = signal.signal(signum, self._handler)
         return self
 

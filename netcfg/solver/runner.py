@@ -30,7 +30,7 @@ from netcfg.net import Net, build_graph
 from netcfg.solver import distributed
 from netcfg.solver.check import checked_loader, nothing_to_train
 from netcfg.solver.evaluate import sum_outputs
-from netcfg.solver.interrupt import EXIT_CODES, StopAfterIteration
+from netcfg.solver.interrupt import EXIT_CODES, StopAfterIteration, Terminated
 from netcfg.solver.layout import to_layout, use_channels_last
 from netcfg.solver.freeze import freeze
 from netcfg.solver.finite import DeferredCheck, TrainingDiverged, diverged, diverged_elsewhere, gradients_finite, settle
@@ -335,12 +335,12 @@ class Solver:
                 self.log(f"Iteration {self.iter}, loss = {float(sum(self.losses) / len(self.losses)):.4f}")
             if s.test_interval and self.iter % s.test_interval == 0 and self.test_net is not None:
                 self.test()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             self._roll_back_iteration()
             path = self.snapshot()
             config = shlex.quote(str(self.run.path / "config.yaml"))
             state = shlex.quote(str(path.with_suffix(".solverstate")))
-            by = self._ctrl_c.by or "Ctrl-C"
+            by = self._ctrl_c.by or ("SIGTERM" if isinstance(e, Terminated) else "Ctrl-C")
             raise Interrupted(f"interrupted ({by}) at iteration {self.iter}; snapshot written: {path}. "
                               f"Resume with: netcfg train {config} --resume {state}", by) from None
         except Exception as e:

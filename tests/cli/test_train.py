@@ -282,3 +282,24 @@ def test_sigterm_from_a_scheduler_snapshots_and_exits_143(tmp_path):
     assert "interrupted (SIGTERM) at iteration" in err and "Traceback" not in err
     it = int(err.split("interrupted (SIGTERM) at iteration ")[1].split(";")[0])
     assert (run / f"tiny_iter_{it}.safetensors").is_file() and (run / f"tiny_iter_{it}.solverstate").is_file()
+
+
+SIGTERM_AT_START = """
+import os, signal, sys, time
+from netcfg.solver import Solver
+from netcfg.cli.app import main
+
+def stopped(*args, **kwargs):  # SIGTERM while the data loads
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+
+Solver.__init__ = stopped
+main(sys.argv[1:])
+"""
+
+
+def test_sigterm_before_training_says_so_and_exits_143(tmp_path):
+    solver = write_solver(tmp_path, MLP)
+    done = subprocess.run([sys.executable, "-c", SIGTERM_AT_START, "train", str(solver), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    assert (done.returncode, done.stderr.strip()) == (143, "interrupted (SIGTERM)")  # was a silent death, -15

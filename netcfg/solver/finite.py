@@ -23,11 +23,9 @@ import math
 import torch
 
 from netcfg.errors import NetcfgError
-from netcfg.solver.layout import to_layout
-from netcfg.solver.state import restore_rng
 
 __all__ = ["TrainingDiverged", "DeferredCheck", "gradients_finite", "first_nonfinite_gradient", "diverged",
-           "diverged_elsewhere", "settle"]
+           "diverged_elsewhere", "bad_micro_batch"]
 
 
 def gradients_finite(params: list[torch.Tensor]) -> bool:
@@ -71,7 +69,7 @@ class DeferredCheck:
         for grads in by_dtype.values():  # GradScaler's kernel at scale 1 (one dtype a call, as it does it):
             torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found, self._one)  # sets the flag to 1
         torch.maximum(self.found, torch.isfinite(loss).logical_not().to(self.found.dtype), out=self.found)
-        # kept apart from the flag: whether the loss or only a gradient went bad (see settle)
+        # kept apart from the flag: whether the loss or only a gradient went bad (see bad_micro_batch)
         torch.where(fresh & self.found.eq(1), loss.detach().to(self.value.dtype), self.value, out=self.value)
 
     def counted(self) -> None:
@@ -90,34 +88,21 @@ class DeferredCheck:
         self.recent.clear()
 
 
-def settle(solver) -> None:
-    """Read the deferred check of ``solver`` (a ``runner.Solver``): one host sync. If an
-    iteration went bad, its update and every later one were skipped on the device: stop as
-    the per-iteration check would have, at that iteration, with its batches drawn again to
-    name the layer."""
-    d = solver._deferred
-    bad = d.first_bad()
-    if bad is None:
-        d.restart(solver.iter)
-        if solver.losses:  # what the progress bar shows between displays
-            solver._shown_loss = float(sum(solver.losses) / len(solver.losses))
-        return
-    value = float(d.value)  # the iteration's loss: non-finite, or finite with a bad gradient
-    undo = d.recent[bad]
-    solver.train_data.load_state_dict(undo["data"])
-    restore_rng(undo["rng"], solver.device)
-    solver.iter, solver._undo = bad, None
-    batches = [solver.train_data.next_batch() for _ in range(solver.spec.iter_size)]
-    batches = [to_layout(b) for b in batches] if solver.channels_last else batches
+def bad_micro_batch(net, batches: list[dict[str, torch.Tensor]], value: float, autocast
+                    ) -> tuple[dict[str, torch.Tensor], float, bool]:
+    """For an iteration a deferred check flagged, replayed on ``batches`` (its micro-batches,
+    drawn again): ``(batch, value, gradient)`` for ``diverged``. A finite ``value`` (the
+    iteration's loss) means a gradient went bad; otherwise the first micro-batch whose
+    loss is not finite names the layer."""
     if math.isfinite(value):
-        solver._diverged(batches[-1], value, gradient=True)
+        return batches[-1], value, True
     with torch.no_grad():
-        for batch in batches:  # the micro-batch whose loss went bad, for the message's layer
-            with solver._autocast():
-                loss = float(solver.net.loss(solver.net(**batch)))
+        for batch in batches:
+            with autocast():
+                loss = float(net.loss(net(**batch)))
             if not math.isfinite(loss):
-                solver._diverged(batch, loss)
-    solver._diverged(batches[-1], value)
+                return batch, loss, False
+    return batches[-1], value, False
 
 
 def first_nonfinite_gradient(net, batch: dict[str, torch.Tensor]) -> str | None:

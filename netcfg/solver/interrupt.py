@@ -7,12 +7,15 @@ leaves a snapshot to resume from instead of dying mid-iteration.
 
 from __future__ import annotations
 
+import shlex
 import signal
 import threading
+from pathlib import Path
 
+from netcfg.errors import NetcfgError
 from netcfg.stop import EXIT_CODES, Terminated, raise_terminated
 
-__all__ = ["StopAfterIteration", "EXIT_CODES", "Terminated"]
+__all__ = ["StopAfterIteration", "Interrupted", "EXIT_CODES", "Terminated"]
 
 _NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
@@ -58,3 +61,20 @@ class StopAfterIteration:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous = {}
+
+
+class Interrupted(NetcfgError):
+    """Ctrl-C or SIGTERM: a snapshot was written (when possible) and training stopped."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, by: str = "Ctrl-C"):
+        super().__init__(message)
+        self.exit_code = EXIT_CODES[by]  # 130 for Ctrl-C, 143 for SIGTERM, as a shell shows them
+
+    @classmethod
+    def after(cls, it: int, snapshot: Path, config: Path, by: str) -> Interrupted:
+        """The error of a run stopped by ``by`` at iteration ``it``, with the command that resumes it."""
+        state = shlex.quote(str(snapshot.with_suffix(".solverstate")))
+        return cls(f"interrupted ({by}) at iteration {it}; snapshot written: {snapshot}. "
+                   f"Resume with: netcfg train {shlex.quote(str(config))} --resume {state}", by)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shlex
 import time
 from collections import deque
 from pathlib import Path
@@ -25,15 +24,16 @@ from pathlib import Path
 import torch
 
 from netcfg.data.loader import BatchLoader
-from netcfg.errors import ConfigError, ConfigErrors, NetcfgError
+from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.net import Net, build_graph
 from netcfg.solver import distributed
 from netcfg.solver.check import checked_loader, nothing_to_train
 from netcfg.solver.evaluate import sum_outputs
-from netcfg.solver.interrupt import EXIT_CODES, StopAfterIteration, Terminated
+from netcfg.solver.interrupt import Interrupted, StopAfterIteration, Terminated
 from netcfg.solver.layout import to_layout, use_channels_last
 from netcfg.solver.freeze import freeze
-from netcfg.solver.finite import DeferredCheck, TrainingDiverged, diverged, diverged_elsewhere, gradients_finite, settle
+from netcfg.solver.finite import (DeferredCheck, TrainingDiverged, bad_micro_batch, diverged, diverged_elsewhere,
+                                  gradients_finite)
 from netcfg.solver.lr_policy import learning_rate
 from netcfg.solver.memory import check_memory, is_out_of_memory, out_of_memory_error
 from netcfg.solver.device import resolve_device
@@ -45,17 +45,7 @@ from netcfg.solver.spec import SolverSpec, load_solver
 from netcfg.solver.weights import load_rules, resolve_file
 from netcfg.solver.state import capture_rng, restore_rng
 
-__all__ = ["Solver", "TrainingDiverged", "Interrupted"]
-
-
-class Interrupted(NetcfgError):
-    """Ctrl-C or SIGTERM: a snapshot was written (when possible) and training stopped."""
-
-    exit_code = 130
-
-    def __init__(self, message: str, by: str = "Ctrl-C"):
-        super().__init__(message)
-        self.exit_code = EXIT_CODES[by]  # 130 for Ctrl-C, 143 for SIGTERM, as a shell shows them
+__all__ = ["Solver", "TrainingDiverged"]
 
 
 class Solver:
@@ -235,9 +225,24 @@ class Solver:
         raise diverged_elsewhere(self.run, self.iter, ranks)
 
     def _settle(self) -> None:
-        """Read a deferred NaN check's flag (one host sync); stop at the iteration that went bad."""
-        if self._deferred is not None:
-            settle(self)
+        """Read a deferred NaN check's flag (one host sync). If an iteration went bad, its update and
+        every later one were skipped on the device: stop as the per-iteration check would have, at
+        that iteration, with its batches drawn again to name the layer."""
+        d = self._deferred
+        if d is None:
+            return
+        bad = d.first_bad()
+        if bad is None:
+            d.restart(self.iter)
+            if self.losses:  # what the progress bar shows between displays
+                self._shown_loss = float(sum(self.losses) / len(self.losses))
+            return
+        self._rewind(d.recent[bad])
+        self.iter, self._undo = bad, None
+        batches = [self.train_data.next_batch() for _ in range(self.spec.iter_size)]
+        batches = [to_layout(b) for b in batches] if self.channels_last else batches
+        batch, value, gradient = bad_micro_batch(self.net, batches, float(d.value), self._autocast)
+        self._diverged(batch, value, gradient)
 
     def step(self, n: int) -> None:
         """Run ``n`` iterations (Caffe's Solver::Step)."""
@@ -295,8 +300,11 @@ class Solver:
         """Undo what an interrupted iteration drew: its batches and its random numbers.
         (The weights change only in ``optimizer.step()``, at the iteration's very end.)"""
         undo, self._undo = self._undo, None
-        if undo is None:
-            return
+        if undo is not None:
+            self._rewind(undo)
+
+    def _rewind(self, undo: dict) -> None:
+        """Data position and random state back to an iteration's start (``_iteration_start``)."""
         if undo["data"] is not None:
             self.train_data.load_state_dict(undo["data"])
         restore_rng(undo["rng"], self.device)
@@ -337,12 +345,8 @@ class Solver:
                 self.test()
         except KeyboardInterrupt as e:
             self._roll_back_iteration()
-            path = self.snapshot()
-            config = shlex.quote(str(self.run.path / "config.yaml"))
-            state = shlex.quote(str(path.with_suffix(".solverstate")))
             by = self._ctrl_c.by or ("SIGTERM" if isinstance(e, Terminated) else "Ctrl-C")
-            raise Interrupted(f"interrupted ({by}) at iteration {self.iter}; snapshot written: {path}. "
-                              f"Resume with: netcfg train {config} --resume {state}", by) from None
+            raise Interrupted.after(self.iter, self.snapshot(), self.run.path / "config.yaml", by) from None
         except Exception as e:
             if not is_out_of_memory(e):
                 raise

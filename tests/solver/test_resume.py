@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from netcfg.solver import Solver
 from netcfg.solver.rundir import RunDir
-from netcfg.solver.runner import Interrupted
+from netcfg.solver.interrupt import Interrupted
 from netcfg.solver.spec import load_solver
 from tests.cli.test_train import netcfg
 from tests.solver.test_runner import MLP, MLP_DROPOUT, metrics, solve, write_solver

@@ -18,6 +18,7 @@ import typer
 import typer.core
 
 import netcfg.cli
+from netcfg.stop import EXIT_CODES, Terminated, sigterm_stops
 
 
 class _Group(typer.core.TyperGroup):
@@ -32,8 +33,6 @@ class _Group(typer.core.TyperGroup):
             typer.echo(e.render(), err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt as e:  # before training started (a run's own Ctrl-C is Interrupted, above)
-            from netcfg.stop import EXIT_CODES, Terminated
-
             by = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
             typer.echo(f"interrupted ({by})", err=True)
             ctx.exit(EXIT_CODES[by])
@@ -60,8 +59,6 @@ for _module in _command_modules():
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
-    from netcfg.stop import sigterm_stops
-
     try:
         with sigterm_stops():  # a scheduler's SIGTERM stops a command as Ctrl-C does, with a message
             app(args=argv, prog_name="netcfg")

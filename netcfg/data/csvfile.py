@@ -48,24 +48,23 @@ class Table:
         for i, row in enumerate(self.rows):
             for k, j in enumerate(cols):
                 cell = row[j].strip()
+                value = np.nan
                 try:
                     if cell in missing or cell.lower() in ("nan", "+nan", "-nan"):
                         raise KeyError(cell)
-                    out[i, k] = float(cell)
-                    if not math.isfinite(out[i, k]):
-                        raise ValueError(cell)
+                    value = float(cell)  # "inf" and 1e999 read as infinity
                 except KeyError:
-                    out[i, k] = np.nan
                     self._bad(errors, i, j, f"missing value in column '{self.header[j]}' (data row {i + 1})",
                               "fill it in or drop the row")
                 except ValueError:
-                    out[i, k] = np.nan
-                    if cell.lstrip("+-").lower() in ("inf", "infinity") or _overflows(cell):
+                    self._bad(errors, i, j, f"{cell!r} in numeric column '{self.header[j]}' is not a number",
+                              "declare text columns as {column: NAME, encode: id} or onehot")
+                else:
+                    if math.isinf(value):
+                        value = np.nan
                         self._bad(errors, i, j, f"{cell!r} in numeric column '{self.header[j]}' is infinite",
                                   "give a finite number, or mark the cell missing and drop the row")
-                    else:
-                        self._bad(errors, i, j, f"{cell!r} in numeric column '{self.header[j]}' is not a number",
-                                  "declare text columns as {column: NAME, encode: id} or onehot")
+                out[i, k] = value
         return out
 
     def strings(self, col: int, missing: frozenset[str], errors: list[ConfigError]) -> list[str]:
@@ -158,14 +157,6 @@ def _offsets(line: str, delimiter: str) -> list[int]:
         elif ch == delimiter and not quoted:
             out.append(i + 2)
     return out
-
-
-def _overflows(cell: str) -> bool:
-    """A number too large for a float64 (1e999), which float() reads as infinity."""
-    try:
-        return math.isinf(float(cell))
-    except ValueError:
-        return False
 
 
 def _fields(n: int) -> str:

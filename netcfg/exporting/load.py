@@ -17,9 +17,9 @@ from netcfg.errors import ConfigError
 from netcfg.net.graph import build_graph
 from netcfg.net.module import Net
 from netcfg.net.spec import NetSpec, net_from_source
+from netcfg.overrides import apply_overrides
 from netcfg.solver.snapshot import NET_KEY, STAGES_KEY, copy_weights, load_weights
 from netcfg.solver.weights import resolve_file
-from netcfg.overrides import apply_overrides
 from netcfg.source import document_kind, load_yaml, parse_yaml
 
 __all__ = ["EXPORT_KEY", "WEIGHT_SUFFIXES", "NetSource", "load_net_with_weights", "load_weights_into", "read_net"]

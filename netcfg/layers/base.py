@@ -330,9 +330,9 @@ def _dispatch(value: Any, info: ValidationInfo) -> LayerSpec:
         raise PydanticCustomError("layer_type", "a layer's type is one type name, got {value}{hint}",
                                   {"value": repr(name), "hint": _type_hint(name)})
     try:
-        cls = lookup(str(name))
+        cls = lookup(name)
     except KeyError:
-        hint = did_you_mean(str(name), _REGISTRY, show_all=0)
+        hint = did_you_mean(name, _REGISTRY, show_all=0)
         raise PydanticCustomError(
             "layer_type", "unknown layer type '{name}' ({hint}`netcfg layers` lists all types)",
             {"name": str(name), "hint": f"{hint}; " if hint else ""},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -35,7 +34,7 @@ class _ConvBase(LayerSpec):
     weight_norm: bool = Field(False, description=WEIGHT_NORM_DOC)
 
     @model_validator(mode="after")
-    def _kernel_given(self):
+    def _fields_agree(self):
         check_weight_norm_params(self)
         if self.kernel_size is None and (self.kernel_h is None or self.kernel_w is None):
             raise FieldError("give kernel_size, or both kernel_h and kernel_w", key="kernel_size")

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["POLICIES", "learning_rate"]
+__all__ = ["POLICIES", "OPTIONAL", "learning_rate"]
 
 # The hyperparameters each policy needs, by the keyword names of learning_rate;
 # the solver spec checks a config against this table.
@@ -51,6 +51,8 @@ POLICIES: dict[str, tuple[str, ...]] = {
     "cosine": ("max_iter",),
     "linear": ("max_iter",),
 }
+# the optional ones each reads besides (min_lr defaults to 0)
+OPTIONAL: dict[str, tuple[str, ...]] = {"cosine": ("min_lr",), "linear": ("min_lr",)}
 
 
 def learning_rate(

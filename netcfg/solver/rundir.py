@@ -24,9 +24,9 @@ __all__ = ["RunDir", "resolved_config", "config_diff", "newest_snapshot"]
 
 _SAFE = re.compile(r"[\s/\\\x00]+")  # spaces, path separators
 
-# keys a resumed run may change without being asked to confirm
 # what a run that stopped before its first metric leaves, and a new run may take over
 _RUN_FILES = {"config.yaml", "train.log", LOCK_NAME}
+# keys a resumed run may change without being asked to confirm
 _MAY_CHANGE = {"max_iter", "display", "snapshot", "test_interval", "test_iter", "device", "weights"}
 
 
@@ -181,8 +181,8 @@ class RunDir:
             return
         path, size = self.path / name, None
         try:
-            size = path.stat().st_size if path.exists() else 0
             with open(path, "a") as f:
+                size = f.tell()  # the end, where a cut-short record would start
                 f.write(text)
         except OSError as e:  # a full disk: say so, not a traceback
             if size is not None:  # no half line left for a resumed run to append after (netcfg plot would refuse it)

@@ -7,10 +7,10 @@ update at ``learning_rate(iter)``, the smoothed loss displayed every
 ``display`` iterations, a snapshot every ``snapshot`` iterations.
 
 Ctrl-C (Caffe's SIGINT action) or SIGTERM (a scheduler's stop) lets the running
-iteration finish, snapshots and stops; a second one stops at once, rolling the unfinished iteration's batches
-and random numbers back first (one that comes during the optimizer's update, which
-no roll-back could undo, lets the iteration finish instead). Either way the snapshot
-resumes bit for bit.
+iteration finish, snapshots and stops; a second one stops at once, rolling the
+unfinished iteration's batches and random numbers back first (one that comes during
+the optimizer's update, which no roll-back could undo, lets the iteration finish
+instead). Either way the snapshot resumes bit for bit.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from pydantic import Field, PrivateAttr, field_validator
 from netcfg.data.spec import DataSpec
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.net.spec import NetSpec, net_from_source
-from netcfg.solver.lr_policy import POLICIES
+from netcfg.solver.lr_policy import OPTIONAL, POLICIES
 from netcfg.solver.weights import WeightsField, regex_errors, rule_errors
 from netcfg.overrides import apply_overrides
 from netcfg.source import Source, document_kind, load_yaml
@@ -136,7 +136,7 @@ def cross_checks(s: SolverSpec) -> list[ConfigError]:
             errs.append(ConfigError(f"{s.type} does not use {key}", (key,),
                                     hint=f"{s.type} reads: {', '.join(sorted(_USES[s.type])) or 'no extra hyperparameters'}"))
     for key in ("gamma", "power", "stepsize", "stepvalue", "min_lr"):  # written, but unread: a likely slip
-        readers = [p for p, keys in POLICIES.items() if key in keys] if key != "min_lr" else ["cosine", "linear"]
+        readers = [p for p in POLICIES if key in POLICIES[p] + OPTIONAL.get(p, ())]
         if key in s.model_fields_set and s.lr_policy not in readers:
             errs.append(ConfigError(f"lr_policy {s.lr_policy} does not use {key}", (key,),
                                     hint=f"{key} is read by lr_policy {', '.join(readers)}; remove it, or change lr_policy"))

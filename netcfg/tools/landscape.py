@@ -138,8 +138,8 @@ def loss_surface(net: Net, batches: list[dict[str, torch.Tensor]], *, steps: int
 
 def prepare(spec: SolverSpec, weights: str | Path, *, samples: int, batch_size: int | None = None,
             device: str | None = None) -> tuple[Net, list[dict[str, torch.Tensor]]]:
-    """The net with ``weights`` loaded (eval mode; every blob must be in the file) and the first ``samples`` of the train split
-    as fixed batches on the device. The TEST net is used when it has a loss (it usually also
+    """The net with ``weights`` loaded (eval mode; every blob must be in the file) and the
+    first ``samples`` of the train split as fixed batches on the device. The TEST net is used when it has a loss (it usually also
     reports accuracy); otherwise the TRAIN net."""
     dev = pick_device(device, spec)
     if spec.data.train is None:

@@ -18,7 +18,7 @@ import typer
 import typer.core
 
 import netcfg.cli
-from netcfg.stop import EXIT_CODES, Terminated, sigterm_stops
+from netcfg.stop import exits_when_stopped, signals_stop
 
 
 class _Group(typer.core.TyperGroup):
@@ -28,14 +28,15 @@ class _Group(typer.core.TyperGroup):
         from netcfg.errors import NetcfgError
 
         try:
-            return super().invoke(ctx)
+            with exits_when_stopped():  # before training started (a run's own Ctrl-C is Interrupted, below)
+                return super().invoke(ctx)
         except NetcfgError as e:
             typer.echo(e.render(), err=True)
             ctx.exit(e.exit_code)
-        except KeyboardInterrupt as e:  # before training started (a run's own Ctrl-C is Interrupted, above)
-            by = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
-            typer.echo(f"interrupted ({by})", err=True)
-            ctx.exit(EXIT_CODES[by])
+
+    def make_context(self, *args, **kwargs):
+        with exits_when_stopped():  # typer would exit 130 in silence, SIGTERM included
+            return super().make_context(*args, **kwargs)
 
 
 app = typer.Typer(
@@ -58,9 +59,9 @@ for _module in _command_modules():
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point."""
+    """Runs the command line ``argv`` (``netcfg.__main__.main``, the console entry, imports this)."""
     try:
-        with sigterm_stops():  # a scheduler's SIGTERM stops a command as Ctrl-C does, with a message
+        with signals_stop(), exits_when_stopped():  # also while typer builds the commands, before _Group
             app(args=argv, prog_name="netcfg")
     except SystemExit as e:
         if e.code == 130:  # stopped by Ctrl-C: registered now, so it runs before the exit handlers torch left
@@ -73,6 +74,3 @@ def _ctrl_c_ends_the_exit() -> None:
     instead of interrupting an exit handler of torch's and printing its traceback."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-
-if __name__ == "__main__":
-    main()

@@ -13,11 +13,9 @@ import threading
 from pathlib import Path
 
 from netcfg.errors import NetcfgError
-from netcfg.stop import EXIT_CODES, Terminated, raise_terminated
+from netcfg.stop import EXIT_CODES, NAMES, Terminated, raise_stopped
 
 __all__ = ["StopAfterIteration", "Interrupted", "EXIT_CODES", "Terminated"]
-
-_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 
 class StopAfterIteration:
@@ -38,7 +36,7 @@ class StopAfterIteration:
         if self.requested and not self._held:
             raise KeyboardInterrupt
         self.requested = True  # no printing here: the handler may interrupt a print
-        self.by = self.by or _NAMES.get(signum, "Ctrl-C")
+        self.by = self.by or NAMES.get(signum, "Ctrl-C")
 
     def hold(self) -> None:
         """Until ``release()``, a second Ctrl-C only asks to stop after the iteration, as the
@@ -51,8 +49,8 @@ class StopAfterIteration:
 
     def __enter__(self) -> StopAfterIteration:
         if threading.current_thread() is threading.main_thread():
-            for signum, defaults in ((signal.SIGINT, (signal.default_int_handler,)),
-                                     (signal.SIGTERM, (signal.SIG_DFL, raise_terminated))):
+            for signum, defaults in ((signal.SIGINT, (signal.default_int_handler, raise_stopped)),
+                                     (signal.SIGTERM, (signal.SIG_DFL, raise_stopped))):
                 if signal.getsignal(signum) in defaults:
                     self._previous[signum] = signal.signal(signum, self._handler)
         return self

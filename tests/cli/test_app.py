@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 PROBE = """
 import sys
@@ -23,3 +27,51 @@ def test_help_does_not_import_torch():
     for command in ("check", "train", "test", "schema", "layers"):
         assert command in proc.stdout
 
+
+
+# The console entry (netcfg.__main__.main) with a signal sent while one module loads:
+# argv is MODULE SIGNAL BROKEN COMMAND...; BROKEN=1 turns the KeyboardInterrupt into the
+# ImportError numpy raises when Ctrl-C stops its C extension half way
+SIGNAL_WHILE_LOADING = """
+import builtins, os, signal, sys, time
+module, signame, broken, argv = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4:]
+real_import = builtins.__import__
+
+def load(name, *args, **kwargs):
+    if name == module:
+        builtins.__import__ = real_import
+        try:
+            os.kill(os.getpid(), getattr(signal, signame))
+            time.sleep(5)
+        except KeyboardInterrupt:
+            if not broken:
+                raise
+            raise ImportError("cannot load module more than once per process") from None
+    return real_import(name, *args, **kwargs)
+
+builtins.__import__ = load
+from netcfg.__main__ import main
+main(argv)
+"""
+
+
+@pytest.mark.parametrize("module, signame, broken, code", [
+    ("typer", "SIGINT", False, 130),   # while the command line's parser loads
+    ("typer", "SIGTERM", False, 143),
+    ("torch", "SIGINT", True, 130),    # while the command imports torch, which breaks
+    ("torch", "SIGTERM", True, 143),
+])
+def test_a_signal_while_netcfg_loads_stops_it_with_one_line(module, signame, broken, code):
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_WHILE_LOADING, module, signame, str(int(broken)),
+                           "check", "configs/lenet.yaml"], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parents[2],
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    by = "Ctrl-C" if signame == "SIGINT" else "SIGTERM"
+    assert (proc.returncode, proc.stderr) == (code, f"interrupted ({by})\n")
+
+
+def test_an_error_with_no_signal_is_not_taken_for_one():
+    from netcfg.stop import exits_when_stopped, signals_stop
+
+    with pytest.raises(ImportError), signals_stop(), exits_when_stopped():
+        raise ImportError("a real one")

@@ -36,7 +36,9 @@ class Layer:
     pos: dict[str, Pos] = field(default_factory=dict)      # netcfg key -> where in the .prototxt
 
     def as_dict(self) -> dict[str, Any]:
-        one = lambda v: v[0] if len(v) == 1 else v
+        def one(v):
+            return v[0] if len(v) == 1 else v
+
         out: dict[str, Any] = {"name": self.name, "type": self.type, "bottom": one(self.bottom)}
         if self.top:
             out["top"] = one(self.top)

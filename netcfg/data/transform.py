@@ -58,7 +58,9 @@ class ImageTransform:
         return cls(spec, mean, factor)
 
     def to(self, device: torch.device) -> ImageTransform:
-        move = (lambda v: v.to(device) if isinstance(v, torch.Tensor) else v)
+        def move(v):
+            return v.to(device) if isinstance(v, torch.Tensor) else v
+
         return ImageTransform(self.spec, move(self.mean), move(self.factor))
 
     @property

@@ -200,7 +200,7 @@ def _refusal(spec: NetSpec, fmt: str, job: ExportJob, attempt, error: Exception)
         return NetcfgError(f"cannot export net '{spec.name}' to {FORMATS[fmt].title}: {reason(error)} "
                            "(each layer exports alone; their combination does not)")
     name, why = found
-    layer = next((l for l in spec.layers if l.name == name), None)
+    layer = next((la for la in spec.layers if la.name == name), None)
     kind = f" ({layer.type})" if layer is not None else ""
     err = ConfigError(f"layer '{name}'{kind} cannot be exported to {FORMATS[fmt].title}: {why}",
                       layer._path if layer else (),

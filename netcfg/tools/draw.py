@@ -155,8 +155,8 @@ def build_drawing(graph: Graph, *, collapse: bool = False, depth: int = 2) -> Dr
         else:
             lines = _layer_lines(spec, node.params)
             if spec.type == "Residual":
-                lines[1:2] = ["Residual: " + ", ".join(l.name for l in spec.body) + " + "
-                              + (", ".join(l.name for l in spec.shortcut) or "identity")]
+                lines[1:2] = ["Residual: " + ", ".join(la.name for la in spec.body) + " + "
+                              + (", ".join(la.name for la in spec.shortcut) or "identity")]
             entry = exit_ = d.add(lines, "layer", scope, _fill(spec.type))
         for (src, producers), b, blob in sources:
             for e in entry if isinstance(entry, list) else [entry]:  # a residual block's input feeds both paths

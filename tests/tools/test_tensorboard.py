@@ -18,7 +18,7 @@ def test_scalars_mirror_metrics_jsonl(tmp_path):
 
     path = write_solver(tmp_path, max_iter=20, display=5, test_interval=10, log={"tensorboard": True})
     Solver.from_file(path, out=tmp_path / "run", log=lambda line: None).solve()
-    records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])

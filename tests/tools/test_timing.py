@@ -56,7 +56,7 @@ def test_table_is_sorted_slowest_first_and_names_the_throughput():
     result = run_cli("time", str(ROOT / "configs" / "lenet.yaml"), "-n", "2", "--warmup", "0", "-b", "8")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    start = next(i for i, l in enumerate(lines) if l.startswith("layer")) + 2
+    start = next(i for i, line in enumerate(lines) if line.startswith("layer")) + 2
     rows = lines[start:start + 8]
     assert sorted(r.split()[0] for r in rows) == sorted(["conv1", "pool1", "conv2", "pool2", "ip1", "relu1", "ip2", "loss"])
     totals = [float(r.split()[4]) for r in rows]

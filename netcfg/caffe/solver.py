@@ -3,10 +3,12 @@
 Caffe's names are netcfg's, so most fields copy. The rest: ``solver_type`` (the
 deprecated enum) becomes ``type``; Caffe's defaults are written where netcfg's
 differ (Adam's and AdaDelta's momentum 0, AdaDelta's delta 1e-8, display 0);
-``solver_mode``/``device_id`` become ``device``; ``snapshot_prefix`` keeps its file
-name (netcfg writes snapshots into the run directory); one test net and one
-``test_state`` are kept (netcfg tests one net). The net comes from ``net``,
-``net_param`` (inline), or ``train_net`` when ``test_net`` is the same file.
+``solver_mode``/``device_id`` become ``device``; ``clip_gradients`` is divided by
+``iter_size`` (Caffe clips the gradient summed over the batches, netcfg their mean);
+``snapshot_prefix`` keeps its file name (netcfg writes snapshots into the run
+directory); one test net and one ``test_state`` are kept (netcfg tests one net).
+The net comes from ``net``, ``net_param`` (inline), or ``train_net`` when
+``test_net`` is the same file.
 """
 
 from __future__ import annotations
@@ -114,7 +116,11 @@ def import_solver(path: str | Path, net: str | Path | None = None, data: str | N
     if s.has("test_iter"):
         put("test_iter", s.all("test_iter")[0])
     if s.has("clip_gradients") and s.get("clip_gradients") > 0:
-        put("clip_gradients", s.get("clip_gradients"))
+        clip, iter_size = s.get("clip_gradients"), s.get("iter_size", 1)
+        put("clip_gradients", clip / iter_size)
+        if iter_size > 1:  # Caffe clips the sum of the iter_size gradients, netcfg their mean
+            notes.append(f"clip_gradients {clip:g} with iter_size {iter_size} is written {clip / iter_size:g}: "
+                         "Caffe clips the gradient summed over the iter_size batches, netcfg their mean")
     if s.has("random_seed"):
         if s.get("random_seed") >= 0:
             put("random_seed", s.get("random_seed"))

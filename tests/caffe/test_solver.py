@@ -142,3 +142,14 @@ def test_without_data_the_solver_carries_a_template_and_still_validates(tmp_path
         import_solver(bad, inputs={"data": InputShape([1, 4, 4])}).spec({"name": "n", "inputs": {"x": [4]}, "layers": [{"name": "r", "type": "ReLU"}]},
                                 tmp_path)
     assert [(e.file, e.line) for e in info.value.errors] == [(str(bad), 2)]
+
+
+def test_clip_gradients_is_divided_by_iter_size_as_caffe_clips_the_sum(tmp_path):
+    # Caffe's ClipGradients runs before Normalize: on the gradient summed over iter_size batches.
+    # netcfg clips the mean (tests/solver/test_caffe_loop.py), so C with iter_size K is C / K
+    body = 'base_lr: 0.1 lr_policy: "fixed" clip_gradients: 10 iter_size: 4'
+    s = import_solver(solver_file(tmp_path, body))
+    assert (s.data["clip_gradients"], s.data["iter_size"]) == (2.5, 4)
+    assert any("clip_gradients 10 with iter_size 4 is written 2.5" in n for n in s.notes)
+    one = import_solver(solver_file(tmp_path, 'base_lr: 0.1 lr_policy: "fixed" clip_gradients: 10'))
+    assert one.data["clip_gradients"] == 10 and not any("clip_gradients" in n for n in one.notes)

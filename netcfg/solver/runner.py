@@ -166,7 +166,7 @@ class Solver:
             self.frozen.hold()  # frozen BatchNorm layers keep their statistics
             self._in_train_mode = True
         lr = self.lr()
-        set_learning_rate(self.optimizer, lr)
+        set_learning_rate(self.optimizer, lr, self.iter)
         self.optimizer.zero_grad(set_to_none=True)
         total, outs, images, bad = 0.0, {}, 0, None
         read = float if self._deferred is None else torch.Tensor.detach  # deferred: no host sync

@@ -25,6 +25,7 @@ def caffe_loop(s: Solver, steps: int, clip_gradients: float | None) -> int:
     """Caffe's iterations on ``s``'s net and data (updates in float64); how many of them clipped."""
     spec, infos, clipped = s.spec, {i.name: i for i in s.net.param_infos()}, 0
     history = {n: torch.zeros_like(i.param, dtype=torch.float64) for n, i in infos.items()}
+    history2 = {n: torch.zeros_like(i.param, dtype=torch.float64) for n, i in infos.items()}  # Adam's v
     s.net.train()
     for it in range(steps):
         s.net.zero_grad(set_to_none=True)
@@ -40,8 +41,15 @@ def caffe_loop(s: Solver, steps: int, clip_gradients: float | None) -> int:
                 w, d = info.param.double(), diff[n] / spec.iter_size  # Normalize
                 decay = spec.weight_decay * info.decay_mult  # Regularize
                 d = d + decay * (torch.sign(w) if spec.regularization_type == "L1" else w)
+                rate = s.lr(it) * info.lr_mult
+                if spec.type == "Adam":  # AdamSolver: delta before the bias correction, t = iter + 1
+                    history[n] = spec.momentum * history[n] + (1 - spec.momentum) * d
+                    history2[n] = spec.momentum2 * history2[n] + (1 - spec.momentum2) * d * d
+                    correction = math.sqrt(1 - spec.momentum2 ** (it + 1)) / (1 - spec.momentum ** (it + 1))
+                    info.param.copy_(w - rate * correction * history[n] / (history2[n].sqrt() + spec.delta))
+                    continue
                 previous = history[n]
-                history[n] = spec.momentum * previous + s.lr(it) * info.lr_mult * d
+                history[n] = spec.momentum * previous + rate * d
                 step = history[n] if spec.type == "SGD" else (1 + spec.momentum) * history[n] - spec.momentum * previous
                 info.param.copy_(w - step)
     return clipped
@@ -61,7 +69,8 @@ BIAS_MULTS = MLP.replace("num_output: 10, weight_filler: {type: xavier}}",
     {"clip_gradients": 0.5},
     {"iter_size": 4, "train": {"batch_size": 8}, "clip_gradients": 0.5, "weight_decay": 0.01,
      "regularization_type": "L1"},
-], ids=["sgd", "l2", "l1", "nesterov", "iter_size", "clip", "iter_size_clip_l1"])
+    {"type": "Adam", "base_lr": 0.01, "momentum": 0.9, "momentum2": 0.999, "delta": 0.01, "weight_decay": 0.01},
+], ids=["sgd", "l2", "l1", "nesterov", "iter_size", "clip", "iter_size_clip_l1", "adam"])
 def test_iterations_match_caffes_loop(tmp_path, keys):
     path = write_solver(tmp_path, BIAS_MULTS, test=False, max_iter=STEPS, display=0, **keys)
     # netcfg clips the mean of the iter_size gradients, Caffe their sum: Caffe's threshold is

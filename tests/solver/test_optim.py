@@ -16,7 +16,7 @@ def grad(w):
     return A * w + B  # the gradient of sum(A * w^2 / 2 + B * w)
 
 
-def caffe_updates(type, steps, *, momentum, l1=False):
+def caffe_updates(type, steps, *, momentum, l1=False, delta=None):
     """Caffe's SGDSolver::ApplyUpdate (Regularize + ComputeUpdateValue) in float64."""
     rate, decay = BASE_LR * LR_MULT, WEIGHT_DECAY * DECAY_MULT
     w, h, u, h2 = W0.copy(), np.zeros(4), np.zeros(4), np.zeros(4)
@@ -32,7 +32,7 @@ def caffe_updates(type, steps, *, momentum, l1=False):
             h = momentum * h + rate * g
             w = w - ((1 + momentum) * h - momentum * h_prev)
         elif type == "Adam":
-            b1, b2, delta, t = 0.9, 0.999, 1e-8, it + 1
+            b1, b2, delta, t = 0.9, 0.999, delta or 1e-8, it + 1
             h = b1 * h + (1 - b1) * g
             h2 = b2 * h2 + (1 - b2) * g * g
             correction = np.sqrt(1 - b2**t) / (1 - b1**t)
@@ -61,16 +61,16 @@ def caffe_updates(type, steps, *, momentum, l1=False):
     return w
 
 
-def torch_updates(type, steps, *, momentum, l1=False):
+def torch_updates(type, steps, *, momentum, l1=False, delta=None):
     w = torch.tensor(W0, requires_grad=True)
     group = {"params": [w], "names": ["ip1.weight"], "lr_mult": LR_MULT, "decay_mult": DECAY_MULT}
     opt = make_optimizer(
         type, [group], base_lr=BASE_LR, momentum=momentum, weight_decay=WEIGHT_DECAY,
-        regularization_type="L1" if l1 else "L2",
+        regularization_type="L1" if l1 else "L2", delta=delta,
     )
-    for _ in range(steps):
+    for it in range(steps):
         w.grad = torch.tensor(grad(w.detach().numpy()))
-        set_learning_rate(opt, BASE_LR)
+        set_learning_rate(opt, BASE_LR, it)
         if l1:
             apply_l1(opt, WEIGHT_DECAY)
         opt.step()
@@ -86,10 +86,15 @@ def test_updates_match_caffe(type, steps):
     momentum = MOMENTUM.get(type)
     got = torch_updates(type, steps, momentum=momentum)
     want = caffe_updates(type, steps, momentum=momentum)
-    # Adam: torch adds delta after the bias correction, Caffe before (see optim.py)
-    rtol = 1e-6 if type == "Adam" else 1e-12
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-15)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
     assert not np.allclose(got, W0)
+
+
+def test_adam_adds_delta_before_the_bias_correction_as_caffe():
+    # a delta near the gradients' size shows where it goes: a fixed torch eps is Caffe's delta
+    # times sqrt(1 - momentum2 ^ t), 0.03 at t = 1 (set_learning_rate sets eps per step)
+    got = torch_updates("Adam", 3, momentum=None, delta=0.5)
+    np.testing.assert_allclose(got, caffe_updates("Adam", 3, momentum=None, delta=0.5), rtol=1e-12)
 
 
 @pytest.mark.parametrize("type", ["SGD", "Nesterov", "AdaGrad"])

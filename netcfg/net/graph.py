@@ -284,23 +284,37 @@ def _count_params(layer: LayerSpec, in_blobs: list[Blob], shared: dict[str, tupl
                          f"{len(names)} learnable blob(s): {names or 'none'}", key="param")
     total = trainable = 0
     counted = set()
-    for blob, ps in layer.param_entries():
+    for i, (blob, ps) in enumerate(layer.param_entries()):
         t = module.get_parameter(blob)
         counted.add(id(t))
         share = ps.name if ps is not None else None
         if share is not None:
             if share in shared:
-                owner, shape = shared[share]
+                owner, shape, owner_ps = shared[share]
                 if shape != tuple(t.shape):
                     raise ShapeError(f"shared param '{share}' has shape {list(t.shape)} here but "
                                      f"{list(shape)} in layer '{owner}'", key="param")
+                _check_shared_mults(share, ps, owner, owner_ps, i if ps in layer.param[i:i + 1] else None)
                 continue
-            shared[share] = (layer.name, tuple(t.shape))
+            shared[share] = (layer.name, tuple(t.shape), ps)
         total += t.numel()
         trainable += t.numel() if ps is None or ps.lr_mult > 0 else 0
     # parameters the layer does not list as blobs (e.g. inside a Residual body)
     rest = sum(p.numel() for p in module.parameters() if id(p) not in counted)
     return total + rest, trainable + rest
+
+
+def _check_shared_mults(share: str, ps, owner: str, owner_ps, index: int | None) -> None:
+    """A shared blob trains at the lr_mult and decay_mult of the layer that declares it first:
+    a different one written here (``param[index]``) would be ignored, so it is refused (Caffe's
+    Net::AppendParam refuses it too, "has mismatched lr_mult")."""
+    for key in ("lr_mult", "decay_mult"):
+        mine, theirs = getattr(ps, key), getattr(owner_ps, key)
+        if key in ps.model_fields_set and mine != theirs:
+            default = "" if key in owner_ps.model_fields_set else " (the default)"
+            raise ShapeError(f"shared param '{share}' has {key} {mine:g} here but {theirs:g}{default} in layer "
+                             f"'{owner}', which declares it first; one blob trains at one {key}: write the same "
+                             f"{key} in both, or leave it out here", key="param" if index is None else ("param", index, key))
 
 
 def _check_memory(graph: Graph) -> None:

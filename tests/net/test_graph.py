@@ -110,6 +110,34 @@ layers:
     assert "shared param 'w' has shape [3, 3] here but [3, 4] in layer 'p'" in e.value.render()
 
 
+SHARED_MULTS = """\
+name: t
+inputs: {x: [4]}
+layers:
+  - {name: p, type: InnerProduct, bottom: x, num_output: 4, param: [{name: w%s}]}
+  - {name: q, type: InnerProduct, bottom: p, num_output: 4, param: [{name: w%s}]}
+"""
+
+
+@pytest.mark.parametrize("first, second, words", [
+    ("", ", lr_mult: 2", "5:88: error: layers[1].param[0].lr_mult: InnerProduct layer 'q': shared param 'w' has "
+                         "lr_mult 2 here but 1 (the default) in layer 'p', which declares it first"),
+    (", decay_mult: 0", ", decay_mult: 1", "layers[1].param[0].decay_mult: InnerProduct layer 'q': shared param 'w' "
+                                           "has decay_mult 1 here but 0 in layer 'p'"),
+])
+def test_a_shared_param_with_another_lr_mult_or_decay_mult_is_refused(first, second, words):
+    # it trained at the first layer's multipliers, the second's silently ignored (Caffe refuses it too)
+    with pytest.raises(ConfigErrors) as e:
+        build_graph(spec(SHARED_MULTS % (first, second)))
+    assert words in e.value.render()
+
+
+def test_a_shared_param_may_repeat_its_multipliers_or_leave_them_out():
+    for first, second in ((", lr_mult: 2, decay_mult: 0", ", lr_mult: 2, decay_mult: 0"), (", lr_mult: 2", "")):
+        net = build_net(spec(SHARED_MULTS % (first, second)))
+        assert [(i.name, i.lr_mult) for i in net.param_infos()] == [("p.weight", 2), ("p.bias", 1), ("q.bias", 1)]
+
+
 def test_dotted_names_nest_modules_and_name_parameters():
     text = "name: t\ninputs: {x: [4]}\nlayers:\n  - {name: stage1.block1.fc, type: InnerProduct, num_output: 2}\n"
     net = build_net(spec(text))

@@ -10,7 +10,9 @@ from netcfg.caffe.inputs import InputShape
 from netcfg.caffe.net import import_net
 from netcfg.errors import ConfigError, ConfigErrors
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "caffe"
+# The project keeps them in shared/ beside its checkout; a git worktree sits a level deeper.
+SHARED = next((d / "shared" / "caffe" for d in Path(__file__).resolve().parents if (d / "shared" / "caffe").is_dir()),
+              Path(__file__).resolve().parents[3] / "shared" / "caffe")
 NETS = sorted(p for p in SHARED.glob("*.prototxt") if "solver" not in p.name)
 needs_shared = pytest.mark.skipif(not NETS, reason="the BVLC .prototxt files in ../shared/caffe are not here")
 

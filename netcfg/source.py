@@ -18,7 +18,7 @@ import yaml
 
 from netcfg.errors import ConfigError, ConfigErrors, KeyPath
 
-__all__ = ["Source", "load_yaml", "parse_yaml", "value_at", "document_kind"]
+__all__ = ["Source", "load_yaml", "parse_yaml", "value_at", "document_kind", "EXPONENT_FLOAT"]
 
 # Tags PyYAML's safe constructor turns into plain data; anything else (!!python/...,
 # !custom) is refused rather than silently read as a string.
@@ -35,8 +35,8 @@ class _Loader(yaml.SafeLoader):
     want ``1.0e-3`` and would make it a string, which the strict schemas refuse)."""
 
 
-_Loader.add_implicit_resolver(_YAML_TAG + "float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-                              list("-+0123456789"))
+EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")  # writers must quote it
+_Loader.add_implicit_resolver(_YAML_TAG + "float", EXPONENT_FLOAT, list("-+0123456789"))
 _MAX_DEPTH = 64  # no config nests deeper; bounds the recursion of building
 
 

@@ -12,15 +12,24 @@ from typing import Any
 
 import yaml
 
+from netcfg.source import EXPONENT_FLOAT
+
 __all__ = ["dump_yaml"]
 
 _BLOCK_KEYS = ("inputs", "data", "net")
 _WIDTH = 110
 
 
+class _Dumper(yaml.SafeDumper):
+    """Quotes a string netcfg's loader reads as a number (a layer named '1e3'); PyYAML's rules leave it bare."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789"))
+
+
 def _scalar(value: Any) -> str:
     # dumped inside a flow sequence, so PyYAML quotes what a flow context needs (',', '{', ': ')
-    text = yaml.safe_dump([value], default_flow_style=True, width=10_000, allow_unicode=True).strip()
+    text = yaml.dump([value], Dumper=_Dumper, default_flow_style=True, width=10_000, allow_unicode=True).strip()
     return text[1:-1]
 
 

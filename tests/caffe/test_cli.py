@@ -175,3 +175,16 @@ def test_within_channel_lrn_drops_k_as_caffe_ignores_it(tmp_path):
     layer = yaml.safe_load(result.stdout)["layers"][0]
     assert "k" not in layer and layer["norm_region"] == "WITHIN_CHANNEL"
     assert "layer 'n' (LRN): k: 2 dropped: Caffe's WITHIN_CHANNEL LRN ignores k and adds 1" in result.stderr
+
+
+def test_names_that_read_as_numbers_are_quoted_so_the_file_checks(tmp_path):
+    # '1e3' is a number to netcfg's loader (YAML 1.2) though PyYAML's writer leaves it bare
+    proto = tmp_path / "net.prototxt"
+    proto.write_text('name: "2e5"\ninput: "1e3"\ninput_shape { dim: 1 dim: 4 }\n'
+                     'layer { name: "1E-2" type: "InnerProduct" bottom: "1e3" top: "+3e1" '
+                     'inner_product_param { num_output: 2 } }\n'
+                     'layer { name: "on" type: "ReLU" bottom: "+3e1" top: "null" }\n')
+    out = tmp_path / "net.yaml"
+    ok("import-caffe", proto, "-o", out)
+    doc = json.loads(ok("check", out, "--json"))
+    assert doc["name"] == "2e5" and [layer["name"] for layer in doc["layers"]] == ["1E-2", "on"]

@@ -6,7 +6,8 @@ LayerParameter name (1), blobs (7), or the V1 NetParameter.layers (2) ->
 V1LayerParameter name (4), blobs (6). Blobs go to the
 converted net's layers by name, in Caffe's blob order (``blob_names()``); a
 BatchNorm's (mean, variance, factor) become running_mean / running_var divided by
-the factor, and a Scale folded into a BatchNorm gives its weight and bias.
+the factor, and a Scale folded into a BatchNorm gives its weight and bias. A blob
+must have its target's shape, as Caffe checks, not only its size.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def convert_weights(imported, caffemodel: str | Path, target: str | Path) -> lis
                 continue
             for key, array in _targets(specs[name], caffe_name in imported.merged, blobs):
                 t = state.get(f"{name}.{key}")
-                if t is None or t.numel() != array.size:
+                if t is None or _dims(array.shape) != _dims(t.shape):
                     mismatched.append(f"{caffe_name} -> {name}.{key} (file {list(array.shape)}, "
                                       f"net {list(t.shape) if t is not None else 'none'})")
                     continue
@@ -103,6 +104,15 @@ def convert_weights(imported, caffemodel: str | Path, target: str | Path) -> lis
     if wanted - set(copied):
         lines.append("  not in the .caffemodel, left as initialised: " + ", ".join(sorted(wanted - set(copied))))
     return lines
+
+
+def _dims(shape) -> tuple[int, ...]:
+    """A blob's shape as Caffe compares it: leading 1s dropped, as a legacy (num, channels,
+    height, width) shape pads them; 1x3 and 3x1 kernels (same size) differ."""
+    dims = tuple(shape)
+    while dims and dims[0] == 1:
+        dims = dims[1:]
+    return dims
 
 
 def _targets(layer, folded_scale: bool, blobs: list[np.ndarray]) -> list[tuple[str, np.ndarray]]:

@@ -126,6 +126,11 @@ def test_bad_files_are_refused_with_the_file_named(tmp_path, arrays):
     with pytest.raises(ConfigError, match=r"conv -> conv.weight \(file \[4, 3, 3, 3\], net \[2, 3, 3, 3\]\)"):
         convert_weights(imported, other, tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
+    # the same 54 numbers as a 3x3 kernel over 2 inputs for 3 outputs: Caffe refuses a shape mismatch too
+    swapped = tmp_path / "swapped.caffemodel"
+    swapped.write_bytes(layer("conv", [blob(np.ones((3, 2, 3, 3))), blob(np.ones(2))]))
+    with pytest.raises(ConfigError, match=r"conv -> conv.weight \(file \[3, 2, 3, 3\], net \[2, 3, 3, 3\]\)"):
+        convert_weights(imported, swapped, tmp_path / "x.safetensors")
     result = run_cli("import-caffe", str(tmp_path / "net.prototxt"), "--weights", str(other),
                      "-o", str(tmp_path / "net.yaml"))
     assert result.exit_code == 2 and f"{other}: error: blobs that do not fit the net" in result.stderr

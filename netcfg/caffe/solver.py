@@ -39,6 +39,7 @@ _COPY = ("base_lr", "lr_policy", "gamma", "power", "stepsize", "stepvalue", "wei
          "max_iter", "iter_size", "display", "average_loss", "test_interval", "test_initialization", "snapshot",
          "snapshot_after_train")
 
+_TRAIN_NET_KEYS = ("net", "net_param", "train_net", "train_net_param")  # Caffe takes exactly one
 # the order of a netcfg solver file (docs/solver-files.md)
 _ORDER = ("data", "type", "base_lr", "momentum", "momentum2", "delta", "rms_decay", "weight_decay",
           "regularization_type", "clip_gradients", "lr_policy", "gamma", "power", "stepsize", "stepvalue", "max_iter",
@@ -185,6 +186,10 @@ def _net(s: Obj, solver: Path, given: str | Path | None, inputs: dict[str, Input
          test_stages: list[str], train_stages: list[str]) -> tuple[ImportedNet | None, Path | None]:
     from netcfg.caffe.data import data_shapes
 
+    named = [k for k in _TRAIN_NET_KEYS if s.has(k)]
+    if len(named) > 1:  # Caffe refuses this too; which one it meant is not ours to guess
+        raise s.error(f"the training net is given twice, by {named[0]} and by {named[1]}", named[1],
+                      hint=f"keep one of {', '.join(_TRAIN_NET_KEYS)}")
     if given is not None:
         path = Path(given)
         if path.suffix in (".yaml", ".yml"):

@@ -91,6 +91,9 @@ def test_caffe_defaults_are_written_where_netcfgs_differ(tmp_path):
     ('lr_policy: "fixed"', (1, 1), ["base_lr is not set"]),
     ("base_lr: 1 lr_polcy: 2", (2, 12), ["unknown field 'lr_polcy'", "did you mean 'lr_policy'?"]),
     ('base_lr: 1 lr_policy: "fixed" test_net: "a.prototxt"', (2, 41), ["netcfg trains and tests one net"]),
+    ('base_lr: 1 lr_policy: "fixed"\ntrain_net: "net.prototxt"', (3, 12),
+     ["the training net is given twice, by net and by train_net", "keep one of net, net_param, train_net"]),
+    ('net_param { name: "inline" }', (2, 1), ["the training net is given twice, by net and by net_param"]),
 ])
 def test_solver_errors_are_located(tmp_path, body, line_col, words):
     with pytest.raises(ConfigError) as info:

@@ -116,6 +116,10 @@ def import_solver(path: str | Path, net: str | Path | None = None, data: str | N
     out.setdefault("display", 0)  # Caffe's default: never; netcfg's is 100
     if s.has("test_iter"):
         put("test_iter", s.all("test_iter")[0])
+    elif out.get("test_interval", 0) > 0:  # Caffe makes one test net per test_iter: none here
+        put("test_interval", 0)
+        notes.append(f"test_interval: {s.get('test_interval')} without test_iter: Caffe runs no test net, so "
+                     "neither does this solver (test_interval: 0); give test_iter to test")
     if s.has("clip_gradients") and s.get("clip_gradients") > 0:
         clip, iter_size = s.get("clip_gradients"), s.get("iter_size", 1)
         put("clip_gradients", clip / iter_size)

@@ -85,6 +85,14 @@ def test_caffe_defaults_are_written_where_netcfgs_differ(tmp_path):
     assert any("delta: 0.5 is not read by the SGD solver" in n for n in sgd.notes)
 
 
+def test_without_test_iter_caffe_tests_nothing(tmp_path):
+    s = import_solver(solver_file(tmp_path, 'base_lr: 0.1 lr_policy: "fixed" max_iter: 50 test_interval: 10'))
+    assert s.data["test_interval"] == 0 and "test_iter" not in s.data  # netcfg would test the whole split
+    assert any("test_interval: 10 without test_iter: Caffe runs no test net" in n for n in s.notes)
+    s = import_solver(solver_file(tmp_path, 'base_lr: 0.1 lr_policy: "fixed" test_interval: 10 test_iter: 3'))
+    assert (s.data["test_interval"], s.data["test_iter"]) == (10, 3)
+
+
 @pytest.mark.parametrize("body, line_col, words", [
     ('type: "Adamm" base_lr: 1 lr_policy: "fixed"', (2, 7), ["unknown solver type 'Adamm'", "did you mean 'Adam'?"]),
     ('type: "SGD" solver_type: SGD base_lr: 1 lr_policy: "fixed"', (2, 26), ["either type or solver_type"]),

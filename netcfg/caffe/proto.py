@@ -118,6 +118,13 @@ SCHEMA_TEXT: dict[str, str] = {
 }
 
 
+# a solver where a net is expected, and the other way round: the wrong command, not a typo
+_SWAPPED = {"NetParameter": ("SolverParameter", "solver", "import a solver with --solver: "
+                                                           "netcfg import-caffe --solver SOLVER.prototxt"),
+            "SolverParameter": ("NetParameter", "net", "import a net without --solver: "
+                                                       "netcfg import-caffe NET.prototxt")}
+
+
 def _compile(text: str) -> dict[str, tuple[str, bool]]:
     out = {}
     for word in text.split():
@@ -178,6 +185,11 @@ def decode(msg: Message, type_name: str, file: str, path: tuple[str, ...] = ()) 
         if f.name not in schema:
             where.message = f"unknown field '{f.name}' in {type_name}"
             where.hint = did_you_mean(f.name, schema, show_all=0) or f"valid: {', '.join(sorted(schema))}"
+            if not path and type_name in _SWAPPED and f.name in SCHEMA[_SWAPPED[type_name][0]]:
+                other, what, hint = _SWAPPED[type_name]
+                where.message = (f"this file is a Caffe {what}, not a {_SWAPPED[other][1]}: "
+                                 f"'{f.name}' is a field of {other}")
+                where.hint = hint
             raise where
         kind, repeated = schema[f.name]
         if not repeated and f.name in seen:

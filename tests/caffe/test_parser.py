@@ -103,6 +103,10 @@ def test_decode_types_values_and_keeps_positions():
     ("type: Convolution", "LayerParameter", 7, ["must be a quoted string", 'quote it: "Convolution"']),
     ("weight_filler: 3", "ConvolutionParameter", 1, ["is a message: write 'weight_filler { ... }'"]),
     ("num_output { }", "ConvolutionParameter", 1, ["takes a value (a non-negative integer), not a { } block"]),
+    ('  net: "lenet.prototxt"', "NetParameter", 3,
+     ["this file is a Caffe solver, not a net: 'net' is a field of SolverParameter", "netcfg import-caffe --solver"]),
+    ('name: "LeNet"', "SolverParameter", 1,
+     ["this file is a Caffe net, not a solver: 'name' is a field of NetParameter", "import a net without --solver"]),
 ])
 def test_decode_errors_are_located_with_a_fix(text, kind, col, words):
     e = error(text, kind)

@@ -77,6 +77,10 @@ def net_from_obj(net: Obj, file: str, given: dict[str, InputShape], default_name
         raise net.error("this file uses Caffe's deprecated V1 format ('layers {' with enum types such as "
                         "CONVOLUTION), which netcfg does not read", "layers", hint=UPGRADE_HINT)
     notes: list[str] = []
+    for key, why in (("force_backward", "netcfg computes the gradients training needs, none for the inputs"),
+                     ("debug_info", "Caffe's per-layer log of blob and gradient norms has no counterpart")):
+        if net.get(key):
+            notes.append(f"{key}: true is not imported ({why})")
     if net.has("state"):
         notes.append("the net's default state { ... } is not imported: pass --phase/--stage to netcfg check, "
                      "or train_stages/test_stages in a solver file")

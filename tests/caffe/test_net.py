@@ -159,6 +159,17 @@ def test_deploy_inputs_of_both_forms(tmp_path):
     assert (e.line, e.col) == (1, 26) and "need 4 input_dim values (N, C, H, W each), got 2" in e.render()
 
 
+def test_net_level_switches_without_a_counterpart_are_noted(tmp_path):
+    path = write(tmp_path, 'force_backward: true debug_info: true\ninput: "data" input_shape { dim: 1 dim: 4 }\n'
+                           'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }')
+    notes = import_net(path).notes
+    assert any(n.startswith("force_backward: true is not imported") for n in notes)
+    assert any(n.startswith("debug_info: true is not imported") for n in notes)
+    default = write(tmp_path, 'force_backward: false\ninput: "data" input_shape { dim: 1 dim: 4 }\n'
+                              'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }', "default.prototxt")
+    assert import_net(default).notes == []  # Caffe's default: nothing dropped
+
+
 def test_v1_layers_are_refused_naming_the_upgrade_tool(tmp_path):
     path = write(tmp_path, 'name: "old"\nlayers {\n  name: "conv1"\n  type: CONVOLUTION\n}\n')
     (e,) = errors_of(path)

@@ -119,10 +119,10 @@ SCHEMA_TEXT: dict[str, str] = {
 
 
 # a solver where a net is expected, and the other way round: the wrong command, not a typo
-_SWAPPED = {"NetParameter": ("SolverParameter", "solver", "import a solver with --solver: "
-                                                           "netcfg import-caffe --solver SOLVER.prototxt"),
-            "SolverParameter": ("NetParameter", "net", "import a net without --solver: "
-                                                       "netcfg import-caffe NET.prototxt")}
+_SWAPPED = {
+    "NetParameter": ("SolverParameter", "solver", "import a solver with --solver: netcfg import-caffe --solver SOLVER"),
+    "SolverParameter": ("NetParameter", "net", "import a net without --solver: netcfg import-caffe NET.prototxt"),
+}
 
 
 def _compile(text: str) -> dict[str, tuple[str, bool]]:

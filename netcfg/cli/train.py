@@ -48,6 +48,8 @@ def train(
     if weights:
         overrides.append(f"weights={weights.resolve()}")
     try:
+        if resume is not None:
+            _refuse_with_resume(weights, out)
         spec = load_solver(solver, overrides)
         if resume is not None:
             resume = _snapshot_to_resume(resume, force)
@@ -90,6 +92,22 @@ def train(
 def _quiet():
     """``(log, on_step)`` of a torchrun rank other than 0: silent, no progress bar."""
     yield (lambda line: None), None
+
+
+def _refuse_with_resume(weights: Path | None, out: Path | None) -> None:
+    """A resumed run takes its weights from the snapshot and writes in the snapshot's
+    directory: ``--weights`` or ``--out`` beside ``--resume`` would be ignored."""
+    from netcfg.errors import ConfigError
+
+    if weights is not None:  # Caffe's caffe train refuses the pair too
+        raise ConfigError("--weights and --resume together: a resumed run continues from its snapshot's weights, "
+                          "so these would be overwritten", file="--weights",
+                          hint="drop --weights to resume; drop --resume to start a new run from these weights")
+    if out is not None:
+        raise ConfigError("--out and --resume together: a resumed run goes on writing in its snapshot's "
+                          "directory", file="--out",
+                          hint="drop --out; to branch a run, copy the snapshot's two files and config.yaml to "
+                               "a new directory and resume there")
 
 
 def _snapshot_to_resume(resume: Path, force: bool) -> Path:

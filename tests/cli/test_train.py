@@ -225,6 +225,24 @@ def test_resuming_an_older_snapshot_over_later_ones_needs_force(tmp_path):
     assert code == 2 and "max_iter 7 is below the snapshot's iteration 10: nothing is left to train" in err
 
 
+def test_resume_refuses_weights_and_out_it_would_ignore(tmp_path):
+    solver = write_solver(tmp_path, MLP, max_iter=2, test=False)
+    assert netcfg("train", solver, "--out", tmp_path / "run")[0] == 0
+    run = tmp_path / "run"
+    other = write_solver(tmp_path / "other", MLP, max_iter=2, test=False, random_seed=7)
+    assert netcfg("train", other, "--out", tmp_path / "other/run")[0] == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    # --weights: the snapshot's weights would replace them; --out: the run would write in run/
+    code, _, err = netcfg("train", run / "config.yaml", "--resume", run, "--set", "max_iter=4",
+                          "--weights", tmp_path / "other/run")
+    assert code == 2 and "--weights: error: --weights and --resume together" in err, err
+    code, _, err = netcfg("train", run / "config.yaml", "--resume", run, "--set", "max_iter=4",
+                          "--out", tmp_path / "branch")
+    assert code == 2 and "--out: error: --out and --resume together" in err, err
+    assert not (tmp_path / "branch").exists()
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing trained, nothing written
+
+
 def test_ctrl_c_before_training_starts_says_so(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

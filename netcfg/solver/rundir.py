@@ -65,6 +65,15 @@ def resolved_config(spec: SolverSpec) -> dict:
     return data
 
 
+def run_name(spec: SolverSpec) -> str:
+    """The default run directory's name: the solver file's stem, or for a run's own
+    config.yaml trained again, that run's name (runs/lenet/config.yaml: lenet, not config)."""
+    file = Path(spec._source.file) if spec._source is not None else Path("run")
+    if file.name == "config.yaml" and file.resolve().parent.name:
+        return file.resolve().parent.name
+    return file.stem
+
+
 class RunDir:
     """Where one training run writes its files."""
 
@@ -82,8 +91,7 @@ class RunDir:
         where = "--out"
         try:
             if out is None:
-                stem = spec._source.file if spec._source is not None else "run"
-                base = Path("runs") / Path(stem).stem
+                base = Path("runs") / run_name(spec)
                 base.parent.mkdir(parents=True, exist_ok=True)
                 path, n = base, 2
                 while True:

@@ -131,6 +131,10 @@ def test_runs_never_overwrite_each_other_and_config_yaml_trains_again(tmp_path, 
     assert code == 0, err
     assert "base_lr 0.05" in out
     assert (tmp_path / "again/tiny_iter_1.safetensors").is_file()
+    # without --out, a run's config.yaml trains into a sibling of that run, not runs/config
+    code, out, err = netcfg("train", "runs/solver-2/config.yaml", "--set", "max_iter=1")
+    assert code == 0 and "run directory runs/solver-2-2" in out, out + err
+    assert not (tmp_path / "runs/config").exists()
     # --out at a directory that holds a run's snapshots is refused
     code, out, err = netcfg("train", solver, "--out", "runs/solver")
     assert code == 2 and "--resume" in err

@@ -13,15 +13,20 @@ from collections.abc import Iterable
 from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 from netcfg.source import Source, parse_yaml
 
-__all__ = ["apply_overrides"]
+__all__ = ["FlagOverride", "apply_overrides"]
+
+# an override a CLI option of its own makes (--device cuda: ("device", "cuda", "--device")):
+# the value is taken as is, not read as YAML (a path may hold ' #'), and errors name the option
+FlagOverride = tuple[str, object, str]
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
 _INDEX = re.compile(r"\[(\d+|[A-Za-z_][A-Za-z0-9_]*)\]")
 
 
-def apply_overrides(src: Source, overrides: str | Iterable[str]) -> Source:
+def apply_overrides(src: Source, overrides: str | Iterable[str | FlagOverride]) -> Source:
     """Apply ``key.path=value`` strings (values parsed as YAML) to ``src.data``; one string
     is one override (``overrides="max_iter=200"`` from Python is not read letter by letter).
+    A ``FlagOverride`` tuple sets its value as is, and its errors name its option.
 
     A list index is a number (``layers.2.num_output=64``); for lists of named
     mappings, the name works too (``layers.conv1.num_output=64``). Errors later
@@ -29,24 +34,28 @@ def apply_overrides(src: Source, overrides: str | Iterable[str]) -> Source:
     """
     errors = []
     for text in [overrides] if isinstance(overrides, str) else overrides:
-        where = f"--set {text}"
-        if "=" not in text:
-            errors.append(ConfigError("expected KEY=VALUE", file=where, hint="e.g. --set base_lr=0.01"))
-            continue
-        key, _, value_text = text.partition("=")
-        parts = _INDEX.sub(r".\1", key.strip()).split(".")  # layers[2].x, as errors print paths: layers.2.x
-        if not all(_KEY.fullmatch(p) for p in parts):
-            errors.append(ConfigError(f"bad key path '{key}'", file=where,
-                                      hint="dotted names and list indices, e.g. layers.conv1.num_output "
-                                           "or layers[0].num_output"))
-            continue
-        try:
-            value = parse_yaml(f"v: {value_text}", where).data["v"]
-        except ConfigErrors as e:  # a tag or a duplicate key: refused, as in a file
-            errors += [ConfigError(x.message, file=where, hint=x.hint) for x in e.errors]
-            continue
-        except ConfigError:
-            value = value_text  # not valid YAML on its own: take it as a plain string
+        if isinstance(text, tuple):
+            key, value, where = text
+            parts = key.split(".")
+        else:
+            where = f"--set {text}"
+            if "=" not in text:
+                errors.append(ConfigError("expected KEY=VALUE", file=where, hint="e.g. --set base_lr=0.01"))
+                continue
+            key, _, value_text = text.partition("=")
+            parts = _INDEX.sub(r".\1", key.strip()).split(".")  # layers[2].x, as errors print paths: layers.2.x
+            if not all(_KEY.fullmatch(p) for p in parts):
+                errors.append(ConfigError(f"bad key path '{key}'", file=where,
+                                          hint="dotted names and list indices, e.g. layers.conv1.num_output "
+                                               "or layers[0].num_output"))
+                continue
+            try:
+                value = parse_yaml(f"v: {value_text}", where).data["v"]
+            except ConfigErrors as e:  # a tag or a duplicate key: refused, as in a file
+                errors += [ConfigError(x.message, file=where, hint=x.hint) for x in e.errors]
+                continue
+            except ConfigError:
+                value = value_text  # not valid YAML on its own: take it as a plain string
         node = src.data
         path: list[str | int] = []
         created: tuple | None = None  # the first key this --set adds: what is missing under it is the --set's

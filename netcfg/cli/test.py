@@ -39,7 +39,7 @@ def test(
 
     overrides = list(set_) + ["max_iter=0", "weights=null"]  # the weights to test are loaded below, once
     if device:
-        overrides.append(f"device={device}")
+        overrides.append(("device", device, "--device"))
     spec = load_solver(solver, overrides)
     spec.data.train = None  # testing reads no training data
     with tempfile.TemporaryDirectory() as tmp:

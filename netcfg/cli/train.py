@@ -43,10 +43,10 @@ def train(
     from netcfg.solver.spec import load_solver
 
     overrides = list(set_)
-    if device:
-        overrides.append(f"device={device}")
+    if device:  # errors name --device; a path is taken as is (' #' would start a YAML comment)
+        overrides.append(("device", device, "--device"))
     if weights:
-        overrides.append(f"weights={weights.resolve()}")
+        overrides.append(("weights", str(weights.resolve()), "--weights"))
     try:
         if resume is not None:
             _refuse_with_resume(weights, out)

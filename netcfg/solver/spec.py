@@ -9,6 +9,7 @@ a snapshot without a prefix, a momentum on AdaGrad...) as located errors.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.net.spec import NetSpec, net_from_source
 from netcfg.solver.lr_policy import OPTIONAL, POLICIES
 from netcfg.solver.weights import WeightsField, regex_errors, rule_errors
-from netcfg.overrides import apply_overrides
+from netcfg.overrides import FlagOverride, apply_overrides
 from netcfg.source import Source, document_kind, load_yaml
 from netcfg.spec import Spec, validate
 
@@ -210,7 +211,7 @@ def _load_net(spec: SolverSpec, src: Source, base_dir: Path) -> NetSpec:
     return net_from_source(load_yaml(path))
 
 
-def load_solver(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SolverSpec:
+def load_solver(path: str | Path, overrides: Sequence[str | FlagOverride] = ()) -> SolverSpec:
     """Read and validate a solver file (with ``--set`` overrides) and its net."""
     src = load_yaml(path)
     if overrides:

@@ -165,6 +165,17 @@ def test_weights_report_what_matched_when_the_last_layer_changes(tmp_path):
     assert torch.equal(got["ip1.weight"], want["ip1.weight"]) and torch.equal(got["ip1.bias"], want["ip1.bias"])
 
 
+def test_weights_and_device_options_are_taken_as_given_and_named_in_errors(tmp_path):
+    solver = write_solver(tmp_path, MLP, max_iter=2, test=False)
+    assert netcfg("train", solver, "--out", tmp_path / "run #1")[0] == 0
+    trained = tmp_path / "run #1/tiny_iter_2.safetensors"  # ' #' would start a YAML comment
+    code, out, err = netcfg("train", solver, "--weights", trained, "--out", tmp_path / "ft")
+    assert code == 0 and f"weights from {trained}: 4 blobs copied" in out, err
+    for command in (["train", solver], ["test", solver, "--weights", trained]):
+        code, _, err = netcfg(*command, "--device", "gpu")
+        assert code == 2 and err.startswith("--device: error: device: string should match pattern"), err
+
+
 # ------------------------------------------------------------ netcfg test
 
 

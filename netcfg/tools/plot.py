@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netcfg.errors import ConfigError, NetcfgError
+from netcfg.source import read_text
 
 __all__ = ["Run", "read_run", "plot_runs", "require_matplotlib", "smooth", "FIGSIZE", "DPI"]
 
@@ -97,7 +98,9 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
         what = "has no metrics.jsonl" if path.is_dir() else "does not exist"
         raise ConfigError(f"{path} {what}", file=str(path), hint="give a run directory that `netcfg train` wrote")
     run = Run(label or (path.name if path.is_dir() else path.parent.name), path)
-    lines = file.read_text().splitlines()
+    # another file of a run (a snapshot, config.yaml) given for its metrics: name the right one
+    other = None if file.name.endswith(".jsonl") else f"give the run directory ({file.parent}) or its metrics.jsonl"
+    lines = read_text(file, "metrics.jsonl", binary_hint=other or "is this a metrics.jsonl?").splitlines()
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -106,7 +109,7 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
         except json.JSONDecodeError as e:
             if n == len(lines):
                 continue  # a run still writing may leave a partial last line
-            raise ConfigError(f"not a JSON line: {e.msg}", file=str(file), line=n, col=e.colno) from None
+            raise ConfigError(f"not a JSON line: {e.msg}", file=str(file), line=n, col=e.colno, hint=other) from None
         if not isinstance(rec, dict) or not isinstance(rec.get("iter"), int):
             raise ConfigError("a metrics record must be a JSON object with an integer 'iter'", file=str(file), line=n, col=1)
         for key, value in rec.items():  # a train or test record holds numbers (NaN included)

@@ -88,6 +88,16 @@ def test_bad_input_is_an_error(tmp_path, runs):
     assert result.exit_code == 2 and result.stderr.startswith("--output: error: cannot write"), result.stderr
 
 
+@pytest.mark.parametrize("name", ["tiny_iter_40.safetensors", "tiny_iter_40.solverstate", "config.yaml"])
+def test_another_file_of_a_run_is_an_error_naming_the_run_directory(runs, tmp_path, name):
+    # a snapshot was a UnicodeDecodeError traceback; config.yaml a bare "not a JSON line"
+    result = run_cli("plot", str(runs[0] / name), "-o", str(tmp_path / "c.png"))
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(str(runs[0] / name) + ":")
+    assert f"give the run directory ({runs[0]}) or its metrics.jsonl" in result.stderr
+    assert not (tmp_path / "c.png").exists()
+
+
 def test_without_matplotlib_the_error_says_how_to_install_it(runs, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
     result = run_cli("plot", str(runs[0]), "-o", str(tmp_path / "c.png"))

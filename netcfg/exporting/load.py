@@ -56,7 +56,7 @@ def read_net(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> N
     path = Path(path)
     if path.is_dir():
         return _net_in_weights(weights_file(path), overrides)
-    if path.suffix in WEIGHT_SUFFIXES:
+    if path.suffix in WEIGHT_SUFFIXES + (".solverstate",):  # a solver state: load_weights names its weights
         return _net_in_weights(path, overrides)
     src = load_yaml(path)
     if overrides:

@@ -145,6 +145,16 @@ def test_a_weights_file_without_a_net_config_needs_the_net(tmp_path):
     assert code == 2 and "not written by netcfg" in stderr
 
 
+def test_a_solver_state_names_its_weights_file(tmp_path):
+    from netcfg.solver.checkpoint import save_tree
+
+    state = tmp_path / "lenet_iter_2.solverstate"  # was read as YAML: "byte 0x.. is not UTF-8 text"
+    save_tree(state, {"iter": 2, "rng": torch.zeros(4, dtype=torch.uint8)})
+    code, _, stderr = netcfg_cli("export", state, "-f", "onnx")
+    assert code == 2 and stderr.startswith(f"{state}: error: is a solver state"), stderr
+    assert f"its weights are {tmp_path / 'lenet_iter_2.safetensors'}" in stderr
+
+
 def test_onnx_without_its_extra_says_what_to_install(tmp_path, monkeypatch):
     weights = write_weights(spec_of(LENET.read_text()), tmp_path / "lenet.safetensors")
     real = importlib.util.find_spec

@@ -9,8 +9,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "netcfg"
 
 # docs/architecture.md's chain, bottom first: a part may import only parts of a lower rank
 RANK = {
-    "errors": 0, "stop": 0,
-    "source": 1,
+    "errors": 0,
+    "source": 1, "stop": 1,
     "overrides": 2,
     "spec": 3,
     "layers": 4,

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 
 __all__ = [
     "NetcfgError",
+    "ReportedElsewhere",
     "ConfigError",
     "ConfigErrors",
     "ShapeError",
@@ -31,6 +32,15 @@ class NetcfgError(Exception):
 
     def render(self) -> str:
         return f"error: {self}"
+
+
+class ReportedElsewhere(NetcfgError):
+    """torchrun: this rank stops because other ranks failed, and they print why; the CLI
+    prints nothing for it, and exits with the failing rank's code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class ConfigError(NetcfgError):

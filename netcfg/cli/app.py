@@ -25,13 +25,14 @@ class _Group(typer.core.TyperGroup):
     """Turns a NetcfgError from any command into its message and exit code."""
 
     def invoke(self, ctx):
-        from netcfg.errors import NetcfgError
+        from netcfg.errors import NetcfgError, ReportedElsewhere
 
         try:
             with exits_when_stopped():  # before training started (a run's own Ctrl-C is Interrupted, below)
                 return super().invoke(ctx)
         except NetcfgError as e:
-            typer.echo(e.render(), err=True)
+            if not isinstance(e, ReportedElsewhere):  # torchrun: the rank that failed prints it
+                typer.echo(e.render(), err=True)
             ctx.exit(e.exit_code)
 
     def make_context(self, *args, **kwargs):

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from netcfg.errors import ConfigError, NetcfgError
+from netcfg.errors import ConfigError, NetcfgError, ReportedElsewhere
 
-__all__ = ["ONE_PROCESS", "Distributed", "env_local_rank", "env_rank", "launched", "rank_seed", "setup", "teardown", "unused_parameters"]
+__all__ = ["ONE_PROCESS", "Distributed", "RankError", "env_local_rank", "env_rank", "launched", "rank_seed", "setup", "teardown", "unused_parameters"]
 
 CPU = torch.device("cpu")
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -117,6 +117,40 @@ class Distributed:
         bad = [r for r, f in enumerate(t[len(finite):].tolist()) if f]
         return values[0], dict(zip(keys, values[1:])), bad
 
+    @contextlib.contextmanager
+    def together(self):
+        """A block with no collective in it (set-up, a resume) that may fail on some ranks only:
+        at its end the ranks learn whether any failed, and all stop, instead of the others
+        waiting in the next collective until torchrun kills them. An error every rank had alike
+        is reported once, by rank 0 (as one process reports it); one that differs between ranks,
+        by each rank that had it, marked with its rank (``RankError``); a rank that did not fail
+        raises ``ReportedElsewhere``, which the CLI does not print."""
+        error = None
+        try:
+            yield
+        except Exception as e:  # every rank must reach the all-gather below
+            if not self.active:
+                raise
+            error = e
+        if not self.active:
+            return
+        mine = None if error is None else (_report(error), getattr(error, "exit_code", 1))
+        gathered: list = [None] * self.world_size
+        dist.all_gather_object(gathered, mine)
+        failed = [r for r, g in enumerate(gathered) if g is not None]
+        if not failed:
+            return
+        if error is None:
+            raise ReportedElsewhere(f"rank {self.rank}: stopped, as rank(s) {', '.join(map(str, failed))} failed "
+                                    "(they say why)", gathered[failed[0]][1])
+        if len(failed) == self.world_size and len({g[0] for g in gathered}) == 1:  # the same on every rank
+            if self.is_main:
+                raise error
+            raise ReportedElsewhere(f"rank {self.rank}: stopped with the error rank 0 reports", mine[1])
+        if isinstance(error, NetcfgError):
+            raise RankError(self.rank, error) from None
+        raise error  # a bug: its traceback, which torch marks with the rank
+
     def sum_over_ranks(self, sums: dict[str, float], count: int) -> tuple[dict[str, float], int]:
         """Test metrics: every rank's sum of metric x samples and its sample count, added up."""
         if not self.active:
@@ -159,6 +193,23 @@ class Distributed:
 
 
 ONE_PROCESS = Distributed()
+
+
+class RankError(NetcfgError):
+    """A user error that only some torchrun ranks had (their own data shard, say): every line
+    marked with the rank, as torch marks a rank's traceback."""
+
+    def __init__(self, rank: int, error: NetcfgError):
+        super().__init__(str(error))
+        self.rank, self.error, self.exit_code = rank, error, error.exit_code
+
+    def render(self) -> str:
+        return "\n".join(f"[rank{self.rank}]: {line}" for line in self.error.render().splitlines())
+
+
+def _report(error: Exception) -> str:
+    """What a rank would print for ``error``: equal texts on every rank are printed once."""
+    return error.render() if isinstance(error, NetcfgError) else f"{type(error).__name__}: {error}"
 
 
 class _LossPath(torch.nn.Module):

@@ -69,10 +69,27 @@ class Solver:
             self.device = self.dist.device if self.dist.active else self.device  # cuda:LOCAL_RANK
         except ConfigError as e:
             raise ConfigErrors([spec.locate(e)]) from None
-        if spec.precision == "fp16" and self.device.type != "cuda":
-            raise ConfigErrors([spec.locate(ConfigError("fp16 autocast needs a CUDA device", ("precision",), hint="use bf16 on the CPU"))])
         if not self.dist.is_main:  # torchrun: rank 0 prints and logs for every rank
             self.log, self.on_step = (lambda line: None), None
+        with self.dist.together():  # torchrun: a rank that fails here stops every rank, a common error printed once
+            self._build(spec, deferred_check)
+        self._ddp = self.dist.wrap(self.net)  # torchrun: gradients averaged over the ranks
+        if self._ddp is not None:
+            self._forward = torch.compile(self._ddp, dynamic=False) if spec.compile else self._ddp
+        self.dist.seed_dropout(spec.random_seed, 0)  # the same weights everywhere, dropout per rank
+        # last: a run refused above (bad weights, data, memory) leaves no directory behind
+        self.run = run_dir if run_dir is not None else self.dist.shared_run_dir(
+            lambda: RunDir.create(spec, out), lambda path: RunDir.follow(path, spec))
+        self.tensorboard = None  # metrics.jsonl records mirrored as TensorBoard scalars (log.tensorboard)
+        if spec.log.tensorboard and self.run.writes:
+            from netcfg.solver.tensorboard import TensorBoardLog
+
+            self.tensorboard = TensorBoardLog(self.run.path)
+
+    def _build(self, spec: SolverSpec, deferred_check: bool | None) -> None:
+        """Nets, data, optimizer and initial weights: all of the set-up that runs no collective."""
+        if spec.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigErrors([spec.locate(ConfigError("fp16 autocast needs a CUDA device", ("precision",), hint="use bf16 on the CPU"))])
         torch.manual_seed(spec.random_seed)
         net_spec = spec.net_spec
         train_graph = build_graph(net_spec, "TRAIN", spec.train_stages)
@@ -121,18 +138,6 @@ class Solver:
                 self.log(line)
         elif spec.weights:  # a file, or a run directory: its newest snapshot
             self.load_weights(resolve_file(spec.weights, spec.base_dir))
-        self._ddp = self.dist.wrap(self.net)  # torchrun: gradients averaged over the ranks
-        if self._ddp is not None:
-            self._forward = torch.compile(self._ddp, dynamic=False) if spec.compile else self._ddp
-        self.dist.seed_dropout(spec.random_seed, 0)  # the same weights everywhere, dropout per rank
-        # last: a run refused above (bad weights, data, memory) leaves no directory behind
-        self.run = run_dir if run_dir is not None else self.dist.shared_run_dir(
-            lambda: RunDir.create(spec, out), lambda path: RunDir.follow(path, spec))
-        self.tensorboard = None  # metrics.jsonl records mirrored as TensorBoard scalars (log.tensorboard)
-        if spec.log.tensorboard and self.run.writes:
-            from netcfg.solver.tensorboard import TensorBoardLog
-
-            self.tensorboard = TensorBoardLog(self.run.path)
 
     # ------------------------------------------------------------ construction
 
@@ -403,7 +408,8 @@ class Solver:
 
         Refuses when the solver or net differ from the snapshot's, naming what
         differs, unless ``force`` (``max_iter`` may always grow)."""
-        restore(self, Path(path), force=force)
+        with self.dist.together():  # torchrun: every rank reads the snapshot; a refusal printed once
+            restore(self, Path(path), force=force)
 
     def load_weights(self, path: str | Path) -> None:
         """Initialise from a weights file by layer name, printing what matched."""

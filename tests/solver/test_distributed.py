@@ -176,6 +176,34 @@ def test_a_bad_command_line_is_reported_once_not_by_every_rank(tmp_path):
     assert done.stderr.count("--resume: error: solver state not found: nowhere") == 1
 
 
+def test_an_error_in_the_set_up_is_printed_once_and_every_rank_stops(tmp_path):
+    solver = write_solver(tmp_path, MLP, test=False)
+    done = torchrun(tmp_path, str(solver), "--weights", "missing.safetensors")  # in Solver(): every rank
+    assert done.returncode != 0
+    assert done.stderr.count("missing.safetensors: error: weights file not found") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_error_of_one_rank_alone_is_printed_with_its_rank(tmp_path):
+    # 121 test samples: shards of 61 and 60, so a batch of 61 with drop_last makes no batch on rank 1 only
+    solver = write_solver(tmp_path, MLP)
+    spec = yaml.safe_load(solver.read_text())
+    spec["data"]["test"].update(limit=121, batch_size=61, drop_last=True)
+    solver.write_text(yaml.safe_dump(spec))
+    done = torchrun(tmp_path, str(solver))
+    assert done.returncode != 0
+    assert "[rank1]: " in done.stderr and "batch_size 61 is larger than the 60 samples" in done.stderr
+    assert done.stderr.count("batch_size 61 is larger") == 1
+
+
+def test_a_refused_resume_is_printed_once(two_ranks, tmp_path):
+    _, run, _ = two_ranks
+    state = copy_snapshot(run, tmp_path / "again", 6)
+    done = torchrun(tmp_path, str(state.parent / "config.yaml"), "--resume", str(state), "--set", "max_iter=4")
+    assert done.returncode != 0
+    assert done.stderr.count("max_iter 4 is below the snapshot's iteration 6") == 1
+
+
 # ------------------------------------------------------------ in process
 
 

@@ -100,8 +100,11 @@ def checked_loader(spec: SolverSpec, split: str, graph: Graph, device: torch.dev
         raise ConfigErrors([spec.locate(x.prefixed(prefix)) for x in e.errors]) from None
     except ConfigError as e:
         raise ConfigErrors([spec.locate(e.prefixed(prefix))]) from None
-    batch = next(iter(loader.epoch_batches()))
-    got = {k: (tuple(v.shape[1:]), str(v.dtype).removeprefix("torch.")) for k, v in batch.items()}
+    batch = next(iter(loader.epoch_batches()), None)
+    if batch is None:  # torchrun: a test split of fewer samples than ranks leaves this rank none
+        got = loader.split.describe()
+    else:
+        got = {k: (tuple(v.shape[1:]), str(v.dtype).removeprefix("torch.")) for k, v in batch.items()}
     errors = (match_inputs(spec, split, graph, got, loader.split.origins)
               + check_batches(spec, split, graph, loader.num_samples)
               + check_labels(spec, split, graph, loader.split.tensors, loader.split.origins))

@@ -28,7 +28,9 @@ from netcfg.data.spec import source_spec
 from netcfg.data.split import load_source
 from netcfg.net import Net, build_graph
 from netcfg.solver import Solver
+from netcfg.solver.check import checked_loader
 from netcfg.solver.distributed import ENV, unused_parameters
+from netcfg.solver.evaluate import sum_outputs
 from netcfg.solver.spec import load_solver
 from tests.cli.test_train import netcfg
 from tests.solver.test_runner import MLP, metrics, solve, write_solver
@@ -221,6 +223,19 @@ def test_training_shards_are_even_and_test_shards_cover_each_sample_once():
     exact = [digits_loader(r, 3, False) for r in range(3)]
     assert [x.samples_per_epoch for x in exact] == [40, 40, 39]
     assert sorted(torch.cat([x.order(0) for x in exact]).tolist()) == list(range(119))
+
+
+def test_a_rank_whose_test_shard_is_empty_tests_nothing(tmp_path, monkeypatch):
+    # one test sample on 2 ranks: rank 1's shard is empty; it was a StopIteration traceback
+    spec = load_solver(write_solver(tmp_path, MLP))
+    spec.data.test.limit = 1
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    net = Net(build_graph(spec.net_spec, "TEST"))
+    loader = checked_loader(spec, "test", net.graph, torch.device("cpu"))
+    assert (loader.rank, loader.num_samples, len(loader)) == (1, 0, 0)
+    assert sum_outputs(net, loader.epoch_batches()) == ({}, 0)  # added to rank 0's sample by sum_over_ranks
 
 
 def test_a_data_position_moves_to_the_same_fraction_of_the_epoch_for_another_world_size():

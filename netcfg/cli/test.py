@@ -28,11 +28,15 @@ def test(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     plugin: PluginOpt = [],
 ) -> None:
-    """Average every scalar output of the TEST net over the test split."""
+    """Average every scalar output of the TEST net over the test split.
+
+    Under torchrun each rank tests its share of the split and rank 0 prints the whole
+    split's results (docs/distributed.md)."""
     import_plugins(plugin)
     import tempfile
 
-    from netcfg.solver import Solver
+    from netcfg.errors import NetcfgError
+    from netcfg.solver import Solver, distributed
     from netcfg.solver.snapshot import copy_weights
     from netcfg.solver.spec import load_solver
     from netcfg.solver.weights import resolve_file
@@ -40,16 +44,29 @@ def test(
     overrides = list(set_) + ["max_iter=0", "weights=null"]  # the weights to test are loaded below, once
     if device:
         overrides.append(("device", device, "--device"))
-    spec = load_solver(solver, overrides)
+    try:
+        spec = load_solver(solver, overrides)
+    except NetcfgError as e:
+        if distributed.env_local_rank() > 0:  # torchrun: a node's ranks read the same files; its rank 0 says it once
+            raise typer.Exit(e.exit_code) from None
+        raise
     spec.data.train = None  # testing reads no training data
-    with tempfile.TemporaryDirectory() as tmp:
-        quiet = (lambda line: None) if as_json else typer.echo
-        s = Solver(spec, out=Path(tmp) / "run", log=quiet)
-        # a score of half-loaded weights means nothing: every blob of the TEST net must come from the file
-        path = resolve_file(str(weights), Path.cwd())
-        for line in copy_weights(s.test_net, path, strict=True).lines(str(path)):
-            quiet(line)
-        results = s.test(iterations)
-        s.run.close()
-    if as_json:
+    main = distributed.env_rank() == 0  # torchrun: rank 0 prints
+    quiet = typer.echo if main and not as_json else (lambda line: None)
+    finished = False
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            s = Solver(spec, out=Path(tmp) / "run", log=quiet)
+            # a score of half-loaded weights means nothing: every blob of the TEST net must come from the file
+            with s.dist.together():  # torchrun: every rank reads the file; a refusal is printed once
+                path = resolve_file(str(weights), Path.cwd())
+                report = copy_weights(s.test_net, path, strict=True)
+            for line in report.lines(str(path)):
+                quiet(line)
+            results = s.test(iterations)
+            s.run.close()
+        finished = True
+    finally:
+        distributed.teardown(finished)
+    if as_json and main:
         typer.echo(json.dumps(results))

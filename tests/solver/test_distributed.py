@@ -8,6 +8,7 @@ it, once for the module (about 10 s on an idle 2-core machine).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -63,12 +64,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node 2 -m netcfg train ARGS`` on a free local port, one thread a rank."""
+def torchrun(cwd: Path, *args: str, command: str = "train") -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m netcfg COMMAND ARGS`` on a free local port, one thread a rank."""
     env = {k: v for k, v in os.environ.items() if k not in ENV}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[2]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), "-m", "netcfg", "train", *args]
+           "--master_port", str(free_port()), "-m", "netcfg", command, *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=180, check=False)
 
 
@@ -123,6 +124,21 @@ def test_test_metrics_are_reduced_over_the_ranks(two_ranks, tmp_path):
     whole = alone.test()
     assert final["accuracy"] == pytest.approx(whole["accuracy"], abs=1e-9)
     assert final["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+
+
+def test_netcfg_test_under_torchrun_prints_the_whole_splits_results_once(two_ranks):
+    where, run, _ = two_ranks
+    done = torchrun(where, "solver.yaml", "--weights", str(run), "--json", command="test")
+    assert done.returncode == 0, done.stderr
+    alone = netcfg("test", where / "solver.yaml", "--weights", run, "--json")
+    assert alone[0] == 0, alone[2]
+    (line,) = done.stdout.splitlines()  # rank 0's alone
+    got, want = json.loads(line), json.loads(alone[1])
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=1e-5)
+    done = torchrun(where, "solver.yaml", "--weights", str(run), command="test")
+    assert done.stdout.count("blobs copied") == 1 and done.stdout.count("Testing net (119 samples)") == 1
 
 
 def copy_snapshot(run: Path, to: Path, it: int) -> Path:

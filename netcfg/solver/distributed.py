@@ -177,15 +177,15 @@ class Distributed:
         if self.is_main:
             try:
                 run = create()
-            except BaseException:
-                dist.broadcast_object_list([None], src=0)  # let the others stop too
+            except BaseException as e:
+                dist.broadcast_object_list([getattr(e, "exit_code", 1)], src=0)  # let the others stop too
                 raise
             dist.broadcast_object_list([str(run.path)], src=0)
             return run
         box: list = [None]
         dist.broadcast_object_list(box, src=0)
-        if box[0] is None:
-            raise NetcfgError(f"rank {self.rank}: rank 0 could not create the run directory (its message says why)")
+        if isinstance(box[0], int):  # rank 0's exit code: it prints why
+            raise ReportedElsewhere(f"rank {self.rank}: rank 0 could not create the run directory", box[0])
         return follow(Path(box[0]))
 
     def _comm_device(self) -> torch.device:

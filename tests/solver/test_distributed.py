@@ -200,6 +200,12 @@ def test_an_error_in_the_set_up_is_printed_once_and_every_rank_stops(tmp_path):
     assert done.returncode != 0
     assert done.stderr.count("missing.safetensors: error: weights file not found") == 1
     assert not (tmp_path / "runs").exists()
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    done = torchrun(tmp_path, str(solver), "--out", "busy")  # refused by rank 0 alone, which makes the directory
+    assert done.returncode != 0
+    assert done.stderr.count("--out busy is a folder that holds other files (notes.txt)") == 1
+    assert "could not create the run directory" not in done.stderr  # rank 1 stops silently
 
 
 def test_an_error_of_one_rank_alone_is_printed_with_its_rank(tmp_path):

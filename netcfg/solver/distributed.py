@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from netcfg.errors import ConfigError, NetcfgError, ReportedElsewhere
 
-__all__ = ["ONE_PROCESS", "Distributed", "RankError", "env_local_rank", "env_rank", "launched", "rank_seed", "setup", "teardown", "unused_parameters"]
+__all__ = ["ONE_PROCESS", "Distributed", "RankError", "env_local_rank", "env_rank", "launched", "launcher", "rank_seed", "setup", "teardown", "unused_parameters"]
 
 CPU = torch.device("cpu")
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -41,6 +41,17 @@ def env_rank() -> int:
 def env_local_rank() -> int:
     """This process's rank on its machine before any set-up (torchrun's LOCAL_RANK), 0 alone."""
     return int(os.environ["LOCAL_RANK"]) if launched() else 0
+
+
+def launcher() -> str:
+    """The command that starts this run again with as many ranks: ``netcfg`` alone; under
+    torchrun on one machine its ``--nproc_per_node``; across machines, torchrun as it was started."""
+    if not launched():
+        return "netcfg"
+    per_node = os.environ.get("LOCAL_WORLD_SIZE")
+    if per_node is not None and per_node == os.environ["WORLD_SIZE"]:
+        return f"torchrun --nproc_per_node {per_node} -m netcfg"
+    return "torchrun <as started> -m netcfg"
 
 
 def rank_seed(seed: int, rank: int, it: int) -> int:

@@ -71,8 +71,9 @@ class Interrupted(NetcfgError):
         self.exit_code = EXIT_CODES[by]  # 130 for Ctrl-C, 143 for SIGTERM, as a shell shows them
 
     @classmethod
-    def after(cls, it: int, snapshot: Path, config: Path, by: str) -> Interrupted:
-        """The error of a run stopped by ``by`` at iteration ``it``, with the command that resumes it."""
+    def after(cls, it: int, snapshot: Path, config: Path, by: str, launcher: str = "netcfg") -> Interrupted:
+        """The error of a run stopped by ``by`` at iteration ``it``, with the command that resumes it
+        (``launcher``: how it was started, ``distributed.launcher()``)."""
         state = shlex.quote(str(snapshot.with_suffix(".solverstate")))
         return cls(f"interrupted ({by}) at iteration {it}; snapshot written: {snapshot}. "
-                   f"Resume with: netcfg train {shlex.quote(str(config))} --resume {state}", by)
+                   f"Resume with: {launcher} train {shlex.quote(str(config))} --resume {state}", by)

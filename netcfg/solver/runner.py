@@ -351,7 +351,8 @@ class Solver:
         except KeyboardInterrupt as e:
             self._roll_back_iteration()
             by = self._ctrl_c.by or ("SIGTERM" if isinstance(e, Terminated) else "Ctrl-C")
-            raise Interrupted.after(self.iter, self.snapshot(), self.run.path / "config.yaml", by) from None
+            raise Interrupted.after(self.iter, self.snapshot(), self.run.path / "config.yaml", by,
+                                    distributed.launcher()) from None
         except Exception as e:
             if not is_out_of_memory(e):
                 raise

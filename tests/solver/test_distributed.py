@@ -30,8 +30,9 @@ from netcfg.data.split import load_source
 from netcfg.net import Net, build_graph
 from netcfg.solver import Solver
 from netcfg.solver.check import checked_loader
-from netcfg.solver.distributed import ENV, unused_parameters
+from netcfg.solver.distributed import ENV, launcher, unused_parameters
 from netcfg.solver.evaluate import sum_outputs
+from netcfg.solver.interrupt import Interrupted
 from netcfg.solver.spec import load_solver
 from tests.cli.test_train import netcfg
 from tests.solver.test_runner import MLP, metrics, solve, write_solver
@@ -270,6 +271,21 @@ def test_a_data_position_moves_to_the_same_fraction_of_the_epoch_for_another_wor
     assert one.state_dict() == {"epoch": 0, "position": 96}
     with pytest.raises(ValueError, match="does not fit"):
         one.load_state_dict({"epoch": 0, "position": 129, "world_size": 2})
+
+
+def test_the_resume_command_after_ctrl_c_starts_as_many_ranks(monkeypatch):
+    for key in ENV + ("LOCAL_WORLD_SIZE",):
+        monkeypatch.delenv(key, raising=False)
+    assert launcher() == "netcfg"
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    e = Interrupted.after(5, Path("run/tiny_iter_5.safetensors"), Path("run/config.yaml"), "Ctrl-C", launcher())
+    assert str(e).endswith("Resume with: torchrun --nproc_per_node 2 -m netcfg train run/config.yaml "
+                           "--resume run/tiny_iter_5.solverstate")
+    monkeypatch.setenv("WORLD_SIZE", "4")  # 2 machines of 2: torchrun's rendezvous options are the user's
+    assert launcher() == "torchrun <as started> -m netcfg"
 
 
 def test_unused_parameters_are_the_layers_no_loss_depends_on(tmp_path):

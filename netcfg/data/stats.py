@@ -63,14 +63,11 @@ def stats_report(spec: DataSourceSpec, data: SplitData, where: str) -> tuple[str
     """
     lines: list[str] = []
     found: dict[str, ChannelStats] = {}
-    subs = getattr(spec, "sources", None)
     for name in data.transforms:
         t = data.tensors[name]
         st = channel_stats(t)
         found[name] = st
-        origin = data.origins.get(name, ())
-        key = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in origin[:2] if p != "inputs")
-        owner = subs[origin[1]] if subs and origin[:1] == ("sources",) else getattr(spec, "of", spec) if origin[:1] == ("of",) else spec
+        key, owner = _transform_owner(spec, data.origins.get(name, ()), where)
         shape = "x".join(map(str, t.shape[1:]))
         lines += [f"# {key}, tensor '{name}': {st.count:,} images of {shape}, raw values {_range(t)}.",
                   f"# Paste under {key}; then (x - mean_value) * scale / std has mean 0, std 1 per channel:",
@@ -92,6 +89,19 @@ def stats_report(spec: DataSourceSpec, data: SplitData, where: str) -> tuple[str
     if not found:
         lines.insert(0, f"# {where}: no image tensors (N, C, H, W); nothing to normalise per channel")
     return "\n".join(lines), found
+
+
+def _transform_owner(spec: DataSourceSpec, origin: tuple, where: str) -> tuple[str, DataSourceSpec]:
+    """(key path, spec) of the mapping whose transform keys apply to a tensor from ``origin``:
+    the split, a multi's sub-source or an image_features' ``of:``, never a key inside one
+    (npz's ``arrays.data`` names the array, and takes no ``mean_value``)."""
+    while True:
+        if origin[:1] == ("sources",) and getattr(spec, "sources", None):
+            where, spec, origin = f"{where}.sources[{origin[1]}]", spec.sources[origin[1]], origin[2:]
+        elif origin[:1] == ("of",) and getattr(spec, "of", None) is not None:
+            where, spec, origin = f"{where}.of", spec.of, origin[1:]
+        else:
+            return where, spec
 
 
 def _range(t: Any) -> str:

@@ -48,6 +48,28 @@ def test_pasted_statistics_normalise_the_split(tmp_path):
     assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 1e-3
 
 
+@pytest.mark.parametrize("wrap", ["none", "of", "multi"])
+def test_stats_say_where_to_paste_for_an_npz_source(tmp_path, wrap):
+    # an npz tensor comes from arrays.data; the keys go on the mapping that transforms it
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (40, 8, 8), dtype=np.uint8), y=np.arange(40) % 10)
+    npz = {"source": "npz", "path": "d.npz", "arrays": {"data": "x", "label": "y"}, "scale": 0.00390625}
+    split = {"none": {**npz, "split": "train", "batch_size": 8},
+             "of": {"source": "image_features", "split": "train", "batch_size": 8, "of": npz},
+             "multi": {"source": "multi", "split": "train", "batch_size": 8, "sources": [npz]}}[wrap]
+    solver = {"net": str(ROOT / "configs" / "digits_cnn.yaml"), "data": {"train": split}, "base_lr": 0.1, "max_iter": 1}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(solver))
+    result = run_cli("data", "stats", str(tmp_path / "s.yaml"))
+    assert result.exit_code == 0, result.stderr
+    where = {"none": "data.train", "of": "data.train.of", "multi": "data.train.sources[0]"}[wrap]
+    assert f"# Paste under {where};" in result.stdout
+    owner = {"none": split, "of": split.get("of"), "multi": split.get("sources", [None])[0]}[wrap]
+    owner.update(yaml.safe_load(result.stdout))  # pasted where it says: the solver still checks
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(solver))
+    result = run_cli("check", str(tmp_path / "s.yaml"))
+    assert result.exit_code == 0, result.stderr
+
+
 def test_stats_of_a_source_without_images(tmp_path):
     (tmp_path / "t.csv").write_text("a,b,y\n1,2,0\n3,5,1\n")
     solver = tmp_path / "s.yaml"

@@ -18,6 +18,7 @@ may return.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -279,9 +280,18 @@ class _SourceSchema:
         for name, kind in source_types().items():
             if not (self.nested and name == "multi") and name not in self.exclude:
                 by_class.setdefault(kind.spec, []).append(name)
-        variants = [{"allOf": [handler(cls.__pydantic_core_schema__)], "properties": {"source": {"enum": names}}}
+        variants = [{"allOf": [self._variant(cls, handler)], "properties": {"source": {"enum": names}}}
                     for cls, names in by_class.items()]
         return {"oneOf": variants}
+
+    def _variant(self, cls: type, handler: Any) -> dict[str, Any]:
+        schema = handler(cls.__pydantic_core_schema__)
+        if not self.nested:
+            return schema
+        # a sub-source takes split and batch_size from the mapping around it (multi, image_features)
+        schema = copy.deepcopy(handler.resolve_ref_schema(schema) if "$ref" in schema else schema)
+        schema["required"] = [k for k in schema.get("required", []) if k not in ("split", "batch_size")]
+        return schema
 
 
 # A field holding any registered source's spec: validated by the class its `source` names.

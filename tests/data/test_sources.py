@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from sklearn.datasets import load_digits
 
 from netcfg.data.sources import describe_source, load_source
@@ -15,6 +16,8 @@ from netcfg.data.spec import DataSourceSpec, DataSpec, source_types
 from netcfg.errors import ConfigError, ConfigErrors, NetcfgError
 from netcfg.source import parse_yaml
 from netcfg.spec import validate
+
+ROOT = Path(__file__).resolve().parents[2]
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -261,6 +264,25 @@ def test_json_schema_offers_each_source_its_own_keys():
     variants = [v for v in schema["$defs"]["DataSpec"]["properties"]["train"]["anyOf"] if "oneOf" in v][0]["oneOf"]
     names = [n for v in variants for n in v["properties"]["source"]["enum"]]
     assert sorted(names) == sorted(source_types())
+
+
+def test_json_schema_lets_sub_sources_take_split_and_batch_size_from_around_them():
+    # an editor flagged solvers/multitask_fashion_mnist.yaml: `of:` (and multi's sources)
+    # were required to repeat split and batch_size, which they inherit
+    from netcfg.schema import solver_schema
+
+    schema = solver_schema()
+    variants = [v for v in schema["$defs"]["DataSpec"]["properties"]["train"]["anyOf"] if "oneOf" in v][0]["oneOf"]
+    by_source = {n: v["allOf"][0] for v in variants for n in v["properties"]["source"]["enum"]}
+    assert {"split", "batch_size"} <= set(by_source["idx"]["required"])  # a split itself names both
+    nested = (by_source["multi"]["properties"]["sources"]["items"]["oneOf"]
+              + by_source["image_features"]["properties"]["of"]["oneOf"])
+    assert nested and all({"split", "batch_size"}.isdisjoint(v["allOf"][0]["required"]) for v in nested)
+    assert all("source" in v["allOf"][0]["required"] for v in nested)
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in sorted((ROOT / "solvers").glob("*.yaml")):
+        assert list(validator.iter_errors(yaml.safe_load(path.read_text()))) == [], path.name
 
 
 def test_resolved_dump_makes_paths_absolute(tmp_path):

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
 
 def check(
-    file: Annotated[Path, typer.Argument(help="net file (YAML)", show_default=False)],
+    file: Annotated[Path, typer.Argument(help="net file or solver file (YAML), or a run's config.yaml", show_default=False)],
     phase: PhaseOpt = "TRAIN",
     stage: Annotated[list[str], typer.Option("--stage", help="active stage (repeatable)")] = [],
     set_: Annotated[list[str], typer.Option("--set", help="override a key: a.b=value (repeatable)")] = [],

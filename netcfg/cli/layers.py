@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     app.command("layers")(layers)
 
 
-def layers(type_: Annotated[str | None, typer.Argument(metavar="[TYPE]", help="a layer type")] = None) -> None:
+def layers(type_: Annotated[str | None, typer.Argument(metavar="TYPE", help="a layer type")] = None) -> None:
     """List the layer types, or show one type's fields, types, defaults and descriptions."""
     from netcfg.errors import ConfigError, did_you_mean
     from netcfg.layers.base import lookup, registry

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 
 def zoo(
-    name: Annotated[str | None, typer.Argument(metavar="[NAME]", help="a zoo net: resnet18, mlp, ...")] = None,
+    name: Annotated[str | None, typer.Argument(metavar="NAME", help="a zoo net: resnet18, mlp, ...")] = None,
     directory: Annotated[Path | None, typer.Option("--dir", help="a folder of net files to list instead of "
                                                    "the repository's configs/ (its solvers: ../solvers)")] = None,
 ) -> None:

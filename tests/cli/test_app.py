@@ -28,7 +28,6 @@ def test_help_does_not_import_torch():
         assert command in proc.stdout
 
 
-
 # The console entry (netcfg.__main__.main) with a signal sent while one module loads:
 # argv is MODULE SIGNAL BROKEN COMMAND...; BROKEN=1 turns the KeyboardInterrupt into the
 # ImportError numpy raises when Ctrl-C stops its C extension half way
@@ -75,3 +74,14 @@ def test_an_error_with_no_signal_is_not_taken_for_one():
 
     with pytest.raises(ImportError), signals_stop(), exits_when_stopped():
         raise ImportError("a real one")
+
+
+def test_usage_lines_name_their_arguments_once():
+    from tests.cli import run_cli
+
+    for command, usage in (("layers", "[TYPE]"), ("zoo", "[NAME]")):
+        result = run_cli(command, "--help")
+        line = next(x for x in result.stdout.splitlines() if "Usage:" in x)
+        assert line.split()[-1] == usage, line  # was [[TYPE]]: the metavar carried its own brackets
+    result = run_cli("check", "--help")
+    assert "solver file" in result.stdout.split("Arguments")[1].split("Options")[0]  # not just "net file"

@@ -46,9 +46,11 @@ def check(
     if phase not in ("TRAIN", "TEST"):
         raise ConfigError(f"--phase must be TRAIN or TEST, got '{phase}'", file="--phase")
     src = load_yaml(file)
+    # the file says what it is; a --set (layers.x=... on a solver) must not turn it into a net
+    is_solver = "layers" not in src.data and src.data.keys() & _SOLVER_KEYS
     if set_:
         apply_overrides(src, set_)
-    if "layers" not in src.data and src.data.keys() & _SOLVER_KEYS:  # a solver file
+    if is_solver:
         from netcfg.solver.check import check_solver
         from netcfg.solver.spec import solver_from_source
 

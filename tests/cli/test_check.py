@@ -103,6 +103,16 @@ def test_bad_set_exits_2(override, stderr):
     assert (result.exit_code, result.stdout, result.stderr) == (2, "", stderr)
 
 
+def test_a_net_key_set_on_a_solver_is_one_error_at_the_set():
+    # it was 15 errors: the added layers: made check read the solver file as a net
+    result = run_cli("check", str(ROOT / "solvers" / "digits.yaml"), "--set", "layers.conv1.num_output=64")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [line for line in result.stderr.splitlines() if line.startswith("--set ")]
+    assert result.stderr.startswith("--set layers.conv1.num_output=64: error: layers: unknown key 'layers'")
+    assert result.stderr == run_cli("train", str(ROOT / "solvers" / "digits.yaml"), "--set",
+                                    "layers.conv1.num_output=64").stderr  # as train says it
+
+
 def test_invalid_file_exits_2_and_missing_file_too(tmp_path):
     bad = tmp_path / "net.yaml"
     bad.write_text("name: x\ninputs: {data: [4]}\nlayers:\n  - {name: ip, type: InnerProduct, num_ouput: 3}\n")

@@ -15,34 +15,27 @@ instead). Either way the snapshot resumes bit for bit.
 
 from __future__ import annotations
 
-import contextlib
-import math
 import time
 from collections import deque
 from pathlib import Path
 
 import torch
 
-from netcfg.data.loader import BatchLoader
 from netcfg.errors import ConfigError, ConfigErrors
-from netcfg.net import Net, build_graph
 from netcfg.solver import distributed
-from netcfg.solver.check import checked_loader, nothing_to_train
 from netcfg.solver.evaluate import sum_outputs
 from netcfg.solver.interrupt import Interrupted, StopAfterIteration, Terminated
-from netcfg.solver.layout import to_layout, use_channels_last
-from netcfg.solver.freeze import freeze
-from netcfg.solver.finite import (DeferredCheck, TrainingDiverged, bad_micro_batch, diverged, diverged_elsewhere,
-                                  gradients_finite)
+from netcfg.solver.iteration import autocast, train_step
+from netcfg.solver.layout import to_layout
+from netcfg.solver.finite import DeferredCheck, TrainingDiverged, bad_micro_batch, diverged, diverged_elsewhere
 from netcfg.solver.lr_policy import learning_rate
-from netcfg.solver.memory import check_memory, is_out_of_memory, out_of_memory_error
+from netcfg.solver.memory import is_out_of_memory, out_of_memory_error
 from netcfg.solver.device import resolve_device
-from netcfg.solver.optim import apply_l1, make_optimizer, param_groups, set_learning_rate
 from netcfg.solver.rundir import RunDir, resolved_config
 from netcfg.solver.resume import restore, training_state
 from netcfg.solver.snapshot import copy_weights, write_snapshot
+from netcfg.solver.setup import build
 from netcfg.solver.spec import SolverSpec, load_solver
-from netcfg.solver.weights import load_rules, resolve_file
 from netcfg.solver.state import capture_rng, restore_rng
 
 __all__ = ["Solver", "TrainingDiverged"]
@@ -71,8 +64,18 @@ class Solver:
             raise ConfigErrors([spec.locate(e)]) from None
         if not self.dist.is_main:  # torchrun: rank 0 prints and logs for every rank
             self.log, self.on_step = (lambda line: None), None
+        self._shown_loss = float("nan")  # the last displayed loss: what on_step gets under a deferred check
+        self._compiling = spec.compile
+        self.iter = 0
+        self._undo: dict | None = None  # set while an iteration runs (see _roll_back_iteration)
+        self.losses: deque[float] = deque(maxlen=spec.average_loss)
+        self._updating = False  # inside optimizer.step(): the weights may be half updated
+        self._ctrl_c = StopAfterIteration()  # step()'s, while it runs: holds a second Ctrl-C during an update
+        self._in_train_mode = False  # net.train() (and frozen BatchNorm in eval) done for this step()
+        self.last_test: dict[str, float] = {}
+        self._seconds = 0.0  # training time of earlier sessions (resume)
         with self.dist.together():  # torchrun: a rank that fails here stops every rank, a common error printed once
-            self._build(spec, deferred_check)
+            build(self, spec, deferred_check)  # nets, data, optimizer, weights (setup.py)
         self._ddp = self.dist.wrap(self.net)  # torchrun: gradients averaged over the ranks
         if self._ddp is not None:
             self._forward = torch.compile(self._ddp, dynamic=False) if spec.compile else self._ddp
@@ -86,59 +89,6 @@ class Solver:
 
             self.tensorboard = TensorBoardLog(self.run.path)
 
-    def _build(self, spec: SolverSpec, deferred_check: bool | None) -> None:
-        """Nets, data, optimizer and initial weights: all of the set-up that runs no collective."""
-        if spec.precision == "fp16" and self.device.type != "cuda":
-            raise ConfigErrors([spec.locate(ConfigError("fp16 autocast needs a CUDA device", ("precision",), hint="use bf16 on the CPU"))])
-        torch.manual_seed(spec.random_seed)
-        net_spec = spec.net_spec
-        train_graph = build_graph(net_spec, "TRAIN", spec.train_stages)
-        test_graph = build_graph(net_spec, "TEST", spec.test_stages) if spec.data.test is not None else None
-        idle = nothing_to_train(spec, train_graph)
-        if idle:
-            raise ConfigErrors([spec.locate(e) for e in idle])
-        check_memory(spec, train_graph, test_graph, self.device)  # before any weight is allocated
-        self.net = Net(train_graph).to(self.device)
-        self.channels_last = use_channels_last(spec.memory_format, self.net)
-        if self.channels_last:
-            self.net.to(memory_format=torch.channels_last)
-        self.test_net: Net | None = None
-        if test_graph is not None:
-            self.test_net = Net(test_graph, share=self.net).to(self.device)
-        self.train_data = self._loader("train") if spec.data.train is not None else None
-        self.test_data = self._loader("test") if spec.data.test is not None else None
-        for net in (self.net, self.test_net):  # checked_loader matched their batches to the inputs
-            if net is not None:
-                net.check_input_tensors = False
-        self.frozen = freeze(spec, self.net)  # solver-level freeze: (see freeze.py)
-        self.optimizer = make_optimizer(
-            spec.type, param_groups(self.net, self.frozen.params),
-            base_lr=spec.base_lr, momentum=spec.momentum, momentum2=spec.momentum2, delta=spec.delta,
-            rms_decay=spec.rms_decay, weight_decay=spec.weight_decay, regularization_type=spec.regularization_type)
-        self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.scaler = torch.amp.GradScaler("cuda") if spec.precision == "fp16" else None
-        if deferred_check is None:
-            deferred_check = self.device.type == "cuda"
-        self._deferred = (DeferredCheck(self.optimizer, self._params, self.device) if deferred_check
-                          and self.scaler is None and not self.dist.active and DeferredCheck.supports(self.optimizer)
-                          else None)
-        self._shown_loss = float("nan")  # the last displayed loss: what on_step gets under a deferred check
-        self._forward = torch.compile(self.net, dynamic=False) if spec.compile else self.net
-        self._compiling = spec.compile
-        self.iter = 0
-        self._undo: dict | None = None  # set while an iteration runs (see _roll_back_iteration)
-        self.losses: deque[float] = deque(maxlen=spec.average_loss)
-        self._updating = False  # inside optimizer.step(): the weights may be half updated
-        self._ctrl_c = StopAfterIteration()  # step()'s, while it runs: holds a second Ctrl-C during an update
-        self._in_train_mode = False  # net.train() (and frozen BatchNorm in eval) done for this step()
-        self.last_test: dict[str, float] = {}
-        self._seconds = 0.0  # training time of earlier sessions (resume)
-        if isinstance(spec.weights, list):  # rules: plan, refuse or copy, report (weights.py)
-            for line in load_rules(spec, [self.net, self.test_net]):
-                self.log(line)
-        elif spec.weights:  # a file, or a run directory: its newest snapshot
-            self.load_weights(resolve_file(spec.weights, spec.base_dir))
-
     # ------------------------------------------------------------ construction
 
     @classmethod
@@ -146,17 +96,10 @@ class Solver:
         """Load a solver file (and its net), applying ``--set``-style overrides."""
         return cls(load_solver(path, overrides), **kwargs)
 
-    def _loader(self, split: str) -> BatchLoader:
-        net = self.net if split == "train" else self.test_net
-        return checked_loader(self.spec, split, net.graph, self.device)
-
     # ------------------------------------------------------------ training
 
     def _autocast(self):
-        if self.spec.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.spec.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.spec.precision, self.device)
 
     def lr(self, it: int | None = None) -> float:
         s = self.spec
@@ -165,63 +108,8 @@ class Solver:
                              warmup_iter=s.warmup_iter, warmup_start=s.warmup_start, min_lr=s.min_lr)
 
     def _train_step(self) -> tuple[float, dict[str, float], int]:
-        s = self.spec
-        if not self._in_train_mode:  # module.train() walks every module: once per step(), and after a test
-            self.net.train()
-            self.frozen.hold()  # frozen BatchNorm layers keep their statistics
-            self._in_train_mode = True
-        lr = self.lr()
-        set_learning_rate(self.optimizer, lr, self.iter)
-        self.optimizer.zero_grad(set_to_none=True)
-        total, outs, images, bad = 0.0, {}, 0, None
-        read = float if self._deferred is None else torch.Tensor.detach  # deferred: no host sync
-        for i in range(s.iter_size):
-            batch = self.train_data.next_batch()
-            if self.channels_last:
-                batch = to_layout(batch)
-            images += len(next(iter(batch.values())))
-            with self.dist.no_sync(self._ddp, i < s.iter_size - 1):  # torchrun: one all-reduce per update
-                with self._autocast():
-                    out = self._forward(**batch)
-                    loss = self.net.loss(out)
-                scaled = loss / s.iter_size if s.iter_size > 1 else loss
-                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-            value = read(loss.detach())
-            if self._deferred is None and not math.isfinite(value) and bad is None:
-                bad = (batch, value)
-                if not self.dist.active:
-                    self._diverged(batch, value)
-            total += value / s.iter_size
-            for k, v in out.items():
-                if v.dim() == 0:
-                    outs[k] = outs.get(k, 0.0) + read(v.detach()) / s.iter_size
-        if self.dist.active:  # every rank learns if any diverged, so all stop together (no hang)
-            total, outs, ranks = self.dist.average_step(total, outs, bad is not None)
-            if bad is not None:
-                self._diverged(*bad)
-            if ranks:
-                self._diverged_elsewhere(ranks)
-        if self._deferred is not None:
-            self._deferred.check(total)
-        elif self.scaler is None and not gradients_finite(self._params):  # fp16's scaler skips such steps itself
-            self._diverged(batch, total, gradient=True)
-        if self.scaler:
-            self.scaler.unscale_(self.optimizer)
-        if s.clip_gradients:
-            torch.nn.utils.clip_grad_norm_(self._params, s.clip_gradients)
-        if s.regularization_type == "L1":
-            apply_l1(self.optimizer, s.weight_decay)
-        self._ctrl_c.hold()  # released once step() has counted the iteration
-        self._updating = True
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        if self._deferred is not None:
-            self._deferred.counted()
-        self._updating = False
-        return total, outs, images * self.dist.world_size
+        """One iteration (``iteration.train_step``); returns (loss, scalar outputs, images)."""
+        return train_step(self)
 
     def _diverged(self, batch: dict, value: float, gradient: bool = False) -> None:
         raise diverged(self.net, self.run, self.iter, batch, value, gradient=gradient)

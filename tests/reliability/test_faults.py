@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from netcfg.errors import ConfigErrors
 from netcfg.net import build_graph, load_net
-from netcfg.solver import Solver, checkpoint, memory, rundir
+from netcfg.solver import Solver, checkpoint, memory, rundir, setup
 from netcfg.solver.checkpoint import load_tree
 from netcfg.solver.memory import estimate, is_out_of_memory, split_batch
 from netcfg.solver.rundir import newest_snapshot
@@ -162,7 +162,7 @@ def test_a_batch_that_cannot_fit_is_refused_before_allocating(tmp_path, monkeypa
     room = est.fixed + est.per_sample * 2 * 300  # room for a batch of 300
     monkeypatch.setattr(memory, "available_memory", lambda device: (room, "of RAM available"))
     allocated = []
-    monkeypatch.setattr(Solver, "_loader", lambda self, split: allocated.append(split))
+    monkeypatch.setattr(setup, "checked_loader", lambda spec, split, graph, device: allocated.append(split))
     monkeypatch.chdir(tmp_path)  # where runs/ would be made
     before = tree(tmp_path)
     code, out, err = netcfg("train", solver)

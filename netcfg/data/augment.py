@@ -43,12 +43,16 @@ def batch_generator(seed: int, epoch: int, start: int, rank: int = 0) -> torch.G
     return torch.Generator().manual_seed(mix64(seed, epoch, start, rank, 0xA06) >> 1)
 
 
-def center_crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
-    """The central size x size window of a (N, C, H, W) batch (a view)."""
+def center_crop(x: torch.Tensor, size: int | None, pad: int = 0) -> torch.Tensor:
+    """The central size x size window of a (N, C, H, W) batch zero-padded by ``pad``: a
+    view, unless the window is larger than the image and reaches into the padding."""
     if size is None:
         return x
     h, w = x.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
+    top, left = (h + 2 * pad - size) // 2 - pad, (w + 2 * pad - size) // 2 - pad  # = (h - size) // 2 inside
+    if top < 0 or left < 0:
+        x = F.pad(x, (pad, pad, pad, pad))
+        top, left = top + pad, left + pad
     return x[..., top:top + size, left:left + size]
 
 

@@ -100,8 +100,8 @@ class ImageTransform:
             if image_mean:  # Caffe subtracts the mean image at the crop's offset
                 mean = gather_windows(mean.expand(n, -1, -1, -1), dy, dx, flip, pad=s.pad, out_h=out_h, out_w=out_w)
         elif s.crop_size:
-            x = center_crop(x, s.crop_size)
-            mean = center_crop(mean, s.crop_size) if image_mean else mean
+            x = center_crop(x, s.crop_size, s.pad)  # a crop larger than the image takes the padding too
+            mean = center_crop(mean, s.crop_size, s.pad) if image_mean else mean
         x = self.normalize(x, mean)
         if train and s.random_erasing:
             x = random_erase(x, p=s.random_erasing, area=tuple(s.erasing_area), ratio=tuple(s.erasing_ratio),

@@ -49,6 +49,16 @@ def test_center_crop_in_testing():
     torch.testing.assert_close(out[0, 0], images(1)[0, 0, 1:4, 1:4].float())
 
 
+def test_center_crop_larger_than_the_image_takes_the_padding():
+    # MNIST 28x28 padded to LeNet-5's 32x32: the test batch is the image framed in black,
+    # the shape out_shape promised (it was the 2x2 slice x[..., -2:30, -2:30])
+    t = transform(shape=(2, 1, 6, 5), pad=2, crop_size=8)
+    out = t(images(2), train=False)
+    assert out.shape == (2, 1, 8, 8) == (2,) + t.out_shape((1, 6, 5))
+    torch.testing.assert_close(out[0, 0, 1:7, 2:7], images(1)[0, 0].float())
+    assert out[0, 0, 0].abs().sum() == 0 and out[0, 0, 7].abs().sum() == 0 and out[0, 0, :, :2].abs().sum() == 0
+
+
 def test_mirror_flips_about_half_of_the_images():
     x = images(200)
     out = transform(mirror=True)(x, train=True, gen=gen())

@@ -3,7 +3,8 @@
 Layout: ``path/train/<class>/*.png`` and ``path/test/<class>/...`` (or ``val``),
 or ``path/<class>/...`` cut in two by ``test_fraction`` (the last files of each
 class, in name order, are the test split). Classes are the train folder's
-sub-folders in sorted order; their index is the label.
+sub-folders in sorted order; their index is the label. Hidden files and folders
+(``.DS_Store``, macOS's ``._name.jpg``) are skipped.
 
 A split that fits in ``memory_limit_mb`` (default: a quarter of the machine's
 memory) is decoded once (in worker processes when large) and cached as an
@@ -141,7 +142,9 @@ def _files(spec: FolderSpec, root: Path, classes: list[str], strict: bool = Fals
         folder = root / name
         if not folder.is_dir():
             continue
-        names = sorted(f.name for f in folder.iterdir() if f.name.lower().endswith(endings) and f.is_file())
+        # hidden files are not samples: macOS leaves ._name.jpg metadata next to every copied image
+        names = sorted(f.name for f in folder.iterdir()
+                       if f.name.lower().endswith(endings) and not f.name.startswith(".") and f.is_file())
         files += [str(folder / f) for f in names]
         labels += [label] * len(names)
         empty += [] if names else [name]

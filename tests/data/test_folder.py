@@ -144,6 +144,15 @@ def test_a_bad_image_is_named_when_the_error_points_at_the_solver(tmp_path):
                                         f"{tmp_path / 'imgs' / 'emu' / '01.png'}: cannot decode the image"), err
 
 
+def test_hidden_files_are_not_samples(tmp_path):
+    pixels = make(tmp_path, n=2)
+    # what a Mac leaves next to each image copied to a FAT/exFAT drive or zipped: not an image
+    (tmp_path / "dog" / "._00.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / "cat" / ".thumb.png").write_bytes(b"not a png")
+    t = load(tmp_path, cache=False)
+    np.testing.assert_array_equal(t["data"].numpy(), np.stack(list(pixels.values())))
+
+
 def test_test_fraction_on_train_and_test_folders_is_an_error(tmp_path):
     make(tmp_path / "train", n=2)
     make(tmp_path / "test", n=2)

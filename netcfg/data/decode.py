@@ -51,7 +51,7 @@ def decode_images(files: list[str], channels: int, size: tuple[int, int] | None
     for i, file in enumerate(files):
         try:
             with Image.open(file) as im:
-                im = im.convert(mode)
+                im = _eight_bit(im, Image).convert(mode)
                 if size is not None and (im.height, im.width) != tuple(size):
                     im = im.resize((size[1], size[0]), Image.BILINEAR)
                 pixels = np.asarray(im, dtype=np.uint8)
@@ -64,3 +64,15 @@ def decode_images(files: list[str], channels: int, size: tuple[int, int] | None
                                 f"{out.shape[2]}x{out.shape[3]}")
         out[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
     return (out if out is not None else np.zeros((0, channels, 1, 1), np.uint8)), None
+
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _eight_bit(im, Image):
+    """A 16-bit grayscale image (PNG, TIFF) mapped 0..65535 -> 0..255; Pillow's convert
+    would clip it, every pixel above 255 white. Other images as they are."""
+    if im.mode in _SIXTEEN_BIT or (im.mode == "I" and im.format == "PNG"):  # older Pillow opens 16-bit PNGs as I
+        wide = np.asarray(im).astype(np.float64)
+        return Image.fromarray(np.rint(np.clip(wide, 0, 65535) / 257).astype(np.uint8), "L")
+    return im

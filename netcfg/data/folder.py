@@ -34,7 +34,7 @@ from netcfg.errors import ConfigError
 
 __all__ = ["FolderSpec", "list_split", "cache_file"]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: 16-bit images scaled to 8 bits (1 clipped them)
 
 
 class FolderSpec(DataSourceSpec):

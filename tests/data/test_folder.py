@@ -153,6 +153,19 @@ def test_hidden_files_are_not_samples(tmp_path):
     np.testing.assert_array_equal(t["data"].numpy(), np.stack(list(pixels.values())))
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path, channels):
+    # a 16-bit PNG (microscopy, depth maps, medical scans) came out all 255: Pillow clips I;16 to L
+    make(tmp_path, classes=("a",), n=1, mode="L")
+    wide = (np.arange(30, dtype=np.uint16).reshape(6, 5) * 2000) + 1  # 1 .. 58001
+    Image.fromarray(wide).save(tmp_path / "a" / "wide.png")
+    assert Image.open(tmp_path / "a" / "wide.png").mode.startswith("I")
+    data = load(tmp_path, channels=channels, cache=False)["data"][1]
+    expected = np.rint(wide / 257).astype(np.uint8)
+    for c in range(channels):
+        np.testing.assert_array_equal(data[c].numpy(), expected)
+
+
 def test_test_fraction_on_train_and_test_folders_is_an_error(tmp_path):
     make(tmp_path / "train", n=2)
     make(tmp_path / "test", n=2)

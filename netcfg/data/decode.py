@@ -32,18 +32,19 @@ def decode_errors() -> tuple[type[Exception], ...]:
 
 
 def image_size(file: str) -> tuple[int, int]:
-    """(height, width) from the file's header, without decoding the pixels."""
+    """(height, width) upright, from the file's header, without decoding the pixels."""
     Image = require_pillow()
     with Image.open(file) as im:
-        return im.height, im.width
+        return (im.width, im.height) if _orientation(im) in _QUARTER_TURNS else (im.height, im.width)
 
 
 def decode_images(files: list[str], channels: int, size: tuple[int, int] | None
                   ) -> tuple[np.ndarray | None, tuple[str, str] | None]:
     """(len(files), C, H, W) uint8, or (None, (file, problem)) for the first file that fails.
 
-    ``size`` (height, width) resizes with bilinear filtering; without it every
-    image must already share the first one's size.
+    Images are turned upright by their EXIF orientation. ``size`` (height, width)
+    resizes with bilinear filtering; without it every image must already share
+    the first one's size.
     """
     Image = require_pillow()
     mode = "L" if channels == 1 else "RGB"
@@ -51,7 +52,7 @@ def decode_images(files: list[str], channels: int, size: tuple[int, int] | None
     for i, file in enumerate(files):
         try:
             with Image.open(file) as im:
-                im = _eight_bit(im, Image).convert(mode)
+                im = _eight_bit(_upright(im), Image).convert(mode)
                 if size is not None and (im.height, im.width) != tuple(size):
                     im = im.resize((size[1], size[0]), Image.BILINEAR)
                 pixels = np.asarray(im, dtype=np.uint8)
@@ -76,3 +77,21 @@ def _eight_bit(im, Image):
         wide = np.asarray(im).astype(np.float64)
         return Image.fromarray(np.rint(np.clip(wide, 0, 65535) / 257).astype(np.uint8), "L")
     return im
+
+
+_ORIENTATION = 0x0112  # the EXIF tag a camera sets instead of rotating the pixels
+_QUARTER_TURNS = (5, 6, 7, 8)  # orientations that swap height and width
+
+
+def _orientation(im) -> int:
+    return int(im.getexif().get(_ORIENTATION, 1) or 1)
+
+
+def _upright(im):
+    """The image as a viewer shows it: a phone's portrait photo is stored landscape with an
+    EXIF orientation, and decoding it as stored would train on it lying on its side."""
+    if _orientation(im) == 1:
+        return im
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(im)

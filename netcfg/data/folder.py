@@ -34,7 +34,7 @@ from netcfg.errors import ConfigError
 
 __all__ = ["FolderSpec", "list_split", "cache_file"]
 
-CACHE_VERSION = 2  # 2: 16-bit images scaled to 8 bits (1 clipped them)
+CACHE_VERSION = 3  # 2: 16-bit images scaled to 8 bits (1 clipped them); 3: EXIF orientation applied
 
 
 class FolderSpec(DataSourceSpec):

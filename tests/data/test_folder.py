@@ -166,6 +166,25 @@ def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path, channels):
         np.testing.assert_array_equal(data[c].numpy(), expected)
 
 
+def test_exif_rotated_photos_are_decoded_upright(tmp_path):
+    # a phone stores a portrait photo landscape, with EXIF orientation 6 (turn 90 degrees clockwise)
+    (tmp_path / "a").mkdir()
+    stored = np.zeros((4, 6, 3), np.uint8)
+    stored[0, 0] = 255  # the stored top-left corner is the viewer's top-right
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "a" / "portrait.png", exif=exif)
+    upright = np.zeros((6, 4, 3), np.uint8)
+    upright[0, 3] = 255
+    Image.fromarray(upright).save(tmp_path / "a" / "plain.png")
+    for kw in ({}, {"memory_limit_mb": 1e-4, "workers": 1}):  # the first image's size sets the streamed shape
+        t = load(tmp_path, cache=False, **kw)
+        data = t["data"] if isinstance(t["data"], torch.Tensor) else t["data"].take(torch.arange(2))
+        assert data.shape == (2, 3, 6, 4)
+        np.testing.assert_array_equal(data[0].numpy(), data[1].numpy())
+
+
 def test_test_fraction_on_train_and_test_folders_is_an_error(tmp_path):
     make(tmp_path / "train", n=2)
     make(tmp_path / "test", n=2)

@@ -35,9 +35,15 @@ def match_inputs(spec: SolverSpec, split: str, graph: Graph, tensors: dict[str, 
                 f"'{name}' is {list(blob.shape)}", where,
                 hint="change the net's inputs:, or crop_size/the data set"))
         elif dtype != blob.dtype and not (blob.dtype.startswith("float") and dtype.startswith("float")):
+            declare = f"declare it as {{shape: {list(blob.shape)}, dtype: {dtype}}} in the net's inputs:"
+            if dtype.startswith("float") and blob.dtype.startswith("int"):
+                # float labels (saved from pandas, MATLAB): a class loss needs integers, so declaring
+                # float32 only moves the error to the loss, which asks for int64 again
+                declare = (f"store the data as integers (numpy: y.astype(np.int64); csv: label_type: int), "
+                           f"or, if the net reads floats there, {declare}")
             errors.append(ConfigError(
                 f"the {split} data's '{name}' is {dtype} but the net's input '{name}' is declared {blob.dtype}",
-                where, hint=f"declare it as {{shape: {list(blob.shape)}, dtype: {dtype}}} in the net's inputs:"))
+                where, hint=declare))
     return errors
 
 

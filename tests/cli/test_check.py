@@ -121,3 +121,17 @@ def test_invalid_file_exits_2_and_missing_file_too(tmp_path):
     assert result.stderr.startswith(f"{bad}:4:36: error: layers[0].num_ouput: unknown key 'num_ouput'")
     result = run_cli("check", str(tmp_path / "nope.yaml"))
     assert (result.exit_code, result.stderr) == (2, f"{tmp_path / 'nope.yaml'}: error: no such file\n")
+
+
+def test_float_labels_for_an_int64_input_say_to_store_integers(tmp_path):
+    # labels saved as float64 (pandas, MATLAB): the hint said to declare the input float32, which
+    # SoftmaxWithLoss then refuses, asking for int64 again
+    import numpy as np
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, 28, 28), np.uint8), y=np.arange(20.0) % 10)
+    (tmp_path / "s.yaml").write_text(f"net: {ROOT / 'configs' / 'mlp.yaml'}\ndata:\n  train: {{source: npz, path: d.npz, "
+                                     "arrays: {data: x, label: y}, split: train, batch_size: 10}\nbase_lr: 0.1\nmax_iter: 1\n")
+    result = run_cli("check", str(tmp_path / "s.yaml"))
+    assert result.exit_code == 2
+    assert "'label' is float32 but the net's input 'label' is declared int64" in result.stderr
+    assert "store the data as integers (numpy: y.astype(np.int64)" in result.stderr

@@ -39,8 +39,8 @@ def image_size(file: str) -> tuple[int, int]:
 
 
 def decode_images(files: list[str], channels: int, size: tuple[int, int] | None
-                  ) -> tuple[np.ndarray | None, tuple[str, str] | None]:
-    """(len(files), C, H, W) uint8, or (None, (file, problem)) for the first file that fails.
+                  ) -> tuple[np.ndarray | None, tuple[str, str, str] | None]:
+    """(len(files), C, H, W) uint8, or (None, (file, problem, hint)) for the first file that fails.
 
     Images are turned upright by their EXIF orientation. ``size`` (height, width)
     resizes with bilinear filtering; without it every image must already share
@@ -57,12 +57,12 @@ def decode_images(files: list[str], channels: int, size: tuple[int, int] | None
                     im = im.resize((size[1], size[0]), Image.BILINEAR)
                 pixels = np.asarray(im, dtype=np.uint8)
         except decode_errors() as e:
-            return None, (file, f"cannot decode the image ({e})")
+            return None, (file, f"cannot decode the image ({e})", "remove or replace the file")
         if out is None:
             out = np.empty((len(files), channels) + pixels.shape[:2], np.uint8)
         if pixels.shape[:2] != out.shape[2:]:
             return None, (file, f"the image is {pixels.shape[0]}x{pixels.shape[1]} but {files[0]} is "
-                                f"{out.shape[2]}x{out.shape[3]}")
+                                f"{out.shape[2]}x{out.shape[3]}", "set image_size: [H, W] to resize them all")
         out[i] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
     return (out if out is not None else np.zeros((0, channels, 1, 1), np.uint8)), None
 

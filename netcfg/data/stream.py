@@ -52,12 +52,12 @@ def _chunks(files: list[str], parts: int) -> list[list[str]]:
     return [files[i:i + size] for i in range(0, len(files), size)]
 
 
-def _join(results: list[tuple[np.ndarray | None, tuple[str, str] | None]], parts: list[list[str]]) -> np.ndarray:
+def _join(results: list[tuple[np.ndarray | None, tuple[str, str, str] | None]], parts: list[list[str]]) -> np.ndarray:
     """The chunks' arrays as one; the first decoding problem (or size mismatch) as a ConfigError."""
     for array, problem in results:
         if problem is not None:
-            file, message = problem
-            raise ConfigError(message, file=file, hint="remove or replace the file, or set image_size to resize")
+            file, message, hint = problem
+            raise ConfigError(message, file=file, hint=hint)
     first = results[0][0].shape[2:]
     for (array, _), files in zip(results, parts):
         if array.shape[2:] != first and len(array):

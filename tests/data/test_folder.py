@@ -125,6 +125,7 @@ def test_corrupt_image(tmp_path):
     with pytest.raises(ConfigError) as e:
         load(tmp_path)
     assert e.value.render().startswith(f"{tmp_path / 'emu' / '01.png'}: error: cannot decode the image")
+    assert e.value.hint == "remove or replace the file"  # not image_size: resizing cannot mend a broken file
     assert not (tmp_path / ".netcfg-cache").exists()  # nothing half-written
 
 

@@ -32,8 +32,7 @@ def match_inputs(spec: SolverSpec, split: str, graph: Graph, tensors: dict[str, 
         if tuple(shape) != tuple(blob.shape):
             errors.append(ConfigError(
                 f"the {split} data's '{name}' has per-sample shape {list(shape)} but the net's input "
-                f"'{name}' is {list(blob.shape)}", where,
-                hint="change the net's inputs:, or crop_size/the data set"))
+                f"'{name}' is {list(blob.shape)}", where, hint=_reshape_hint(tuple(shape), tuple(blob.shape))))
         elif dtype != blob.dtype and not (blob.dtype.startswith("float") and dtype.startswith("float")):
             declare = f"declare it as {{shape: {list(blob.shape)}, dtype: {dtype}}} in the net's inputs:"
             if dtype.startswith("float") and blob.dtype.startswith("int"):
@@ -45,6 +44,17 @@ def match_inputs(spec: SolverSpec, split: str, graph: Graph, tensors: dict[str, 
                 f"the {split} data's '{name}' is {dtype} but the net's input '{name}' is declared {blob.dtype}",
                 where, hint=declare))
     return errors
+
+
+def _reshape_hint(shape: tuple[int, ...], want: tuple[int, ...]) -> str:
+    """What to do about a per-sample ``shape`` the net wants as ``want``: the same values with
+    another number of unit dimensions (labels (N, 1), float images (N, H, W)) need a reshape."""
+    if [d for d in shape if d != 1] != [d for d in want if d != 1]:
+        return "change the net's inputs:, or crop_size/the data set"
+    dims = ", ".join(["N"] + [str(d) for d in want]) if want else "N,"
+    how = "x[:, None]" if want == (1,) + shape else f"x.reshape({dims.replace('N', 'len(x)').rstrip(',')})"
+    extra = " (only uint8 (N, H, W) arrays are taken as one-channel images)" if want == (1,) + shape and len(shape) == 2 else ""
+    return f"the same values in another shape: store the array as ({dims}), numpy: {how}{extra}"
 
 
 def check_batches(spec: SolverSpec, split: str, graph: Graph, samples: int) -> list[ConfigError]:

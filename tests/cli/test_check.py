@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.cli import run_cli
@@ -126,8 +127,6 @@ def test_invalid_file_exits_2_and_missing_file_too(tmp_path):
 def test_float_labels_for_an_int64_input_say_to_store_integers(tmp_path):
     # labels saved as float64 (pandas, MATLAB): the hint said to declare the input float32, which
     # SoftmaxWithLoss then refuses, asking for int64 again
-    import numpy as np
-
     np.savez(tmp_path / "d.npz", x=np.zeros((20, 28, 28), np.uint8), y=np.arange(20.0) % 10)
     (tmp_path / "s.yaml").write_text(f"net: {ROOT / 'configs' / 'mlp.yaml'}\ndata:\n  train: {{source: npz, path: d.npz, "
                                      "arrays: {data: x, label: y}, split: train, batch_size: 10}\nbase_lr: 0.1\nmax_iter: 1\n")
@@ -135,3 +134,21 @@ def test_float_labels_for_an_int64_input_say_to_store_integers(tmp_path):
     assert result.exit_code == 2
     assert "'label' is float32 but the net's input 'label' is declared int64" in result.stderr
     assert "store the data as integers (numpy: y.astype(np.int64)" in result.stderr
+
+
+@pytest.mark.parametrize("x, y, words", [
+    # float images (N, H, W), as Keras keeps MNIST scaled to [0, 1]: the net wants (N, 1, H, W)
+    (np.zeros((20, 28, 28), np.float32), np.arange(20) % 10,
+     "'data' has per-sample shape [28, 28] but the net's input 'data' is [1, 28, 28] (the same values in another "
+     "shape: store the array as (N, 1, 28, 28), numpy: x[:, None] (only uint8 (N, H, W) arrays are taken"),
+    # labels (N, 1), as scipy.io.loadmat and many exports give them
+    (np.zeros((20, 28, 28), np.uint8), (np.arange(20) % 10)[:, None],
+     "'label' has per-sample shape [1] but the net's input 'label' is [] (the same values in another shape: "
+     "store the array as (N,), numpy: x.reshape(len(x)))"),
+])
+def test_a_shape_that_differs_by_unit_dimensions_says_how_to_reshape(tmp_path, x, y, words):
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    (tmp_path / "s.yaml").write_text(f"net: {ROOT / 'configs' / 'mlp.yaml'}\ndata:\n  train: {{source: npz, path: d.npz, "
+                                     "arrays: {data: x, label: y}, split: train, batch_size: 10}\nbase_lr: 0.1\nmax_iter: 1\n")
+    result = run_cli("check", str(tmp_path / "s.yaml"))
+    assert result.exit_code == 2 and words in result.stderr, result.stderr

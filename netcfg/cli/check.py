@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
 
 def check(
-    file: Annotated[Path, typer.Argument(help="net file or solver file (YAML), or a run's config.yaml", show_default=False)],
+    file: Annotated[Path, typer.Argument(help="net or solver file (YAML), a run directory (its config.yaml), or a .safetensors written by netcfg (its net)", show_default=False)],
     phase: PhaseOpt = "TRAIN",
     stage: Annotated[list[str], typer.Option("--stage", help="active stage (repeatable)")] = [],
     set_: Annotated[list[str], typer.Option("--set", help="override a key: a.b=value (repeatable)")] = [],
@@ -40,12 +40,12 @@ def check(
     from netcfg.net import build_graph
     from netcfg.net.spec import net_from_source
     from netcfg.overrides import apply_overrides
-    from netcfg.source import load_yaml
+    from netcfg.tools.load import net_file_source
 
     phase = phase.upper()
     if phase not in ("TRAIN", "TEST"):
         raise ConfigError(f"--phase must be TRAIN or TEST, got '{phase}'", file="--phase")
-    src = load_yaml(file)
+    file, src, stored_stages = net_file_source(file)
     # the file says what it is; a --set (layers.x=... on a solver) must not turn it into a net
     is_solver = "layers" not in src.data and src.data.keys() & _SOLVER_KEYS
     if set_:
@@ -57,7 +57,7 @@ def check(
         graphs = check_solver(solver_from_source(src, file.resolve().parent))
         graph = graphs.get(phase) or graphs["TRAIN"]
     else:
-        graph = build_graph(net_from_source(src), phase, stage)
+        graph = build_graph(net_from_source(src), phase, stage or stored_stages.get(phase, []))
     if as_json:
         typer.echo(json.dumps(graph_json(graph), indent=1))
     else:

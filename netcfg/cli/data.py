@@ -12,7 +12,7 @@ from netcfg.cli.options import SetOpt
 
 ORDER = 40
 
-SolverArg = Annotated[Path, typer.Argument(help="solver file (YAML)", show_default=False)]
+SolverArg = Annotated[Path, typer.Argument(help="solver file (YAML), or a run directory (its config.yaml)", show_default=False)]
 SplitOpt = Annotated[str, typer.Option("--split", help="train or test", case_sensitive=False)]
 
 

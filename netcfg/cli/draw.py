@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 
 def draw(
-    file: Annotated[Path, typer.Argument(help="net file, or a solver file (its net)", show_default=False)],
+    file: Annotated[Path, typer.Argument(help="net or solver file, a run directory (its config.yaml), or a .safetensors written by netcfg (its net)", show_default=False)],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="net.svg, net.png, net.pdf (need Graphviz), net.dot or net.mmd; default: DOT on stdout")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="svg, png, pdf, dot or mmd (default: from the -o suffix)")] = None,
     phase: Annotated[str, typer.Option("--phase", help="TRAIN or TEST", case_sensitive=False)] = "TRAIN",
@@ -54,10 +54,8 @@ def draw(
         raise ConfigError(f"unknown format '{fmt}'", file="--format", hint=did_you_mean(fmt, FORMATS, show_all=8))
     if output is not None:
         check_output(output, inputs=(file,))
-    net_spec, solver = load_net_or_solver(file, set_)
-    if solver is not None and not stage:
-        stage = solver.train_stages if phase == "TRAIN" else solver.test_stages
-    drawing = build_drawing(build_graph(net_spec, phase, stage), collapse=collapse, depth=depth)
+    loaded = load_net_or_solver(file, set_)
+    drawing = build_drawing(build_graph(loaded.net, phase, stage or loaded.stages_of(phase)), collapse=collapse, depth=depth)
     if fmt == "mmd":
         text = to_mermaid(drawing, rankdir)
     else:

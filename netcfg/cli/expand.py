@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 
 def expand(
-    file: Annotated[Path, typer.Argument(help="net file (YAML)", show_default=False)],
+    file: Annotated[Path, typer.Argument(help="net file (YAML); also the net of a run directory, of its config.yaml or of a .safetensors written by netcfg", show_default=False)],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="write to this file instead of stdout")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a key: a.b=value (repeatable)")] = [],
     check: Annotated[bool, typer.Option("--check/--no-check", help="validate the expanded layers first "
@@ -31,20 +31,23 @@ def expand(
     from netcfg.errors import ConfigError
     from netcfg.net.templates import expand_templates
     from netcfg.overrides import apply_overrides
-    from netcfg.source import document_kind, load_yaml
+    from netcfg.source import document_kind
+    from netcfg.tools.load import net_file_source
 
-    src = load_yaml(file)
+    read, src, _ = net_file_source(file)
     if set_:
         apply_overrides(src, set_)
     if document_kind(src.data) == "solver":
         net = src.data["net"]
-        hint = f"netcfg expand {os.path.normpath(file.parent / net)}" if isinstance(net, str) else None
-        raise src.locate(ConfigError("this is a solver file; expand the net file it names", ("net",), hint=hint))
+        if not isinstance(net, dict):
+            raise src.locate(ConfigError("this is a solver file; expand the net file it names", ("net",),
+                                         hint=f"netcfg expand {os.path.normpath(read.parent / str(net))}"))
+        src = _inline_net(src)
     if check:
         from netcfg.net.spec import net_from_source
 
         net_from_source(src)  # raises located errors; expansion runs again below on the same data
-    text = _header(file, set_) + dump_net(expand_templates(src).data)
+    text = _header(file, read, set_) + dump_net(expand_templates(src).data)
     if output is None:
         typer.echo(text, nl=False)
     else:
@@ -52,11 +55,25 @@ def expand(
         typer.echo(f"wrote {output}")
 
 
-def _header(file: Path, overrides: list[str]) -> str:
-    """The source's opening comment, after a line saying where this text came from."""
+def _inline_net(src):
+    """The ``net:`` mapping of a solver (a run's config.yaml inlines its net) as a Source of
+    its own, its keys still located in the solver's file."""
+    from netcfg.source import Source
+
+    def under_net(table: dict) -> dict:
+        return {k[1:]: v for k, v in table.items() if k[:1] == ("net",)}
+
+    return Source(src.file, src.data["net"], under_net(src.positions), under_net(src.key_positions),
+                  under_net(src.overridden))
+
+
+def _header(file: Path, read: Path, overrides: list[str]) -> str:
+    """The source's opening comment, after a line saying where this text came from
+    (``read``: the YAML file that ``file`` stands for, none for a weights file)."""
     sets = "".join(f" --set {o}" for o in overrides)
     lines = [f"# Expanded from {file}{sets} by `netcfg expand`: every block instance is written out."]
-    for line in file.read_text(encoding="utf-8").splitlines():
+    text = read.read_text(encoding="utf-8") if read.suffix != ".safetensors" else ""
+    for line in text.splitlines():
         if not line.startswith("#"):
             break
         lines.append(line)

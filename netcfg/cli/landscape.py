@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
 
 def landscape(
-    solvers: Annotated[list[Path], typer.Argument(help="solver file(s) or a run's config.yaml; several are drawn side by side", show_default=False)],
+    solvers: Annotated[list[Path], typer.Argument(help="solver file(s), or run directories (their config.yaml); several are drawn side by side", show_default=False)],
     weights: Annotated[list[Path], typer.Option("--weights", help="trained weights (.safetensors), one per solver, in order")],
     output: Annotated[Path, typer.Option("--output", "-o", help="image file: .png, .svg or .pdf")] = Path("surface.png"),
     two_d: Annotated[bool, typer.Option("--2d", help="a 2-D contour plot over two directions (default: a 1-D curve)")] = False,

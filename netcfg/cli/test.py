@@ -20,8 +20,8 @@ def register(app: typer.Typer) -> None:
 
 
 def test(
-    solver: Annotated[Path, typer.Argument(help="solver file (YAML) or a run's config.yaml", show_default=False)],
-    weights: Annotated[Path, typer.Option("--weights", help="trained weights (.safetensors, a state_dict .pt/.pth, or a run directory: its newest snapshot)")],
+    solver: Annotated[Path, typer.Argument(help="solver file (YAML), a run directory (its config.yaml), or a snapshot in one (with its run's config.yaml)", show_default=False)],
+    weights: Annotated[Path | None, typer.Option("--weights", help="trained weights (.safetensors, a state_dict .pt/.pth, or a run directory: its newest snapshot); default: SOLVER when it is a run directory", show_default=False)] = None,
     iterations: Annotated[int | None, typer.Option("--iterations", min=1, help="test batches (default: the whole test split)")] = None,
     set_: SetOpt = [],
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N")] = None,
@@ -35,12 +35,20 @@ def test(
     import_plugins(plugin)
     import tempfile
 
-    from netcfg.errors import NetcfgError
+    from netcfg.errors import ConfigError, NetcfgError
     from netcfg.solver import Solver, distributed
     from netcfg.solver.snapshot import copy_weights
     from netcfg.solver.spec import load_solver
     from netcfg.solver.weights import resolve_file
 
+    if weights is None and solver.suffix in (".safetensors", ".solverstate") and (solver.parent / "config.yaml").is_file():
+        solver, weights = solver.parent, solver.with_suffix(".safetensors")  # a snapshot, tested with its run's config
+    if weights is None:  # a run directory holds both: test its newest snapshot
+        if not solver.is_dir():
+            raise ConfigError("missing option --weights: the weights to test", file="--weights",
+                              hint="add --weights FILE (or a run directory), or give a run directory as SOLVER "
+                                   "to test its newest snapshot")
+        weights = solver
     overrides = list(set_) + ["max_iter=0", "weights=null"]  # the weights to test are loaded below, once
     if device:
         overrides.append(("device", device, "--device"))

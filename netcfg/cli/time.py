@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 
 def time_cmd(
-    file: Annotated[Path, typer.Argument(help="net file, or a solver file (its net and train batch size)", show_default=False)],
+    file: Annotated[Path, typer.Argument(help="net or solver file (its net and train batch size), a run directory (its config.yaml), or a .safetensors written by netcfg (its net)", show_default=False)],
     iterations: Annotated[int, typer.Option("--iterations", "-n", min=1, help="timed iterations (the median is shown)")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="untimed iterations first")] = 3,
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1, help="default: the solver's train batch_size, else 64")] = None,
@@ -42,8 +42,8 @@ def time_cmd(
     phase = phase.upper()
     if phase not in ("TRAIN", "TEST"):
         raise ConfigError(f"--phase must be TRAIN or TEST, got '{phase}'", file="--phase")
-    net_spec, solver = load_net_or_solver(file, set_)
-    stages = (solver.train_stages if phase == "TRAIN" else solver.test_stages) if solver else []
+    loaded = load_net_or_solver(file, set_)
+    net_spec, solver, stages = loaded.net, loaded.solver, loaded.stages_of(phase)
     if batch_size is None:
         split = solver.data.train if solver is not None else None
         batch_size = split.batch_size if split is not None else 64

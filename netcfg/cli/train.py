@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    solver: Annotated[Path, typer.Argument(help="solver file (YAML)", show_default=False)],
+    solver: Annotated[Path, typer.Argument(help="solver file (YAML), or a run directory (its config.yaml: the same training, as a new run)", show_default=False)],
     set_: SetOpt = [],
     resume: Annotated[Path | None, typer.Option("--resume", help="continue from this .solverstate, or from the newest snapshot in this run directory")] = None,
     weights: Annotated[Path | None, typer.Option("--weights", help="initialise from these weights (.safetensors, a state_dict .pt/.pth, or a run directory: its newest snapshot), by layer name")] = None,

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 
 def weights(
-    solver: Annotated[Path, typer.Argument(help="solver file (YAML) or a run's config.yaml", show_default=False)],
+    solver: Annotated[Path, typer.Argument(help="solver file (YAML), or a run directory (its config.yaml)", show_default=False)],
     set_: SetOpt = [],
     plugin: PluginOpt = [],
 ) -> None:

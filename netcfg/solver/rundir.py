@@ -20,7 +20,7 @@ from netcfg.solver.checkpoint import WriteError, atomic_write_bytes
 from netcfg.solver.lock import LOCK_NAME, RunLock, remove_stale_temporaries
 from netcfg.solver.spec import SolverSpec
 
-__all__ = ["RunDir", "resolved_config", "config_diff", "newest_snapshot"]
+__all__ = ["RunDir", "resolved_config", "config_diff", "newest_snapshot", "run_config"]
 
 _SAFE = re.compile(r"[\s/\\\x00]+")  # spaces, path separators
 
@@ -63,6 +63,25 @@ def resolved_config(spec: SolverSpec) -> dict:
 
         data["weights"] = resolved_weights(spec)
     return data
+
+
+def run_config(path: str | Path, *, weights_ok: bool = False) -> Path:
+    """The config file a command reads for ``path``: a run directory stands for its
+    config.yaml (the solver it trained, net inlined); any other path is itself. A
+    ``.safetensors`` or ``.solverstate`` holds a net but no solver: refused unless
+    ``weights_ok`` (the net-reading commands take its stored net)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "config.yaml").is_file():
+            return path / "config.yaml"
+        raise ConfigError("is a directory without a config.yaml, so not a run directory", file=str(path),
+                          hint="give a net or solver file, or a run directory that netcfg train wrote")
+    if not weights_ok and path.suffix in (".safetensors", ".solverstate"):
+        beside = path.parent / "config.yaml"
+        raise ConfigError("is a weights file: it holds the net but not the solver (data, lr, ...)", file=str(path),
+                          hint=f"give its run directory, {path.parent}" if beside.is_file()
+                          else "give the solver file that trained it")
+    return path
 
 
 def run_name(spec: SolverSpec) -> str:

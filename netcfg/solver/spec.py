@@ -212,7 +212,11 @@ def _load_net(spec: SolverSpec, src: Source, base_dir: Path) -> NetSpec:
 
 
 def load_solver(path: str | Path, overrides: Sequence[str | FlagOverride] = ()) -> SolverSpec:
-    """Read and validate a solver file (with ``--set`` overrides) and its net."""
+    """Read and validate a solver file (with ``--set`` overrides) and its net; a run
+    directory stands for its config.yaml."""
+    from netcfg.solver.rundir import run_config  # rundir imports this module
+
+    path = run_config(path)
     src = load_yaml(path)
     if overrides:
         apply_overrides(src, overrides)

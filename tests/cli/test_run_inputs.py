@@ -1,0 +1,108 @@
+"""Every command that reads a net or solver file also takes a run directory (its config.yaml),
+and the net-reading ones a .safetensors written by netcfg (its stored net), as export does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli import netcfg
+from tests.solver.test_runner import MLP, solve, write_solver
+
+# a layer only in the "wide" stage: the stored stages must reach the net-reading commands
+STAGED = MLP.replace("  - {name: ip2,", "  - {name: extra, type: ReLU, top: ip1, include: {stage: wide}}\n  - {name: ip2,")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A finished run directory with two snapshots, trained in the "wide" stage."""
+    folder = tmp_path_factory.mktemp("run_inputs")
+    solver = write_solver(folder / "src", STAGED, max_iter=4, snapshot=2, train_stages=["wide"],
+                          test_stages=["wide"])
+    solve(solver, folder / "run")
+    return folder / "run"
+
+
+def layer_names(out: str) -> list[str]:
+    return [layer["name"] for layer in json.loads(out)["layers"]]
+
+
+@pytest.mark.parametrize("which", ["run", "config", "weights", "state"])
+def test_check_reads_a_run_directory_and_a_snapshot(run, which):
+    path = {"run": run, "config": run / "config.yaml", "weights": run / "tiny_iter_4.safetensors",
+            "state": run / "tiny_iter_2.solverstate"}[which]
+    code, out, err = netcfg("check", path, "--json")
+    assert code == 0, err
+    assert layer_names(out) == ["ip1", "relu1", "extra", "ip2", "loss"]  # the run's stage, from the file
+
+
+def test_draw_time_and_expand_read_a_run_directory(run):
+    code, out, err = netcfg("draw", run)
+    assert code == 0, err
+    assert "extra" in out and out.startswith("digraph")
+    code, out, err = netcfg("draw", run / "tiny_iter_4.safetensors", "--phase", "TEST")
+    assert code == 0, err
+    assert "accuracy" in out and "extra" in out
+    code, out, err = netcfg("time", run, "-n", "1", "--warmup", "0", "-b", "2", "--device", "cpu", "--json")
+    assert code == 0, err
+    assert [x["name"] for x in json.loads(out)["layers"]] == ["ip1", "relu1", "extra", "ip2", "loss"]
+    code, out, err = netcfg("expand", run)
+    assert code == 0, err
+    assert out.startswith(f"# Expanded from {run} by")
+    assert "name: TinyMLP" in out and "{name: extra, type: ReLU" in out
+
+
+def test_expand_of_a_run_writes_a_net_file_that_checks(run, tmp_path):
+    code, _, err = netcfg("expand", run / "tiny_iter_4.safetensors", "-o", tmp_path / "net.yaml")
+    assert code == 0, err
+    code, out, err = netcfg("check", tmp_path / "net.yaml", "--stage", "wide", "--json")
+    assert code == 0, err
+    assert "extra" in layer_names(out)
+
+
+def test_test_takes_a_run_directory_and_its_newest_snapshot(run):
+    code, out, err = netcfg("test", run, "--json")
+    assert code == 0, err
+    assert set(json.loads(out)) == {"loss", "accuracy"}
+    code, out, err = netcfg("test", run / "tiny_iter_2.safetensors")
+    assert code == 0, err
+    assert f"weights from {run / 'tiny_iter_2.safetensors'}" in out
+
+
+def test_test_without_weights_says_what_to_give(run, tmp_path):
+    code, _, err = netcfg("test", run / "config.yaml")
+    assert code == 2
+    assert err.startswith("--weights: error: missing option --weights")
+    assert "give a run directory as SOLVER" in err
+
+
+def test_weights_and_data_read_a_run_directory(run):
+    code, _, err = netcfg("weights", run)
+    assert code == 2
+    assert err.startswith(f"{run / 'config.yaml'}:") and "the solver has no weights: to check" in err
+    code, out, err = netcfg("data", "stats", run)
+    assert code == 0, err
+    assert "mean_value" in out
+
+
+def test_train_a_run_directory_is_the_same_training_as_a_new_run(run, tmp_path):
+    code, _, err = netcfg("train", run, "--set", "max_iter=1", "--out", tmp_path / "again")
+    assert code == 0, err
+    assert (tmp_path / "again" / "tiny_iter_1.safetensors").is_file()
+
+
+@pytest.mark.parametrize("command", [["check"], ["draw"], ["time"], ["expand"], ["train"], ["test"],
+                                     ["weights"], ["data", "stats"]])
+def test_a_directory_that_is_not_a_run_is_one_located_error(tmp_path, command):
+    code, out, err = netcfg(*command, tmp_path)
+    assert code == 2
+    assert err.strip() == (f"{tmp_path}: error: is a directory without a config.yaml, so not a run directory "
+                           "(give a net or solver file, or a run directory that netcfg train wrote)")
+
+
+def test_a_weights_file_is_no_solver(run):
+    code, _, err = netcfg("train", run / "tiny_iter_4.safetensors")
+    assert code == 2
+    assert err.strip() == (f"{run / 'tiny_iter_4.safetensors'}: error: is a weights file: it holds the net but "
+                           f"not the solver (data, lr, ...) (give its run directory, {run})")

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from netcfg.cli.options import SetOpt
+from netcfg.cli.options import PluginOpt, SetOpt
+from netcfg.cli.plugins import import_plugins
 
 ORDER = 40
 
@@ -26,12 +27,13 @@ def register(app: typer.Typer) -> None:
     app.add_typer(data, name="data")
 
 
-def _load(solver: Path, split: str, set_: list[str]):
+def _load(solver: Path, split: str, set_: list[str], plugin: list[str]):
     """(solver spec, the split's spec, its SplitData), errors located in the solver file."""
     from netcfg.data.split import load_source
     from netcfg.errors import ConfigError, ConfigErrors
     from netcfg.solver.spec import load_solver
 
+    import_plugins(plugin)
     split = split.lower()
     if split not in ("train", "test"):
         raise ConfigError(f"--split must be train or test, got '{split}'", file="--split")
@@ -53,6 +55,7 @@ def stats(
     solver: SolverArg,
     split: SplitOpt = "train",
     set_: SetOpt = [],
+    plugin: PluginOpt = [],
     mean_file: Annotated[Path | None, typer.Option("--mean-file", help="also write the mean image: .npy or .binaryproto (Caffe)")] = None,
 ) -> None:
     """Per-channel mean and std of the train split's images, printed ready to paste.
@@ -70,7 +73,7 @@ def stats(
 
     if mean_file is not None and mean_file.suffix not in (".npy", ".binaryproto"):
         raise ConfigError(f"--mean-file {mean_file}: write a .npy or a .binaryproto (Caffe)", file="--mean-file")
-    _, ds, data = _load(solver, split, set_)
+    _, ds, data = _load(solver, split, set_, plugin)
     text, found = stats_report(ds, data, f"data.{split.lower()}")
     typer.echo(text)
     if mean_file is not None:
@@ -93,13 +96,14 @@ def show(
     batch: Annotated[int, typer.Option("--batch", min=0, help="which batch of the first epoch (0: the first)")] = 0,
     limit: Annotated[int, typer.Option("--limit", min=1, help="show at most this many samples")] = 64,
     set_: SetOpt = [],
+    plugin: PluginOpt = [],
 ) -> None:
     """Write a grid of one batch as the net sees it (after augmentation), with labels."""
     from netcfg.data.grid import batch_grid, sample_captions
     from netcfg.data.loader import BatchLoader
     from netcfg.errors import ConfigError
 
-    spec, ds, data = _load(solver, split, set_)
+    spec, ds, data = _load(solver, split, set_, plugin)
     if not data.transforms:
         raise ConfigError(f"the {split} data has no images to show (tensors: {', '.join(data)})", file=str(solver))
     loader = BatchLoader(data, ds, seed=spec.random_seed)

@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from netcfg.cli.options import PluginOpt
+from netcfg.cli.plugins import import_plugins
+
 ORDER = 50
 
 FORMATS = ("svg", "png", "pdf", "dot", "mmd")
@@ -27,12 +30,14 @@ def draw(
     collapse: Annotated[bool, typer.Option("--collapse", help="draw each Residual block and each innermost name scope (stage2.block1) as one box")] = False,
     depth: Annotated[int, typer.Option("--depth", min=1, help="with --collapse: scopes at most this many names deep (1: stage2)")] = 2,
     set_: Annotated[list[str], typer.Option("--set", help="override a key: a.b=value (repeatable)")] = [],
+    plugin: PluginOpt = [],
 ) -> None:
     """Draw the layers (type, key parameters, parameter count) and blobs (shapes) of a net.
 
     SVG, PNG and PDF go through Graphviz's `dot` (Debian: apt-get install graphviz);
     without it, the DOT source is written instead, with the command that renders it.
     Mermaid (.mmd) renders on GitHub and at mermaid.live with nothing installed."""
+    import_plugins(plugin)
     from netcfg.cli.output import check_output, write_output
     from netcfg.errors import ConfigError, did_you_mean
     from netcfg.net import build_graph

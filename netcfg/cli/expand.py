@@ -8,6 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
+from netcfg.cli.options import PluginOpt
+from netcfg.cli.plugins import import_plugins
+
 ORDER = 15
 
 
@@ -21,12 +24,14 @@ def expand(
     set_: Annotated[list[str], typer.Option("--set", help="override a key: a.b=value (repeatable)")] = [],
     check: Annotated[bool, typer.Option("--check/--no-check", help="validate the expanded layers first "
                                         "(--no-check prints them even when invalid, to debug a template)")] = True,
+    plugin: PluginOpt = [],
 ) -> None:
     """Print a net FILE with its block templates written out as explicit layers.
 
     Every block instance becomes its layers, with scoped names (stage2.block1.conv1);
     nothing else changes. The result is a plain Caffe-style net file that loads back
     as the same net."""
+    import_plugins(plugin)
     from netcfg.cli.output import write_output
     from netcfg.errors import ConfigError
     from netcfg.net.templates import expand_templates

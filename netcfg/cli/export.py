@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+from netcfg.cli.options import PluginOpt
+from netcfg.cli.plugins import import_plugins
+
 ORDER = 40
 
 FORMAT_NAMES = ("safetensors", "pt", "torchscript", "exported", "onnx")  # netcfg.exporting.FORMATS, without torch
@@ -39,6 +42,7 @@ def export(
                                         "compare with PyTorch")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     force: Annotated[bool, typer.Option("--force", help="overwrite OUT if it exists")] = False,
+    plugin: PluginOpt = [],
 ) -> None:
     """Export a trained net to safetensors, pt, TorchScript, torch.export or ONNX, checked.
 
@@ -47,6 +51,7 @@ def export(
 
     The file is checked against the PyTorch net (batch 1 and 5) before it is put in
     place; a layer the format cannot hold is named, and nothing is written."""
+    import_plugins(plugin)
     from netcfg.exporting import export as run_export
 
     result = run_export(net, weights, format, out, phase=phase, stages=stage, outputs=top or None, opset=opset,

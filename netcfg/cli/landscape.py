@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from netcfg.cli.options import SetOpt
+from netcfg.cli.options import PluginOpt, SetOpt
+from netcfg.cli.plugins import import_plugins
 
 ORDER = 70
 
@@ -31,6 +32,7 @@ def landscape(
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N (default: the solver's)")] = None,
     set_: SetOpt = [],
     as_json: Annotated[bool, typer.Option("--json", help="also print the grid values as one JSON object")] = False,
+    plugin: PluginOpt = [],
 ) -> None:
     """Plot the loss landscape around trained weights (a curve, or --2d contours).
 
@@ -41,6 +43,7 @@ def landscape(
     (BatchNorm running statistics, no Dropout) on a fixed train subset. Several
     SOLVER/--weights pairs are drawn with the same directions' seed and contour
     levels, to compare nets. Needs matplotlib: pip install 'netcfg[plot]'."""
+    import_plugins(plugin)
     from netcfg.cli.output import check_output, writing
     from netcfg.errors import ConfigError
     from netcfg.solver.spec import load_solver

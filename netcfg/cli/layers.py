@@ -6,6 +6,9 @@ from typing import Annotated
 
 import typer
 
+from netcfg.cli.options import PluginOpt
+from netcfg.cli.plugins import import_plugins
+
 
 ORDER = 80
 
@@ -14,8 +17,12 @@ def register(app: typer.Typer) -> None:
     app.command("layers")(layers)
 
 
-def layers(type_: Annotated[str | None, typer.Argument(metavar="TYPE", help="a layer type")] = None) -> None:
+def layers(
+    type_: Annotated[str | None, typer.Argument(metavar="TYPE", help="a layer type")] = None,
+    plugin: PluginOpt = [],
+) -> None:
     """List the layer types, or show one type's fields, types, defaults and descriptions."""
+    import_plugins(plugin)
     from netcfg.errors import ConfigError, did_you_mean
     from netcfg.layers.base import lookup, registry
     from netcfg.schema import layer_fields, layer_summary

@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+from netcfg.cli.options import PluginOpt
+from netcfg.cli.plugins import import_plugins
+
 
 ORDER = 90
 
@@ -19,8 +22,11 @@ def register(app: typer.Typer) -> None:
 def schema(
     kind: Annotated[str, typer.Argument(help="net or solver")] = "net",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="write to this file")] = None,
+    plugin: PluginOpt = [],
 ) -> None:
-    """Write the JSON Schema of net or solver files (stdout, or -o FILE)."""
+    """Write the JSON Schema of net or solver files (stdout, or -o FILE), plugins' layer types
+    and data sources included."""
+    import_plugins(plugin)
     from netcfg.cli.output import write_output
     from netcfg.errors import ConfigError
     from netcfg.schema import net_schema, solver_schema

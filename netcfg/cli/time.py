@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+from netcfg.cli.options import PluginOpt
+from netcfg.cli.plugins import import_plugins
+
 ORDER = 40
 
 _BAR = 20  # characters of the widest share bar
@@ -27,6 +30,7 @@ def time_cmd(
     phase: Annotated[str, typer.Option("--phase", help="TRAIN or TEST net", case_sensitive=False)] = "TRAIN",
     set_: Annotated[list[str], typer.Option("--set", help="override a key: a.b=value (repeatable)")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
+    plugin: PluginOpt = [],
 ) -> None:
     """Time each layer's forward and backward pass and the whole net on a random batch.
 
@@ -34,6 +38,7 @@ def time_cmd(
     its consumers produced (Caffe's method), the device synchronised around it;
     the whole net is also timed as one ordinary forward + backward, which gives
     images/s. Medians over --iterations after --warmup; see docs/tools.md."""
+    import_plugins(plugin)
     from netcfg.errors import ConfigError
     from netcfg.net import Net, build_graph
     from netcfg.tools.load import load_net_or_solver, pick_device

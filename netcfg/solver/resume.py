@@ -8,16 +8,18 @@ bit as if it had never stopped (tests/solver/test_resume.py).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from pathlib import Path
 
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.solver.checkpoint import CheckpointError
+from netcfg.solver.lr_policy import POLICIES, learning_rate
 from netcfg.solver.rundir import resolved_config
 from netcfg.solver.snapshot import read_snapshot
 from netcfg.solver.state import capture_rng, load_optimizer_state, restore_rng
 
-__all__ = ["training_state", "restore"]
+__all__ = ["training_state", "restore", "lr_jump"]
 
 
 def training_state(solver) -> dict:
@@ -38,13 +40,16 @@ def restore(solver, path: Path, *, force: bool = False) -> None:
     """Load the .solverstate at ``path`` and the weights next to it into ``solver``; refused
     (naming what differs) when its solver or net differ, unless ``force``."""
     spec = solver.spec
-    tree, diffs = read_snapshot(path, solver.net, resolved_config(spec), force=force)
+    tree, diffs, old = read_snapshot(path, solver.net, resolved_config(spec), force=force)
     if spec.max_iter < int(tree["iter"]):  # max_iter may change on resume, but not to below where it is
         raise ConfigErrors([spec.locate(ConfigError(
             f"max_iter {spec.max_iter} is below the snapshot's iteration {tree['iter']}: nothing is left to train",
             ("max_iter",), hint=f"set max_iter above {tree['iter']}, or test the snapshot with netcfg test"))])
     for d in diffs:
         solver.log(f"warning: resuming with a changed config: {d}")
+    jump = lr_jump(spec, old, int(tree["iter"]))
+    if jump:
+        solver.log(jump)
     load_optimizer_state(solver.optimizer, tree["optimizer"], str(path))
     if solver.scaler and tree.get("scaler"):
         solver.scaler.load_state_dict(tree["scaler"])
@@ -68,3 +73,25 @@ def restore(solver, path: Path, *, force: bool = False) -> None:
     solver._seconds = float(tree.get("seconds", 0.0))
     solver.run.write_config()
     solver.log(f"Resumed from {path} at iteration {solver.iter}")
+
+
+def lr_jump(spec, old: dict | None, it: int) -> str | None:
+    """A warning line when resuming at ``it`` with another max_iter than the snapshot's
+    config moves a max_iter-shaped lr curve (poly, cosine, linear): the rate jumps there."""
+    old_max = old.get("max_iter") if old else None
+    if not isinstance(old_max, int) or old_max == spec.max_iter or "max_iter" not in POLICIES[spec.lr_policy]:
+        return None
+    keys = dict(base_lr=spec.base_lr, lr_policy=spec.lr_policy, gamma=spec.gamma, power=spec.power,
+                stepsize=spec.stepsize, stepvalue=spec.stepvalue, warmup_iter=spec.warmup_iter,
+                warmup_start=spec.warmup_start, min_lr=spec.min_lr)
+    try:
+        before = learning_rate(it, max_iter=old_max, **keys)
+        after = learning_rate(it, max_iter=spec.max_iter, **keys)
+    except ValueError:  # a max_iter no curve has (0, or within the warm-up): nothing to compare
+        return None
+    if math.isclose(before, after, rel_tol=1e-6, abs_tol=1e-12):
+        return None
+    keep = (f"; resume with max_iter={old_max} to keep the old curve" if it < old_max
+            else f" (the snapshot's curve ended at iteration {old_max})")
+    return (f"warning: max_iter {old_max} -> {spec.max_iter} reshapes the {spec.lr_policy} lr curve: at iteration "
+            f"{it} the lr jumps from {before:.6g} to {after:.6g}{keep}")

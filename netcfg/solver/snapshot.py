@@ -188,9 +188,11 @@ def write_snapshot(run, it: int, net: nn.Module, config: dict, state: dict) -> t
     return weights, state_path
 
 
-def read_snapshot(path: Path, net: nn.Module, config: dict, *, force: bool = False) -> tuple[dict, list[str]]:
+def read_snapshot(path: Path, net: nn.Module, config: dict, *,
+                  force: bool = False) -> tuple[dict, list[str], dict | None]:
     """Load a .solverstate's tree and its weights into ``net``; refuse a changed config
-    unless ``force``. Returns the tree and the config differences."""
+    unless ``force``. Returns the tree, the config differences and the snapshot's config
+    (None in a state that holds none)."""
     tree, meta = load_tree(path)
     check_state(tree, path)
     try:
@@ -205,7 +207,7 @@ def read_snapshot(path: Path, net: nn.Module, config: dict, *, force: bool = Fal
     if not name or set(name) & {"/", "\\", "\0"} or name.strip(".") == "":
         raise CheckpointError(path, f"names its weights file {name!r}, which is not a file name beside it")
     copy_weights(net, path.with_name(name), strict=True)
-    return tree, diffs
+    return tree, diffs, old if isinstance(old, dict) else None
 
 
 def check_state(tree, path: Path) -> None:

@@ -179,3 +179,39 @@ def test_forced_resume_trains_with_the_new_hyperparameters(tmp_path):
     assert {g["weight_decay"] for g in s.optimizer.param_groups} == {0.01}
     assert {g["momentum"] for g in s.optimizer.param_groups} == {0.5}
     assert s.optimizer.state  # the momentum buffers came back all the same
+
+
+@pytest.mark.parametrize("policy", [dict(lr_policy="cosine"), dict(lr_policy="linear", min_lr=0.01),
+                                    dict(lr_policy="poly", power=2.0)])
+def test_resume_with_a_grown_max_iter_warns_that_the_lr_curve_jumps(tmp_path, policy):
+    solver = write_solver(tmp_path, MLP, max_iter=6, snapshot=3, test=False, **policy)
+    assert netcfg("train", solver, "--out", tmp_path / "run")[0] == 0
+    lr_at_3 = [r["lr"] for r in metrics(tmp_path / "run")][3]
+    code, out, err = netcfg("train", solver, "--resume", tmp_path / "run/tiny_iter_3.solverstate",
+                            "--set", "max_iter=12", "--force")  # --force: over the later snapshot
+    assert code == 0, err
+    (line,) = [x for x in out.splitlines() if "lr curve" in x]
+    resumed = metrics(tmp_path / "run")[6:]  # after the first run's iterations 0..5
+    assert resumed[0]["iter"] == 3
+    after = resumed[0]["lr"]  # the rate the resumed run really used there
+    assert line == (f"warning: max_iter 6 -> 12 reshapes the {policy['lr_policy']} lr curve: at iteration 3 the lr "
+                    f"jumps from {lr_at_3:.6g} to {after:.6g}; resume with max_iter=6 to keep the old curve")
+    assert after > lr_at_3
+
+
+def test_extending_a_finished_run_says_its_curve_had_ended(tmp_path):
+    solver = write_solver(tmp_path, MLP, max_iter=4, test=False, lr_policy="cosine")
+    assert netcfg("train", solver, "--out", tmp_path / "run")[0] == 0
+    code, out, err = netcfg("train", tmp_path / "run", "--resume", tmp_path / "run", "--set", "max_iter=8")
+    assert code == 0, err
+    assert ("warning: max_iter 4 -> 8 reshapes the cosine lr curve: at iteration 4 the lr jumps from 0 to 0.05 "
+            "(the snapshot's curve ended at iteration 4)") in out.splitlines()
+
+
+@pytest.mark.parametrize("policy", [dict(lr_policy="fixed"), dict(lr_policy="step", gamma=0.5, stepsize=2)])
+def test_a_curve_that_ignores_max_iter_resumes_without_a_warning(tmp_path, policy):
+    solver = write_solver(tmp_path, MLP, max_iter=4, test=False, **policy)
+    assert netcfg("train", solver, "--out", tmp_path / "run")[0] == 0
+    code, out, err = netcfg("train", solver, "--resume", tmp_path / "run", "--set", "max_iter=6")
+    assert code == 0, err
+    assert "lr curve" not in out

@@ -92,7 +92,7 @@ def stats(
 def show(
     solver: SolverArg,
     split: SplitOpt = "train",
-    out: Annotated[Path, typer.Option("-o", "--out", help="the picture to write (.png, .jpg)")] = Path("batch.png"),
+    out: Annotated[Path, typer.Option("--out", "--output", "-o", help="the picture to write (.png, .jpg)")] = Path("batch.png"),
     batch: Annotated[int, typer.Option("--batch", min=0, help="which batch of the first epoch (0: the first)")] = 0,
     limit: Annotated[int, typer.Option("--limit", min=1, help="show at most this many samples")] = 64,
     set_: SetOpt = [],

@@ -22,8 +22,8 @@ def register(app: typer.Typer) -> None:
 
 def draw(
     file: Annotated[Path, typer.Argument(help="net or solver file, a run directory (its config.yaml), or a .safetensors written by netcfg (its net)", show_default=False)],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="net.svg, net.png, net.pdf (need Graphviz), net.dot or net.mmd; default: DOT on stdout")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="svg, png, pdf, dot or mmd (default: from the -o suffix)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "--out", "-o", help="net.svg, net.png, net.pdf (need Graphviz), net.dot or net.mmd; default: DOT on stdout")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="svg, png, pdf, dot or mmd (default: from the -o suffix)")] = None,
     phase: Annotated[str, typer.Option("--phase", help="TRAIN or TEST", case_sensitive=False)] = "TRAIN",
     stage: Annotated[list[str], typer.Option("--stage", help="active stage (repeatable)")] = [],
     rankdir: Annotated[str, typer.Option("--rankdir", help="TB (top to bottom) or LR (left to right)", case_sensitive=False)] = "TB",

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 def expand(
     file: Annotated[Path, typer.Argument(help="net file (YAML); also the net of a run directory, of its config.yaml or of a .safetensors written by netcfg", show_default=False)],
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="write to this file instead of stdout")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "--out", "-o", help="write to this file instead of stdout")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a key: a.b=value (repeatable)")] = [],
     check: Annotated[bool, typer.Option("--check/--no-check", help="validate the expanded layers first "
                                         "(--no-check prints them even when invalid, to debug a template)")] = True,

@@ -26,7 +26,7 @@ def export(
     format: Annotated[str, typer.Option("--format", "-f", help=f"{' | '.join(FORMAT_NAMES)}", show_default=False)],
     weights: Annotated[Path | None, typer.Option("--weights", "-w", help="trained weights (.safetensors, a .pt "
                                                  "state_dict, or a run directory); default: NET when it holds weights")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="file to write; default: the weights file's name "
+    out: Annotated[Path | None, typer.Option("--out", "--output", "-o", help="file to write; default: the weights file's name "
                                              "with the format's suffix", show_default=False)] = None,
     phase: Annotated[str, typer.Option("--phase", help="whose layers (include/exclude rules): TEST or TRAIN; "
                                        "the file always runs in inference mode")] = "TEST",
@@ -35,7 +35,7 @@ def export(
                                            "default: the predictions the losses and metrics read")] = [],
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default 18; 9-17 use the TorchScript-based "
                                               "exporter)", show_default=False)] = None,
-    batch_size: Annotated[str, typer.Option("--batch-size", help="'dynamic', or a fixed batch size N "
+    batch_size: Annotated[str, typer.Option("--batch-size", "-b", help="'dynamic', or a fixed batch size N "
                                             "(a static graph)")] = "dynamic",
     set_: Annotated[list[str], typer.Option("--set", help="override a key of the NET file: a.b=value (repeatable)")] = [],
     check: Annotated[bool, typer.Option("--check/--no-check", help="run the written file on random inputs and "

@@ -20,13 +20,13 @@ def import_caffe(
         help="Caffe net .prototxt; with --solver it replaces the solver's net (a netcfg .yaml net works too)",
         show_default=False)] = None,
     solver: Annotated[Path | None, typer.Option("--solver", help="Caffe solver .prototxt to convert")] = None,
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="output .yaml (default: print to stdout); with "
+    out: Annotated[Path | None, typer.Option("--out", "--output", "-o", help="output .yaml (default: print to stdout); with "
                                              "--solver the net is written beside it")] = None,
     data: Annotated[str | None, typer.Option("--data", help="netcfg data source replacing the Data layers' "
                                              "databases: SOURCE[:PATH], e.g. idx:/usr/share/datasets/fashion-mnist")] = None,
     input_: Annotated[list[str], typer.Option("--input", help="per-sample shape of a data layer's top: "
                                               "NAME=C,H,W[:DTYPE] (repeatable)")] = [],
-    weights: Annotated[Path | None, typer.Option("--weights", help="also convert this .caffemodel to a "
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="also convert this .caffemodel to a "
                                                  ".safetensors beside the output")] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite files that exist (the output, and the net and "
                                         "weights written beside it)")] = False,

@@ -21,13 +21,13 @@ def register(app: typer.Typer) -> None:
 
 def landscape(
     solvers: Annotated[list[Path], typer.Argument(help="solver file(s), or run directories (their config.yaml); several are drawn side by side", show_default=False)],
-    weights: Annotated[list[Path], typer.Option("--weights", help="trained weights (.safetensors), one per solver, in order")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="image file: .png, .svg or .pdf")] = Path("surface.png"),
+    weights: Annotated[list[Path], typer.Option("--weights", "-w", help="trained weights (.safetensors), one per solver, in order")],
+    output: Annotated[Path, typer.Option("--output", "--out", "-o", help="image file: .png, .svg or .pdf")] = Path("surface.png"),
     two_d: Annotated[bool, typer.Option("--2d", help="a 2-D contour plot over two directions (default: a 1-D curve)")] = False,
     steps: Annotated[int, typer.Option("--steps", min=2, help="grid points per direction (odd puts one on the weights)")] = 21,
     span: Annotated[float, typer.Option("--span", min=1e-6, help="the grid covers [-span, span] along each direction")] = 1.0,
     samples: Annotated[int, typer.Option("--samples", min=1, help="the first N samples of the train split")] = 1000,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="evaluation batch (default: max(train batch_size, 256))")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1, help="evaluation batch (default: max(train batch_size, 256))")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="seed of the random directions")] = 1,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N (default: the solver's)")] = None,
     set_: SetOpt = [],

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="run directories (or their metrics.jsonl)", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="image file: .png, .svg or .pdf")] = Path("curves.png"),
+    output: Annotated[Path, typer.Option("--output", "--out", "-o", help="image file: .png, .svg or .pdf")] = Path("curves.png"),
     x: Annotated[str, typer.Option("--x", help="x axis: iter, epoch or seconds (training time)", case_sensitive=False)] = "iter",
     smoothing: Annotated[float, typer.Option("--smooth", min=0.0, max=0.999, help="exponential smoothing weight of the train loss (TensorBoard's)")] = 0.6,
 ) -> None:

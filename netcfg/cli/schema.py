@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 
 def schema(
     kind: Annotated[str, typer.Argument(help="net or solver")] = "net",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="write to this file")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "--out", "-o", help="write to this file")] = None,
     plugin: PluginOpt = [],
 ) -> None:
     """Write the JSON Schema of net or solver files (stdout, or -o FILE), plugins' layer types

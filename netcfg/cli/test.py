@@ -21,8 +21,8 @@ def register(app: typer.Typer) -> None:
 
 def test(
     solver: Annotated[Path, typer.Argument(help="solver file (YAML), a run directory (its config.yaml), or a snapshot in one (with its run's config.yaml)", show_default=False)],
-    weights: Annotated[Path | None, typer.Option("--weights", help="trained weights (.safetensors, a state_dict .pt/.pth, or a run directory: its newest snapshot); default: SOLVER when it is a run directory", show_default=False)] = None,
-    iterations: Annotated[int | None, typer.Option("--iterations", min=1, help="test batches (default: the whole test split)")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", "-w", help="trained weights (.safetensors, a state_dict .pt/.pth, or a run directory: its newest snapshot); default: SOLVER when it is a run directory", show_default=False)] = None,
+    iterations: Annotated[int | None, typer.Option("--iterations", "-n", min=1, help="test batches (default: the whole test split)")] = None,
     set_: SetOpt = [],
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,

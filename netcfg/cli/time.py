@@ -28,6 +28,7 @@ def time_cmd(
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N (default: the solver's, else auto)")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="fp32, bf16 or fp16 autocast (default: the solver's, else fp32)")] = None,
     phase: Annotated[str, typer.Option("--phase", help="TRAIN or TEST net", case_sensitive=False)] = "TRAIN",
+    stage: Annotated[list[str], typer.Option("--stage", help="active stage (repeatable); default: the file's for PHASE")] = [],
     set_: Annotated[list[str], typer.Option("--set", help="override a key: a.b=value (repeatable)")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
     plugin: PluginOpt = [],
@@ -48,7 +49,7 @@ def time_cmd(
     if phase not in ("TRAIN", "TEST"):
         raise ConfigError(f"--phase must be TRAIN or TEST, got '{phase}'", file="--phase")
     loaded = load_net_or_solver(file, set_)
-    net_spec, solver, stages = loaded.net, loaded.solver, loaded.stages_of(phase)
+    net_spec, solver, stages = loaded.net, loaded.solver, stage or loaded.stages_of(phase)
     if batch_size is None:
         split = solver.data.train if solver is not None else None
         batch_size = split.batch_size if split is not None else 64

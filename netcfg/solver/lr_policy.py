@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["POLICIES", "OPTIONAL", "learning_rate"]
+__all__ = ["POLICIES", "OPTIONAL", "learning_rate", "spec_learning_rate"]
 
 # The hyperparameters each policy needs, by the keyword names of learning_rate;
 # the solver spec checks a config against this table.
@@ -155,3 +155,11 @@ def _multistep_count(it: int, stepvalue: Sequence[int]) -> int:
             break
         count += 1
     return count
+
+
+def spec_learning_rate(spec, it: int, max_iter: int | None = None) -> float:
+    """``learning_rate`` at ``it`` with a solver spec's settings (``max_iter`` in place of the spec's)."""
+    return learning_rate(it, base_lr=spec.base_lr, lr_policy=spec.lr_policy, gamma=spec.gamma, power=spec.power,
+                         stepsize=spec.stepsize, stepvalue=spec.stepvalue,
+                         max_iter=spec.max_iter if max_iter is None else max_iter, warmup_iter=spec.warmup_iter,
+                         warmup_start=spec.warmup_start, min_lr=spec.min_lr)

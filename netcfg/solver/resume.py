@@ -14,7 +14,7 @@ from pathlib import Path
 
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.solver.checkpoint import CheckpointError
-from netcfg.solver.lr_policy import POLICIES, learning_rate
+from netcfg.solver.lr_policy import POLICIES, spec_learning_rate
 from netcfg.solver.rundir import resolved_config
 from netcfg.solver.snapshot import read_snapshot
 from netcfg.solver.state import capture_rng, load_optimizer_state, restore_rng
@@ -81,12 +81,8 @@ def lr_jump(spec, old: dict | None, it: int) -> str | None:
     old_max = old.get("max_iter") if old else None
     if not isinstance(old_max, int) or old_max == spec.max_iter or "max_iter" not in POLICIES[spec.lr_policy]:
         return None
-    keys = dict(base_lr=spec.base_lr, lr_policy=spec.lr_policy, gamma=spec.gamma, power=spec.power,
-                stepsize=spec.stepsize, stepvalue=spec.stepvalue, warmup_iter=spec.warmup_iter,
-                warmup_start=spec.warmup_start, min_lr=spec.min_lr)
     try:
-        before = learning_rate(it, max_iter=old_max, **keys)
-        after = learning_rate(it, max_iter=spec.max_iter, **keys)
+        before, after = spec_learning_rate(spec, it, max_iter=old_max), spec_learning_rate(spec, it)
     except ValueError:  # a max_iter no curve has (0, or within the warm-up): nothing to compare
         return None
     if math.isclose(before, after, rel_tol=1e-6, abs_tol=1e-12):

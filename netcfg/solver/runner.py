@@ -28,7 +28,7 @@ from netcfg.solver.interrupt import Interrupted, StopAfterIteration, Terminated
 from netcfg.solver.iteration import autocast, train_step
 from netcfg.solver.layout import to_layout
 from netcfg.solver.finite import DeferredCheck, TrainingDiverged, bad_micro_batch, diverged, diverged_elsewhere
-from netcfg.solver.lr_policy import learning_rate
+from netcfg.solver.lr_policy import spec_learning_rate
 from netcfg.solver.memory import is_out_of_memory, out_of_memory_error
 from netcfg.solver.device import resolve_device
 from netcfg.solver.rundir import RunDir, resolved_config
@@ -102,10 +102,8 @@ class Solver:
         return autocast(self.spec.precision, self.device)
 
     def lr(self, it: int | None = None) -> float:
-        s = self.spec
-        return learning_rate(self.iter if it is None else it, base_lr=s.base_lr, lr_policy=s.lr_policy, gamma=s.gamma,
-                             power=s.power, stepsize=s.stepsize, stepvalue=s.stepvalue, max_iter=s.max_iter,
-                             warmup_iter=s.warmup_iter, warmup_start=s.warmup_start, min_lr=s.min_lr)
+        """The learning rate of the update at ``it`` (default: the next one)."""
+        return spec_learning_rate(self.spec, self.iter if it is None else it)
 
     def _train_step(self) -> tuple[float, dict[str, float], int]:
         """One iteration (``iteration.train_step``); returns (loss, scalar outputs, images)."""

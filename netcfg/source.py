@@ -18,7 +18,7 @@ import yaml
 
 from netcfg.errors import ConfigError, ConfigErrors, KeyPath
 
-__all__ = ["Source", "load_yaml", "parse_yaml", "value_at", "document_kind", "EXPONENT_FLOAT"]
+__all__ = ["Source", "load_yaml", "parse_yaml", "to_yaml", "value_at", "document_kind"]
 
 # Tags PyYAML's safe constructor turns into plain data; anything else (!!python/...,
 # !custom) is refused rather than silently read as a string.
@@ -35,8 +35,21 @@ class _Loader(yaml.SafeLoader):
     want ``1.0e-3`` and would make it a string, which the strict schemas refuse)."""
 
 
-EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")  # writers must quote it
-_Loader.add_implicit_resolver(_YAML_TAG + "float", EXPONENT_FLOAT, list("-+0123456789"))
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper resolving plain scalars as ``_Loader`` does, so it quotes every string
+    the loader would read as something else ('1e3', 'null', 'yes', '0x10')."""
+
+
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_Loader.add_implicit_resolver(_YAML_TAG + "float", _EXPONENT_FLOAT, list("-+0123456789"))
+_Dumper.add_implicit_resolver(_YAML_TAG + "float", _EXPONENT_FLOAT, list("-+0123456789"))
+
+
+def to_yaml(data: Any, *, flow: bool = False, width: int | None = None) -> str:
+    """YAML text that ``parse_yaml`` reads back as ``data`` (keys in their order): every
+    netcfg writer (run config.yaml, weights metadata, deploy forms, expand) goes through it."""
+    return yaml.dump(data, Dumper=_Dumper, default_flow_style=flow, width=width, sort_keys=False,
+                     allow_unicode=True)
 _MAX_DEPTH = 64  # no config nests deeper; bounds the recursion of building
 
 

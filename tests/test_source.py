@@ -290,3 +290,11 @@ def test_exponent_numbers_read_as_numbers_as_in_yaml_1_2():
     # PyYAML's YAML 1.1 rules read 5e-2 as a string, which the strict schemas refuse
     data = parse_yaml("a: [5e-2, 1E3, -1.5e-3, +2e+1, 1_000, .5, e3, 1e, '5e-2']").data
     assert data["a"] == [0.05, 1000.0, -0.0015, 20.0, 1000, 0.5, "e3", "1e", "5e-2"]
+
+
+@pytest.mark.parametrize("text", ["1e3", "-2E-5", "null", "~", "yes", "Off", "0x10", "0o7", "1_000", ".inf",
+                                  "2026-01-02", "12:30", "<<", "a: b", "- x", "#c", ""])
+def test_to_yaml_quotes_every_string_the_loader_reads_as_something_else(text):
+    data = {"name": text, "bottom": [text], text: {"top": text}}
+    for flow in (False, True):
+        assert parse_yaml(source.to_yaml(data, flow=flow)).data == data

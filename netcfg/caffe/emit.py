@@ -10,9 +10,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-import yaml
-
-from netcfg.source import EXPONENT_FLOAT
+from netcfg.source import to_yaml
 
 __all__ = ["dump_yaml"]
 
@@ -20,16 +18,9 @@ _BLOCK_KEYS = ("inputs", "data", "net")
 _WIDTH = 110
 
 
-class _Dumper(yaml.SafeDumper):
-    """Quotes a string netcfg's loader reads as a number (a layer named '1e3'); PyYAML's rules leave it bare."""
-
-
-_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789"))
-
-
 def _scalar(value: Any) -> str:
     # dumped inside a flow sequence, so PyYAML quotes what a flow context needs (',', '{', ': ')
-    text = yaml.dump([value], Dumper=_Dumper, default_flow_style=True, width=10_000, allow_unicode=True).strip()
+    text = to_yaml([value], flow=True, width=10_000).strip()
     return text[1:-1]
 
 

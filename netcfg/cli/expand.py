@@ -123,6 +123,6 @@ def _is_layer_list(v: Any) -> bool:
 
 
 def _flow(value: Any) -> str:
-    import yaml
+    from netcfg.source import to_yaml
 
-    return yaml.safe_dump(value, default_flow_style=True, width=2**31, sort_keys=False).strip().removesuffix("\n...")
+    return to_yaml(value, flow=True, width=2**31).strip().removesuffix("\n...")

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import yaml
 
 from netcfg.errors import ConfigError, ConfigErrors, NetcfgError, did_you_mean
 from netcfg.exporting import to_onnx, to_program, to_torchscript, to_weights
@@ -28,6 +27,7 @@ from netcfg.exporting.load import EXPORT_KEY, load_weights_into, read_net, weigh
 from netcfg.net.module import Net
 from netcfg.net.spec import NetSpec
 from netcfg.solver.snapshot import NET_KEY
+from netcfg.source import to_yaml
 
 __all__ = ["FORMATS", "ExportResult", "Format", "export"]
 
@@ -144,7 +144,7 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
             "inputs": {n: _io(deploy, n) for n in deploy.inputs},
             "outputs": deploy.outputs, "output_shapes": {n: _io(deploy, n) for n in deploy.outputs},
             "weights": weights.name}
-    metadata = {NET_KEY: yaml.safe_dump(deploy.config, sort_keys=False), EXPORT_KEY: json.dumps(info)}
+    metadata = {NET_KEY: to_yaml(deploy.config), EXPORT_KEY: json.dumps(info)}
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp{out.suffix}")  # the suffix tells readers the format
     need, node = deploy.graph.min_batch()  # BatchNorm with use_global_stats: false on a (C,) blob
     if batch is not None and batch < need:

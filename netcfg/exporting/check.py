@@ -8,13 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import yaml
 
 from netcfg.exporting.deploy import DeployModule, deploy_form
 from netcfg.exporting.job import ExportJob, Runner
 from netcfg.net.module import Net
 from netcfg.net.spec import net_from_source
-from netcfg.source import parse_yaml
+from netcfg.source import parse_yaml, to_yaml
 
 __all__ = ["Mismatch", "compare", "culprit", "tolerance"]
 
@@ -62,7 +61,7 @@ def culprit(job: ExportJob, attempt: Callable[[ExportJob], None]) -> tuple[str, 
     passed: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="netcfg-export-") as tmp:
         for i, (node, doc) in enumerate(zip(job.deploy.graph.nodes, job.deploy.config["layers"])):
-            key = yaml.safe_dump([{k: v for k, v in doc.items() if k not in ("name", "bottom", "top")},
+            key = to_yaml([{k: v for k, v in doc.items() if k not in ("name", "bottom", "top")},
                                   [list(b) for b in node.in_blobs]])
             if key in passed:  # the same layer config on the same shapes passed already (repeated blocks)
                 continue
@@ -70,7 +69,7 @@ def culprit(job: ExportJob, attempt: Callable[[ExportJob], None]) -> tuple[str, 
             for b, blob in zip(node.bottoms, node.in_blobs):
                 inputs.setdefault(b, {"shape": list(blob.shape), "dtype": blob.dtype})
             config = {"name": node.name, "inputs": inputs, "layers": [doc]}
-            spec = net_from_source(parse_yaml(yaml.safe_dump(config, sort_keys=False), f"<layer {node.name}>"))
+            spec = net_from_source(parse_yaml(to_yaml(config), f"<layer {node.name}>"))
             single = deploy_form(spec, "TEST", outputs=list(node.tops))
             net = Net(single.graph)
             prefix = node.name + "."

@@ -15,14 +15,13 @@ import re
 from dataclasses import dataclass, field
 
 import torch
-import yaml
 from torch import nn
 
 from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 from netcfg.net.graph import Graph, Node, build_graph
 from netcfg.net.module import Net, run_schedule
 from netcfg.net.spec import NetSpec, net_from_source
-from netcfg.source import parse_yaml
+from netcfg.source import parse_yaml, to_yaml
 
 __all__ = ["Deploy", "DeployModule", "deploy_form", "drops", "example_inputs"]
 
@@ -87,7 +86,7 @@ def deploy_form(spec: NetSpec, phase: str = "TEST", stages: tuple[str, ...] | li
     config = {"name": spec.name, "inputs": {k: source_inputs[k] for k in inputs}, "layers": layers}
     if spec.plugins:
         config["plugins"] = list(spec.plugins)
-    deploy_spec = net_from_source(parse_yaml(yaml.safe_dump(config, sort_keys=False), f"<deploy form of {spec.name}>"))
+    deploy_spec = net_from_source(parse_yaml(to_yaml(config), f"<deploy form of {spec.name}>"))
     graph = build_graph(deploy_spec, "TEST")
     graph.outputs = list(wanted)  # a top read later can still be asked for as an output
     return Deploy(config, deploy_spec, graph, dropped,

@@ -13,12 +13,12 @@ import re
 import shutil
 from pathlib import Path
 
-import yaml
 
 from netcfg.errors import ConfigError
 from netcfg.solver.checkpoint import WriteError, atomic_write_bytes
 from netcfg.solver.lock import LOCK_NAME, RunLock, remove_stale_temporaries
 from netcfg.solver.spec import SolverSpec
+from netcfg.source import to_yaml
 
 __all__ = ["RunDir", "resolved_config", "config_diff", "newest_snapshot", "run_config"]
 
@@ -100,7 +100,7 @@ class RunDir:
         self.path = path
         # a net name is free text; as a file-name prefix it must not climb out of the run directory
         self.prefix = spec.snapshot_prefix or _SAFE.sub("_", spec.net_spec.name.lower()).lstrip(".") or "net"
-        self._config = yaml.safe_dump(resolved_config(spec), sort_keys=False)
+        self._config = to_yaml(resolved_config(spec))
         self.lock = lock
         self.writes = True  # False for torchrun's ranks > 0: rank 0 writes for all (see follow)
 

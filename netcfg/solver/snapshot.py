@@ -23,6 +23,7 @@ from torch import nn
 from netcfg.errors import ConfigError
 from netcfg.solver.checkpoint import TREE_KEY, CheckpointError, WriteError, atomic_write_bytes, load_tree, save_tree
 from netcfg.solver.rundir import config_diff
+from netcfg.source import to_yaml
 
 __all__ = ["save_weights", "load_weights", "copy_weights", "WeightsReport", "net_config_of", "write_snapshot",
            "read_snapshot", "check_state", "TORCH_SUFFIXES", "NET_KEY", "STAGES_KEY"]
@@ -41,7 +42,7 @@ def save_weights(path: Path, net: nn.Module, net_config: dict, *, extra: dict[st
         if ptr in seen and v.numel():
             state[k] = v.clone()
         seen[ptr] = k
-    meta = {NET_KEY: yaml.safe_dump(net_config, sort_keys=False), "format": "netcfg-weights-1"}
+    meta = {NET_KEY: to_yaml(net_config), "format": "netcfg-weights-1"}
     meta.update(extra or {})
     atomic_write_bytes(path, safetensors.torch.save(state, metadata=meta))
 

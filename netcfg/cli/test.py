@@ -69,6 +69,8 @@ def test(
             with s.dist.together():  # torchrun: every rank reads the file; a refusal is printed once
                 path = resolve_file(str(weights), Path.cwd())
                 report = copy_weights(s.test_net, path, strict=True)
+            if report.iteration is not None:  # "Iteration N, Testing net" names the snapshot's iteration
+                s.iter = report.iteration
             for line in report.lines(str(path)):
                 quiet(line)
             results = s.test(iterations)

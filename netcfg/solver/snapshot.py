@@ -125,6 +125,7 @@ class WeightsReport:
     missing: list[str] = field(default_factory=list)      # in the net, not in the file
     unexpected: list[str] = field(default_factory=list)   # in the file, not in the net
     mismatched: list[tuple[str, list[int], list[int]]] = field(default_factory=list)
+    iteration: int | None = None  # the training iteration of a netcfg snapshot; None for other files
 
     def lines(self, source: str) -> list[str]:
         out = [f"weights from {source}: {len(self.matched)} blobs copied"]
@@ -145,8 +146,8 @@ class WeightsReport:
 @torch.no_grad()
 def copy_weights(net: nn.Module, path: str | Path, *, strict: bool = False, required: bool = True) -> WeightsReport:
     """Copy blobs from ``path`` into ``net`` by name; shape mismatches are skipped."""
-    tensors, _ = load_weights(path)
-    report = WeightsReport()
+    tensors, meta = load_weights(path)
+    report = WeightsReport(iteration=int(meta["iter"]) if meta.get("iter", "").isdigit() else None)
     own = net.state_dict(keep_vars=True)
     for name, target in own.items():
         src = tensors.get(name)

@@ -220,6 +220,16 @@ def test_test_refuses_weights_that_do_not_fill_the_test_net(tmp_path):
     # a run directory stands for its newest snapshot, as in weights: rules
     code, out, err = netcfg("test", write_solver(tmp_path / "same", MLP), "--weights", tmp_path / "run")
     assert code == 0 and f"weights from {tmp_path / 'run/tiny_iter_2.safetensors'}: 4 blobs copied" in out, err
+    assert "Iteration 2, Testing net (120 samples)" in out  # the snapshot's iteration, not 0
+
+
+def test_test_names_the_iteration_of_the_snapshot_it_tests(tmp_path):
+    solver = write_solver(tmp_path, MLP, max_iter=6, snapshot=4, test=False)
+    assert netcfg("train", solver, "--out", tmp_path / "run")[0] == 0
+    code, out, err = netcfg("test", tmp_path / "run/config.yaml", "--weights", tmp_path / "run/tiny_iter_4.safetensors",
+                            "--set", "data.test={source: digits, split: test, batch_size: 60, limit: 120}")
+    assert code == 0, err
+    assert "Iteration 4, Testing net (120 samples)" in out
 
 
 def test_resuming_an_older_snapshot_over_later_ones_needs_force(tmp_path):

@@ -68,6 +68,12 @@ class ExportResult:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
+    def __repr__(self) -> str:  # the deploy form (config, spec, graph) would make it tens of kB in a REPL
+        size = _size(self.path.stat().st_size) if self.path.is_file() else "missing"
+        diff = f", max_abs_diff={self.max_abs_diff:.2g}" if self.max_abs_diff is not None else ""
+        return (f"ExportResult(format={self.format!r}, path='{self.path}', size='{size}', "
+                f"outputs={self.deploy.outputs!r}{diff})")
+
     def lines(self) -> list[str]:
         """A short human report (what the CLI prints)."""
         d, fmt = self.deploy, FORMATS[self.format]

@@ -13,7 +13,7 @@ import torch
 
 import netcfg
 from netcfg.layers import base
-from tests.export.helpers import ROOT
+from tests.export.helpers import ROOT, write_weights
 
 
 def test_import_netcfg_loads_no_torch_and_every_public_name_resolves():
@@ -110,6 +110,16 @@ def test_snapshot_alone_exports_the_test_net_its_run_had(tmp_path):
     assert [n.name for n in result.deploy.graph.nodes] == ["ip1", "half"]
     result = netcfg.export(weights, format="pt", out=tmp_path / "train.pt", phase="TRAIN")
     assert [n.name for n in result.deploy.graph.nodes] == ["ip1", "wide"]
+
+
+def test_export_result_repr_is_one_short_line(tmp_path):
+    # a REPL echoes the result: the deploy form inside it used to fill the screen
+    spec = netcfg.load_net(ROOT / "configs" / "lenet.yaml")
+    weights = write_weights(spec, tmp_path / "lenet.safetensors")
+    result = netcfg.export(ROOT / "configs" / "lenet.yaml", weights, format="pt", out=tmp_path / "lenet.pt")
+    size = f"{(tmp_path / 'lenet.pt').stat().st_size / 1e6:.1f} MB"
+    assert repr(result) == (f"ExportResult(format='pt', path='{tmp_path / 'lenet.pt'}', size='{size}', "
+                            f"outputs=['ip2'], max_abs_diff={result.max_abs_diff:.2g})")
 
 
 def test_errors_are_the_documented_classes(tmp_path):

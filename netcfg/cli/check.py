@@ -96,6 +96,10 @@ def _human(n: int) -> str:
     return str(n)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def render_table(graph) -> str:
     rows = [("layer", "type", "tops", "output shape", "params", "FLOPs")]
     for name, b in graph.inputs.items():
@@ -114,7 +118,7 @@ def render_table(graph) -> str:
             lines.append("  ".join("-" * w for w in widths))
     loss = ", ".join(f"{t} x {w:g}" for t, w in graph.losses.items()) or "none"
     lines.append("")
-    lines.append(f"{graph.name} ({graph.phase}): {len(graph.nodes)} layers, {graph.total_params:,} parameters "
+    lines.append(f"{graph.name} ({graph.phase}): {_count(len(graph.nodes), 'layer')}, {_count(graph.total_params, 'parameter')} "
                  f"({graph.trainable_params:,} trainable), {_human(graph.flops)} FLOPs per sample")
     lines.append(f"outputs: {', '.join(graph.outputs)}; loss: {loss}")
     return "\n".join(lines)

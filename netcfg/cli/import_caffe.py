@@ -91,7 +91,8 @@ def _header(source: Path, what: str, notes: list[str]) -> list[str]:
 
 def _summary(graphs: dict) -> str:
     g = graphs["TRAIN"]
-    return f"{g.name}: {len(g.nodes)} layers (TRAIN), {g.total_params:,} parameters"
+    layers, params = len(g.nodes), g.total_params
+    return f"{g.name}: {layers} layer{'s' * (layers != 1)} (TRAIN), {params:,} parameter{'s' * (params != 1)}"
 
 
 def _refuse_overwrite(paths: list[Path | None], force: bool) -> None:

@@ -188,3 +188,14 @@ def test_names_that_read_as_numbers_are_quoted_so_the_file_checks(tmp_path):
     ok("import-caffe", proto, "-o", out)
     doc = json.loads(ok("check", out, "--json"))
     assert doc["name"] == "2e5" and [layer["name"] for layer in doc["layers"]] == ["1E-2", "on"]
+
+
+def test_a_one_layer_one_parameter_net_is_counted_in_the_singular(tmp_path):
+    proto = tmp_path / "net.prototxt"
+    proto.write_text('name: "hs"\ninput: "x"\ninput_shape { dim: 1 dim: 1 }\n'
+                     'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" '
+                     'inner_product_param { num_output: 1 bias_term: false } }\n')
+    out = tmp_path / "net.yaml"
+    result = run_cli("import-caffe", str(proto), "-o", str(out))
+    assert f"wrote {out}: hs: 1 layer (TRAIN), 1 parameter" in result.stderr, result.stderr
+    assert "hs (TRAIN): 1 layer, 1 parameter (1 trainable)," in ok("check", out)

@@ -59,6 +59,7 @@ class DataLayer:
     transform: dict[str, Any] = field(default_factory=dict)  # scale, mean_value, crop_size, mirror
     mean_file: str | None = None
     shapes: dict[str, InputShape] = field(default_factory=dict)  # what the layer itself declares
+    unknown: ConfigError | None = None  # why the first top's shape is unknown, when the layer should say it
 
     def phases(self) -> set[str]:
         return rule_phases(self.include, self.exclude)
@@ -127,7 +128,15 @@ def data_layer(layer: Obj, name: str, kind: str, rules: tuple[list[dict], list[d
             for i, top in enumerate(tops):
                 d.shapes[top] = InputShape([chw[0][i], chw[1][i], chw[2][i]])
     elif kind == "MemoryData" and p is not None:
-        d.shapes[tops[0]] = InputShape([p.get("channels", 0), p.get("height", 0), p.get("width", 0)])
+        dims = {k: p.get(k, 0) for k in ("channels", "height", "width")}
+        if all(dims.values()):
+            d.shapes[tops[0]] = InputShape(list(dims.values()))
+        else:  # Caffe's MemoryDataLayer refuses it too: "batch_size, channels, height, and width must be specified"
+            bad = [f"{k}: 0" if p.has(k) else f"no {k}" for k, v in dims.items() if not v]
+            d.unknown = p.error(f"MemoryData layer '{name}' has {' and '.join(bad)}: Caffe requires channels, "
+                                "height and width in memory_data_param, each at least 1",
+                                next((k for k in dims if p.has(k) and not dims[k]), None),
+                                hint=f"add them, or give the shape: --input {tops[0]}=C,H,W (per sample, no batch)")
     elif kind == "ImageData" and p is not None and p.get("new_height") and p.get("new_width"):
         d.shapes[tops[0]] = InputShape([3 if p.get("is_color", True) else 1, p.get("new_height"), p.get("new_width")])
     if kind in ("Data", "ImageData") and tops[0] not in d.shapes and d.source:
@@ -183,6 +192,9 @@ def resolve_inputs(layers: list[DataLayer], given: dict[str, InputShape]) -> tup
             if top in out:
                 continue
             shape = given.get(top) or d.shapes.get(top)
+            if shape is None and i == 0 and d.unknown is not None:
+                missing.append(d.unknown)
+                continue
             if shape is None:
                 what = "the database" if d.type in ("Data", "ImageData", "HDF5Data") else "the layer"
                 missing.append(d.obj.error(

@@ -225,6 +225,23 @@ def test_data_layer_shapes_come_from_the_input_option_or_are_asked_for(tmp_path)
     assert net.check()["TRAIN"].total_params == 3 * 75 + 3
 
 
+def test_memory_data_without_channels_height_or_width_says_which_is_missing(tmp_path):
+    ip = 'layer { name: "ip" type: "InnerProduct" bottom: "img" top: "ip" inner_product_param { num_output: 3 } }\n'
+    path = write(tmp_path, 'layer { name: "m" type: "MemoryData" top: "img"\n'
+                           '  memory_data_param { batch_size: 4 height: 5 width: 5 } }\n' + ip)
+    (e,) = errors_of(path)
+    assert (e.line, e.col) == (2, 3)
+    assert e.message == ("MemoryData layer 'm' has no channels: Caffe requires channels, height and width in "
+                         "memory_data_param, each at least 1")
+    assert "--input img=C,H,W" in e.hint
+    path = write(tmp_path, 'layer { name: "m" type: "MemoryData" top: "img"\n'
+                           '  memory_data_param { batch_size: 4 channels: 0 height: 5 } }\n' + ip)
+    (e,) = errors_of(path)
+    assert (e.line, e.col) == (2, 47) and "'m' has channels: 0 and no width:" in e.message
+    net = import_net(path, inputs={"img": InputShape([1, 5, 5])})  # the shape given instead
+    assert net.data["inputs"] == {"img": [1, 5, 5]}
+
+
 def test_a_param_message_the_type_does_not_read_is_a_note(tmp_path):
     path = write(tmp_path, INPUT + 'layer { name: "r" type: "ReLU" bottom: "data" top: "r"\n'
                                    '  convolution_param { num_output: 3 } propagate_down: false }\n')

@@ -72,10 +72,10 @@ def data_shapes(net: Obj, data: str | None, base_dir: Path, stages: list[str]) -
     """Input shapes of the TRAIN data layer's tops, read from the ``--data`` source."""
     if data is None:
         return {}
-    from netcfg.caffe.net import rules_of
+    from netcfg.caffe.net import layer_rules
     from netcfg.data.sources import describe_source
 
-    layers = [data_layer(obj, obj.get("name", ""), obj.get("type"), (rules_of(obj, "include"), rules_of(obj, "exclude")))
+    layers = [data_layer(obj, obj.get("name", ""), obj.get("type"), layer_rules(obj, obj.get("name", "")))
               for obj in net.all("layer") if obj.get("type") in _FED]
     d = _fed_layer(layers, "TRAIN", stages)
     if d is None:

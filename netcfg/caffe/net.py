@@ -22,7 +22,7 @@ from netcfg.caffe.proto import Obj, decode
 from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 from netcfg.source import Source
 
-__all__ = ["ImportedNet", "import_net", "net_from_obj", "rules_of", "IMPORTABLE"]
+__all__ = ["ImportedNet", "import_net", "net_from_obj", "layer_rules", "rules_of", "IMPORTABLE"]
 
 IMPORTABLE = sorted([*LAYER_TYPES, *DATA_TYPES])
 UPGRADE_HINT = ("upgrade it with Caffe's tool, then import the result: "
@@ -133,7 +133,7 @@ def _layer(obj: Obj, index: int, notes: list[str]) -> Layer | DataLayer:
         new = "_".join(name.split())
         notes.append(f"layer '{name}' renamed '{new}': netcfg layer names have no spaces")
         name = new
-    rules = (rules_of(obj, "include"), rules_of(obj, "exclude"))
+    rules = layer_rules(obj, name)
     if kind in DATA_TYPES:
         return data_layer(obj, name, kind, rules)
     if kind not in LAYER_TYPES:
@@ -169,6 +169,17 @@ def _layer(obj: Obj, index: int, notes: list[str]) -> Layer | DataLayer:
             layer.common[key] = rule
             layer.pos[key] = obj.pos(key)
     return layer
+
+
+def layer_rules(obj: Obj, name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A layer's include and exclude rules; both at once is refused at the second, as Caffe's FilterNet does."""
+    include, exclude = rules_of(obj, "include"), rules_of(obj, "exclude")
+    if include and exclude:
+        second = max(("include", "exclude"), key=obj.pos)
+        raise obj.error(f"layer '{name}' has both include and exclude rules; Caffe refuses that (\"Specify "
+                        "either include rules or exclude rules; not both\")", second,
+                        hint="keep only the include rules or only the exclude rules")
+    return include, exclude
 
 
 def rules_of(obj: Obj, key: str) -> list[dict[str, Any]]:

@@ -257,14 +257,14 @@ layer { name: "m" type: "MemoryData" top: "img" top: "y" memory_data_param { bat
         width: 5 } }
 layer { name: "z" type: "DummyData" top: "noise" dummy_data_param { shape { dim: 4 dim: 3 } } }
 layer { name: "ip" type: "InnerProduct" bottom: "img" top: "ip" inner_product_param { num_output: 3 }
-        exclude { phase: TEST } include { stage: "a" stage: "b" not_stage: "c" min_level: 1 } }
+        include { stage: "a" stage: "b" not_stage: "c" min_level: 1 } }
 layer { name: "sum" type: "Eltwise" bottom: "ip" bottom: "noise" top: "sum" loss_weight: 0.5
-        eltwise_param { operation: SUM coeff: 1 coeff: -1 } }
+        eltwise_param { operation: SUM coeff: 1 coeff: -1 } exclude { phase: TEST } }
 """)
     net = import_net(path)
     assert net.data["inputs"] == {"img": [1, 5, 5], "y": {"shape": [], "dtype": "int64"}, "noise": [3]}
     by = layers_by_name(net)
-    assert by["ip"]["exclude"] == {"phase": "TEST"}
+    assert by["sum"]["exclude"] == {"phase": "TEST"}
     assert by["ip"]["include"] == {"stage": ["a", "b"], "not_stage": ["c"], "min_level": 1}
     assert by["sum"]["coeff"] == [1, -1] and by["sum"]["loss_weight"] == 0.5
     from netcfg.net import build_graph
@@ -272,3 +272,16 @@ layer { name: "sum" type: "Eltwise" bottom: "ip" bottom: "noise" top: "sum" loss
     spec = net.spec()
     assert [n.name for n in build_graph(spec, "TRAIN", ["a", "b"], level=1).nodes] == ["ip", "sum"]
     assert build_graph(spec, "TRAIN", ["a", "b"], level=1).losses == {"sum": 0.5}
+
+
+def test_include_and_exclude_on_one_layer_is_refused_at_the_second_as_caffe_does(tmp_path):
+    for first, second in (("include", "exclude"), ("exclude", "include")):
+        path = write(tmp_path, INPUT + 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" '
+                                       f'{first} {{ phase: TRAIN }} {second} {{ stage: "x" }} }}\n')
+        (e,) = errors_of(path)
+        assert e.message.startswith("layer 'r' has both include and exclude rules; Caffe refuses that")
+        assert e.path[-1] == second and (e.line, e.col) == (2, 81)  # the second rule's key
+    data = write(tmp_path, 'layer { name: "d" type: "Data" top: "img" data_param { source: "x" batch_size: 2 }\n'
+                           '  include { phase: TRAIN } exclude { stage: "y" } }\n')
+    (e,) = errors_of(data, inputs={"img": InputShape([1, 2, 2])})
+    assert e.path[-1] == "exclude" and e.line == 2

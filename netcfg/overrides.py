@@ -7,8 +7,10 @@ the paths it wrote, so errors later found there name the ``--set`` instead of a 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 from netcfg.source import Source, parse_yaml
@@ -82,13 +84,24 @@ def apply_overrides(src: Source, overrides: str | Iterable[str | FlagOverride]) 
                     node = node.setdefault(part, {})
             else:
                 errors.append(ConfigError(f"'{'.'.join(parts[:i])}' is a value ({node!r}), not a mapping or list",
-                                          file=where))
+                                          file=where, hint=_net_file_hint(src, path, node, parts[i:], where)))
                 break
         else:
             src.overridden[created or tuple(path)] = where
     if errors:
         raise ConfigErrors(errors)
     return src
+
+
+def _net_file_hint(src: Source, path: list, node: object, rest: list[str], where: str) -> str | None:
+    """For ``net.layers...`` on a solver whose ``net:`` names a file: where such a key can be set."""
+    if path != ["net"] or not isinstance(node, str):
+        return None
+    net_file = os.path.normpath(Path(src.file).parent / node)
+    value = where.partition("=")[2] if where.startswith("--set ") else "VALUE"
+    return (f"this solver's net is the file {net_file}: change it there, check it alone with "
+            f"`netcfg check {net_file} --set {'.'.join(rest)}={value}`, or set net.{'.'.join(rest)} on a run's "
+            "config.yaml, which holds the net inline")
 
 
 def _list_index(items: list, part: str) -> int | None:

@@ -18,10 +18,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from netcfg.errors import ShapeError
-from netcfg.layers.base import FLOAT_DTYPES, INT_DTYPES, Blob, LayerSpec, register
+from netcfg.layers.base import INT_DTYPES, Blob, LayerSpec, register
 
 __all__ = ["SoftmaxWithLoss", "SigmoidCrossEntropyLoss", "EuclideanLoss", "HingeLoss", "ContrastiveLoss",
-           "class_axis", "check_label", "loss_blob"]
+           "class_axis", "check_label", "loss_blob", "at_least_float32"]
 
 Normalization = Literal["VALID", "BATCH_SIZE", "FULL", "NONE"]
 
@@ -56,8 +56,15 @@ def check_label(scores: Blob, label: Blob, ax: int) -> bool:
 
 
 def loss_blob(first: Blob) -> Blob:
-    """The scalar loss top: in the first bottom's floating dtype (the forward computes in it)."""
-    return Blob((), first.dtype if first.dtype in FLOAT_DTYPES else "float32")
+    """The scalar loss top: float64 for float64 scores, float32 otherwise (see ``at_least_float32``)."""
+    return Blob((), "float64" if first.dtype == "float64" else "float32")
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if it is float16/bfloat16 (a layer under autocast feeds one): Caffe sums
+    its losses in float, and a batch of squared errors passes float16's 65504 long before the
+    loss does, which gave inf."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def _same_count(a: Blob, b: Blob, what: str) -> None:
@@ -98,6 +105,7 @@ class SoftmaxCrossEntropy(nn.Module):
         if self.squeeze:
             label = label.squeeze(self.axis)
         outer = math.prod(label.shape[:self.axis])
+        scores = at_least_float32(scores)  # what autocast does for cross_entropy, also without it
         if self.axis != 1:
             scores = scores.movedim(self.axis, 1)  # (N, C, ...) as cross_entropy wants
         ignore = self.ignore_label if self.ignore_label is not None else -100
@@ -163,6 +171,7 @@ class SigmoidCrossEntropy(nn.Module):
         self.ignore_label, self.normalization = ignore_label, normalization
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = at_least_float32(logits)
         target = target.reshape(logits.shape)
         valid = None
         weight = None
@@ -205,6 +214,7 @@ class Euclidean(nn.Module):
     """sum ||a - b||^2 / (2 N)."""
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a = at_least_float32(a)
         diff = a - b.reshape(a.shape).to(a.dtype)
         return (diff * diff).sum() / (2 * a.shape[0])
 
@@ -240,7 +250,7 @@ class Hinge(nn.Module):
         self.power = power
 
     def forward(self, scores: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        x = scores.reshape(scores.shape[0], -1)  # (N, C)
+        x = at_least_float32(scores.reshape(scores.shape[0], -1))  # (N, C)
         sign = F.one_hot(label.reshape(-1).long(), x.shape[1]).to(x.dtype) * 2 - 1
         margin = (1 - sign * x).clamp(min=0)
         return (margin if self.power == 1 else margin * margin).sum() / x.shape[0]
@@ -288,6 +298,7 @@ class Contrastive(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor) -> torch.Tensor:
         n = a.shape[0]
+        a = at_least_float32(a)
         diff = a.reshape(n, -1) - b.reshape(n, -1).to(a.dtype)  # (N, D)
         dist_sq = (diff * diff).sum(1)
         if self.legacy:

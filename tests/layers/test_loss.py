@@ -298,3 +298,36 @@ def test_two_weighted_losses_sum_in_net_loss():
     assert total.item() == pytest.approx(float(want), rel=1e-5)
     total.backward()
     assert net.ip.weight.grad is not None and net.ip.weight.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- half precision
+
+
+@pytest.mark.parametrize("inputs, layer, scale", [
+    ({"x": "[100]", "y": "[100]"}, "type: EuclideanLoss", 30.0),
+    ({"x": "[100]", "y": INT_LABEL}, "type: HingeLoss, norm: L2", 30.0),
+    ({"x": "[100]", "y": INT_LABEL}, "type: HingeLoss", 3000.0),
+    ({"x": "[100]", "y": "[100]", "sim": INT_LABEL}, "type: ContrastiveLoss", 30.0),
+    ({"x": "[100]", "y": INT_LABEL}, "type: SoftmaxWithLoss, normalization: NONE", 30.0),
+    ({"x": "[100]", "y": "[100]"}, "type: SigmoidCrossEntropyLoss", 30.0),
+])
+def test_losses_under_float16_autocast_sum_in_float32(inputs, layer, scale):
+    """A float16 activation (a layer under autocast) reaching a loss: Caffe sums the loss in
+    float, so a batch whose summed terms pass float16's 65504 must not give inf."""
+    torch.manual_seed(9)
+    bottoms = ", ".join(["ip", *list(inputs)[1:]])
+    net = build_net(spec(inputs, f"""
+  - {{name: ip, type: InnerProduct, bottom: x, num_output: 100}}
+  - {{name: loss, bottom: [{bottoms}], {layer}}}
+"""))
+    feed = {name: torch.randint(0, 2, (64, *blob.shape)) if blob.dtype == "int64" else torch.randn(64, *blob.shape)
+            for name, blob in net.graph.inputs.items()}
+    feed["x"] = feed["x"] * scale
+    want = net(**feed)["loss"]
+    with torch.autocast("cpu", dtype=torch.float16):
+        got = net(**feed)["loss"]
+    assert torch.isfinite(got), f"{layer}: float32 gives {want.item():.6g}, float16 autocast gives {got.item()}"
+    assert got.item() == pytest.approx(want.item(), rel=1e-2)
+    assert got.dtype == torch.float32  # as Caffe: the loss is a float
+    got.backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())

@@ -14,7 +14,7 @@ from netcfg.errors import FieldError, ShapeError
 from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_float, check_rank, register
 from netcfg.layers.fillers import fill
 
-__all__ = ["Scale", "Bias", "LRN", "AxisAffine", "WithinChannelLRN"]
+__all__ = ["Scale", "Bias", "LRN", "AxisAffine", "AcrossChannelLRN", "WithinChannelLRN"]
 
 
 class AxisAffine(nn.Module):
@@ -170,6 +170,19 @@ class Bias(_AxisSpan):
             fill(module.bias, self.filler)
 
 
+def _in_float32(x: torch.Tensor) -> torch.Tensor:
+    """A float16/bfloat16 input (a convolution under autocast) in float32: Caffe squares in float,
+    and activations past 256 square past float16's 65504 (an inf denominator, an output of 0)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+class AcrossChannelLRN(nn.LocalResponseNorm):
+    """PyTorch's LRN (Caffe's ACROSS_CHANNELS formula), computed in at least float32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(_in_float32(x)).to(x.dtype)
+
+
 class WithinChannelLRN(nn.Module):
     """Caffe's WITHIN_CHANNEL LRN: y = x / (k + alpha * mean of x^2 over a local_size window in each channel)^beta."""
 
@@ -181,11 +194,12 @@ class WithinChannelLRN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Caffe: AVE pooling of the squares, pad (size - 1) / 2, stride 1, padding counted in the mean
         pad = (self.size - 1) // 2
+        x, dtype = _in_float32(x), x.dtype
         if self.spatial_dims == 2:
             mean_sq = F.avg_pool2d(x * x, self.size, 1, pad, count_include_pad=True)
         else:
             mean_sq = F.avg_pool1d(x * x, self.size, 1, pad, count_include_pad=True)
-        return x * (self.k + self.alpha * mean_sq).pow(-self.beta)
+        return (x * (self.k + self.alpha * mean_sq).pow(-self.beta)).to(dtype)
 
     def extra_repr(self) -> str:
         return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
@@ -232,7 +246,7 @@ class LRN(LayerSpec):
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         if self.norm_region == "ACROSS_CHANNELS":  # PyTorch's is Caffe's formula: k + alpha / n * sum
-            return nn.LocalResponseNorm(self.local_size, self.alpha, self.beta, self.k)
+            return AcrossChannelLRN(self.local_size, self.alpha, self.beta, self.k)
         return WithinChannelLRN(self.local_size, self.alpha, self.beta, self.k, len(bottoms[0].shape) - 1)
 
     def flops(self, bottoms: list[Blob], tops: list[Blob]) -> int:

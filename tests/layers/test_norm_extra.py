@@ -168,3 +168,24 @@ def test_lrn_errors():
     assert "ACROSS_CHANNELS" in msg and "WITHIN_CHANNEL" in msg
     assert "alpha" in error(X, "type: LRN, alpha: -1", graph=False)
     assert "2-d or 3-d" in error({"x": [8]}, "type: LRN")
+
+
+@pytest.mark.parametrize("region", ["ACROSS_CHANNELS", "WITHIN_CHANNEL"])
+def test_lrn_under_float16_autocast_squares_in_float32(region):
+    """AlexNet's LRN after conv1 under fp16 autocast: activations past 256 square past float16's
+    65504, so the denominator was inf and the output 0 (Caffe squares in float)."""
+    torch.manual_seed(10)
+    net = build_net(net_from_source(parse_yaml(f"""name: t
+inputs: {{x: [3, 9, 9]}}
+layers:
+  - {{name: conv, type: Convolution, num_output: 6, kernel_size: 3, pad: 1}}
+  - {{name: n, type: LRN, local_size: 5, alpha: 0.0001, beta: 0.75, k: 2, norm_region: {region}}}
+""")))
+    x = torch.randn(2, 3, 9, 9) * 200
+    want = net(x=x)["n"]
+    with torch.autocast("cpu", dtype=torch.float16):
+        got = net(x=x)["n"]
+    assert got.dtype == torch.float16  # the activation stays in autocast's dtype
+    torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-1)
+    got.float().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())

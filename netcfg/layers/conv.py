@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar, Literal
 
+import torch
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -12,7 +13,27 @@ from netcfg.errors import FieldError, ShapeError
 from netcfg.layers.base import (WEIGHT_NORM_DOC, Blob, FillerSpec, IntPair, LayerSpec, check_float, check_one_axis,
                                 check_rank, check_weight_norm_params, pair, register)
 
-__all__ = ["Convolution", "Deconvolution"]
+__all__ = ["Convolution", "Deconvolution", "GroupedTransposedWeightNorm"]
+
+
+class GroupedTransposedWeightNorm(nn.Module):
+    """weight_norm (g * v / |v| per output channel) of a grouped transposed conv. Its
+    (in, out / group, k...) weight holds output channel j of group i in rows i * in / group..
+    and column j, so torch's dim=1 would normalise column j of every group together."""
+
+    def __init__(self, group: int):
+        super().__init__()
+        self.group = group
+
+    def _norm(self, v: torch.Tensor) -> torch.Tensor:
+        blocks = v.unflatten(0, (self.group, -1))  # (group, in / group, out / group, k...)
+        return torch.linalg.vector_norm(blocks, dim=[1, *range(3, blocks.dim())], keepdim=True)  # (group, 1, out / group, 1...)
+
+    def forward(self, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return (v.unflatten(0, (self.group, -1)) * (g / self._norm(v))).flatten(0, 1)
+
+    def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._norm(weight), weight
 
 
 class _ConvBase(LayerSpec):
@@ -79,10 +100,15 @@ class _ConvBase(LayerSpec):
         return [(size, *g) for size, g in zip(spatial, geometry)]
 
     def _finish(self, module: nn.Module) -> nn.Module:
-        if self.weight_norm:  # per output unit: dim 1 of a transposed conv's (in, out, ...) weight
-            dim = 1 if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d)) else 0
-            module = nn.utils.parametrizations.weight_norm(module, name="weight", dim=dim)
-        return module
+        if not self.weight_norm:
+            return module
+        transposed = isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d))
+        if transposed and self.group > 1:
+            nn.utils.parametrize.register_parametrization(module, "weight", GroupedTransposedWeightNorm(self.group),
+                                                          unsafe=True)
+            return module
+        # per output unit: dim 1 of a transposed conv's (in, out, ...) weight
+        return nn.utils.parametrizations.weight_norm(module, name="weight", dim=1 if transposed else 0)
 
 
 @register

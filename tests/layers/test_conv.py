@@ -82,6 +82,26 @@ def test_weight_norm_reparameterises_per_output_channel():
     assert torch.allclose(n.c.weight, g * v / v.flatten(1).norm(dim=1).view(4, 1, 1, 1), atol=1e-6)
 
 
+
+@pytest.mark.parametrize("shape, group", [([4, 5, 5], 2), ([4, 5], 4)])
+def test_weight_norm_of_a_grouped_deconvolution_is_per_output_channel(shape, group):
+    """A transposed conv's weight is (in, out / group, k...): output channel (i, j) of group i is
+    rows i * in / group.. and column j. Normalising column j alone (dim 1) gave group 4 (FCN's
+    per-class upsampling) one g for every channel, and each channel's norm was not its g."""
+    torch.manual_seed(0)
+    n = build(shape, f"type: Deconvolution, num_output: 4, kernel_size: 3, group: {group}, weight_norm: true, "
+                     "weight_filler: {type: gaussian}")
+    g = n.c.parametrizations.weight.original0
+    assert g.numel() == 4  # one per output channel
+    blocks = n.c.weight.unflatten(0, (group, -1)).movedim(2, 1).flatten(0, 1)  # (out, in / group, k...)
+    norms = blocks.flatten(1).norm(dim=1)
+    torch.testing.assert_close(norms, g.flatten())
+    with torch.no_grad():
+        g.mul_(torch.arange(1.0, 5.0).reshape(g.shape))  # each channel's g scales that channel alone
+    blocks = n.c.weight.unflatten(0, (group, -1)).movedim(2, 1).flatten(0, 1)
+    torch.testing.assert_close(blocks.flatten(1).norm(dim=1), norms * torch.arange(1.0, 5.0))
+
+
 def test_flops_count_multiply_adds_twice():
     g = build_graph(net_from_source(parse_yaml(net_text([2, 5, 5], "type: Convolution, num_output: 3, kernel_size: 3"))))
     # output 3x3x3 = 27 values, each 2*3*3 multiply-adds plus a bias add

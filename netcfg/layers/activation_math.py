@@ -56,18 +56,21 @@ class Affine(nn.Module):
 
 
 class ScaledExp(nn.Module):
-    """outer * exp(inner x)."""
+    """exp(inner x + offset). The offset stays in the exponent: Caffe's factoring
+    base^shift * exp(inner x) overflows once base^shift passes float's 3.4e38, even
+    where the output itself is small."""
 
-    def __init__(self, inner: float, outer: float):
+    def __init__(self, inner: float, offset: float):
         super().__init__()
-        self.inner, self.outer = inner, outer
+        self.inner, self.offset = inner, offset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.exp(x if self.inner == 1 else x * self.inner)
-        return y if self.outer == 1 else y * self.outer
+        if self.inner != 1:
+            x = x * self.inner
+        return torch.exp(x if self.offset == 0 else x + self.offset)
 
     def extra_repr(self) -> str:
-        return f"inner={self.inner}, outer={self.outer}"
+        return f"inner={self.inner}, offset={self.offset}"
 
 
 class ScaledLog(nn.Module):
@@ -189,9 +192,9 @@ class Exp(Elementwise):
         return self
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
-        # Caffe's factoring: base^(shift + scale x) = base^shift * exp(ln(base) scale x)
+        # base^(shift + scale x) = exp(ln(base) scale x + ln(base) shift)
         ln_base = 1.0 if self.base == -1 else math.log(self.base)
-        return ScaledExp(ln_base * self.scale, math.exp(ln_base * self.shift))
+        return ScaledExp(ln_base * self.scale, ln_base * self.shift)
 
 
 @register

@@ -81,6 +81,16 @@ def test_output_matches_reference(layer, ref):
     torch.testing.assert_close(run(layer, x), ref(x), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shift", [40, 400])
+def test_exp_with_a_large_shift_stays_finite_where_the_output_is(shift):
+    """base^shift past float's range: 10^40 made every output inf, 10^400 crashed the build
+    with Python's OverflowError (a traceback from netcfg check), though 10^(shift + x) is
+    ordinary for x near -shift."""
+    x = torch.tensor([[-shift - 1.0, -shift + 0.5, -shift + 2.0]])
+    got = run(f"type: Exp, base: 10, shift: {shift}", x)
+    torch.testing.assert_close(got, torch.tensor([[0.1, 10 ** 0.5, 100.0]]), rtol=1e-4, atol=0)  # float32 x near -400
+
+
 ELEMENTWISE = [r[0] for r in REFERENCES if "Softmax" not in r[0] and "PReLU" not in r[0]]
 
 

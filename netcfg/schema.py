@@ -10,7 +10,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from pydantic_core import PydanticUndefined
 
-from netcfg.layers.base import LayerSpec, registry
+from netcfg.layers.base import LayerSpec
+from netcfg.layers._registry import registry
 
 __all__ = ["net_schema", "solver_schema", "layer_fields", "layer_summary", "layer_reference"]
 

@@ -24,7 +24,7 @@ def layers(
     """List the layer types, or show one type's fields, types, defaults and descriptions."""
     import_plugins(plugin)
     from netcfg.errors import ConfigError, did_you_mean
-    from netcfg.layers.base import lookup, registry
+    from netcfg.layers._registry import lookup, registry
     from netcfg.schema import layer_fields, layer_summary
 
     reg = registry()

@@ -15,7 +15,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from netcfg.errors import FieldError, ShapeError
-from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_float, register
+from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_float
+from netcfg.layers._registry import register
 from netcfg.layers.fillers import fill
 
 __all__ = [

@@ -16,7 +16,8 @@ from torch import nn
 
 from netcfg.errors import ShapeError
 from netcfg.layers.activation import Elementwise
-from netcfg.layers.base import Blob, LayerSpec, register
+from netcfg.layers.base import Blob, LayerSpec
+from netcfg.layers._registry import register
 
 __all__ = ["Power", "Exp", "Log", "Softmax", "ArgMax"]
 

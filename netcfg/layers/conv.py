@@ -11,7 +11,8 @@ from torch import nn
 
 from netcfg.errors import FieldError, ShapeError
 from netcfg.layers.base import (WEIGHT_NORM_DOC, Blob, FillerSpec, IntPair, LayerSpec, check_float, check_one_axis,
-                                check_rank, check_weight_norm_params, pair, register)
+                                check_rank, check_weight_norm_params, pair)
+from netcfg.layers._registry import register
 
 __all__ = ["Convolution", "Deconvolution", "GroupedTransposedWeightNorm"]
 

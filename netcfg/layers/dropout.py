@@ -15,7 +15,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from netcfg.layers.activation import Elementwise
-from netcfg.layers.base import Blob, register
+from netcfg.layers.base import Blob
+from netcfg.layers._registry import register
 
 __all__ = ["Dropout", "AlphaDropout", "InvertedDropout"]
 

@@ -11,7 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from netcfg.errors import ShapeError
-from netcfg.layers.base import WEIGHT_NORM_DOC, Blob, FillerSpec, LayerSpec, check_float, check_weight_norm_params, register
+from netcfg.layers.base import WEIGHT_NORM_DOC, Blob, FillerSpec, LayerSpec, check_float, check_weight_norm_params
+from netcfg.layers._registry import register
 
 __all__ = ["InnerProduct"]
 

@@ -18,7 +18,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from netcfg.errors import ShapeError
-from netcfg.layers.base import INT_DTYPES, Blob, LayerSpec, register
+from netcfg.layers.base import INT_DTYPES, Blob, LayerSpec
+from netcfg.layers._registry import register
 
 __all__ = ["SoftmaxWithLoss", "SigmoidCrossEntropyLoss", "EuclideanLoss", "HingeLoss", "ContrastiveLoss",
            "class_axis", "check_label", "loss_blob", "at_least_float32"]

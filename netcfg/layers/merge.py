@@ -10,7 +10,8 @@ from pydantic import BeforeValidator, Field, model_validator
 from torch import nn
 
 from netcfg.errors import FieldError, ShapeError
-from netcfg.layers.base import Blob, FloatList, LayerSpec, register
+from netcfg.layers.base import Blob, FloatList, LayerSpec
+from netcfg.layers._registry import register
 
 __all__ = ["Concat", "Eltwise", "Slice", "Split", "Silence", "sample_axis", "int_list"]
 

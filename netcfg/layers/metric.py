@@ -9,7 +9,8 @@ from pydantic import Field
 from torch import nn
 
 from netcfg.errors import ShapeError
-from netcfg.layers.base import Blob, LayerSpec, register
+from netcfg.layers.base import Blob, LayerSpec
+from netcfg.layers._registry import register
 from netcfg.layers.loss import check_label, class_axis
 
 __all__ = ["Accuracy"]

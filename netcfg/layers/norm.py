@@ -12,7 +12,8 @@ from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from netcfg.errors import FieldError, ShapeError
-from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_float, check_rank, register
+from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_float, check_rank
+from netcfg.layers._registry import register
 
 __all__ = ["BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "BatchNormNd"]
 

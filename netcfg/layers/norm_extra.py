@@ -11,7 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from netcfg.errors import FieldError, ShapeError
-from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_float, check_rank, register
+from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_float, check_rank
+from netcfg.layers._registry import register
 from netcfg.layers.fillers import fill
 
 __all__ = ["Scale", "Bias", "LRN", "AxisAffine", "AcrossChannelLRN", "WithinChannelLRN"]

@@ -11,7 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from netcfg.errors import FieldError, ShapeError
-from netcfg.layers.base import Blob, IntPair, LayerSpec, check_one_axis, check_rank, pair, register
+from netcfg.layers.base import Blob, IntPair, LayerSpec, check_one_axis, check_rank, pair
+from netcfg.layers._registry import register
 
 __all__ = ["Pooling", "pool_size"]
 

@@ -11,7 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from netcfg.errors import FieldError, ShapeError
-from netcfg.layers.base import Blob, FillerSpec, LayerSpec, register
+from netcfg.layers.base import Blob, FillerSpec, LayerSpec
+from netcfg.layers._registry import register
 
 __all__ = ["Embed", "LSTM", "GRU"]
 

@@ -10,7 +10,8 @@ from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_
 from torch import nn
 
 from netcfg.errors import FieldError, ShapeError
-from netcfg.layers.base import AnyLayer, Blob, LayerSpec, ParamSpec, lookup, register
+from netcfg.layers.base import Blob, LayerSpec, ParamSpec
+from netcfg.layers._registry import AnyLayer, lookup, register
 
 __all__ = ["Residual", "ResidualBlock"]
 

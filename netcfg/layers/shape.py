@@ -10,7 +10,8 @@ from pydantic import BeforeValidator, Field, ValidationInfo, model_validator
 from torch import nn
 
 from netcfg.errors import FieldError, ShapeError
-from netcfg.layers.base import Blob, LayerSpec, register
+from netcfg.layers.base import Blob, LayerSpec
+from netcfg.layers._registry import register
 from netcfg.layers.merge import int_list, sample_axis
 from netcfg.spec import Spec
 

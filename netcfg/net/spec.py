@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, PrivateAttr
 
 from netcfg.errors import ConfigError, ConfigErrors
-from netcfg.layers.base import AnyLayer, LayerSpec
+from netcfg.layers.base import LayerSpec
+from netcfg.layers._registry import AnyLayer
 from netcfg.net.templates import BlockSpec, OrBlockUse, expand_templates, merge_repeats
 from netcfg.overrides import apply_overrides
 from netcfg.source import Source, document_kind, load_yaml

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from netcfg.layers.base import registry
+from netcfg.layers._registry import registry
 from tests.cli import run_cli
 
 

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from netcfg.layers import base
+from netcfg.layers import _registry
 from tests.cli import netcfg
 
 PLUGIN = '''
@@ -18,7 +18,8 @@ from typing import Literal
 
 from torch import nn
 
-from netcfg.layers.base import LayerSpec, register
+from netcfg.layers.base import LayerSpec
+from netcfg.layers._registry import register
 
 
 @register
@@ -49,7 +50,7 @@ def plugin(tmp_path, monkeypatch):
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / f"{module}.py").write_text(textwrap.dedent(PLUGIN.format(cls=cls)))
     monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
-    monkeypatch.setattr(base, "_REGISTRY", dict(base.registry()))
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry.registry()))
     yield module, cls
     sys.modules.pop(module, None)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from netcfg.layers.base import registry
+from netcfg.layers._registry import registry
 from tests.cli import run_cli
 from tests.reliability import ROOT
 

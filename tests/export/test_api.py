@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import netcfg
-from netcfg.layers import base
+from netcfg.layers import _registry
 from tests.export.helpers import ROOT, write_weights
 
 
@@ -42,7 +42,7 @@ def test_readme_custom_layer_example_runs(tmp_path, monkeypatch):
     readme = (ROOT / "README.md").read_text()
     block = re.search(r"```python\n(.*?)```", readme[readme.index("## Python API"):], re.S).group(1)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(base, "_REGISTRY", dict(base.registry()))  # the example's layer type goes with the test
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry.registry()))  # the example's layer type goes with the test
     printed = io.StringIO()
     scope: dict = {}
     with contextlib.redirect_stdout(printed):

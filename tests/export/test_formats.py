@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 import netcfg
 from netcfg.exporting.deploy import DeployModule
-from netcfg.layers.base import registry
+from netcfg.layers._registry import registry
 from netcfg.net import Net
 from tests.export.helpers import (
     ROOT,

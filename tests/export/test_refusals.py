@@ -12,7 +12,7 @@ from torch import nn
 
 import netcfg
 from netcfg.errors import NetcfgError
-from netcfg.layers import base
+from netcfg.layers import _registry
 from netcfg.layers.base import Blob, LayerSpec
 from tests.cli import netcfg as netcfg_cli
 from tests.export.helpers import ROOT, spec_of, write_weights
@@ -55,7 +55,7 @@ layers:
 
 @pytest.fixture
 def sorting_net(tmp_path, monkeypatch):
-    monkeypatch.setitem(base._REGISTRY, "NumpySort", NumpySort)  # registered for this test only
+    monkeypatch.setitem(_registry._REGISTRY, "NumpySort", NumpySort)  # registered for this test only
     path = tmp_path / "sorting.yaml"
     path.write_text(SORTING_NET)
     return path, write_weights(spec_of(SORTING_NET), tmp_path / "sorting.safetensors")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from netcfg.layers.base import registry
+from netcfg.layers._registry import registry
 from netcfg.net import Net
 from tests.test_registry import BATCH, graph_of
 

@@ -8,7 +8,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from netcfg.errors import ConfigErrors
-from netcfg.layers.base import Blob, lookup
+from netcfg.layers.base import Blob
+from netcfg.layers._registry import lookup
 from netcfg.net import build_graph, build_net
 from netcfg.net.spec import net_from_source
 from netcfg.source import parse_yaml

@@ -7,7 +7,8 @@ import torch
 from torch.nn import functional as F
 
 from netcfg.errors import ConfigErrors
-from netcfg.layers.base import Blob, LayerSpec, lookup
+from netcfg.layers.base import Blob, LayerSpec
+from netcfg.layers._registry import lookup
 from netcfg.net import build_graph, build_net
 from netcfg.net.spec import net_from_source
 from netcfg.source import parse_yaml

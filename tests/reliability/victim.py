@@ -92,7 +92,7 @@ def serve() -> None:
     import netcfg.cli.progress  # noqa: F401
     import torch._dynamo  # noqa: F401  (torch.optim imports it on the first optimizer: 1-2 s)
     from netcfg.data.spec import source_types
-    from netcfg.layers.base import registry
+    from netcfg.layers._registry import registry
 
     registry()
     source_types()

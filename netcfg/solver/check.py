@@ -8,6 +8,7 @@ from netcfg.data.loader import BatchLoader
 from netcfg.data.split import load_source
 from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 from netcfg.net import Graph, build_graph
+from netcfg.solver.keep import best_metric_errors
 from netcfg.solver.spec import SolverSpec
 
 __all__ = ["check_solver", "checked_loader", "match_inputs", "check_batches", "check_labels", "nothing_to_train"]
@@ -160,6 +161,8 @@ def check_solver(spec: SolverSpec) -> dict[str, Graph]:
             continue
         if phase == "TRAIN":
             errors += [spec.locate(x) for x in nothing_to_train(spec, graphs[phase])]
+        else:
+            errors += [spec.locate(x) for x in best_metric_errors(spec, graphs[phase])]
         if ds is None:
             continue
         try:

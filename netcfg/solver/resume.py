@@ -14,6 +14,7 @@ from pathlib import Path
 
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.solver.checkpoint import CheckpointError
+from netcfg.solver.keep import Best
 from netcfg.solver.lr_policy import POLICIES, spec_learning_rate
 from netcfg.solver.rundir import resolved_config
 from netcfg.solver.snapshot import read_snapshot
@@ -33,6 +34,7 @@ def training_state(solver) -> dict:
         "losses": [float(v) for v in solver.losses],
         "seconds": solver._seconds,
         "world_size": solver.dist.world_size,  # data position and dropout are rank 0's
+        "best": solver.best.as_state() if solver.best is not None else None,  # snapshot_best's value so far
     }
 
 
@@ -71,6 +73,9 @@ def restore(solver, path: Path, *, force: bool = False) -> None:
     if solver._deferred is not None:
         solver._deferred.restart(solver.iter)
     solver._seconds = float(tree.get("seconds", 0.0))
+    solver.best = Best.resumed(spec, tree.get("best"), solver.run, solver.iter)
+    if solver.best is not None and solver.best.value is not None:
+        solver.log(f"best {solver.best.metric} so far {solver.best.value:.4f} at iteration {solver.best.iter}")
     solver.run.write_config()
     solver.log(f"Resumed from {path} at iteration {solver.iter}")
 

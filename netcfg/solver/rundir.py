@@ -13,6 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
+import safetensors
 
 from netcfg.errors import ConfigError
 from netcfg.solver.checkpoint import WriteError, atomic_write_bytes
@@ -27,7 +28,8 @@ _SAFE = re.compile(r"[\s/\\\x00]+")  # spaces, path separators
 # what a run that stopped before its first metric leaves, and a new run may take over
 _RUN_FILES = {"config.yaml", "train.log", LOCK_NAME}
 # keys a resumed run may change without being asked to confirm
-_MAY_CHANGE = {"max_iter", "display", "snapshot", "test_interval", "test_iter", "device", "weights"}
+_MAY_CHANGE = {"max_iter", "display", "snapshot", "snapshot_keep", "snapshot_best", "test_interval", "test_iter",
+               "device", "weights"}
 
 
 def config_diff(old, new, path: str = "") -> list[str]:
@@ -221,6 +223,10 @@ class RunDir:
         base = f"{self.prefix}_iter_{it}"  # not with_suffix(): a prefix may hold dots ("lenet.v2")
         return self.path / f"{base}.safetensors", self.path / f"{base}.solverstate"
 
+    def best_paths(self) -> tuple[Path, Path]:
+        """The best snapshot's pair (``snapshot_best``), replaced as the metric improves."""
+        return self.path / f"{self.prefix}_best.safetensors", self.path / f"{self.prefix}_best.solverstate"
+
     def latest_snapshot(self, before: int | None = None) -> Path | None:
         """The newest complete snapshot (its .solverstate exists) in this run,
         of an iteration below ``before`` if given."""
@@ -229,24 +235,48 @@ class RunDir:
 
 
 def later_snapshots(state: Path) -> list[Path]:
-    """The .solverstate files beside ``state`` (``<prefix>_iter_<N>.solverstate``) of its
+    """The .solverstate files beside ``state`` (``<prefix>_iter_<N>`` or ``<prefix>_best``) of its
     prefix and a higher iteration, in iteration order."""
-    m = _STATE.fullmatch(state.name)
-    if m is None:
+    m = _STATE.fullmatch(state.name) or _BEST.fullmatch(state.name)
+    it = int(m.group(2)) if m and m.re is _STATE else best_iteration(state) if m else None
+    if it is None:
         return []
-    return [p for it, p in snapshot_states(state.parent, m.group(1), complete=False) if it > int(m.group(2))]
+    return [p for n, p in snapshot_states(state.parent, m.group(1), complete=False) if n > it]
 
 
 def newest_snapshot(directory: Path) -> Path | None:
-    """The .solverstate of the highest iteration in ``directory`` whose weights file exists.
+    """The complete snapshot (.solverstate with its weights) of the highest iteration in ``directory``.
 
     Both files are renamed into place whole (weights first), so a state file found
-    here is complete; a kill in the middle of a write leaves only a ``*.tmp-<pid>``."""
-    found = snapshot_states(Path(directory))
-    return found[-1][1] if found else None
+    here is complete; a kill in the middle of a write leaves only a ``*.tmp-<pid>``.
+    A ``<prefix>_best`` snapshot counts at the iteration it was written (its weights'
+    metadata): it is taken only when it is newer than every ``<prefix>_iter_<N>`` (a
+    test came after the last periodic snapshot), so a run directory always stands for
+    where the run got to, never for an earlier best."""
+    found = [(it, 1, p) for it, p in snapshot_states(Path(directory))]  # a tie: the periodic one
+    for p in Path(directory).glob("*_best.solverstate"):
+        it = best_iteration(p) if _BEST.fullmatch(p.name) else None
+        if it is not None:
+            found.append((it, 0, p))
+    return max(found)[2] if found else None
+
+
+def best_iteration(state: Path) -> int | None:
+    """The iteration of a ``<prefix>_best`` snapshot, from its weights' metadata; None when
+    the pair is not complete or the weights file is not readable."""
+    weights = state.with_suffix(".safetensors")
+    if not state.is_file() or not weights.is_file():
+        return None
+    try:
+        with safetensors.safe_open(str(weights), framework="pt") as f:
+            it = (f.metadata() or {}).get("iter", "")
+    except Exception:  # safetensors raises its own error types for a bad header: not a snapshot
+        return None
+    return int(it) if it.isdigit() else None
 
 
 _STATE = re.compile(r"(.+)_iter_(\d+)\.solverstate")
+_BEST = re.compile(r"(.+)_best\.solverstate")
 
 
 def snapshot_states(directory: Path, prefix: str | None = None, *, complete: bool = True) -> list[tuple[int, Path]]:

@@ -24,6 +24,7 @@ import torch
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.solver import distributed
 from netcfg.solver.evaluate import sum_outputs
+from netcfg.solver.keep import Best, keep_best, prune_snapshots
 from netcfg.solver.interrupt import Interrupted, StopAfterIteration, Terminated
 from netcfg.solver.iteration import autocast, train_step
 from netcfg.solver.layout import to_layout
@@ -74,6 +75,7 @@ class Solver:
         self._in_train_mode = False  # net.train() (and frozen BatchNorm in eval) done for this step()
         self.last_test: dict[str, float] = {}
         self._seconds = 0.0  # training time of earlier sessions (resume)
+        self.best = Best.of(spec)  # snapshot_best's value so far; a resume restores it
         with self.dist.together():  # torchrun: a rank that fails here stops every rank, a common error printed once
             build(self, spec, deferred_check)  # nets, data, optimizer, weights (setup.py)
         self._ddp = self.dist.wrap(self.net)  # torchrun: gradients averaged over the ranks
@@ -147,7 +149,7 @@ class Solver:
             self._ctrl_c = ctrl_c
             while self.iter < stop:
                 if s.test_interval and self.iter % s.test_interval == 0 and (self.iter > 0 or s.test_initialization):
-                    self.test()
+                    self._test_phase()
                 # what a Ctrl-C inside the step rolls back, so the snapshot resumes exactly
                 self._undo = self._iteration_start()
                 if self._deferred is not None:
@@ -233,7 +235,7 @@ class Solver:
             if s.display and self.iter % s.display == 0 and self.losses:
                 self.log(f"Iteration {self.iter}, loss = {float(sum(self.losses) / len(self.losses)):.4f}")
             if s.test_interval and self.iter % s.test_interval == 0 and self.test_net is not None:
-                self.test()
+                self._test_phase()
         except KeyboardInterrupt as e:
             self._roll_back_iteration()
             by = self._ctrl_c.by or ("SIGTERM" if isinstance(e, Terminated) else "Ctrl-C")
@@ -269,6 +271,13 @@ class Solver:
                  + ", ".join(f"{k} = {v:.4f}" for k, v in results.items()))
         return results
 
+    def _test_phase(self) -> None:
+        """A test of the training loop; with ``snapshot_best``, the best snapshot follows it."""
+        rng = capture_rng(self.device) if self.best is not None else None
+        results = self.test()
+        if self.best is not None:
+            keep_best(self, results, rng)
+
     def _record(self, rec: dict) -> None:
         """One metrics.jsonl record, mirrored to TensorBoard when it is on."""
         self.run.metric(rec)
@@ -288,6 +297,10 @@ class Solver:
             return self.run.snapshot_paths(self.iter)[0]
         weights, state = write_snapshot(self.run, self.iter, self.net, resolved_config(self.spec), self.state())
         self.log(f"Snapshotting to {weights} and {state.name}")
+        if self.spec.snapshot_keep:  # only now that the new snapshot is complete
+            removed = prune_snapshots(self.run, self.iter, self.spec.snapshot_keep)
+            if removed:
+                self.log(f"Removed {', '.join(p.stem for p in removed)} (snapshot_keep: {self.spec.snapshot_keep})")
         return weights
 
     def restore(self, path: str | Path, *, force: bool = False) -> None:

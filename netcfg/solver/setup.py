@@ -16,6 +16,7 @@ from netcfg.net import Net, build_graph
 from netcfg.solver.check import checked_loader, nothing_to_train
 from netcfg.solver.finite import DeferredCheck
 from netcfg.solver.freeze import freeze
+from netcfg.solver.keep import best_metric_errors
 from netcfg.solver.layout import use_channels_last
 from netcfg.solver.memory import check_memory
 from netcfg.solver.optim import make_optimizer, param_groups
@@ -38,7 +39,7 @@ def build(solver: Solver, spec: SolverSpec, deferred_check: bool | None) -> None
     net_spec = spec.net_spec
     train_graph = build_graph(net_spec, "TRAIN", spec.train_stages)
     test_graph = build_graph(net_spec, "TEST", spec.test_stages) if spec.data.test is not None else None
-    idle = nothing_to_train(spec, train_graph)
+    idle = nothing_to_train(spec, train_graph) + best_metric_errors(spec, test_graph)
     if idle:
         raise ConfigErrors([spec.locate(e) for e in idle])
     check_memory(spec, train_graph, test_graph, solver.device)  # before any weight is allocated

@@ -26,10 +26,11 @@ from netcfg.solver.rundir import config_diff
 from netcfg.source import to_yaml
 
 __all__ = ["save_weights", "load_weights", "copy_weights", "WeightsReport", "net_config_of", "write_snapshot",
-           "read_snapshot", "check_state", "TORCH_SUFFIXES", "NET_KEY", "STAGES_KEY"]
+           "read_snapshot", "check_state", "TORCH_SUFFIXES", "NET_KEY", "STAGES_KEY", "BEST_KEY"]
 
 NET_KEY = "netcfg.net"  # metadata: the resolved net config, YAML
 STAGES_KEY = "netcfg.stages"  # metadata of a snapshot: JSON {"TRAIN": train_stages, "TEST": test_stages}
+BEST_KEY = "netcfg.best"  # metadata of a <prefix>_best snapshot: JSON {"metric", "mode", "value", "iter"}
 
 
 def save_weights(path: Path, net: nn.Module, net_config: dict, *, extra: dict[str, str] | None = None) -> None:
@@ -172,21 +173,37 @@ def describe(meta: dict[str, str]) -> str:
     return json.dumps({k: v for k, v in meta.items() if k != NET_KEY})
 
 
-def write_snapshot(run, it: int, net: nn.Module, config: dict, state: dict) -> tuple[Path, Path]:
+def write_snapshot(run, it: int, net: nn.Module, config: dict, state: dict, *, best: dict | None = None) -> tuple[Path, Path]:
     """Weights first, then the solver state: a state file always has its weights. A failed
-    write (disk full) names the previous snapshot, which it leaves intact."""
-    weights, state_path = run.snapshot_paths(it)
+    write (disk full) names the previous snapshot, which it leaves intact.
+
+    ``best`` (``Best.as_state()``): write the ``<prefix>_best`` pair instead. Its old state
+    goes first, so that a kill between the two renames leaves weights without a state (not
+    resumable), never a state beside the weights of another iteration."""
+    weights, state_path = run.best_paths() if best is not None else run.snapshot_paths(it)
     try:
         # the stages say which layers the run's nets had: an export of the snapshot alone needs them
         stages = {"TRAIN": config.get("train_stages", []), "TEST": config.get("test_stages", [])}
-        save_weights(weights, net, config["net"], extra={"iter": str(it), STAGES_KEY: json.dumps(stages)})
+        extra = {"iter": str(it), STAGES_KEY: json.dumps(stages)}
+        if best is not None:
+            extra[BEST_KEY] = json.dumps(best)
+            try:
+                state_path.unlink(missing_ok=True)
+            except OSError as e:
+                raise WriteError(state_path, e) from None
+        save_weights(weights, net, config["net"], extra=extra)
         save_tree(state_path, state, metadata={"solver": run.config_text(), "weights": weights.name})
     except WriteError as e:
+        if best is not None:
+            e.note = f"; the best snapshot of iteration {it} was not written"
+            raise
         last = run.latest_snapshot(before=it)
         e.note = (f"; the snapshot of iteration {it} was not written, the previous one is intact: {last}" if last
                   else f"; the snapshot of iteration {it} was not written")
         raise
-    run.metric({"event": "snapshot", "iter": it, "weights": weights.name, "state": state_path.name})
+    record = {"event": "best", **{k: best[k] for k in ("metric", "mode", "value")}} if best is not None \
+        else {"event": "snapshot"}
+    run.metric({**record, "iter": it, "weights": weights.name, "state": state_path.name})
     return weights, state_path
 
 
@@ -208,7 +225,10 @@ def read_snapshot(path: Path, net: nn.Module, config: dict, *,
     name = meta.get("weights", path.stem + ".safetensors")
     if not name or set(name) & {"/", "\\", "\0"} or name.strip(".") == "":
         raise CheckpointError(path, f"names its weights file {name!r}, which is not a file name beside it")
-    copy_weights(net, path.with_name(name), strict=True)
+    report = copy_weights(net, path.with_name(name), strict=True)
+    if report.iteration is not None and report.iteration != tree["iter"]:  # a pair cut short between its writes
+        raise CheckpointError(path, f"is the state of iteration {tree['iter']}, but its weights {name} are of "
+                                    f"iteration {report.iteration}: the pair does not belong together")
     return tree, diffs, old if isinstance(old, dict) else None
 
 
@@ -236,6 +256,11 @@ def check_state(tree, path: Path) -> None:
     want("losses", isinstance(tree.get("losses"), list)
          and all(isinstance(v, number) and not isinstance(v, bool) for v in tree["losses"]), "a list of losses")
     want("seconds", isinstance(tree.get("seconds", 0.0), number), "a number")
+    best = tree.get("best")
+    want("best", best is None or (isinstance(best, dict) and isinstance(best.get("metric"), str)
+                                  and best.get("mode") in ("max", "min")
+                                  and (best.get("value") is None or isinstance(best["value"], number))),
+         "a best test value")
     ranks = [tree.get("world_size", 1)] + ([data.get("world_size", 1)] if isinstance(data, dict) else [])
     want("world_size", all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks),
          "a number of processes")

@@ -24,7 +24,7 @@ from netcfg.overrides import FlagOverride, apply_overrides
 from netcfg.source import Source, document_kind, load_yaml
 from netcfg.spec import Spec, validate
 
-__all__ = ["SolverSpec", "load_solver", "solver_from_source", "OPTIMIZERS"]
+__all__ = ["SolverSpec", "BestSpec", "load_solver", "solver_from_source", "OPTIMIZERS"]
 
 OPTIMIZERS = ("SGD", "Nesterov", "Adam", "AdamW", "RMSProp", "AdaGrad", "AdaDelta")
 # which of momentum/momentum2/rms_decay each optimizer reads (delta: all but SGD/Nesterov)
@@ -40,6 +40,13 @@ class LogSpec(Spec):
 
     tensorboard: bool = Field(False, description="also write TensorBoard scalars to <run>/tensorboard "
                               "(needs the tensorboard package: pip install 'netcfg[tensorboard]')")
+
+
+class BestSpec(Spec):
+    """Which test result marks the best snapshot (``snapshot_best``)."""
+
+    metric: str = Field(..., min_length=1, description="a scalar output of the TEST net (accuracy, loss, ...)")
+    mode: Literal["max", "min"] = Field(..., description="max: higher is better (accuracy); min: lower (loss)")
 
 
 class SolverSpec(Spec):
@@ -77,6 +84,10 @@ class SolverSpec(Spec):
     snapshot: int = Field(0, ge=0, description="write a snapshot every N iterations (0: only at the end)")
     snapshot_prefix: str | None = Field(None, min_length=1, description="snapshot file names start with this")
     snapshot_after_train: bool = Field(True, description="write a snapshot when training ends")
+    snapshot_keep: int | None = Field(None, ge=1, description="keep only the N newest <prefix>_iter_<N> snapshots, "
+                                      "deleting older ones once a new one is written (default: keep all, as Caffe)")
+    snapshot_best: BestSpec | None = Field(None, description="after each test, write <prefix>_best.safetensors and "
+                                           ".solverstate when {metric: NAME, mode: max|min} improved")
     # engine
     random_seed: int = Field(1, ge=0, le=2**64 - 1, description="seeds weights, data order and dropout; a CPU run repeats bit for bit")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto, cpu, cuda, cuda:N")
@@ -141,6 +152,9 @@ def cross_checks(s: SolverSpec) -> list[ConfigError]:
         if key in s.model_fields_set and s.lr_policy not in readers:
             errs.append(ConfigError(f"lr_policy {s.lr_policy} does not use {key}", (key,),
                                     hint=f"{key} is read by lr_policy {', '.join(readers)}; remove it, or change lr_policy"))
+    if s.snapshot_best is not None and not s.test_interval:
+        errs.append(ConfigError("snapshot_best is set but the run never tests (test_interval is 0)", ("snapshot_best",),
+                                hint="set test_interval: N (and data.test), or remove snapshot_best"))
     if "warmup_start" in s.model_fields_set and not s.warmup_iter:
         errs.append(ConfigError("warmup_start is set but warmup_iter is not", ("warmup_start",),
                                 hint="add warmup_iter: N (iterations of warm-up), or remove warmup_start"))

@@ -62,18 +62,21 @@ class Source:
     positions: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
     key_positions: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
     overridden: dict[KeyPath, str] = field(default_factory=dict)  # path -> "--set a.b=v"
+    # where this document sits in the one --set keys address (a solver's net: ("net",)), so an
+    # error a --set caused shows the key path as typed: net.layers[6].num_output
+    set_prefix: KeyPath = ()
 
     def locate(self, err: ConfigError, *, at_key: bool = False) -> ConfigError:
         """Fill in file:line:col for ``err`` from the longest known prefix of its path
         (or name the ``--set`` that wrote the value there)."""
-        if err.line is not None:
-            return err
+        if err.line is not None or err.file in self.overridden.values():
+            return err  # located already (a --set has no line)
         if err.file and err.file != self.file and err.file not in err.message:
             err.message = f"{err.file}: {err.message}"  # a data file (an image) without lines: kept in the text
         path = err.path
         for n in range(len(path), 0, -1):
             if path[:n] in self.overridden:
-                err.file = self.overridden[path[:n]]
+                err.file, err.path = self.overridden[path[:n]], self.set_prefix + path
                 return err
         err.file = self.file
         table = self.key_positions if at_key else self.positions
@@ -88,6 +91,15 @@ class Source:
 
     def relocate_all(self, errors: list[ConfigError]) -> list[ConfigError]:
         return [self.locate(e) for e in errors]
+
+    def under(self, key: str) -> Source:
+        """The mapping at ``key`` as a document of its own (a run's config.yaml inlines its
+        net), its keys still located in this file and its --set keys still named."""
+        def strip(table: dict) -> dict:
+            return {k[1:]: v for k, v in table.items() if k[:1] == (key,)}
+
+        return Source(self.file, self.data[key], strip(self.positions), strip(self.key_positions),
+                      strip(self.overridden), self.set_prefix + (key,))
 
 
 def document_kind(data: Any) -> str | None:

@@ -47,7 +47,7 @@ def expand(
         if not isinstance(net, dict):
             raise src.locate(ConfigError("this is a solver file; expand the net file it names", ("net",),
                                          hint=f"netcfg expand {os.path.normpath(read.parent / str(net))}"))
-        src = _inline_net(src)
+        src = src.under("net")
     if check:
         from netcfg.net.spec import net_from_source
 
@@ -58,18 +58,6 @@ def expand(
     else:
         write_output(output, text, inputs=(file,))
         typer.echo(f"wrote {output}")
-
-
-def _inline_net(src):
-    """The ``net:`` mapping of a solver (a run's config.yaml inlines its net) as a Source of
-    its own, its keys still located in the solver's file."""
-    from netcfg.source import Source
-
-    def under_net(table: dict) -> dict:
-        return {k[1:]: v for k, v in table.items() if k[:1] == ("net",)}
-
-    return Source(src.file, src.data["net"], under_net(src.positions), under_net(src.key_positions),
-                  under_net(src.overridden))
 
 
 def _header(file: Path, read: Path, overrides: list[str]) -> str:

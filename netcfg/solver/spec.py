@@ -208,10 +208,7 @@ def solver_from_source(src: Source, base_dir: Path) -> SolverSpec:
 
 def _load_net(spec: SolverSpec, src: Source, base_dir: Path) -> NetSpec:
     if isinstance(spec.net, dict):  # inline (a run's config.yaml): positions are in this file
-        sub = Source(src.file, spec.net,
-                     {k[1:]: v for k, v in src.positions.items() if k[:1] == ("net",)},
-                     {k[1:]: v for k, v in src.key_positions.items() if k[:1] == ("net",)})
-        return net_from_source(sub)
+        return net_from_source(src.under("net"))
     path = Path(spec.net).expanduser()
     path = path if path.is_absolute() else base_dir / path
     try:

@@ -7,15 +7,13 @@ the paths it wrote, so errors later found there name the ``--set`` instead of a 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
-from pathlib import Path
 
 from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 from netcfg.source import Source, parse_yaml
 
-__all__ = ["FlagOverride", "apply_overrides"]
+__all__ = ["FlagOverride", "apply_net_sets", "apply_overrides"]
 
 # an override a CLI option of its own makes (--device cuda: ("device", "cuda", "--device")):
 # the value is taken as is, not read as YAML (a path may hold ' #'), and errors name the option
@@ -33,75 +31,105 @@ def apply_overrides(src: Source, overrides: str | Iterable[str | FlagOverride]) 
     A list index is a number (``layers.2.num_output=64``); for lists of named
     mappings, the name works too (``layers.conv1.num_output=64``). Errors later
     found in an overridden value point at its ``--set``, not at the file.
+
+    On a solver, ``net.KEY=...`` sets KEY in the net it names once every other key is set
+    (so after a ``net=other.yaml``): in the inline net, or, when ``net:`` is a file, in that
+    file's data as the solver reads it (``src.net_sets``, see ``apply_net_sets``).
     """
-    errors = []
-    for text in [overrides] if isinstance(overrides, str) else overrides:
-        if isinstance(text, tuple):
-            key, value, where = text
-            parts = key.split(".")
+    errors: list[ConfigError] = []
+    net_keys = []
+    for item in [overrides] if isinstance(overrides, str) else overrides:
+        parsed = _parse(item, errors)
+        if parsed is None:
+            continue
+        if parsed[0][0] == "net" and len(parsed[0]) > 1 and isinstance(src.data, dict) and "layers" not in src.data:
+            net_keys.append(parsed)
         else:
-            where = f"--set {text}"
-            if "=" not in text:
-                errors.append(ConfigError("expected KEY=VALUE", file=where, hint="e.g. --set base_lr=0.01"))
-                continue
-            key, _, value_text = text.partition("=")
-            parts = _INDEX.sub(r".\1", key.strip()).split(".")  # layers[2].x, as errors print paths: layers.2.x
-            if not all(_KEY.fullmatch(p) for p in parts):
-                errors.append(ConfigError(f"bad key path '{key}'", file=where,
-                                          hint="dotted names and list indices, e.g. layers.conv1.num_output "
-                                               "or layers[0].num_output"))
-                continue
-            try:
-                value = parse_yaml(f"v: {value_text}", where).data["v"]
-            except ConfigErrors as e:  # a tag or a duplicate key: refused, as in a file
-                errors += [ConfigError(x.message, file=where, hint=x.hint) for x in e.errors]
-                continue
-            except ConfigError:
-                value = value_text  # not valid YAML on its own: take it as a plain string
-        node = src.data
-        path: list[str | int] = []
-        created: tuple | None = None  # the first key this --set adds: what is missing under it is the --set's
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            if isinstance(node, list):
-                idx = _list_index(node, part)
-                if idx is None:
-                    errors.append(ConfigError(f"no item '{part}' in {'.'.join(parts[:i])}", file=where,
-                                              hint=_list_hint(node, part)))
-                    break
-                path.append(idx)
-                if last:
-                    node[idx] = value
-                else:
-                    node = node[idx]
-            elif isinstance(node, dict):
-                path.append(part)
-                if part not in node and created is None:
-                    created = tuple(path)
-                if last:
-                    node[part] = value  # unknown keys are caught by the schema, with a hint
-                else:
-                    node = node.setdefault(part, {})
-            else:
-                errors.append(ConfigError(f"'{'.'.join(parts[:i])}' is a value ({node!r}), not a mapping or list",
-                                          file=where, hint=_net_file_hint(src, path, node, parts[i:], where)))
-                break
+            _set(src, *parsed, errors)
+    for parts, value, where in net_keys:
+        net = src.data.get("net")
+        if isinstance(net, str):
+            src.net_sets.append((parts[1:], value, where))
+        elif "net" not in src.data:
+            errors.append(ConfigError(f"this solver names no net to set {'.'.join(parts[1:])} in", ("net",), file=where,
+                                      hint="name it in the solver file with net: NET.yaml, or add --set net=NET.yaml"))
         else:
-            src.overridden[created or tuple(path)] = where
+            _set(src, parts, value, where, errors)
     if errors:
         raise ConfigErrors(errors)
     return src
 
 
-def _net_file_hint(src: Source, path: list, node: object, rest: list[str], where: str) -> str | None:
-    """For ``net.layers...`` on a solver whose ``net:`` names a file: where such a key can be set."""
-    if path != ["net"] or not isinstance(node, str):
+def apply_net_sets(solver: Source, net: Source) -> Source:
+    """Apply a solver's ``net.KEY=...`` overrides to ``net``, the net file its ``net:`` names;
+    their errors name the ``--set`` as typed, with the key path under ``net``."""
+    errors: list[ConfigError] = []
+    net.set_prefix = ("net",)
+    for parts, value, where in solver.net_sets:
+        _set(net, parts, value, where, errors)
+    if errors:
+        raise ConfigErrors(errors)
+    return net
+
+
+def _parse(item: str | FlagOverride, errors: list[ConfigError]) -> tuple[list[str], object, str] | None:
+    """(key parts, value, what errors name) of one override; None, with its error added, if bad."""
+    if isinstance(item, tuple):
+        key, value, where = item
+        return key.split("."), value, where
+    where = f"--set {item}"
+    if "=" not in item:
+        errors.append(ConfigError("expected KEY=VALUE", file=where, hint="e.g. --set base_lr=0.01"))
         return None
-    net_file = os.path.normpath(Path(src.file).parent / node)
-    value = where.partition("=")[2] if where.startswith("--set ") else "VALUE"
-    return (f"this solver's net is the file {net_file}: change it there, check it alone with "
-            f"`netcfg check {net_file} --set {'.'.join(rest)}={value}`, or set net.{'.'.join(rest)} on a run's "
-            "config.yaml, which holds the net inline")
+    key, _, value_text = item.partition("=")
+    parts = _INDEX.sub(r".\1", key.strip()).split(".")  # layers[2].x, as errors print paths: layers.2.x
+    if not all(_KEY.fullmatch(p) for p in parts):
+        errors.append(ConfigError(f"bad key path '{key}'", file=where,
+                                  hint="dotted names and list indices, e.g. layers.conv1.num_output "
+                                       "or layers[0].num_output"))
+        return None
+    try:
+        return parts, parse_yaml(f"v: {value_text}", where).data["v"], where
+    except ConfigErrors as e:  # a tag or a duplicate key: refused, as in a file
+        errors += [ConfigError(x.message, file=where, hint=x.hint) for x in e.errors]
+        return None
+    except ConfigError:
+        return parts, value_text, where  # not valid YAML on its own: take it as a plain string
+
+
+def _set(src: Source, parts: list[str], value: object, where: str, errors: list[ConfigError]) -> None:
+    """Set ``parts`` to ``value`` in ``src.data`` and remember ``where`` for the paths written;
+    messages show the path from ``src.set_prefix`` on, as the ``--set`` typed it."""
+    shown = [str(p) for p in src.set_prefix]
+    node = src.data
+    path: list[str | int] = []
+    created: tuple | None = None  # the first key this --set adds: what is missing under it is the --set's
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            idx = _list_index(node, part)
+            if idx is None:
+                errors.append(ConfigError(f"no item '{part}' in {'.'.join(shown + parts[:i])}", file=where,
+                                          hint=_list_hint(node, part)))
+                return
+            path.append(idx)
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+        elif isinstance(node, dict):
+            path.append(part)
+            if part not in node and created is None:
+                created = tuple(path)
+            if last:
+                node[part] = value  # unknown keys are caught by the schema, with a hint
+            else:
+                node = node.setdefault(part, {})
+        else:
+            errors.append(ConfigError(f"'{'.'.join(shown + parts[:i])}' is a value ({node!r}), not a mapping or list",
+                                      file=where))
+            return
+    src.overridden[created or tuple(path)] = where
 
 
 def _list_index(items: list, part: str) -> int | None:

@@ -65,6 +65,9 @@ class Source:
     # where this document sits in the one --set keys address (a solver's net: ("net",)), so an
     # error a --set caused shows the key path as typed: net.layers[6].num_output
     set_prefix: KeyPath = ()
+    # a solver's net.KEY=VALUE overrides for a net that is a file: (KEY parts, value, "--set ..."),
+    # applied to that file when it is read (netcfg.overrides.apply_net_sets)
+    net_sets: list[tuple[list[str], Any, str]] = field(default_factory=list)
 
     def locate(self, err: ConfigError, *, at_key: bool = False) -> ConfigError:
         """Fill in file:line:col for ``err`` from the longest known prefix of its path

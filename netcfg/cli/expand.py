@@ -45,8 +45,9 @@ def expand(
     if document_kind(src.data) == "solver":
         net = src.data["net"]
         if not isinstance(net, dict):
+            sets = "".join(f" --set {where.removeprefix('--set net.')}" for _, _, where in src.net_sets)
             raise src.locate(ConfigError("this is a solver file; expand the net file it names", ("net",),
-                                         hint=f"netcfg expand {os.path.normpath(read.parent / str(net))}"))
+                                         hint=f"netcfg expand {os.path.normpath(read.parent / str(net))}{sets}"))
         src = src.under("net")
     if check:
         from netcfg.net.spec import net_from_source

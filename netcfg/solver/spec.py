@@ -1,7 +1,8 @@
 """SolverSpec: the schema of a solver file (Caffe's SolverParameter names), and loading it.
 
 Loading resolves the ``net`` (a path relative to the solver file, or an inline
-net mapping as in a run's ``config.yaml``), validates it, and checks the
+net mapping as in a run's ``config.yaml``; ``--set net.KEY=...`` applies to either),
+validates it, and checks the
 cross-field rules Caffe enforces at run time (a test interval without test data,
 a snapshot without a prefix, a momentum on AdaGrad...) as located errors.
 """
@@ -20,7 +21,7 @@ from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.net.spec import NetSpec, net_from_source
 from netcfg.solver.lr_policy import OPTIONAL, POLICIES
 from netcfg.solver.weights import WeightsField, regex_errors, rule_errors
-from netcfg.overrides import FlagOverride, apply_overrides
+from netcfg.overrides import FlagOverride, apply_net_sets, apply_overrides
 from netcfg.source import Source, document_kind, load_yaml
 from netcfg.spec import Spec, validate
 
@@ -219,7 +220,7 @@ def _load_net(spec: SolverSpec, src: Source, base_dir: Path) -> NetSpec:
         near = sorted(p.name for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
         hint = f"files there: {', '.join(near[:8])}" if near else f"{path.parent} has no .yaml files"
         raise spec.locate(ConfigError(f"net file not found: {path}", ("net",), hint=hint))
-    return net_from_source(load_yaml(path))
+    return net_from_source(apply_net_sets(src, load_yaml(path)))  # with the solver's --set net.KEY=...
 
 
 def load_solver(path: str | Path, overrides: Sequence[str | FlagOverride] = ()) -> SolverSpec:

@@ -18,9 +18,9 @@ from netcfg.net.graph import build_graph
 from netcfg.net.module import Net
 from netcfg.net.spec import NetSpec, net_from_source
 from netcfg.overrides import apply_overrides
-from netcfg.solver.snapshot import NET_KEY, STAGES_KEY, copy_weights, load_weights
+from netcfg.solver.snapshot import STAGES_KEY, copy_weights, stored_net
 from netcfg.solver.weights import resolve_file
-from netcfg.source import document_kind, load_yaml, parse_yaml
+from netcfg.source import document_kind, load_yaml
 
 __all__ = ["EXPORT_KEY", "WEIGHT_SUFFIXES", "NetSource", "load_net_with_weights", "load_weights_into", "read_net"]
 
@@ -56,7 +56,7 @@ def read_net(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> N
     path = Path(path)
     if path.is_dir():
         return _net_in_weights(weights_file(path), overrides)
-    if path.suffix in WEIGHT_SUFFIXES + (".solverstate",):  # a solver state: load_weights names its weights
+    if path.suffix in WEIGHT_SUFFIXES + (".solverstate",):  # a solver state: refused, naming its weights
         return _net_in_weights(path, overrides)
     src = load_yaml(path)
     if overrides:
@@ -70,12 +70,8 @@ def read_net(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> N
 
 
 def _net_in_weights(path: Path, overrides) -> NetSource:
-    _, meta = load_weights(path)
-    if NET_KEY not in meta:
-        raise ConfigError("this .safetensors has no net config in its metadata (it was not written by netcfg)",
-                          file=str(path), hint="give the net file too: load_net_with_weights(weights, net=...), "
-                                               "or `netcfg export NET.yaml --weights FILE`")
-    src = parse_yaml(meta[NET_KEY], f"{path} (metadata {NET_KEY})")
+    src, meta = stored_net(path, hint="give the net file too: load_net_with_weights(weights, net=...), "
+                                      "or `netcfg export NET.yaml --weights FILE`")
     if overrides:
         apply_overrides(src, overrides)
     info = json.loads(meta.get(EXPORT_KEY, "{}"))

@@ -23,10 +23,11 @@ from torch import nn
 from netcfg.errors import ConfigError
 from netcfg.solver.checkpoint import TREE_KEY, CheckpointError, WriteError, atomic_write_bytes, load_tree, save_tree
 from netcfg.solver.rundir import config_diff
-from netcfg.source import to_yaml
+from netcfg.source import Source, parse_yaml, to_yaml
 
-__all__ = ["save_weights", "load_weights", "copy_weights", "WeightsReport", "net_config_of", "write_snapshot",
-           "read_snapshot", "check_state", "TORCH_SUFFIXES", "NET_KEY", "STAGES_KEY", "BEST_KEY"]
+__all__ = ["save_weights", "load_weights", "load_metadata", "stored_net", "copy_weights", "WeightsReport",
+           "net_config_of", "write_snapshot", "read_snapshot", "check_state", "TORCH_SUFFIXES", "NET_KEY", "STAGES_KEY",
+           "BEST_KEY"]
 
 NET_KEY = "netcfg.net"  # metadata: the resolved net config, YAML
 STAGES_KEY = "netcfg.stages"  # metadata of a snapshot: JSON {"TRAIN": train_stages, "TEST": test_stages}
@@ -55,25 +56,44 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     as ``.pt``/``.pth``/``.ckpt``/``.bin``, read with ``torch.load(weights_only=True)``:
     tensors and plain containers only, so a pickle that would run code is refused
     before any of it runs."""
-    path = Path(path)
+    return _read_weights(Path(path), tensors=True)
+
+
+def load_metadata(path: str | Path) -> dict[str, str]:
+    """A weights file's metadata alone, its tensors left unread (a snapshot's net, for a
+    command that only builds it); a state_dict ``.pt`` has none."""
+    return _read_weights(Path(path), tensors=False)[1]
+
+
+def stored_net(path: str | Path, hint: str) -> tuple[Source, dict[str, str]]:
+    """The net config stored in a netcfg ``.safetensors`` (located in its metadata) and the
+    metadata; refused, with ``hint``, for weights that hold none."""
+    meta = load_metadata(path)
+    if NET_KEY not in meta:
+        raise ConfigError("this .safetensors has no net config in its metadata (it was not written by netcfg)",
+                          file=str(path), hint=hint)
+    return parse_yaml(meta[NET_KEY], f"{path} (metadata {NET_KEY})"), meta
+
+
+def _read_weights(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if path.is_dir():
         raise ConfigError("a directory without a snapshot (no <prefix>_iter_<N>.safetensors with its .solverstate)",
                           file=str(path), hint="name a weights file, or a run directory that has snapshots")
     if not path.is_file():
         raise ConfigError("weights file not found", file=str(path))
     if path.suffix.lower() in TORCH_SUFFIXES:
-        return _load_torch(path), {}
+        return (_load_torch(path) if tensors else {}), {}
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            blobs = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except Exception as e:  # safetensors raises its own error types for bad headers
         raise CheckpointError(path, f"not a readable .safetensors weights file ({e}); netcfg reads weights "
                                     f"from .safetensors, or a state_dict in {'/'.join(TORCH_SUFFIXES)}") from None
     if TREE_KEY in meta:  # a .solverstate is a safetensors file too, holding optimizer buffers, not the net's blobs
         raise CheckpointError(path, "is a solver state (what --resume takes), not weights; its weights are "
                                     f"{path.with_suffix('.safetensors')}")
-    return tensors, meta
+    return blobs, meta
 
 
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
@@ -112,7 +132,7 @@ def _load_torch(path: Path) -> dict[str, torch.Tensor]:
 
 def net_config_of(path: str | Path) -> dict:
     """The net config stored in a weights file's metadata."""
-    _, meta = load_weights(path)
+    meta = load_metadata(path)
     if NET_KEY not in meta:
         raise CheckpointError(path, "has no netcfg net config in its metadata (not written by netcfg?)")
     return yaml.safe_load(meta[NET_KEY])

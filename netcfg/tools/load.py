@@ -17,7 +17,7 @@ from netcfg.net.spec import NetSpec, net_from_source
 from netcfg.solver.rundir import run_config
 from netcfg.solver.spec import SolverSpec, solver_from_source
 from netcfg.overrides import apply_overrides
-from netcfg.source import Source, document_kind, load_yaml, parse_yaml
+from netcfg.source import Source, document_kind, load_yaml
 
 __all__ = ["NetFile", "load_net_or_solver", "net_file_source", "pick_device"]
 
@@ -43,14 +43,10 @@ def net_file_source(path: str | Path) -> tuple[Path, Source, dict]:
         file = file.with_suffix(".safetensors")  # its weights, beside it, hold the net
     if file.suffix != ".safetensors":
         return file, load_yaml(file), {}
-    from netcfg.solver.snapshot import NET_KEY, STAGES_KEY, load_weights
+    from netcfg.solver.snapshot import STAGES_KEY, stored_net
 
-    _, meta = load_weights(file)
-    if NET_KEY not in meta:
-        raise ConfigError("this .safetensors has no net config in its metadata (it was not written by netcfg)",
-                          file=str(file), hint="give the net file")
-    stages = json.loads(meta.get(STAGES_KEY, "{}"))  # a training snapshot's: {"TRAIN": [...], "TEST": [...]}
-    return file, parse_yaml(meta[NET_KEY], f"{file} (metadata {NET_KEY})"), stages
+    src, meta = stored_net(file, hint="give the net file")
+    return file, src, json.loads(meta.get(STAGES_KEY, "{}"))  # a training snapshot's: {"TRAIN": [...], "TEST": [...]}
 
 
 def load_net_or_solver(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> NetFile:

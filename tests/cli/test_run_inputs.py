@@ -106,3 +106,44 @@ def test_a_weights_file_is_no_solver(run):
     assert code == 2
     assert err.strip() == (f"{run / 'tiny_iter_4.safetensors'}: error: is a weights file: it holds the net but "
                            f"not the solver (data, lr, ...) (give its run directory, {run})")
+
+
+@pytest.mark.parametrize("command", ["check", "expand", "train"])
+def test_an_error_in_a_set_of_the_inline_net_names_the_set(run, tmp_path, command):
+    # a run's config.yaml holds its net inline: the bad value is the --set's, not the file's line
+    bad = "net.layers.ip1.num_output=0"
+    code, _, err = netcfg(command, run, "--set", bad, *(["--out", tmp_path / "r"] if command == "train" else []))
+    assert code == 2
+    assert err.startswith(f"--set {bad}: error: net.layers[0].num_output: input should be greater than or equal to 1"), err
+
+
+def test_a_snapshot_given_for_its_net_is_not_read_whole(run, monkeypatch):
+    # check, draw, time, expand and export need the stored net: a large model's tensors stay on disk
+    import safetensors
+
+    read: list[str] = []
+    real = safetensors.safe_open
+
+    class Spy:
+        def __init__(self, *args, **kwargs):
+            self.file = real(*args, **kwargs)
+
+        def __enter__(self):
+            self.f = self.file.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.file.__exit__(*exc)
+
+        def get_tensor(self, name):
+            read.append(name)
+            return self.f.get_tensor(name)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    monkeypatch.setattr(safetensors, "safe_open", Spy)
+    for command in (["check"], ["draw"], ["expand"]):
+        code, _, err = netcfg(*command, run / "tiny_iter_4.safetensors")
+        assert code == 0, err
+    assert read == []

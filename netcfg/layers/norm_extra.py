@@ -14,6 +14,7 @@ from netcfg.errors import FieldError, ShapeError
 from netcfg.layers.base import Blob, FillerSpec, LayerSpec, check_float, check_rank
 from netcfg.layers._registry import register
 from netcfg.layers.fillers import fill
+from netcfg.layers.loss import at_least_float32
 
 __all__ = ["Scale", "Bias", "LRN", "AxisAffine", "AcrossChannelLRN", "WithinChannelLRN"]
 
@@ -171,17 +172,13 @@ class Bias(_AxisSpan):
             fill(module.bias, self.filler)
 
 
-def _in_float32(x: torch.Tensor) -> torch.Tensor:
-    """A float16/bfloat16 input (a convolution under autocast) in float32: Caffe squares in float,
-    and activations past 256 square past float16's 65504 (an inf denominator, an output of 0)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
 class AcrossChannelLRN(nn.LocalResponseNorm):
-    """PyTorch's LRN (Caffe's ACROSS_CHANNELS formula), computed in at least float32."""
+    """PyTorch's LRN (Caffe's ACROSS_CHANNELS formula), computed in at least float32: Caffe
+    squares in float, and float16 activations past 256 square past its 65504 (an inf
+    denominator, an output of 0)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(_in_float32(x)).to(x.dtype)
+        return super().forward(at_least_float32(x)).to(x.dtype)
 
 
 class WithinChannelLRN(nn.Module):
@@ -195,7 +192,7 @@ class WithinChannelLRN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Caffe: AVE pooling of the squares, pad (size - 1) / 2, stride 1, padding counted in the mean
         pad = (self.size - 1) // 2
-        x, dtype = _in_float32(x), x.dtype
+        x, dtype = at_least_float32(x), x.dtype  # as AcrossChannelLRN
         if self.spatial_dims == 2:
             mean_sq = F.avg_pool2d(x * x, self.size, 1, pad, count_include_pad=True)
         else:

@@ -35,7 +35,7 @@ def test(
     import_plugins(plugin)
     import tempfile
 
-    from netcfg.errors import ConfigError, NetcfgError
+    from netcfg.errors import ConfigError
     from netcfg.solver import Solver, distributed
     from netcfg.solver.snapshot import copy_weights
     from netcfg.solver.spec import load_solver
@@ -43,21 +43,17 @@ def test(
 
     if weights is None and solver.suffix in (".safetensors", ".solverstate") and (solver.parent / "config.yaml").is_file():
         solver, weights = solver.parent, solver.with_suffix(".safetensors")  # a snapshot, tested with its run's config
-    if weights is None:  # a run directory holds both: test its newest snapshot
-        if not solver.is_dir():
-            raise ConfigError("missing option --weights: the weights to test", file="--weights",
-                              hint="add --weights FILE (or a run directory), or give a run directory as SOLVER "
-                                   "to test its newest snapshot")
-        weights = solver
     overrides = list(set_) + ["max_iter=0", "weights=null"]  # the weights to test are loaded below, once
     if device:
         overrides.append(("device", device, "--device"))
-    try:
+    with distributed.once_per_machine():  # torchrun: a node's ranks read the same files
+        if weights is None:  # a run directory holds both: test its newest snapshot
+            if not solver.is_dir():
+                raise ConfigError("missing option --weights: the weights to test", file="--weights",
+                                  hint="add --weights FILE (or a run directory), or give a run directory as SOLVER "
+                                       "to test its newest snapshot")
+            weights = solver
         spec = load_solver(solver, overrides)
-    except NetcfgError as e:
-        if distributed.env_local_rank() > 0:  # torchrun: a node's ranks read the same files; its rank 0 says it once
-            raise typer.Exit(e.exit_code) from None
-        raise
     spec.data.train = None  # testing reads no training data
     main = distributed.env_rank() == 0  # torchrun: rank 0 prints
     quiet = typer.echo if main and not as_json else (lambda line: None)

@@ -37,7 +37,6 @@ def train(
     a snapshot it could not write); 2 refused before training (bad input, a run
     directory another process trains in); 130 Ctrl-C; 143 SIGTERM (a scheduler's stop)."""
     import_plugins(plugin)
-    from netcfg.errors import NetcfgError
     from netcfg.solver import Interrupted, Solver, distributed
     from netcfg.solver.rundir import RunDir
     from netcfg.solver.spec import load_solver
@@ -47,16 +46,12 @@ def train(
         overrides.append(("device", device, "--device"))
     if weights:
         overrides.append(("weights", str(weights.resolve()), "--weights"))
-    try:
+    with distributed.once_per_machine():  # torchrun: a node's ranks read the same files
         if resume is not None:
             _refuse_with_resume(weights, out)
         spec = load_solver(solver, overrides)
         if resume is not None:
             resume = _snapshot_to_resume(resume, force)
-    except NetcfgError as e:
-        if distributed.env_local_rank() > 0:  # torchrun: a node's ranks read the same files; its rank 0 says it once
-            raise typer.Exit(e.exit_code) from None
-        raise
     from netcfg.cli.progress import training_progress
 
     log_to = []  # the run directory, once made

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from netcfg.errors import ConfigError, NetcfgError, ReportedElsewhere
 
-__all__ = ["ONE_PROCESS", "Distributed", "RankError", "env_local_rank", "env_rank", "launched", "launcher", "rank_seed", "setup", "teardown", "unused_parameters"]
+__all__ = ["ONE_PROCESS", "Distributed", "RankError", "env_local_rank", "env_rank", "launched", "launcher", "once_per_machine", "rank_seed", "setup", "teardown", "unused_parameters"]
 
 CPU = torch.device("cpu")
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -41,6 +41,20 @@ def env_rank() -> int:
 def env_local_rank() -> int:
     """This process's rank on its machine before any set-up (torchrun's LOCAL_RANK), 0 alone."""
     return int(os.environ["LOCAL_RANK"]) if launched() else 0
+
+
+@contextlib.contextmanager
+def once_per_machine():
+    """A command reading its files before the process group exists: a machine's ranks read
+    the same files, so its LOCAL_RANK 0 prints an error they had, and the others stop
+    silently (``ReportedElsewhere``) with its exit code."""
+    try:
+        yield
+    except NetcfgError as e:
+        if env_local_rank() > 0:
+            raise ReportedElsewhere(f"local rank {env_local_rank()}: stopped with the error local rank 0 reports",
+                                    e.exit_code) from None
+        raise
 
 
 def launcher() -> str:

@@ -193,6 +193,9 @@ def test_a_bad_command_line_is_reported_once_not_by_every_rank(tmp_path):
     done = torchrun(tmp_path, str(solver), "--resume", "nowhere")
     assert done.returncode != 0
     assert done.stderr.count("--resume: error: solver state not found: nowhere") == 1
+    done = torchrun(tmp_path, str(solver), command="test")  # netcfg test's own checks too
+    assert done.returncode != 0
+    assert done.stderr.count("--weights: error: missing option --weights") == 1, done.stderr
 
 
 def test_an_error_in_the_set_up_is_printed_once_and_every_rank_stops(tmp_path):

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-
 from netcfg.errors import ConfigError, ConfigErrors, NetcfgError, did_you_mean
 from netcfg.exporting import to_onnx, to_program, to_torchscript, to_weights
 from netcfg.exporting.check import Mismatch, compare, culprit, reason

@@ -69,7 +69,7 @@ def test(
                 s.iter = report.iteration
             for line in report.lines(str(path)):
                 quiet(line)
-            results = s.test(iterations)
+            results = s.test(iterations, iteration_known=report.iteration is not None)
             s.run.close()
         finished = True
     finally:

@@ -252,8 +252,11 @@ class Solver:
 
     # ------------------------------------------------------------ testing
 
-    def test(self, iterations: int | None = None) -> dict[str, float]:
-        """Average every scalar output of the TEST net over the test set (or N batches)."""
+    def test(self, iterations: int | None = None, *, iteration_known: bool = True) -> dict[str, float]:
+        """Average every scalar output of the TEST net over the test set (or N batches).
+
+        ``iteration_known=False`` (weights that are no netcfg snapshot, a state_dict .pt)
+        leaves "Iteration N" out of the log line: 0 would claim an untrained net."""
         if self.test_net is None or self.test_data is None:
             raise ConfigErrors([self.spec.locate(ConfigError("no test data to test on", ("data",), hint="add data.test"))])
         self._settle()  # a deferred NaN check stops here, before testing weights it froze
@@ -267,7 +270,7 @@ class Solver:
         self._record({"event": "test", "iter": self.iter,
                       "epoch": round(self.train_data.epoch_float, 4) if self.train_data else 0.0,
                       **results, "samples": count, "seconds": round(time.perf_counter() - t0, 3)})
-        self.log(f"Iteration {self.iter}, Testing net ({count} samples): "
+        self.log((f"Iteration {self.iter}, Testing net" if iteration_known else "Testing net") + f" ({count} samples): "
                  + ", ".join(f"{k} = {v:.4f}" for k, v in results.items()))
         return results
 

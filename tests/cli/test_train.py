@@ -230,6 +230,12 @@ def test_test_names_the_iteration_of_the_snapshot_it_tests(tmp_path):
                             "--set", "data.test={source: digits, split: test, batch_size: 60, limit: 120}")
     assert code == 0, err
     assert "Iteration 4, Testing net (120 samples)" in out
+    # a state_dict .pt has no iteration: the line leaves it out rather than claim "Iteration 0"
+    torch.save(load_file(tmp_path / "run/tiny_iter_4.safetensors"), tmp_path / "state_dict.pt")
+    code, out, err = netcfg("test", tmp_path / "run/config.yaml", "--weights", tmp_path / "state_dict.pt",
+                            "--set", "data.test={source: digits, split: test, batch_size: 60, limit: 120}")
+    assert code == 0, err
+    assert "\nTesting net (120 samples): loss = " in out and "Iteration" not in out
 
 
 def test_resuming_an_older_snapshot_over_later_ones_needs_force(tmp_path):

@@ -132,6 +132,8 @@ def errors_from_pydantic(
         else:
             msg = e["msg"][0].lower() + e["msg"][1:]
             msg = msg.replace(" after validation", "")  # too_short/too_long: pydantic's jargon
+            if kind == "model_type":  # "or instance of BestSpec": a Python class the file cannot hold
+                msg = msg.split(" or instance of ")[0]
             if "got " not in msg and value not in ([], {}):  # custom errors may name the value already
                 msg += f", got {_show(value)}"
             if kind.endswith(_TYPE_ERRORS):

@@ -40,9 +40,14 @@ def expand(
     from netcfg.tools.load import net_file_source
 
     read, src, _ = net_file_source(file)
+    kind = document_kind(src.data)  # before --set: layers.x=... on a solver file is a wrong key of the solver
     if set_:
         apply_overrides(src, set_)
-    if document_kind(src.data) == "solver":
+    if kind == "solver":
+        for o in set_:  # expand prints the net alone: a key of the solver would be dropped unseen
+            if (key := o.split("=", 1)[0]).split(".")[0] != "net":
+                raise ConfigError(f"{key} would be set in the solver, but expand prints only its net", file=f"--set {o}",
+                                  hint=f"--set net.{o} sets it in the net")
         net = src.data["net"]
         if not isinstance(net, dict):
             sets = "".join(f" --set {where.removeprefix('--set net.')}" for _, _, where in src.net_sets)

@@ -59,9 +59,10 @@ def read_net(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> N
     if path.suffix in WEIGHT_SUFFIXES + (".solverstate",):  # a solver state: refused, naming its weights
         return _net_in_weights(path, overrides)
     src = load_yaml(path)
+    kind = document_kind(src.data)  # before --set: layers.x=... on a solver file is a wrong key of the solver
     if overrides:
         apply_overrides(src, overrides)
-    if document_kind(src.data) == "solver":
+    if kind == "solver":
         from netcfg.solver.spec import solver_from_source
 
         solver = solver_from_source(src, path.resolve().parent)

@@ -53,9 +53,10 @@ def load_net_or_solver(path: str | Path, overrides: list[str] | tuple[str, ...] 
     """The net of ``path``, and the solver too when ``path`` is a solver file (it names a
     ``net`` and has no ``layers``); see ``net_file_source`` for what ``path`` may be."""
     file, src, stages = net_file_source(path)
+    kind = document_kind(src.data)  # before --set: layers.x=... on a solver file is a wrong key of the solver
     if overrides:
         apply_overrides(src, overrides)
-    if document_kind(src.data) == "solver":
+    if kind == "solver":
         solver = solver_from_source(src, file.resolve().parent)
         return NetFile(solver.net_spec, solver, {"TRAIN": solver.train_stages, "TEST": solver.test_stages})
     return NetFile(net_from_source(src), None, stages)

@@ -39,3 +39,21 @@ def test_expand_of_such_a_solver_gives_the_command_that_expands_its_net_with_the
     assert code == 2 and f"(netcfg expand {tmp_path / 'net.yaml'} --set layers.ip1.num_output=24)" in err
     code, out, err = netcfg("expand", tmp_path / "net.yaml", "--set", "layers.ip1.num_output=24")
     assert code == 0 and "num_output: 24" in out, err
+
+
+def test_a_net_key_set_without_net_on_a_run_config_is_one_error_of_the_solver(tmp_path):
+    """layers.ip1... on a run's config.yaml (a solver, net inlined) used to turn it into a broken
+    net file for time, draw and export (a dozen 'unknown key' errors), and expand dropped it."""
+    solver, run = write_solver(tmp_path, MLP, max_iter=2, test=False), tmp_path / "run"
+    assert netcfg("train", solver, "--out", run)[0] == 0
+    bare = ("--set", "layers.ip1.num_output=24")
+    for command in (("time", "-n", "1", "--warmup", "0"), ("draw",), ("export", "-f", "pt", "-w", run)):
+        code, out, err = netcfg(*command[:1], run / "config.yaml", *command[1:], *bare)
+        assert code == 2 and err.count("error:") == 1, (command, err)
+        assert "layers: unknown key 'layers' for SGD optimizer" in err, (command, err)
+    code, out, err = netcfg("expand", run / "config.yaml", *bare)
+    assert code == 2 and out == ""
+    assert ("layers.ip1.num_output would be set in the solver, but expand prints only its net "
+            "(--set net.layers.ip1.num_output=24 sets it in the net)") in err
+    code, out, err = netcfg("expand", run / "config.yaml", "--set", "net.layers.ip1.num_output=24")
+    assert code == 0 and "num_output: 24" in out, err

@@ -29,6 +29,11 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, protect_namespaces=(), strict=True,
                               allow_inf_nan=False)
 
+    @classmethod
+    def unknown_key_hint(cls, key: str) -> str | None:
+        """What to say of an unknown ``key`` when there is more to say than its nearest spelling."""
+        return None
+
     @model_validator(mode="before")
     @classmethod
     def _remember_model(cls, data: Any, info: ValidationInfo) -> Any:
@@ -105,7 +110,7 @@ def errors_from_pydantic(
                 # a layer's type names the layer; a solver's names its optimizer
                 kind_of = "optimizer" if cls.__name__ == "SolverSpec" else "layer"
                 msg += f" for {parent.get('type')} {kind_of}"
-            hint = did_you_mean(str(key), valid, show_all=0) or None
+            hint = (cls.unknown_key_hint(str(key)) if cls else None) or did_you_mean(str(key), valid, show_all=0) or None
             if hint is None and valid:
                 hint = "valid keys: " + ", ".join(valid)
             at_key = True

@@ -109,6 +109,12 @@ class SolverSpec(Spec):
     _dir: Path = PrivateAttr(Path("."))
     _net: NetSpec | None = PrivateAttr(None)
 
+    @classmethod
+    def unknown_key_hint(cls, key: str) -> str | None:
+        if key in NetSpec.model_fields:  # layers: ..., inputs: ... written into the solver, or --set layers.x=...
+            return f"'{key}' is a key of the net, not of the solver: write it in the net, or --set net.{key}..."
+        return None
+
     @field_validator("snapshot_prefix")
     @classmethod
     def _file_name(cls, v: str | None) -> str | None:

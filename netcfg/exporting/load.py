@@ -44,20 +44,24 @@ class NetSource:
 
 
 def weights_file(path: str | Path) -> Path:
-    """``path``, or for a run directory its newest snapshot's weights, as `weights:` and
-    --weights read one (a directory without a snapshot is left for the loader to refuse)."""
+    """``path``; for a run directory its newest snapshot's weights, as `weights:` and
+    --weights read one (a directory without a snapshot is left for the loader to refuse);
+    for a snapshot's ``.solverstate`` the weights beside it, as check, draw and test read
+    it (a state without them is left for the loader to refuse, naming them)."""
     path = Path(path)
-    return resolve_file(str(path), Path.cwd()) if path.is_dir() else path
+    if path.is_dir():
+        return resolve_file(str(path), Path.cwd())
+    if path.suffix == ".solverstate" and path.with_suffix(".safetensors").is_file():
+        return path.with_suffix(".safetensors")
+    return path
 
 
 def read_net(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> NetSource:
     """The net of a net file, of a solver file (or a run's config.yaml), or stored in a
     ``.safetensors`` written by netcfg; ``overrides`` are ``--set`` keys of that net."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() or path.suffix in WEIGHT_SUFFIXES + (".solverstate",):
         return _net_in_weights(weights_file(path), overrides)
-    if path.suffix in WEIGHT_SUFFIXES + (".solverstate",):  # a solver state: refused, naming its weights
-        return _net_in_weights(path, overrides)
     src = load_yaml(path)
     kind = document_kind(src.data)  # before --set: layers.x=... on a solver file is a wrong key of the solver
     if overrides:

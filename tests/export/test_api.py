@@ -70,6 +70,9 @@ def test_solver_snapshot_loads_with_its_weights(tmp_path):
     assert all(torch.equal(p, dict(net.named_parameters())[n]) for n, p in by_dir.named_parameters())
     result = netcfg.export(tmp_path / "run", format="pt")
     assert result.path == weights.with_suffix(".pt") and result.path.is_file()
+    # its .solverstate stands for the snapshot too, as in check, draw and test
+    by_state = netcfg.export(weights.with_suffix(".solverstate"), format="pt", out=tmp_path / "by_state.pt")
+    assert by_state.path.read_bytes() == result.path.read_bytes()
     with pytest.raises(netcfg.ConfigError, match="a directory without a snapshot"):
         netcfg.export(tmp_path, format="pt")  # no snapshot there: said so, not 'not a YAML file'
     for device, words in (("banana", "device 'banana' is not a device PyTorch knows"),

@@ -54,6 +54,7 @@ class Graph:
     blobs: dict[str, Blob]
     losses: dict[str, float]  # top -> loss_weight, nonzero only
     spec: NetSpec | None = None
+    batch_means: dict[str, str] = field(default_factory=dict)  # blob -> the loss or metric layer that averaged it
 
     @property
     def total_params(self) -> int:
@@ -216,7 +217,8 @@ def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | l
         raise ConfigErrors(errors)
     losses = {t: w for n in nodes for t, w in zip(n.tops, n.loss_weights) if w}
     graph = Graph(spec.name, phase, inputs,
-                  nodes, list(available), {k: v for k, v in blobs.items() if v is not None}, losses, spec)
+                  nodes, list(available), {k: v for k, v in blobs.items() if v is not None}, losses, spec,
+                  batch_means)
     _check_memory(graph)
     return graph
 

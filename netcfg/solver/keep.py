@@ -15,12 +15,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import safetensors
-
-from netcfg.errors import ConfigError, did_you_mean
+from netcfg.errors import ConfigError, NetcfgError, did_you_mean
 from netcfg.net import Graph
 from netcfg.solver.rundir import resolved_config, snapshot_states
-from netcfg.solver.snapshot import BEST_KEY, write_snapshot
+from netcfg.solver.snapshot import BEST_KEY, load_metadata, write_snapshot
 from netcfg.solver.spec import SolverSpec
 
 __all__ = ["Best", "keep_best", "prune_snapshots", "reported_scalars", "best_metric_errors"]
@@ -81,9 +79,8 @@ def _best_meta(weights: Path) -> dict | None:
     if not weights.is_file() or not weights.with_suffix(".solverstate").is_file():
         return None
     try:
-        with safetensors.safe_open(str(weights), framework="pt") as f:
-            return json.loads((f.metadata() or {}).get(BEST_KEY, "null"))
-    except Exception:  # safetensors raises its own error types for a bad header; json a ValueError
+        return json.loads(load_metadata(weights).get(BEST_KEY, "null"))
+    except (NetcfgError, ValueError):  # an unreadable header (CheckpointError), bad JSON
         return None
 
 
@@ -108,14 +105,7 @@ def reported_scalars(graph: Graph) -> list[str]:
     """The names a test reports for ``graph`` (a TEST net): its outputs that are means over
     the batch (losses, Accuracy, and what is computed from them only), plus ``loss``, the
     weighted total, when the net has loss weights (``evaluate.sum_outputs``)."""
-    means: set[str] = set()
-    for node in graph.nodes:
-        for t in node.tops:
-            if type(node.spec).reduces_batch or (node.bottoms and all(b in means for b in node.bottoms)):
-                means.add(t)
-            else:
-                means.discard(t)
-    names = [o for o in graph.outputs if o in means]
+    names = [o for o in graph.outputs if o in graph.batch_means]
     return names + ["loss"] if graph.losses and "loss" not in names else names
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import inspect
 import pkgutil
 import signal
 
@@ -55,8 +56,24 @@ def _command_modules() -> list:
     return sorted((m for m in mods if hasattr(m, "register")), key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
+def _paragraphs(doc: str | None) -> str:
+    """A command's docstring with each paragraph on one line, for the terminal to wrap: typer
+    0.2x keeps the line breaks of every paragraph after the first, and a source line's break
+    then falls mid-sentence at any other width."""
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines())
+                       for p in inspect.cleandoc(doc or "").split("\n\n"))
+
+
+def _unwrap_help(t: typer.Typer) -> None:
+    for c in t.registered_commands:
+        c.help = _paragraphs(c.help or (c.callback.__doc__ if c.callback else None))
+    for g in t.registered_groups:
+        _unwrap_help(g.typer_instance)
+
+
 for _module in _command_modules():
     _module.register(app)
+_unwrap_help(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -85,3 +85,15 @@ def test_usage_lines_name_their_arguments_once():
         assert line.split()[-1] == usage, line  # was [[TYPE]]: the metavar carried its own brackets
     result = run_cli("check", "--help")
     assert "solver file" in result.stdout.split("Arguments")[1].split("Options")[0]  # not just "net file"
+
+
+def test_help_paragraphs_are_wrapped_by_the_terminal_not_the_source(monkeypatch):
+    # typer 0.2x keeps a docstring's line breaks after its first paragraph: at 200 columns the
+    # sentence came out as "... it" / "trains" / "with DistributedDataParallel, ..."
+    from tests.cli import run_cli
+
+    monkeypatch.setenv("COLUMNS", "200")
+    lines = [x.strip() for x in run_cli("train", "--help").stdout.splitlines()]
+    assert any(x.startswith("Under torchrun") and x.endswith("see docs/distributed.md.") for x in lines), lines
+    fetch = [x.strip() for x in run_cli("data", "fetch", "--help").stdout.splitlines()]
+    assert any(x.startswith("Files already there") and x.endswith("the solver snippet to stdout.") for x in fetch)

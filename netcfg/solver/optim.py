@@ -20,10 +20,6 @@ Defaults where a hyperparameter is left out (Caffe's, except where noted)::
 
 Known differences from Caffe:
 
-* SGD/Nesterov momentum: Caffe keeps ``v = momentum * v + lr * g`` (the rate
-  folded into the velocity); torch keeps ``v = momentum * v + g`` and steps by
-  ``lr * v``, so a rate change rescales the whole velocity at once instead of
-  fading in. Identical under a constant rate.
 * RMSProp and AdaGrad refuse momentum in Caffe; here RMSProp takes torch's.
 
 Adam: Caffe adds ``delta`` to ``sqrt(v)`` before the bias correction, torch adds its
@@ -32,6 +28,18 @@ each step's ``eps`` to ``delta / sqrt(1 - momentum2 ^ t)``, which is Caffe's upd
 exactly (a fixed ``eps`` would be a delta ``1 / sqrt(1 - momentum2 ^ t)`` times
 smaller: 32x at the first step, for all of the first thousand steps more than 1.25x).
 AdamW keeps torch's fixed ``eps``, as Loshchilov & Hutter's AdamW does.
+
+SGD and Nesterov: Caffe's velocity holds steps, ``v = momentum * v + lr * g; w -= v``;
+torch's holds gradients, ``v = momentum * v + g; w -= lr * v``. The two agree while the
+rate is constant, but at a new rate torch would apply it to the whole velocity at once
+(a step policy's drop to lr / 10 would cut the momentum's share of the next step tenfold)
+where Caffe's old steps fade out at their own rate. ``set_learning_rate`` keeps Caffe's
+rule: at a rate change it rescales torch's velocity by ``old / new`` (for SGD by giving
+that one step the momentum ``momentum * old / new``, which costs nothing; for Nesterov,
+whose step reads the momentum twice, by multiplying the buffers). The rate the velocity
+is scaled for is the group's ``lr`` of the last update, which a snapshot keeps. One case
+is not Caffe's: at a rate of exactly 0 torch does not move, where Caffe coasts on its
+velocity (a warm-up from 0 starts as Caffe would, with an empty velocity).
 
 L1 decay is not a torch option: the optimizer is built with no decay and the
 runner must call ``apply_l1(optimizer, weight_decay)`` after ``backward()`` and
@@ -227,6 +235,9 @@ def make_optimizer(
         for group in optimizer.param_groups:
             group["delta"] = group["eps"]
     zero_momentum(optimizer)
+    if isinstance(optimizer, torch.optim.SGD):  # the solver's momentum; "momentum" is each step's
+        for group in optimizer.param_groups:
+            group["caffe_momentum"] = group["momentum"]
     return optimizer
 
 
@@ -246,12 +257,35 @@ def zero_momentum(optimizer: torch.optim.Optimizer) -> None:
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, it: int | None = None) -> None:
-    """Set every group's rate to ``lr * lr_mult`` (call before each ``step()``); given the
-    update's iteration ``it`` (0-based), Adam's ``eps`` to Caffe's delta at step ``it + 1``."""
+    """Set every group's rate to ``lr * lr_mult`` (call before each ``step()``), carrying an
+    SGD velocity over a rate change as Caffe does; given the update's iteration ``it``
+    (0-based), Adam's ``eps`` to Caffe's delta at step ``it + 1``."""
     for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_mult", 1.0)
+        rate = lr * group.get("lr_mult", 1.0)
+        if group.get("caffe_momentum"):
+            _carry_velocity(optimizer, group, rate)
+        group["lr"] = rate
         if it is not None and "delta" in group:  # Caffe's t = iter + 1 (AdamSolver::ComputeUpdateValue)
             group["eps"] = group["delta"] / math.sqrt(1.0 - group["betas"][1] ** (it + 1))
+
+
+@torch.no_grad()
+def _carry_velocity(optimizer: torch.optim.Optimizer, group: dict, rate: float) -> None:
+    """Rescale ``group``'s velocity from the rate of its last update (its ``lr``) to ``rate``,
+    so that torch's ``w -= rate * v`` takes Caffe's step (the module docstring). A step that
+    fp16's scaler skips leaves the velocity at the old rate while ``lr`` moves on: that one
+    change is then torch's rule, not Caffe's."""
+    momentum, old = group["caffe_momentum"], group["lr"]
+    group["momentum"] = momentum
+    if old == rate or rate == 0:  # at 0 torch stands still; the velocity waits at its old scale
+        return
+    buffers = [optimizer.state[p]["momentum_buffer"] for p in group["params"]]
+    if old == 0:  # Caffe's velocity after steps at rate 0 (a warm-up's first) holds nothing
+        torch._foreach_zero_(buffers)
+    elif group["nesterov"]:  # its step reads the momentum twice: rescale the buffers themselves
+        torch._foreach_mul_(buffers, old / rate)
+    else:  # v = (momentum * old / rate) * v + g is the rescaled velocity's update, at no cost
+        group["momentum"] = momentum * old / rate
 
 
 @torch.no_grad()

@@ -26,8 +26,10 @@ def restore_rng(rng: dict[str, torch.Tensor], device: torch.device) -> None:
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, source: str) -> None:
     """Load the buffers (momentum, Adam's moments) but keep this config's hyperparameters:
-    ``load_state_dict`` alone would bring back the snapshot's, undoing a forced change."""
-    fresh = [{k: v for k, v in g.items() if k not in ("params", "param_names")} for g in optimizer.param_groups]
+    ``load_state_dict`` alone would bring back the snapshot's, undoing a forced change. The
+    rate ``lr`` is the snapshot's, the last update's: ``set_learning_rate`` sets each step's,
+    and rescales an SGD velocity from it (optim.py)."""
+    fresh = [{k: v for k, v in g.items() if k not in ("params", "param_names", "lr")} for g in optimizer.param_groups]
     try:
         optimizer.load_state_dict(state)
     except (ValueError, KeyError, TypeError, IndexError) as e:

@@ -70,7 +70,13 @@ BIAS_MULTS = MLP.replace("num_output: 10, weight_filler: {type: xavier}}",
     {"iter_size": 4, "train": {"batch_size": 8}, "clip_gradients": 0.5, "weight_decay": 0.01,
      "regularization_type": "L1"},
     {"type": "Adam", "base_lr": 0.01, "momentum": 0.9, "momentum2": 0.999, "delta": 0.01, "weight_decay": 0.01},
-], ids=["sgd", "l2", "l1", "nesterov", "iter_size", "clip", "iter_size_clip_l1", "adam"])
+    # a changing rate: Caffe's velocity keeps the old steps at their own rate
+    {"lr_policy": "step", "stepsize": 2, "gamma": 0.1, "weight_decay": 0.01},
+    {"type": "Nesterov", "lr_policy": "step", "stepsize": 2, "gamma": 0.1, "weight_decay": 0.01},
+    {"lr_policy": "inv", "gamma": 0.5, "power": 0.75},
+    {"lr_policy": "multistep", "stepvalue": [2, 4], "gamma": 3.0, "warmup_iter": 2},  # from a rate of 0
+], ids=["sgd", "l2", "l1", "nesterov", "iter_size", "clip", "iter_size_clip_l1", "adam",
+        "step", "nesterov_step", "inv", "warmup_rising"])
 def test_iterations_match_caffes_loop(tmp_path, keys):
     path = write_solver(tmp_path, BIAS_MULTS, test=False, max_iter=STEPS, display=0, **keys)
     # netcfg clips the mean of the iter_size gradients, Caffe their sum: Caffe's threshold is

@@ -169,17 +169,20 @@ def test_defaults_are_caffes():
                        "RMSProp": ["foreach"], "AdaGrad": ["foreach"], "AdaDelta": ["foreach"]}
 
 
-def test_one_lr_change_rescales_torchs_whole_velocity():
-    # the documented difference from Caffe: after a rate change torch applies the
-    # new rate to all of v, Caffe only to the newest gradient
+@pytest.mark.parametrize("type, caffe", [
+    ("SGD", -1.6),  # Caffe: v = 0.5 * 1 + 0.1 * 1 = 0.6, w = -1 - 0.6 (torch alone: -1 - 0.1 * 1.5 = -1.15)
+    ("Nesterov", -1.9),  # Caffe: v = 0.6, step (1 + 0.5) * 0.6 - 0.5 * 1 = 0.4 after the first step's 1.5
+])
+def test_a_rate_change_carries_the_velocity_as_caffe_does(type, caffe):
     w = torch.zeros(1, requires_grad=True)
-    opt = make_optimizer("SGD", [{"params": [w], "lr_mult": 1, "decay_mult": 1}],
-                         base_lr=1.0, momentum=0.5)
+    opt = make_optimizer(type, [{"params": [w], "lr_mult": 1, "decay_mult": 1}], base_lr=1.0, momentum=0.5)
     w.grad = torch.ones(1)
-    opt.step()  # v = 1, w = -1
+    set_learning_rate(opt, 1.0)
+    opt.step()  # v = 1; SGD w = -1, Nesterov w = -(1 + 0.5) * 1
     set_learning_rate(opt, 0.1)
-    opt.step()  # torch: v = 1.5, w -= 0.1 * 1.5; Caffe: v = 0.5 * 1 + 0.1 * 1 = 0.6
-    assert w.item() == pytest.approx(-1.15)
+    opt.step()
+    assert w.item() == pytest.approx(caffe)
+    assert opt.param_groups[0]["caffe_momentum"] == 0.5  # what a snapshot keeps; "momentum" is the step's
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,9 @@ from tests.solver.test_runner import MLP, MLP_DROPOUT, metrics, solve, write_sol
 OPTIMIZERS = {
     "sgd-momentum": dict(type="SGD", base_lr=0.1, momentum=0.9, weight_decay=0.001),
     "adam": dict(type="Adam", base_lr=0.01, weight_decay=0.001),
+    # the rate drops at 3 and 6: the velocity resumed at 5 is scaled for the last update's rate
+    "sgd-step": dict(type="SGD", base_lr=0.1, momentum=0.9, lr_policy="step", stepsize=3, gamma=0.1),
+    "nesterov-step": dict(type="Nesterov", base_lr=0.1, momentum=0.9, lr_policy="step", stepsize=3, gamma=0.1),
 }
 
 

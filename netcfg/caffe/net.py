@@ -78,7 +78,7 @@ def net_from_obj(net: Obj, file: str, given: dict[str, InputShape], default_name
                         "CONVOLUTION), which netcfg does not read", "layers", hint=UPGRADE_HINT)
     notes: list[str] = []
     for key, why in (("force_backward", "netcfg computes the gradients training needs, none for the inputs"),
-                     ("debug_info", "Caffe's per-layer log of blob and gradient norms has no counterpart")):
+                     ("debug_info", "netcfg's solver has the key: debug_info: true in the solver file")):
         if net.get(key):
             notes.append(f"{key}: true is not imported ({why})")
     if net.has("state"):

@@ -36,14 +36,14 @@ _READS = {"SGD": ("momentum",), "Nesterov": ("momentum",), "Adam": ("momentum", 
 # where Caffe's default (momentum 0, delta 1e-8) differs from netcfg's, Caffe's is written out
 _CAFFE_DEFAULTS = {("Adam", "momentum"): 0.0, ("AdaDelta", "momentum"): 0.0, ("AdaDelta", "delta"): 1e-8}
 _COPY = ("base_lr", "lr_policy", "gamma", "power", "stepsize", "stepvalue", "weight_decay", "regularization_type",
-         "max_iter", "iter_size", "display", "average_loss", "test_interval", "test_initialization", "snapshot",
-         "snapshot_after_train")
+         "max_iter", "iter_size", "display", "average_loss", "debug_info", "test_interval", "test_initialization",
+         "snapshot", "snapshot_after_train")
 
 _TRAIN_NET_KEYS = ("net", "net_param", "train_net", "train_net_param")  # Caffe takes exactly one
 # the order of a netcfg solver file (docs/solver-files.md)
 _ORDER = ("data", "type", "base_lr", "momentum", "momentum2", "delta", "rms_decay", "weight_decay",
           "regularization_type", "clip_gradients", "lr_policy", "gamma", "power", "stepsize", "stepvalue", "max_iter",
-          "iter_size", "display", "average_loss", "test_interval", "test_iter", "test_initialization", "snapshot",
+          "iter_size", "display", "average_loss", "debug_info", "test_interval", "test_iter", "test_initialization", "snapshot",
           "snapshot_prefix", "snapshot_after_train", "random_seed", "device", "train_stages", "test_stages")
 
 

@@ -23,6 +23,7 @@ import torch
 
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.solver import distributed
+from netcfg.solver.debug_info import watch
 from netcfg.solver.evaluate import sum_outputs
 from netcfg.solver.keep import Best, keep_best, prune_snapshots
 from netcfg.solver.interrupt import Interrupted, StopAfterIteration, Terminated
@@ -156,7 +157,11 @@ class Solver:
                     self._deferred.recent[self.iter] = self._undo
                 if self._compiling:  # torch.compile compiles on the first call: its time is reported apart
                     t_compile = time.perf_counter()
-                loss, outs, n_img = self._train_step()
+                if s.debug_info and s.display and self.iter % s.display == 0 and self.dist.is_main:
+                    with watch(self, self.log):  # Caffe's per-layer lines for the iteration displayed
+                        loss, outs, n_img = self._train_step()
+                else:
+                    loss, outs, n_img = self._train_step()
                 if self._compiling:
                     self._compiling = False
                     self.log(f"torch.compile: the first iteration took {time.perf_counter() - t_compile:.1f} s "

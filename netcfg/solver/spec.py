@@ -79,6 +79,8 @@ class SolverSpec(Spec):
     # reporting, testing, snapshots
     display: int = Field(100, ge=0, description="log the training loss every N iterations (0: never)")
     average_loss: int = Field(1, ge=1, description="the displayed loss is averaged over the last N iterations")
+    debug_info: bool = Field(False, description="Caffe's debug_info: on each displayed iteration, log every layer's "
+                             "mean |value| of its tops, parameters, gradients and updates")
     test_interval: int = Field(0, ge=0, description="test every N iterations (0: never)")
     test_iter: int | None = Field(None, ge=1, description="test batches per test; default: the whole test split")
     test_initialization: bool = Field(True, description="also test before the first iteration")

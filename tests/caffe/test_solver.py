@@ -164,3 +164,10 @@ def test_clip_gradients_is_divided_by_iter_size_as_caffe_clips_the_sum(tmp_path)
     assert any("clip_gradients 10 with iter_size 4 is written 2.5" in n for n in s.notes)
     one = import_solver(solver_file(tmp_path, 'base_lr: 0.1 lr_policy: "fixed" clip_gradients: 10'))
     assert one.data["clip_gradients"] == 10 and not any("clip_gradients" in n for n in one.notes)
+
+
+def test_debug_info_is_imported_and_the_solver_takes_it(tmp_path):
+    s = import_solver(solver_file(tmp_path, 'base_lr: 0.1 lr_policy: "fixed" display: 1 debug_info: true'))
+    assert (s.data["display"], s.data["debug_info"]) == (1, True)
+    assert list(s.data).index("debug_info") == list(s.data).index("display") + 1
+    assert not any("debug_info" in n for n in s.notes)

@@ -86,7 +86,9 @@ def fill(t: torch.Tensor, f: FillerSpec) -> None:
     elif kind == "bilinear":  # upsampling kernel for Deconvolution, Caffe's formula
         k = t.shape[-1]
         factor = math.ceil(k / 2)
-        c = (2 * factor - 1 - factor % 2) / (2.0 * factor)
+        # centre (k - 1) / 2 in units of factor: a symmetric kernel for every k (Caffe's
+        # BilinearFiller since its fix; the older (2 f - 1 - f % 2) / 2f shifted k = 2, 3, 6, 7)
+        c = (k - 1) / (2.0 * factor)
         r = torch.arange(k, dtype=torch.float64)
         w1 = 1 - (r / factor - c).abs()
         t.copy_((w1[:, None] * w1[None, :]).to(t.dtype).expand_as(t))

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,6 +68,32 @@ def test_bilinear_matches_caffes_upsampling_kernel():
     assert torch.allclose(t[0, 0], w[:, None] * w[None, :])
     with pytest.raises(ValueError):
         filled((2, 3), type="bilinear")
+
+
+def caffe_bilinear(k: int) -> np.ndarray:
+    """Caffe's BilinearFiller::Fill (include/caffe/filler.hpp), its loop over a (k, k) kernel:
+    f = ceil(k / 2), c = (k - 1) / (2 f), w(x, y) = (1 - |x / f - c|) (1 - |y / f - c|)."""
+    f = math.ceil(k / 2.0)
+    c = (k - 1) / (2.0 * f)
+    out = np.empty((k, k))
+    for i in range(k * k):
+        x, y = i % k, (i // k) % k
+        out[y, x] = (1 - abs(x / f - c)) * (1 - abs(y / f - c))
+    return out
+
+
+@pytest.mark.parametrize("k", range(1, 9))
+def test_bilinear_matches_caffes_loop_for_every_kernel_size(k):
+    """Odd and even sizes alike (Caffe's BilinearFillerTest fills 7 and 6): the kernel is
+    symmetric, so a stride-1 Deconvolution with pad (k - 1) / 2 does not shift the image."""
+    t = filled((3, 1, k, k), type="bilinear")
+    want = torch.from_numpy(caffe_bilinear(k)).float()
+    for channel in t:
+        torch.testing.assert_close(channel[0], want)
+    torch.testing.assert_close(t, t.flip(-1).flip(-2))
+    if k == 3:
+        w = torch.tensor([0.5, 1.0, 0.5])
+        torch.testing.assert_close(t[0, 0], w[:, None] * w[None, :])
 
 
 def test_positive_unitball_rows_sum_to_one():

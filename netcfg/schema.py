@@ -76,8 +76,15 @@ def layer_fields(cls: type[LayerSpec], *, own_only: bool = False) -> list[tuple[
 
 
 def layer_summary(cls: type[LayerSpec]) -> str:
+    """The docstring's first paragraph, on one line: what the type computes."""
+    return layer_description(cls)[0] if inspect.getdoc(cls) else ""
+
+
+def layer_description(cls: type[LayerSpec]) -> list[str]:
+    """Every paragraph of the docstring, each on one line: the summary, then the details
+    a user must see (how netcfg deviates from Caffe's layer of that name)."""
     doc = inspect.getdoc(cls) or ""
-    return " ".join(doc.split("\n\n")[0].split())
+    return [" ".join(p.split()) for p in doc.split("\n\n") if p.strip()]
 
 
 def layer_reference() -> str:
@@ -98,8 +105,10 @@ def layer_reference() -> str:
     for t, cls in registry().items():
         lines.append(f"- [{t}](#{t.lower()}) ({cls.__module__.rsplit('.', 1)[-1]}): {_md(layer_summary(cls))}")
     for t, cls in registry().items():
-        lines += ["", f"## {t}", "", layer_summary(cls), "",
-                  f"bottoms: {_n(cls.n_bottoms)}; tops: {_n(cls.n_tops)}"
+        lines += ["", f"## {t}", ""]
+        for paragraph in layer_description(cls):
+            lines += [paragraph, ""]
+        lines += [f"bottoms: {_n(cls.n_bottoms)}; tops: {_n(cls.n_tops)}"
                   + ("; a loss (default loss_weight 1)" if cls.is_loss else ""), ""]
         rows = layer_fields(cls, own_only=True)
         if rows:

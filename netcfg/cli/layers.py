@@ -25,7 +25,7 @@ def layers(
     import_plugins(plugin)
     from netcfg.errors import ConfigError, did_you_mean
     from netcfg.layers._registry import lookup, registry
-    from netcfg.schema import layer_fields, layer_summary
+    from netcfg.schema import layer_description, layer_fields, layer_summary
 
     reg = registry()
     if type_ is None:
@@ -38,7 +38,10 @@ def layers(
         cls = lookup(type_)
     except KeyError:
         raise ConfigError(f"unknown layer type '{type_}'", file="netcfg layers", hint=did_you_mean(type_, reg, show_all=0)) from None
-    typer.echo(f"{type_}: {layer_summary(cls)}\n")
+    summary, *details = layer_description(cls) or [""]
+    typer.echo(f"{type_}: {summary}\n")
+    for paragraph in details:  # how it deviates from Caffe's layer of that name
+        typer.echo(f"{paragraph}\n")
     rows = [("field", "type", "default", "description")] + layer_fields(cls)
     widths = [min(max(len(r[i]) for r in rows), 36) for i in range(3)]
     for r in rows:

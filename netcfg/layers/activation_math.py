@@ -250,7 +250,11 @@ class ArgMax(LayerSpec):
     sample when no axis is given. Deviation from Caffe, whose output is always float:
     indices are int64 here. With ``out_max_val`` and an axis the output is the values
     (input dtype); with ``out_max_val`` and no axis it is Caffe's (2, top_k) block of
-    [indices; values], both in the input dtype."""
+    [indices; values], both in the input dtype.
+
+    Deviation from Caffe: without an axis the output per sample is (1, top_k) or
+    (2, top_k) whatever the input's rank; Caffe's keeps the input's number of axes,
+    padded with 1s ((1, top_k, 1) for a (C, H, W) input)."""
 
     type: Literal["ArgMax"]
     out_max_val: bool = Field(False, description="output the max values (with an axis) or indices and values (without)")

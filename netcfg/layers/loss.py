@@ -125,7 +125,12 @@ class _LossBase(LayerSpec):
 @register
 class SoftmaxWithLoss(_LossBase):
     """Multinomial logistic loss of the softmax of the scores over ``axis`` (Caffe's);
-    ``label_smoothing`` is a netcfg extension. Labels must be integer class indices."""
+    ``label_smoothing`` is a netcfg extension. Labels must be integer class indices.
+
+    Deviation from Caffe: the loss is the exact -log softmax. Caffe clips each label's
+    probability at FLT_MIN before the log, so its loss per label never exceeds 87.3365
+    (the number a diverged Caffe run prints); netcfg reports the larger true value there.
+    The gradient (softmax minus one-hot) is the same."""
 
     type: Literal["SoftmaxWithLoss"]
     axis: int = Field(1, description="class axis, counting the batch as 0; -1 for the last")

@@ -160,6 +160,23 @@ def test_softmax_loss_all_ignored_is_zero_and_gradients_flow():
     torch.testing.assert_close(x.grad[1:], want)
 
 
+def test_softmax_loss_is_exact_where_caffe_clips_the_probability():
+    """The documented deviation: Caffe's Forward_cpu takes log(max(prob, FLT_MIN))
+    (softmax_loss_layer.cpp), capping a label's loss at -ln(FLT_MIN) = 87.3365; netcfg's is
+    the exact -log softmax. The gradient, Caffe's Backward_cpu prob - one-hot, is the same."""
+    net = one_loss({"x": "[2]", "label": INT_LABEL}, "type: SoftmaxWithLoss")
+    x = torch.tensor([[0.0, 200.0], [3.0, 1.0]], requires_grad=True)
+    label = torch.tensor([0, 0])
+    loss = net(x=x, label=label)["loss"]
+    caffe_cap = -math.log(torch.finfo(torch.float32).tiny)
+    assert caffe_cap == pytest.approx(87.3365, abs=1e-4)
+    exact = (200.0 + math.log1p(math.exp(-2.0))) / 2  # sample 0 gaps 200, sample 1 is right by 2
+    assert loss.item() == pytest.approx(exact, rel=1e-6) and loss.item() > caffe_cap / 2
+    loss.backward()
+    p = x.detach().softmax(1)
+    torch.testing.assert_close(x.grad, (p - torch.nn.functional.one_hot(label, 2)) / 2)
+
+
 def test_softmax_loss_shape_errors_name_shapes_and_field():
     msg = shape_error({"x": "[10]", "label": "{shape: [3], dtype: int64}"}, "type: SoftmaxWithLoss")
     assert "layers[0].bottom" in msg and "label shape [3]" in msg and "scores shape [10]" in msg

@@ -79,10 +79,12 @@ def fill(t: torch.Tensor, f: FillerSpec) -> None:
         t.normal_(0.0, math.sqrt(1.0 / _scale_n(f, t)))
     elif kind == "orthogonal":
         nn.init.orthogonal_(t, gain=f.gain)
-    elif kind == "positive_unitball":  # each output row sums to 1
+    elif kind == "positive_unitball":  # each output row (count / shape[0] values) sums to 1
         t.uniform_(0.0, 1.0)
-        if t.dim() > 1:
-            t.div_(t.flatten(1).sum(1).view(-1, *[1] * (t.dim() - 1)))
+        # Caffe's rows have count / num() values: one for a 1-d or scalar blob, which so
+        # becomes all ones, as in Caffe
+        rows = t.reshape(t.shape[0] if t.dim() else 1, -1)
+        rows.div_(rows.sum(1, keepdim=True))
     elif kind == "bilinear":  # upsampling kernel for Deconvolution, Caffe's formula
         k = t.shape[-1]
         factor = math.ceil(k / 2)

@@ -99,6 +99,17 @@ def test_bilinear_matches_caffes_loop_for_every_kernel_size(k):
 def test_positive_unitball_rows_sum_to_one():
     t = filled((5, 7), type="positive_unitball")
     assert torch.all(t >= 0) and torch.allclose(t.sum(1), torch.ones(5))
+    t = filled((4, 3, 2, 2), type="positive_unitball")
+    assert torch.allclose(t.flatten(1).sum(1), torch.ones(4))
+
+
+@pytest.mark.parametrize("shape", [(6,), ()])
+def test_positive_unitball_of_a_vector_is_caffes_ones(shape):
+    """Caffe's PositiveUnitballFiller (include/caffe/filler.hpp) divides each of num() rows of
+    count / num() values by its sum: a 1-d blob (a PReLU slope, a Scale) has rows of one
+    value, so every value becomes 1; a scalar (num() 1, count 1) too."""
+    t = filled(shape, type="positive_unitball")
+    torch.testing.assert_close(t, torch.ones(shape))
 
 
 def net(layer: str):

@@ -39,6 +39,7 @@ def train_step(solver: Solver) -> tuple[float, dict[str, float], int]:
         solver.net.train()
         solver.frozen.hold()  # frozen BatchNorm layers keep their statistics
         solver._in_train_mode = True
+    solver.dist.seed_dropout(s.random_seed, solver.iter)  # torchrun: each rank's own dropout masks
     lr = solver.lr()
     set_learning_rate(solver.optimizer, lr, solver.iter)
     solver.optimizer.zero_grad(set_to_none=True)

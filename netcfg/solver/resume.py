@@ -33,7 +33,7 @@ def training_state(solver) -> dict:
         "rng": capture_rng(solver.device),
         "losses": [float(v) for v in solver.losses],
         "seconds": solver._seconds,
-        "world_size": solver.dist.world_size,  # data position and dropout are rank 0's
+        "world_size": solver.dist.world_size,  # the data position and random state are rank 0's
         "best": solver.best.as_state() if solver.best is not None else None,  # snapshot_best's value so far
     }
 
@@ -62,7 +62,6 @@ def restore(solver, path: Path, *, force: bool = False) -> None:
             raise CheckpointError(path, str(e)) from None
     restore_rng(tree["rng"], solver.device)
     solver.iter = int(tree["iter"])
-    solver.dist.seed_dropout(spec.random_seed, solver.iter)
     ranks, world = int(tree.get("world_size", 1)), solver.dist.world_size
     if ranks != world:
         per_update = spec.data.train.batch_size * spec.iter_size if spec.data.train else 0

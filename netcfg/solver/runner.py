@@ -82,7 +82,6 @@ class Solver:
         self._ddp = self.dist.wrap(self.net)  # torchrun: gradients averaged over the ranks
         if self._ddp is not None:
             self._forward = torch.compile(self._ddp, dynamic=False) if spec.compile else self._ddp
-        self.dist.seed_dropout(spec.random_seed, 0)  # the same weights everywhere, dropout per rank
         # last: a run refused above (bad weights, data, memory) leaves no directory behind
         self.run = run_dir if run_dir is not None else self.dist.shared_run_dir(
             lambda: RunDir.create(spec, out), lambda path: RunDir.follow(path, spec))

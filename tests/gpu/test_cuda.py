@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from netcfg.solver import Solver, TrainingDiverged
-from netcfg.solver.distributed import ENV
+from netcfg.solver.distributed import ENV, Distributed
 from netcfg.solver.memory import OutOfMemory
 from netcfg.solver.spec import load_solver
 from tests.cli.test_train import netcfg
@@ -169,3 +169,16 @@ def test_torchrun_with_nccl_trains_as_one_process(tmp_path):
     got = safetensors.torch.load_file(str(tmp_path / "ddp/tiny_iter_6.safetensors"))
     for k, v in weights(alone).items():
         torch.testing.assert_close(got[k], v.cpu(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_rank_above_0_draws_the_same_cuda_dropout_masks_in_an_iteration_whatever_came_before():
+    # NCCL needs a GPU a rank, so no rank 1 trains here: its re-seeding is checked in process
+    rank1 = Distributed(rank=1, world_size=2, device=torch.device("cuda", 0), active=True)
+    ones = torch.ones(4096, device="cuda")
+
+    def masks(drawn_before: int) -> torch.Tensor:
+        torch.rand(drawn_before, device="cuda")  # what earlier iterations drew
+        rank1.seed_dropout(3, 7)
+        return torch.nn.functional.dropout(ones, 0.5, training=True)
+
+    assert torch.equal(masks(10), masks(100_000))

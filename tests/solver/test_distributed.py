@@ -30,12 +30,12 @@ from netcfg.data.split import load_source
 from netcfg.net import Net, build_graph
 from netcfg.solver import Solver
 from netcfg.solver.check import checked_loader
-from netcfg.solver.distributed import ENV, launcher, unused_parameters
+from netcfg.solver.distributed import ENV, Distributed, launcher, unused_parameters
 from netcfg.solver.evaluate import sum_outputs
 from netcfg.solver.interrupt import Interrupted
 from netcfg.solver.spec import load_solver
 from tests.cli.test_train import netcfg
-from tests.solver.test_runner import MLP, metrics, solve, write_solver
+from tests.solver.test_runner import MLP, MLP_DROPOUT, metrics, solve, write_solver
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="this PyTorch build has no Gloo")
@@ -167,6 +167,27 @@ def test_a_torchrun_snapshot_resumes_in_one_process(two_ranks, tmp_path):
     assert [r["iter"] for r in metrics(state.parent)] == [3, 4, 5]
 
 
+def test_a_torchrun_resume_on_as_many_ranks_is_exact_with_dropout_and_augmentation(tmp_path):
+    # every rank draws its own dropout masks and crops/flips: the resumed ranks must draw
+    # what they would have drawn had the run gone on, so the weights agree bit for bit
+    net = MLP_DROPOUT.replace("data: [1, 8, 8]", "data: [1, 6, 6]")
+    solver = write(tmp_path, net, train={"batch_size": 8, "crop_size": 6, "mirror": True}, test_interval=0)
+    spec = yaml.safe_load(solver.read_text())
+    spec["data"]["test"]["crop_size"] = 6  # centred
+    solver.write_text(yaml.safe_dump(spec, sort_keys=False))
+    done = torchrun(tmp_path, str(solver), "--out", "run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    state = copy_snapshot(tmp_path / "run", tmp_path / "resumed", 3)
+    done = torchrun(tmp_path, str(state.parent / "config.yaml"), "--resume", str(state))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Resumed from" in done.stdout and "warning" not in done.stdout
+    got, want = load(state.parent / "tiny_iter_6.safetensors"), load(tmp_path / "run" / "tiny_iter_6.safetensors")
+    assert not torch.equal(want["ip1.weight"], load(state.with_suffix(".safetensors"))["ip1.weight"])  # it trained
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert torch.equal(got[k], v), k
+
+
 def test_a_nan_on_one_rank_stops_both(tmp_path):
     data = np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32)
     data[1, 0, 3, 3] = 1000.0  # exp: inf in sample 1, rank 1's first batch (no shuffle, every 2nd sample a rank)
@@ -274,6 +295,19 @@ def test_a_data_position_moves_to_the_same_fraction_of_the_epoch_for_another_wor
     assert one.state_dict() == {"epoch": 0, "position": 96}
     with pytest.raises(ValueError, match="does not fit"):
         one.load_state_dict({"epoch": 0, "position": 129, "world_size": 2})
+
+
+def test_a_rank_above_0_draws_its_dropout_from_the_seed_its_rank_and_the_iteration():
+    def masks(rank: int, it: int, drawn_before: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        torch.rand(drawn_before)  # what earlier iterations drew
+        Distributed(rank=rank, world_size=4, active=True).seed_dropout(5, it)
+        return torch.nn.functional.dropout(torch.ones(256), 0.5, training=True)
+
+    assert torch.equal(masks(1, 7, 10), masks(1, 7, 1000))  # a resume at iteration 7 draws the same masks
+    assert not torch.equal(masks(1, 7, 10), masks(1, 8, 10))
+    assert not torch.equal(masks(1, 7, 10), masks(2, 7, 10))  # the ranks drop different units
+    assert not torch.equal(masks(0, 7, 10), masks(0, 7, 1000))  # rank 0 goes on with its stream, which the snapshot holds
 
 
 def test_the_resume_command_after_ctrl_c_starts_as_many_ranks(monkeypatch):

@@ -139,6 +139,9 @@ def data_section(net, data: str | None, train_stages: list[str], test_stages: li
                 entry[key] = value[0] if len(value) == 1 else value
             elif key == "scale" and value == 1:
                 continue
+            elif key == "mirror" and split == "test" and value:
+                notes.append(f"Data layer '{d.name}': mirror: true is not imported for the TEST phase: Caffe flips "
+                             "test images at random, netcfg tests each image as it is")
             elif value:
                 entry[key] = value
         renames = {src: top for src, top in zip(("data", "label"), d.tops) if src != top}

@@ -234,6 +234,7 @@ class DataSourceSpec(Spec):
         return any(k in self.model_fields_set for k in TRANSFORM_KEYS)
 
 
+TRAIN_ONLY = ("mirror", "random_erasing")  # random augmentations, which a test split refuses
 TRANSFORM_KEYS = ("scale", "mean_value", "mean_file", "std", "crop_size", "pad", "mirror", "random_erasing",
                   "erasing_area", "erasing_ratio", "erasing_value")
 
@@ -313,3 +314,11 @@ class DataSpec(Spec):
 
     train: AnySource | None = Field(None, description="batches for training (TRAIN phase)")
     test: AnySource | None = Field(None, description="batches for testing (TEST phase)")
+
+    @model_validator(mode="after")
+    def _test_is_not_augmented(self) -> DataSpec:
+        for key in TRAIN_ONLY:
+            if self.test is not None and getattr(self.test, key, None):
+                raise FieldError(f"{key} augments training images only: a test sees each image as it is, every "
+                                 "time; remove it here (or move it to data.train)", ("test", key))
+        return self

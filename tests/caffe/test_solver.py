@@ -171,3 +171,20 @@ def test_debug_info_is_imported_and_the_solver_takes_it(tmp_path):
     assert (s.data["display"], s.data["debug_info"]) == (1, True)
     assert list(s.data).index("debug_info") == list(s.data).index("display") + 1
     assert not any("debug_info" in n for n in s.notes)
+
+
+def test_a_test_layers_mirror_is_not_imported_as_netcfg_refuses_it(tmp_path):
+    # Caffe's DataTransformer flips with mirror: true in either phase; netcfg's test split
+    # refuses random augmentation (a test sees each image as it is)
+    net = tmp_path / "data_net.prototxt"
+    net.write_text(''.join(
+        f'layer {{ name: "d" type: "Data" top: "data" top: "label" include {{ phase: {phase} }}\n'
+        f'  data_param {{ source: "db/{phase}" batch_size: 8 }} transform_param {{ mirror: true scale: 0.0625 }} }}\n'
+        for phase in ("TRAIN", "TEST")) + 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+        'inner_product_param { num_output: 10 } }\nlayer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" '
+        'bottom: "label" }\n')
+    s = import_solver(solver_file(tmp_path, 'base_lr: 0.1 lr_policy: "fixed" test_interval: 10 test_iter: 2', net.name),
+                      data="digits")
+    assert s.data["data"]["train"]["mirror"] is True and "mirror" not in s.data["data"]["test"]
+    assert any("mirror: true is not imported for the TEST phase" in n for n in s.notes)
+    s.spec(s.net.data, tmp_path)  # and the solver validates

@@ -41,6 +41,10 @@ class Best:
             return True
         return value > self.value if self.mode == "max" else value < self.value
 
+    def waited(self, it: int, interval: int) -> int:
+        """How many tests, up to the one at iteration ``it``, found no improvement since the best."""
+        return 0 if self.iter is None else (it - self.iter) // interval
+
     def as_state(self) -> dict:
         """What a .solverstate keeps of it, so that a resumed run compares against the same best."""
         return {"metric": self.metric, "mode": self.mode, "value": self.value, "iter": self.iter}

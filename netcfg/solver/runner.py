@@ -77,6 +77,7 @@ class Solver:
         self.last_test: dict[str, float] = {}
         self._seconds = 0.0  # training time of earlier sessions (resume)
         self.best = Best.of(spec)  # snapshot_best's value so far; a resume restores it
+        self.stopped_early = False  # snapshot_best.patience ran out (solve() ends there)
         with self.dist.together():  # torchrun: a rank that fails here stops every rank, a common error printed once
             build(self, spec, deferred_check)  # nets, data, optimizer, weights (setup.py)
         self._ddp = self.dist.wrap(self.net)  # torchrun: gradients averaged over the ranks
@@ -150,6 +151,8 @@ class Solver:
             while self.iter < stop:
                 if s.test_interval and self.iter % s.test_interval == 0 and (self.iter > 0 or s.test_initialization):
                     self._test_phase()
+                    if self._out_of_patience():
+                        break
                 # what a Ctrl-C inside the step rolls back, so the snapshot resumes exactly
                 self._undo = self._iteration_start()
                 if self._deferred is not None:
@@ -238,7 +241,10 @@ class Solver:
                 self.snapshot()
             if s.display and self.iter % s.display == 0 and self.losses:
                 self.log(f"Iteration {self.iter}, loss = {float(sum(self.losses) / len(self.losses)):.4f}")
-            if s.test_interval and self.iter % s.test_interval == 0 and self.test_net is not None:
+            if self.stopped_early:  # the test at this iteration was the last
+                self._record({"event": "early_stop", "iter": self.iter, "metric": self.best.metric,
+                              "best": self.best.value, "best_iter": self.best.iter})
+            elif s.test_interval and self.iter % s.test_interval == 0 and self.test_net is not None:
                 self._test_phase()
         except KeyboardInterrupt as e:
             self._roll_back_iteration()
@@ -284,6 +290,17 @@ class Solver:
         results = self.test()
         if self.best is not None:
             keep_best(self, results, rng)
+
+    def _out_of_patience(self) -> bool:
+        """Whether ``snapshot_best.patience`` tests in a row have not improved on the best
+        (early stopping); every rank decides alike, from the same summed test results."""
+        patience = self.spec.snapshot_best.patience if self.spec.snapshot_best else None
+        if patience is None or self.best.waited(self.iter, self.spec.test_interval) < patience:
+            return False
+        self.stopped_early = True
+        self.log(f"Early stop: {self.best.metric} has not improved on {self.best.value:.4f} (iteration "
+                 f"{self.best.iter}) in {patience} tests; stopping at iteration {self.iter} of {self.spec.max_iter}")
+        return True
 
     def _record(self, rec: dict) -> None:
         """One metrics.jsonl record, mirrored to TensorBoard when it is on."""

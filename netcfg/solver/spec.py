@@ -48,6 +48,8 @@ class BestSpec(Spec):
 
     metric: str = Field(..., min_length=1, description="a scalar output of the TEST net (accuracy, loss, ...)")
     mode: Literal["max", "min"] = Field(..., description="max: higher is better (accuracy); min: lower (loss)")
+    patience: int | None = Field(None, ge=1, description="early stopping: end training once the metric has not "
+                                 "improved for this many tests (the best snapshot holds the best weights)")
 
 
 class SolverSpec(Spec):

@@ -189,3 +189,37 @@ def test_a_rank_that_does_not_write_keeps_no_files(tmp_path):
     s.solve()
     assert s.best.value is not None
     assert names(tmp_path / "run") == set()
+
+
+# ------------------------------------------------------------ early stopping: snapshot_best.patience
+
+def test_patience_ends_training_after_that_many_tests_without_improvement(tmp_path):
+    # a rate too small to move the weights: the test at iteration 0 stays the best (a tie does
+    # not improve), so the tests at 2, 4 and 6 are three without improvement
+    lines: list[str] = []
+    path = write_solver(tmp_path, base_lr=1e-20, max_iter=40, test_interval=2, display=0,
+                        snapshot_best={**BEST_ACC, "patience": 3})
+    s = Solver(load_solver(path), out=tmp_path / "run", log=lines.append)
+    s.solve()
+    assert s.iter == 6 and s.stopped_early
+    assert "Early stop: accuracy has not improved on" in "\n".join(lines)
+    assert "(iteration 0) in 3 tests; stopping at iteration 6 of 40" in "\n".join(lines)
+    assert [r["iter"] for r in metrics(tmp_path / "run", "test")] == [0, 2, 4, 6]  # no second test at 6
+    assert metrics(tmp_path / "run", "early_stop") == [
+        {"event": "early_stop", "iter": 6, "metric": "accuracy", "best": pytest.approx(s.best.value), "best_iter": 0}]
+    assert {"tiny_iter_6.safetensors", "tiny_best.safetensors"} <= names(tmp_path / "run")  # the end's snapshot
+
+    # a resume is out of patience at once; more patience (--force) trains on
+    code, out, err = netcfg("train", path, "--resume", tmp_path / "run")
+    assert code == 0, err
+    assert "stopping at iteration 6 of 40" in out and not (tmp_path / "run/tiny_iter_8.safetensors").exists()
+    code, out, err = netcfg("train", path, "--resume", tmp_path / "run", "--force",
+                            "--set", "snapshot_best.patience=5")
+    assert code == 0, err
+    assert "stopping at iteration 10 of 40" in out  # five tests after the best at 0
+
+
+def test_patience_waits_from_the_latest_best():
+    best = Best("accuracy", "max", 0.9, 3000)
+    assert [best.waited(it, 500) for it in (3000, 3500, 5000, 5500)] == [0, 1, 4, 5]
+    assert Best("accuracy", "max").waited(500, 500) == 0  # no test yet

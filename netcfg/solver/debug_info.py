@@ -2,7 +2,8 @@
 
 On each iteration the solver displays (Caffe: ``net_->set_debug_info(display &&
 param_.debug_info())`` in ``Solver::Step``), the log gets Caffe's lines (``Net::
-ForwardDebugInfo``, ``BackwardDebugInfo``, ``UpdateDebugInfo`` in net.cpp)::
+ForwardDebugInfo``, ``BackwardDebugInfo`` in net.cpp; the ``[Update]`` lines are
+``UpdateDebugInfo``'s, which older Caffe's ``Net::Update`` printed)::
 
     [Forward] Input data data: 0.286
     [Forward] Layer conv1, top blob conv1 data: 0.0645

@@ -88,6 +88,8 @@ def train_step(solver: Solver) -> tuple[float, dict[str, float], int]:
         solver.scaler.update()
     else:
         solver.optimizer.step()
+    if solver.ema is not None:  # inside the Ctrl-C hold: the average moves with the weights
+        solver.ema.update()
     if solver._deferred is not None:
         solver._deferred.counted()
     solver._updating = False

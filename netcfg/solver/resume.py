@@ -14,6 +14,7 @@ from pathlib import Path
 
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.solver.checkpoint import CheckpointError
+from netcfg.solver.ema import own_weights
 from netcfg.solver.keep import Best
 from netcfg.solver.lr_policy import POLICIES, spec_learning_rate
 from netcfg.solver.rundir import resolved_config
@@ -35,6 +36,7 @@ def training_state(solver) -> dict:
         "seconds": solver._seconds,
         "world_size": solver.dist.world_size,  # the data position and random state are rank 0's
         "best": solver.best.as_state() if solver.best is not None else None,  # snapshot_best's value so far
+        "ema": solver.ema.state() if solver.ema is not None else None,  # the weights trained; the average is saved
     }
 
 
@@ -52,6 +54,10 @@ def restore(solver, path: Path, *, force: bool = False) -> None:
     jump = lr_jump(spec, old, int(tree["iter"]))
     if jump:
         solver.log(jump)
+    if solver.ema is not None:  # the snapshot's weights are the average; the net trains on its own
+        solver.ema.resume(solver.net, tree.get("ema"))
+    elif tree.get("ema"):
+        own_weights(solver.net, tree["ema"])
     load_optimizer_state(solver.optimizer, tree["optimizer"], str(path))
     if solver.scaler and tree.get("scaler"):
         solver.scaler.load_state_dict(tree["scaler"])

@@ -15,6 +15,7 @@ instead). Either way the snapshot resumes bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.solver import distributed
 from netcfg.solver.debug_info import watch
+from netcfg.solver.ema import WeightAverage
 from netcfg.solver.evaluate import sum_outputs
 from netcfg.solver.keep import Best, keep_best, prune_snapshots
 from netcfg.solver.interrupt import Interrupted, StopAfterIteration, Terminated
@@ -81,6 +83,8 @@ class Solver:
         with self.dist.together():  # torchrun: a rank that fails here stops every rank, a common error printed once
             build(self, spec, deferred_check)  # nets, data, optimizer, weights (setup.py)
         self._ddp = self.dist.wrap(self.net)  # torchrun: gradients averaged over the ranks
+        # after everything that moves the weights' tensors (device, layout, DDP): it holds them
+        self.ema = WeightAverage(self.net, spec.ema.decay, spec.ema.warmup) if spec.ema else None
         if self._ddp is not None:
             self._forward = torch.compile(self._ddp, dynamic=False) if spec.compile else self._ddp
         # last: a run refused above (bad weights, data, memory) leaves no directory behind
@@ -235,6 +239,9 @@ class Solver:
                      f"per rank, {s.data.train.batch_size * s.iter_size * self.dist.world_size} images per update")
         if s.freeze:
             self.log(self.frozen.line())
+        if s.ema:
+            self.log(f"Averaging the weights (ema: decay {s.ema.decay:g}, warmup {s.ema.warmup}): tests and "
+                     "snapshots use the average")
         try:
             self.step(s.max_iter - self.iter)
             if s.snapshot_after_train and (not s.snapshot or self.iter % s.snapshot):
@@ -287,9 +294,10 @@ class Solver:
     def _test_phase(self) -> None:
         """A test of the training loop; with ``snapshot_best``, the best snapshot follows it."""
         rng = capture_rng(self.device) if self.best is not None else None
-        results = self.test()
-        if self.best is not None:
-            keep_best(self, results, rng)
+        with self._averaged():
+            results = self.test()
+            if self.best is not None:
+                keep_best(self, results, rng)
 
     def _out_of_patience(self) -> bool:
         """Whether ``snapshot_best.patience`` tests in a row have not improved on the best
@@ -301,6 +309,10 @@ class Solver:
         self.log(f"Early stop: {self.best.metric} has not improved on {self.best.value:.4f} (iteration "
                  f"{self.best.iter}) in {patience} tests; stopping at iteration {self.iter} of {self.spec.max_iter}")
         return True
+
+    def _averaged(self):
+        """The weight average (``ema``) in the net for a test or a snapshot, or nothing to do."""
+        return self.ema.in_net() if self.ema is not None else contextlib.nullcontext()
 
     def _record(self, rec: dict) -> None:
         """One metrics.jsonl record, mirrored to TensorBoard when it is on."""
@@ -319,7 +331,8 @@ class Solver:
         self._settle()  # never a snapshot of weights a deferred NaN check has frozen
         if not self.run.writes:  # torchrun: rank 0 writes the snapshot for every rank
             return self.run.snapshot_paths(self.iter)[0]
-        weights, state = write_snapshot(self.run, self.iter, self.net, resolved_config(self.spec), self.state())
+        with self._averaged():
+            weights, state = write_snapshot(self.run, self.iter, self.net, resolved_config(self.spec), self.state())
         self.log(f"Snapshotting to {weights} and {state.name}")
         if self.spec.snapshot_keep:  # only now that the new snapshot is complete
             removed = prune_snapshots(self.run, self.iter, self.spec.snapshot_keep)

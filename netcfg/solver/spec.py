@@ -52,6 +52,14 @@ class BestSpec(Spec):
                                  "improved for this many tests (the best snapshot holds the best weights)")
 
 
+class EmaSpec(Spec):
+    """An exponential moving average of the weights, which tests and snapshots use (``ema``)."""
+
+    decay: float = Field(0.9999, gt=0, lt=1, description="the average keeps this much of itself at each update")
+    warmup: int = Field(2000, ge=0, description="the decay ramps up as decay * (1 - exp(-updates / warmup)) "
+                        "(Ultralytics' tau), so early averages forget the random start; 0: constant decay")
+
+
 class SolverSpec(Spec):
     """A solver file: what to train, on which data, with which optimizer and schedule."""
 
@@ -93,6 +101,8 @@ class SolverSpec(Spec):
                                       "deleting older ones once a new one is written (default: keep all, as Caffe)")
     snapshot_best: BestSpec | None = Field(None, description="after each test, write <prefix>_best.safetensors and "
                                            ".solverstate when {metric: NAME, mode: max|min} improved")
+    ema: EmaSpec | None = Field(None, description="average the weights ({decay: 0.9999, warmup: 2000}): tests, "
+                                "snapshots and exports use the average")
     # engine
     random_seed: int = Field(1, ge=0, le=2**64 - 1, description="seeds weights, data order and dropout; a CPU run repeats bit for bit")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto, cpu, cuda, cuda:N")

@@ -1,0 +1,71 @@
+"""``ema``: an exponential moving average of the weights, which tests and snapshots use."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from safetensors.torch import load_file
+
+from netcfg.solver import Solver
+from netcfg.solver.checkpoint import load_tree
+from netcfg.solver.spec import load_solver
+from tests.cli.test_train import netcfg
+from tests.solver.test_resume import CONV, assert_same_weights
+from tests.solver.test_runner import MLP_DROPOUT, metrics, write_solver
+
+EMA = {"decay": 0.9, "warmup": 3}
+
+
+def test_the_snapshot_holds_the_average_and_the_net_trains_on_its_own(tmp_path):
+    path = write_solver(tmp_path, MLP_DROPOUT, test=False, max_iter=6, display=0, ema=EMA)
+    averaged = Solver(load_solver(path), out=tmp_path / "ema", log=lambda line: None)
+    averaged.solve()
+    plain = Solver(load_solver(path, ["ema=null"]), out=tmp_path / "plain", log=lambda line: None)
+    average = {k: v.double().clone() for k, v in plain.net.state_dict().items() if v.is_floating_point()}
+    for t in range(1, 7):  # the same updates one by one, averaged in float64
+        plain.step(1)
+        d = EMA["decay"] * (1 - math.exp(-t / EMA["warmup"]))
+        for k, v in plain.net.state_dict().items():
+            if k in average:
+                average[k] = d * average[k] + (1 - d) * v.double()
+    assert_same_weights(averaged.net.state_dict(), plain.net.state_dict())  # the average changes no update
+    saved = load_file(tmp_path / "ema/tiny_iter_6.safetensors")
+    for k, v in average.items():
+        torch.testing.assert_close(saved[k].double(), v, rtol=1e-5, atol=1e-7)
+        assert not torch.equal(saved[k], plain.net.state_dict()[k])
+    state, _ = load_tree(tmp_path / "ema/tiny_iter_6.solverstate")
+    assert state["ema"]["updates"] == 6
+    assert_same_weights({k: state["ema"]["weights"][k] for k in average}, {k: plain.net.state_dict()[k] for k in average})
+
+
+def test_tests_use_the_average(tmp_path):
+    path = write_solver(tmp_path, max_iter=8, test_interval=4, display=0, ema=EMA)
+    assert netcfg("train", path, "--out", tmp_path / "run")[0] == 0
+    code, out, err = netcfg("test", path, "--weights", tmp_path / "run/tiny_iter_8.safetensors")
+    assert code == 0, err
+    last = metrics(tmp_path / "run", "test")[-1]
+    assert f"accuracy = {last['accuracy']:.4f}" in out and f"loss = {last['loss']:.4f}" in out
+
+
+def test_a_resumed_average_goes_on_bit_for_bit(tmp_path):
+    solver = write_solver(tmp_path, CONV, max_iter=12, test_interval=4, ema=EMA, type="SGD", momentum=0.9)
+    assert netcfg("train", solver, "--out", tmp_path / "straight")[0] == 0
+    assert netcfg("train", solver, "--out", tmp_path / "split", "--set", "max_iter=5")[0] == 0
+    code, out, err = netcfg("train", solver, "--resume", tmp_path / "split/tiny_iter_5.solverstate")
+    assert code == 0, err
+    assert_same_weights(load_file(tmp_path / "straight/tiny_iter_12.safetensors"),
+                        load_file(tmp_path / "split/tiny_iter_12.safetensors"))
+    a, _ = load_tree(tmp_path / "straight/tiny_iter_12.solverstate")
+    b, _ = load_tree(tmp_path / "split/tiny_iter_12.solverstate")
+    assert_same_weights(a["ema"]["weights"], b["ema"]["weights"])
+
+
+def test_a_resume_without_ema_trains_on_from_the_weights_not_the_average(tmp_path):
+    path = write_solver(tmp_path, test=False, max_iter=4, display=0, ema=EMA)
+    assert netcfg("train", path, "--out", tmp_path / "run")[0] == 0
+    s = Solver(load_solver(path, ["ema=null", "max_iter=6"]), out=tmp_path / "run2", log=lambda line: None)
+    s.restore(tmp_path / "run/tiny_iter_4.solverstate", force=True)
+    state, _ = load_tree(tmp_path / "run/tiny_iter_4.solverstate")
+    assert_same_weights({k: v for k, v in s.net.state_dict().items() if k in state["ema"]["weights"]},
+                        state["ema"]["weights"])

@@ -174,6 +174,9 @@ class RunDir:
         for p in remove_stale_temporaries(path):
             if log is not None:
                 log(f"removed {p.name}, a file a killed run left half written")
+        for name in ("metrics.jsonl", "train.log"):
+            if cut_torn_line(path / name) and log is not None:
+                log(f"removed the half-written last line of {name} (a record the run was writing when it was killed)")
         return cls(path, spec, lock)
 
     @classmethod
@@ -232,6 +235,28 @@ class RunDir:
         of an iteration below ``before`` if given."""
         found = [p for it, p in snapshot_states(self.path, self.prefix) if before is None or it < before]
         return found[-1] if found else None
+
+
+def cut_torn_line(path: Path) -> bool:
+    """Cut a last line without its newline from ``path``: a record a run was writing when it
+    was killed (or the power went). Appending after it would leave a broken line in the middle
+    of the file, which ``netcfg plot`` refuses. True when something was cut."""
+    try:
+        with open(path, "rb+") as f:
+            end = pos = f.seek(0, os.SEEK_END)
+            while pos > 0:  # back from the end, a block at a time, to the last newline
+                start = max(0, pos - 65536)
+                f.seek(start)
+                newline = f.read(pos - start).rfind(b"\n")
+                if newline >= 0:
+                    pos = start + newline + 1
+                    break
+                pos = start
+            if pos < end:
+                f.truncate(pos)
+            return pos < end
+    except OSError:  # none there yet, or not ours to change: the run's first write will say so
+        return False
 
 
 def later_snapshots(state: Path) -> list[Path]:

@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 from netcfg.solver.checkpoint import load_tree
 from netcfg.solver.rundir import newest_snapshot
 from netcfg.solver.snapshot import check_state, load_weights
+from netcfg.tools.plot import read_run
 from tests.reliability import ROOT, netcfg, write_tiny_solver
 
 VICTIM = Path(__file__).with_name("victim.py")
@@ -198,3 +199,27 @@ def test_a_second_run_in_the_same_directory_is_refused_until_the_first_is_dead(s
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
     code, out, err = netcfg("train", solver, "--out", run)  # free now, but a new run would mix with the old
     assert code == 2 and "already holds a run" in err
+
+
+def test_a_record_a_killed_run_left_half_written_is_cut_on_resume(setup, tmp_path):
+    # a kill (or a power cut) in the middle of a record leaves a last line without its newline;
+    # the resumed run appended after it, leaving a broken line mid-file that netcfg plot refused
+    solver, straight, victims = setup
+    run = tmp_path / "run"
+    code, out, err = netcfg("train", solver, "--out", run, "--set", "max_iter=12")
+    assert code == 0, err
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"event": "train", "iter": 12, "epoch": 1.5, "lo')
+    with open(run / "train.log", "a") as f:
+        f.write("Iteration 12 (epo")
+    code, out, err = netcfg("train", run / "config.yaml", "--resume", run, "--set", f"max_iter={MAX_ITER}")
+    assert code == 0, err
+    assert "removed the half-written last line of metrics.jsonl (a record the run was writing when it was killed)" in out
+    assert "removed the half-written last line of train.log" in out
+    assert [r["iter"] for r in read_run(run).train] == list(range(MAX_ITER))
+    assert (run / "train.log").read_text().count("Iteration 12 (epo") == 1  # the resumed run's line only
+    resumed = load_file(run / f"tiny_iter_{MAX_ITER}.safetensors")
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+    code, out, err = netcfg("train", run / "config.yaml", "--resume", run, "--set", "max_iter=30")
+    assert code == 0, err
+    assert "half-written" not in out  # whole lines are left alone

@@ -14,15 +14,17 @@ __all__ = ["sum_outputs"]
 
 @torch.no_grad()
 def sum_outputs(net, batches: Iterable[dict[str, torch.Tensor]], iterations: int | None = None, *,
-                channels_last: bool = False, autocast: Callable = contextlib.nullcontext) -> tuple[dict[str, float], int]:
+                channels_last: bool = False, autocast: Callable = contextlib.nullcontext,
+                stopped: Callable[[], bool] | None = None) -> tuple[dict[str, float], int]:
     """``({output: sum over samples}, samples)`` for ``net`` (a ``netcfg.net.Net``) in eval mode over
-    ``batches`` (the first ``iterations`` of them when given). A net with loss weights also
-    reports its weighted total as ``loss``, as training does. Divide by the samples for means."""
+    ``batches`` (the first ``iterations`` of them when given, fewer once ``stopped()`` is true).
+    A net with loss weights also reports its weighted total as ``loss``, as training does.
+    Divide by the samples for means."""
     net.eval()
     sums: dict[str, float] = {}
     count = 0
     for i, batch in enumerate(batches):
-        if iterations is not None and i >= iterations:
+        if (iterations is not None and i >= iterations) or (stopped is not None and stopped()):
             break
         n = len(next(iter(batch.values())))
         if channels_last:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -154,7 +155,11 @@ class Solver:
             self._ctrl_c = ctrl_c
             while self.iter < stop:
                 if s.test_interval and self.iter % s.test_interval == 0 and (self.iter > 0 or s.test_initialization):
-                    self._test_phase()
+                    # a Ctrl-C or SIGTERM ends a test at once (a scheduler's grace period may be shorter than
+                    # the test); the snapshot is of this iteration's start, so the resumed run tests again.
+                    # Not under torchrun, where every rank must test every batch (the sums are all-reduced)
+                    self._undo = self._iteration_start()
+                    self._test_phase(None if self.dist.active else lambda: ctrl_c.requested)
                     if self._out_of_patience():
                         break
                 # what a Ctrl-C inside the step rolls back, so the snapshot resumes exactly
@@ -269,18 +274,23 @@ class Solver:
 
     # ------------------------------------------------------------ testing
 
-    def test(self, iterations: int | None = None, *, iteration_known: bool = True) -> dict[str, float]:
+    def test(self, iterations: int | None = None, *, iteration_known: bool = True,
+             stopped: Callable[[], bool] | None = None) -> dict[str, float]:
         """Average every scalar output of the TEST net over the test set (or N batches).
 
         ``iteration_known=False`` (weights that are no netcfg snapshot, a state_dict .pt)
-        leaves "Iteration N" out of the log line: 0 would claim an untrained net."""
+        leaves "Iteration N" out of the log line: 0 would claim an untrained net. When
+        ``stopped()`` turns true the test ends before its next batch, with KeyboardInterrupt
+        and no record."""
         if self.test_net is None or self.test_data is None:
             raise ConfigErrors([self.spec.locate(ConfigError("no test data to test on", ("data",), hint="add data.test"))])
         self._settle()  # a deferred NaN check stops here, before testing weights it froze
         self.dist.sync_buffers(self.net)  # torchrun: every rank tests rank 0's BatchNorm statistics
         t0 = time.perf_counter()
         sums, count = sum_outputs(self.test_net, self.test_data.epoch_batches(), iterations or self.spec.test_iter,
-                                  channels_last=self.channels_last, autocast=self._autocast)
+                                  channels_last=self.channels_last, autocast=self._autocast, stopped=stopped)
+        if stopped is not None and stopped():
+            raise KeyboardInterrupt
         sums, count = self.dist.sum_over_ranks(sums, count)  # torchrun: each rank tested its shard
         self._in_train_mode = False
         self.last_test = results = {k: v / max(count, 1) for k, v in sums.items()}
@@ -291,11 +301,11 @@ class Solver:
                  + ", ".join(f"{k} = {v:.4f}" for k, v in results.items()))
         return results
 
-    def _test_phase(self) -> None:
+    def _test_phase(self, stopped: Callable[[], bool] | None = None) -> None:
         """A test of the training loop; with ``snapshot_best``, the best snapshot follows it."""
         rng = capture_rng(self.device) if self.best is not None else None
         with self._averaged():
-            results = self.test()
+            results = self.test(stopped=stopped)
             if self.best is not None:
                 keep_best(self, results, rng)
 

@@ -142,6 +142,42 @@ def test_a_second_ctrl_c_during_the_update_lets_it_finish(tmp_path, ctrl_c_enabl
     assert train_losses(tmp_path / "run", 0) == train_losses(tmp_path / "straight", 0)
 
 
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
+def test_a_stop_during_a_test_ends_it_at_once_and_resumes_exactly(tmp_path, how, ctrl_c_enabled):
+    # a scheduler's SIGTERM (or Ctrl-C) while the run tests at iteration 4: the whole test ran
+    # first, and a scheduler whose grace period is shorter than the test killed the run before
+    # its snapshot. The test stops after the batch it is on; the snapshot is of iteration 4's
+    # start, and the resumed run tests again, as the straight run did
+    path = write_solver(tmp_path, MLP_DROPOUT, max_iter=10, test_interval=4)
+    straight = solve(path, tmp_path / "straight")
+    s = Solver(load_solver(path), out=tmp_path / "run", log=lambda line: None)
+    tested = []
+
+    def stop(module, args, output):
+        if not module.training:  # the layer is shared with the TRAIN net
+            tested.append(s.iter)
+            if tested.count(4) == 2:  # the 2nd of iteration 4's 3 test batches
+                os.kill(os.getpid(), getattr(signal, how))
+
+    s.test_net.ip2.register_forward_hook(stop)
+    with pytest.raises(Interrupted) as e:
+        s.solve()
+    assert tested.count(4) == 2  # no batch after the stop
+    assert s.iter == 4 and f"interrupted ({'SIGTERM' if how == 'SIGTERM' else 'Ctrl-C'}) at iteration 4" in str(e.value)
+    assert e.value.exit_code == (143 if how == "SIGTERM" else 130)
+    assert [r["iter"] for r in metrics(tmp_path / "run", "test")] == [0]  # no record of half a test
+    state = tmp_path / "run/tiny_iter_4.solverstate"
+    resumed = Solver(load_solver(path), run_dir=RunDir.resume(load_solver(path), state), log=lambda line: None)
+    resumed.restore(state)
+    resumed.solve()
+    assert_same_weights(straight.net.state_dict(), resumed.net.state_dict())
+    assert train_losses(tmp_path / "run", 0) == train_losses(tmp_path / "straight", 0)
+
+    def scores(run):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in metrics(run, "test")]
+    assert scores(tmp_path / "run") == scores(tmp_path / "straight")
+
+
 def test_resume_refuses_a_changed_solver_unless_forced(tmp_path):
     solver = write_solver(tmp_path, MLP, max_iter=3, test=False)
     assert netcfg("train", solver, "--out", tmp_path / "run")[0] == 0

@@ -9,6 +9,7 @@ alone to name the one the format cannot hold.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -25,6 +26,7 @@ from netcfg.exporting.job import ExportJob
 from netcfg.exporting.load import EXPORT_KEY, load_weights_into, read_net, weights_file
 from netcfg.net.module import Net
 from netcfg.net.spec import NetSpec
+from netcfg.solver.checkpoint import WriteError
 from netcfg.solver.snapshot import NET_KEY
 from netcfg.source import to_yaml
 
@@ -176,8 +178,15 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
         except Exception as e:  # the file was written but does not load or run
             raise RunFailure(f"{fmt.runtime} cannot run the written file: {reason(e)}") from None
 
+    try:  # a place that cannot be written is said now, not blamed on a layer after the work
+        open(tmp, "wb").close()
+    except OSError as e:
+        raise _unwritable(out, e) from None
     try:
         result.max_abs_diff = attempt(job)
+    except WriteError as e:  # a full disk: named by the file asked for, not by its temporary name
+        _remove(tmp)
+        raise WriteError(out, e) from None
     except NetcfgError:
         _remove(tmp)
         raise
@@ -263,5 +272,14 @@ def _out_path(out, weights: Path, fmt: Format, net) -> Path:
                           hint="choose another -o")
     if path.is_dir():
         raise ConfigError(f"the output {path} is a directory", file="-o", hint="give a file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _unwritable(path, e) from None
     return path
+
+
+def _unwritable(path: Path, e: OSError) -> ConfigError:
+    # mkdir says "File exists" of a file where a folder should be; writing there would say this
+    why = os.strerror(errno.ENOTDIR) if isinstance(e, FileExistsError) else e.strerror or str(e)
+    return ConfigError(f"cannot write {path}: {why}", file="-o", hint="choose a file in a folder you can write")

@@ -8,9 +8,12 @@ inputs. The net config is stored as the extra file ``netcfg.net.txt``.
 
 from __future__ import annotations
 
+import io
+
 import torch
 
 from netcfg.exporting.job import ExportJob, Runner, quiet
+from netcfg.solver.checkpoint import atomic_write_bytes
 
 __all__ = ["dynamic_shapes", "run", "write"]
 
@@ -28,7 +31,9 @@ def write(job: ExportJob) -> None:
     args = job.example()
     with quiet(), torch.no_grad():
         program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes(job, args), strict=False)
-        torch.export.save(program, str(job.path), extra_files={f"{k}.txt": v for k, v in job.metadata.items()})
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer, extra_files={f"{k}.txt": v for k, v in job.metadata.items()})
+    atomic_write_bytes(job.path, buffer.getvalue())  # a full disk is a WriteError, not an exporter's failure
 
 
 def run(job: ExportJob) -> Runner:

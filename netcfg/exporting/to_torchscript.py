@@ -10,9 +10,12 @@ still what LibTorch (C++) and older mobile runtimes load. Load with
 
 from __future__ import annotations
 
+import io
+
 import torch
 
 from netcfg.exporting.job import ExportJob, Runner, quiet
+from netcfg.solver.checkpoint import atomic_write_bytes
 
 __all__ = ["run", "write"]
 
@@ -22,7 +25,9 @@ def write(job: ExportJob) -> None:
     with quiet(), torch.no_grad():
         traced = torch.jit.trace(module, job.example(), check_trace=False)
         extra = {f"{k}.txt": v for k, v in job.metadata.items()}  # torch.jit.load(f, _extra_files=...) reads them
-        torch.jit.save(traced, str(job.path), _extra_files=extra)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files=extra)
+    atomic_write_bytes(job.path, buffer.getvalue())  # a full disk is a WriteError, not an exporter's failure
 
 
 def run(job: ExportJob) -> Runner:

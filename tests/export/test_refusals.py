@@ -180,3 +180,64 @@ def test_an_existing_file_is_not_overwritten_without_force(tmp_path):
     assert out.read_bytes() == b"mine"
     netcfg.export(config, weights, "pt", out, check=False, force=True)
     assert out.read_bytes() != b"mine"
+
+
+def test_a_place_that_cannot_be_written_is_said_before_the_work(tmp_path, monkeypatch):
+    # -o below a file was a traceback (mkdir's FileExistsError); an unwritable folder made TorchScript
+    # and torch.export blame the net ("cannot export net 'LeNet' ... each layer exports alone") after
+    # exporting every layer alone, and the other formats name a hidden temporary file
+    import builtins
+    import errno
+
+    from netcfg.exporting import api
+
+    weights = write_weights(spec_of(LENET.read_text()), tmp_path / "lenet.safetensors")
+    (tmp_path / "afile").write_text("mine")
+    code, _, stderr = netcfg_cli("export", weights, "-f", "torchscript", "-o", tmp_path / "afile/lenet.pt")
+    assert code == 2, stderr
+    assert stderr == (f"-o: error: cannot write {tmp_path / 'afile/lenet.pt'}: Not a directory "
+                      "(choose a file in a folder you can write)\n")
+    assert (tmp_path / "afile").read_text() == "mine"
+
+    def read_only(path, mode="r", *args, **kwargs):
+        if "w" in mode:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(api, "open", read_only, raising=False)
+    monkeypatch.setattr(api, "culprit", lambda *a: pytest.fail("a layer was blamed for a folder"))
+    for fmt in ("torchscript", "safetensors"):
+        out = tmp_path / "out" / f"lenet.{fmt}"
+        code, _, stderr = netcfg_cli("export", weights, "-f", fmt, "-o", out)
+        assert code == 2, stderr
+        assert stderr == f"-o: error: cannot write {out}: Permission denied (choose a file in a folder you can write)\n"
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "exported", "pt"])
+def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, fmt):
+    # TorchScript and torch.export wrote through their own C++ file code: a full disk was
+    # "cannot export net 'LeNet' to TorchScript: [enforce fail at inline_container.cc...]", after
+    # every layer was exported alone to find the one to blame
+    import builtins
+    import errno
+
+    from netcfg.exporting import api
+    from netcfg.solver import checkpoint
+
+    def full(path, mode="r", *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        if "w" in mode and ".tmp-" in str(path):
+            def write(data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            f.write = write
+        return f
+
+    weights = write_weights(spec_of(LENET.read_text()), tmp_path / "lenet.safetensors")
+    monkeypatch.setattr(checkpoint, "open", full, raising=False)
+    monkeypatch.setattr(api, "culprit", lambda *a: pytest.fail("a layer was blamed for a full disk"))
+    out = tmp_path / "out" / f"lenet.{fmt}"
+    code, _, stderr = netcfg_cli("export", weights, "-f", fmt, "-o", out)
+    assert code == 1, stderr
+    assert stderr == f"{out}: error: cannot write: No space left on device\n"
+    assert list((tmp_path / "out").iterdir()) == []

@@ -129,8 +129,9 @@ class RunDir:
                     path.mkdir(parents=True)  # and ours, refused by its lock, would delete its directory
                     made = True
                 except FileExistsError:
-                    if not path.is_dir():
-                        raise
+                    if not path.is_dir():  # mkdir's "File exists" read as if a folder were there
+                        raise ConfigError(f"cannot create the run directory {path}: it is a file", file=where,
+                                          hint="pick a new folder with --out") from None
                     made = False
         except OSError as e:
             raise ConfigError(f"cannot create the run directory {e.filename or out}: {e.strerror}", file=where,

@@ -40,8 +40,6 @@ def train_step(solver: Solver) -> tuple[float, dict[str, float], int]:
         solver.frozen.hold()  # frozen BatchNorm layers keep their statistics
         solver._in_train_mode = True
     solver.dist.seed_dropout(s.random_seed, solver.iter)  # torchrun: each rank's own dropout masks
-    lr = solver.lr()
-    set_learning_rate(solver.optimizer, lr, solver.iter)
     solver.optimizer.zero_grad(set_to_none=True)
     total, outs, images, bad = 0.0, {}, 0, None
     read = float if solver._deferred is None else torch.Tensor.detach  # deferred: no host sync
@@ -83,6 +81,9 @@ def train_step(solver: Solver) -> tuple[float, dict[str, float], int]:
         apply_l1(solver.optimizer, s.weight_decay)
     solver._ctrl_c.hold()  # released once step() has counted the iteration
     solver._updating = True
+    # here, with the update: it rescales an SGD velocity (optim.py), which an iteration
+    # stopped before its update (rolled back, then snapshotted) must not have done
+    set_learning_rate(solver.optimizer, solver.lr(), solver.iter)
     if solver.scaler:
         solver.scaler.step(solver.optimizer)
         solver.scaler.update()

@@ -113,6 +113,32 @@ def test_ctrl_c_inside_an_iteration_resumes_exactly(tmp_path, how, ctrl_c_enable
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+@pytest.mark.parametrize("type", ["SGD", "Nesterov"])
+def test_a_second_ctrl_c_in_the_iteration_the_rate_drops_resumes_exactly(tmp_path, type):
+    # iteration 4 drops the rate tenfold, and a KeyboardInterrupt during its forward rolls it
+    # back: the SGD velocity's rescale to the new rate, set up at the iteration's start, went
+    # into the snapshot with the new rate, so the resumed update never rescaled it
+    path = write_solver(tmp_path, MLP_DROPOUT, max_iter=8, test=False, type=type, lr_policy="step", stepsize=4,
+                        gamma=0.1)
+    straight = solve(path, tmp_path / "straight")
+    s = Solver(load_solver(path), out=tmp_path / "run", log=lambda line: None)
+    calls = []
+
+    def interrupt(module, args, output):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+
+    s.net.ip2.register_forward_hook(interrupt)
+    with pytest.raises(Interrupted):
+        s.solve()
+    state = tmp_path / "run/tiny_iter_4.solverstate"
+    resumed = Solver(load_solver(path), run_dir=RunDir.resume(load_solver(path), state), log=lambda line: None)
+    resumed.restore(state)
+    resumed.solve()
+    assert_same_weights(straight.net.state_dict(), resumed.net.state_dict())
+
+
 def test_a_second_ctrl_c_during_the_update_lets_it_finish(tmp_path, ctrl_c_enabled):
     # Ctrl-C twice while the optimizer updates iteration 4 (several kernels, one per parameter
     # group): stopped there, the snapshot held iteration 4's new weights labelled as iteration 4,

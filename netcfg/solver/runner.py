@@ -166,14 +166,16 @@ class Solver:
                 self._undo = self._iteration_start()
                 if self._deferred is not None:
                     self._deferred.recent[self.iter] = self._undo
-                if self._compiling:  # torch.compile compiles on the first call: its time is reported apart
+                watched = s.debug_info and s.display and self.iter % s.display == 0 and self.dist.is_main
+                compiling = self._compiling and not watched  # a watched iteration runs eagerly
+                if compiling:  # torch.compile compiles on the first call: its time is reported apart
                     t_compile = time.perf_counter()
-                if s.debug_info and s.display and self.iter % s.display == 0 and self.dist.is_main:
+                if watched:
                     with watch(self, self.log):  # Caffe's per-layer lines for the iteration displayed
                         loss, outs, n_img = self._train_step()
                 else:
                     loss, outs, n_img = self._train_step()
-                if self._compiling:
+                if compiling:
                     self._compiling = False
                     self.log(f"torch.compile: the first iteration took {time.perf_counter() - t_compile:.1f} s "
                              "(compiling; later runs reuse the inductor cache)")

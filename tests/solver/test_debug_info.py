@@ -86,3 +86,23 @@ def test_iter_size_shows_each_pass_with_caffes_unscaled_gradients(tmp_path):
     assert len(passes) == 2 and len([k for k, _ in values(two) if k == "[Forward] Input data data"]) == 2
     assert passes[0] == pytest.approx(dict(values(one))[key], rel=1e-5)
     assert len([k for k, _ in values(two) if "param blob weight diff" in k]) == 2  # once per layer, not per pass
+
+
+def test_under_compile_the_watched_iteration_runs_eagerly_and_the_compile_time_is_the_compiles(tmp_path):
+    # iteration 0 is watched (eager), iteration 1 is the first compiled one: the log's
+    # "torch.compile: the first iteration took" came after iteration 0, before anything compiled
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    graphs: list[int] = []
+    lines: list[str] = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if line.startswith("torch.compile: the first iteration took"):
+            graphs.append(counters["stats"]["unique_graphs"])
+
+    path = write_solver(tmp_path, MLP, test=False, max_iter=2, display=2, compile=True, debug_info=True)
+    Solver(load_solver(path), out=tmp_path / "run", log=log).solve()
+    assert len(graphs) == 1 and graphs[0] > 0
+    assert values(lines)  # iteration 0's per-layer lines, from the eager net's hooks

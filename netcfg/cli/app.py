@@ -56,6 +56,13 @@ def _command_modules() -> list:
     return sorted((m for m in mods if hasattr(m, "register")), key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
+try:
+    from rich.markup import escape as _markup_escape
+except ImportError:  # typer without rich prints help as plain text
+    def _markup_escape(text: str) -> str:
+        return text
+
+
 def _paragraphs(doc: str | None) -> str:
     """A command's docstring with each paragraph on one line, for the terminal to wrap: typer
     0.2x keeps the line breaks of every paragraph after the first, and a source line's break
@@ -66,7 +73,8 @@ def _paragraphs(doc: str | None) -> str:
 
 def _unwrap_help(t: typer.Typer) -> None:
     for c in t.registered_commands:
-        c.help = _paragraphs(c.help or (c.callback.__doc__ if c.callback else None))
+        # typer reads help as rich markup, where 'netcfg[plot]' would lose its '[plot]'
+        c.help = _markup_escape(_paragraphs(c.help or (c.callback.__doc__ if c.callback else None)))
     for g in t.registered_groups:
         _unwrap_help(g.typer_instance)
 

@@ -97,3 +97,12 @@ def test_help_paragraphs_are_wrapped_by_the_terminal_not_the_source(monkeypatch)
     assert any(x.startswith("Under torchrun") and x.endswith("see docs/distributed.md.") for x in lines), lines
     fetch = [x.strip() for x in run_cli("data", "fetch", "--help").stdout.splitlines()]
     assert any(x.startswith("Files already there") and x.endswith("the solver snippet to stdout.") for x in fetch)
+
+
+def test_help_keeps_square_brackets_that_rich_would_read_as_markup(monkeypatch):
+    # typer parses help as rich markup: "pip install 'netcfg[plot]'" printed as 'netcfg'
+    from tests.cli import run_cli
+
+    monkeypatch.setenv("COLUMNS", "200")
+    for command in ("plot", "landscape"):
+        assert "pip install 'netcfg[plot]'" in run_cli(command, "--help").stdout, command

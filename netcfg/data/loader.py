@@ -43,8 +43,8 @@ class BatchLoader:
 
     ``split`` is a ``SplitData`` (``load_source``'s result) or, for convenience, a
     mapping of whole-split tensors keyed by the source's names. Batches are keyed
-    by net input name; image tensors come out float32 and transformed,
-    everything else as stored.
+    by net input name; image tensors come out float32 (or as ``deliver`` says) and
+    transformed, everything else as stored.
     """
 
     def __init__(self, split: SplitData | Mapping[str, torch.Tensor], spec: DataSourceSpec, *, seed: int,
@@ -74,6 +74,18 @@ class BatchLoader:
         self.epoch = 0      # epochs completed before the current one
         self.position = 0   # samples of the current epoch already handed out
         self._orders: dict[int, torch.Tensor | None] = {}
+
+    def deliver(self, dtypes: Mapping[str, torch.dtype]) -> None:
+        """Deliver the floating-point tensors named in ``dtypes`` in that dtype, as the net that
+        reads them is built (float64, float16): stored floats are cast once, here, and images
+        are normalised straight into it, so no batch costs an extra cast. Integer tensors are
+        left as stored: an integer the net wants as a float is a mismatch ``match_inputs`` names."""
+        for name, dtype in dtypes.items():
+            t = self._tensors.get(name)
+            if name in self._transforms:
+                self._transforms[name] = self._transforms[name].with_dtype(dtype)
+            elif isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != dtype:
+                self._tensors[name] = t.to(dtype)
 
     def _decide_residency(self) -> bool:
         if any(not isinstance(t, torch.Tensor) for t in self.split.tensors.values()):

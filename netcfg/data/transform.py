@@ -31,10 +31,11 @@ __all__ = ["ImageTransform"]
 class ImageTransform:
     """Normalise and augment batches of one (N, C, H, W) image tensor of a split."""
 
-    def __init__(self, spec: DataSourceSpec, mean: Any, factor: Any):
+    def __init__(self, spec: DataSourceSpec, mean: Any, factor: Any, dtype: torch.dtype = torch.float32):
         self.spec = spec
         self.mean = mean      # None, a float, or a (1, C, 1, 1) / (1, C, H, W) tensor
         self.factor = factor  # a float or a (1, C, 1, 1) tensor: scale / std
+        self.dtype = dtype    # of the normalised batches: the net's input dtype (float64 nets get float64)
 
     @classmethod
     def from_spec(cls, spec: DataSourceSpec, shape: tuple[int, ...], base_dir: str | Path | None = None) -> ImageTransform:
@@ -61,7 +62,11 @@ class ImageTransform:
         def move(v):
             return v.to(device) if isinstance(v, torch.Tensor) else v
 
-        return ImageTransform(self.spec, move(self.mean), move(self.factor))
+        return ImageTransform(self.spec, move(self.mean), move(self.factor), self.dtype)
+
+    def with_dtype(self, dtype: torch.dtype) -> ImageTransform:
+        """This transform, normalising into ``dtype`` instead."""
+        return ImageTransform(self.spec, self.mean, self.factor, dtype)
 
     @property
     def augments(self) -> bool:
@@ -75,8 +80,9 @@ class ImageTransform:
         return (c, size, size) if size else (c, h, w)
 
     def normalize(self, x: torch.Tensor, mean: Any = None) -> torch.Tensor:
-        """Raw batch -> float32 ``(x - mean) * scale / std``: a fresh contiguous tensor, never a view of x."""
-        x = x.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+        """Raw batch -> ``(x - mean) * scale / std`` in ``self.dtype`` (float32 unless the net
+        says otherwise): a fresh contiguous tensor, never a view of x."""
+        x = x.to(self.dtype, memory_format=torch.contiguous_format, copy=True)
         mean = self.mean if mean is None else mean
         if mean is not None:
             x.sub_(mean)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from netcfg.net.graph import Graph, Node, build_graph
-from netcfg.net.module import Net, ParamInfo
+from netcfg.net.module import Net, ParamInfo, float_inputs
 from netcfg.net.spec import InputSpec, NetSpec, load_net
 
-__all__ = ["Graph", "InputSpec", "Net", "NetSpec", "Node", "ParamInfo", "build_graph", "build_net", "load_net"]
+__all__ = ["Graph", "InputSpec", "Net", "NetSpec", "Node", "ParamInfo", "build_graph", "build_net", "float_inputs", "load_net"]
 
 
 def build_net(

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
+from netcfg.layers.base import FLOAT_DTYPES
 from netcfg.net.graph import Graph
 
-__all__ = ["Net", "ParamInfo", "run_schedule"]
+__all__ = ["Net", "ParamInfo", "run_schedule", "compute_dtype", "float_inputs"]
 
 
 Schedule = list[tuple[nn.Module, tuple[str, ...], tuple[str, ...]]]
@@ -33,6 +34,22 @@ def run_schedule(schedule: Schedule, blobs: dict[str, torch.Tensor]) -> dict[str
             for t, o in zip(tops, out):
                 blobs[t] = o
     return blobs
+
+
+def compute_dtype(in_blobs) -> torch.dtype | None:
+    """The dtype a layer's weights are made in: that of its first floating-point bottom, so a
+    net whose inputs are declared float64 (or float16, bfloat16) is built in that precision
+    and runs as its shape table says; None for a layer that reads integers only (Embed)."""
+    for blob in in_blobs:
+        if blob.dtype in FLOAT_DTYPES:
+            return getattr(torch, blob.dtype)
+    return None
+
+
+def float_inputs(graph: Graph) -> dict[str, torch.dtype]:
+    """The dtype each floating-point input of ``graph`` is to be fed in: the declared one,
+    which the layers reading it are built in (``BatchLoader.deliver`` takes this)."""
+    return {name: getattr(torch, b.dtype) for name, b in graph.inputs.items() if b.dtype in FLOAT_DTYPES}
 
 
 @dataclass(frozen=True)
@@ -69,10 +86,14 @@ class Net(nn.Module):
             else:
                 module = node.spec.build(node.in_blobs)
                 node.spec.fill(module)
+                dtype = compute_dtype(node.in_blobs)
+                if dtype is not None and dtype != torch.float32:  # the dtype the graph promised its tops
+                    module.to(dtype)
             self._layers[node.name] = (node.spec, node.in_blobs, module)
             self._insert(node.name, module)
             self._schedule.append((module, tuple(node.bottoms), tuple(node.tops)))
             self._bind_params(node, module, shared)
+        self._first_reader = _first_weighted_readers(graph, self._layers)
         self.train(graph.phase == "TRAIN")  # Dropout/BatchNorm follow the phase
 
     def _insert(self, name: str, module: nn.Module) -> None:
@@ -116,8 +137,23 @@ class Net(nn.Module):
             raise TypeError(_missing_inputs(self.graph.name, missing, inputs))
         if self.check_input_tensors and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
             _check_input_tensors(self.graph, inputs)  # a traced graph's shapes are fixed: checked when traced
+            self._check_float_inputs(inputs)
         blobs = run_schedule(self._schedule, dict(inputs))
         return {t: blobs[t] for t in self.outputs}
+
+    def _check_float_inputs(self, inputs: dict[str, torch.Tensor]) -> None:
+        """A float input of another dtype than the weights of the first layer that computes with
+        it (float32 into a float64 net, or float64 into a float32 one) is named here, with the
+        cast to make, rather than as torch's "mat1 and mat2 must have the same dtype" inside that
+        layer. The weights are looked at now, so ``net.double()`` and ``net.half()`` are followed."""
+        for name, layer in self._first_reader.items():
+            weight = next(self._layers[layer][2].parameters(), None)
+            t = inputs[name]
+            if weight is not None and t.is_floating_point() and t.dtype != weight.dtype:
+                want = str(weight.dtype).removeprefix("torch.")
+                raise ValueError(f"net '{self.graph.name}': input '{name}' is {str(t.dtype).removeprefix('torch.')}, "
+                                 f"but layer '{layer}', which computes with it, holds {want} weights "
+                                 f"(x.to(torch.{want}))")
 
     def loss(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The total loss: the sum of every loss top times its loss_weight."""
@@ -153,6 +189,22 @@ def _missing_inputs(net: str, missing: list[str], given) -> str:
     hints = [h for h in (did_you_mean(n, given, show_all=0) for n in missing) if h]
     return (f"net '{net}' needs the input(s) {', '.join(map(repr, missing))}; given: {sorted(given) or 'none'}"
             + (f" ({'; '.join(hints)})" if hints else ""))
+
+
+def _first_weighted_readers(graph: Graph, layers: dict[str, tuple]) -> dict[str, str]:
+    """Float input -> the first layer with weights that reads it, directly or through layers
+    that keep its dtype (a ReLU, a Pooling): whose weights' dtype the input must have."""
+    origin = {name: name for name, b in graph.inputs.items() if b.dtype in FLOAT_DTYPES}  # blob -> input
+    found: dict[str, str] = {}
+    for node in graph.nodes:
+        src = next((origin[b] for b in node.bottoms if b in origin), None)
+        if src is not None and src not in found and next(layers[node.name][2].parameters(), None) is not None:
+            found[src] = node.name
+        for t, blob in zip(node.tops, node.out_blobs):
+            origin.pop(t, None)
+            if src is not None and blob.dtype == graph.inputs[src].dtype:
+                origin[t] = src
+    return found
 
 
 def _check_input_tensors(graph: Graph, inputs: dict) -> None:

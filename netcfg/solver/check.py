@@ -7,7 +7,7 @@ import torch
 from netcfg.data.loader import BatchLoader
 from netcfg.data.split import load_source
 from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
-from netcfg.net import Graph, build_graph
+from netcfg.net import Graph, build_graph, float_inputs
 from netcfg.solver.keep import best_metric_errors
 from netcfg.solver.spec import SolverSpec
 
@@ -113,6 +113,7 @@ def checked_loader(spec: SolverSpec, split: str, graph: Graph, device: torch.dev
         tensors = load_source(ds, spec.base_dir)
         # torchrun: test shards are not padded, so each test sample counts once
         loader = BatchLoader(tensors, ds, seed=spec.random_seed, device=device, even=split == "train")
+        loader.deliver(float_inputs(graph))  # a float64 net gets float64 batches
     except ConfigErrors as e:
         raise ConfigErrors([spec.locate(x.prefixed(prefix)) for x in e.errors]) from None
     except ConfigError as e:

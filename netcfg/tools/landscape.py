@@ -28,7 +28,7 @@ import torch
 from netcfg.data.loader import BatchLoader
 from netcfg.data.sources import load_source
 from netcfg.errors import ConfigError, ConfigErrors
-from netcfg.net import Net, build_graph
+from netcfg.net import Net, build_graph, float_inputs
 from netcfg.solver.snapshot import copy_weights
 from netcfg.solver.spec import SolverSpec
 from netcfg.tools.load import pick_device
@@ -155,6 +155,7 @@ def prepare(spec: SolverSpec, weights: str | Path, *, samples: int, batch_size: 
                                                "batch_size": batch_size or max(spec.data.train.batch_size, 256)})
     try:
         loader = BatchLoader(load_source(split, spec.base_dir), split, seed=spec.random_seed, device=dev)
+        loader.deliver(float_inputs(graph))
     except ConfigErrors as e:
         raise ConfigErrors([spec.locate(x.prefixed(("data", "train"))) for x in e.errors]) from None
     except ConfigError as e:

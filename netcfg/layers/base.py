@@ -99,10 +99,14 @@ INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
 
 
 def check_float(layer: LayerSpec, blob: Blob, what: str = "input") -> None:
-    """Refuse an integer blob where real numbers are needed (a label wired in by mistake)."""
+    """Refuse an integer blob where real numbers are needed (a label wired in by mistake, or
+    images declared as they are stored, uint8)."""
     if blob.dtype not in FLOAT_DTYPES:
+        why = ("is a label wired in by mistake?" if blob.dtype != "uint8" or not blob.shape else
+               f"images are fed as float32 (the loader converts uint8 pixels and applies the data's scale): "
+               f"declare the input as {list(blob.shape)}, not {blob.dtype}")
         raise ShapeError(f"{layer.type} needs a floating-point {what}, got {blob.dtype} (shape {list(blob.shape)}); "
-                         "is a label wired in by mistake?", key="bottom")
+                         + why, key="bottom")
 
 
 def check_rank(layer: LayerSpec, blob: Blob, ranks: tuple[int, ...], what: str = "input") -> None:

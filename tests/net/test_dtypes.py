@@ -110,6 +110,15 @@ def test_float_arrays_are_delivered_in_the_declared_dtype(tmp_path):
     assert next(iter(loader.epoch_batches()))["x"].dtype == torch.float64
 
 
+def test_uint8_images_declared_as_stored_are_refused_at_check_with_the_declaration_to_write():
+    doc = MLP.replace("data: [1, 8, 8]", "data: {shape: [1, 8, 8], dtype: uint8}")
+    with pytest.raises(ConfigErrors) as e:
+        build_graph(net_from_source(parse_yaml(doc, "net.yaml")), "TRAIN")
+    msg = str(e.value)
+    assert "net.yaml:6:" in msg and "layer 'ip1'" in msg
+    assert "declare the input as [1, 8, 8], not uint8" in msg
+
+
 def test_an_integer_label_into_a_convolution_is_refused_at_check_naming_layer_and_input():
     doc = MLP.replace("bottom: data, num_output: 16", "bottom: label, num_output: 16")
     doc = doc.replace("type: InnerProduct, bottom: label", "type: Convolution, bottom: label, kernel_size: 1")

@@ -27,8 +27,8 @@ from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.solver import distributed
 from netcfg.solver.debug_info import watch
 from netcfg.solver.ema import WeightAverage
-from netcfg.solver.evaluate import sum_outputs
-from netcfg.solver.keep import Best, keep_best, prune_snapshots
+from netcfg.solver.testing import loop_test, out_of_patience, run_test
+from netcfg.solver.keep import Best, prune_snapshots
 from netcfg.solver.interrupt import Interrupted, StopAfterIteration, Terminated
 from netcfg.solver.iteration import autocast, train_step
 from netcfg.solver.layout import to_layout
@@ -159,8 +159,8 @@ class Solver:
                     # the test); the snapshot is of this iteration's start, so the resumed run tests again.
                     # Not under torchrun, where every rank must test every batch (the sums are all-reduced)
                     self._undo = self._iteration_start()
-                    self._test_phase(None if self.dist.active else lambda: ctrl_c.requested)
-                    if self._out_of_patience():
+                    loop_test(self, None if self.dist.active else lambda: ctrl_c.requested)
+                    if out_of_patience(self):
                         break
                 # what a Ctrl-C inside the step rolls back, so the snapshot resumes exactly
                 self._undo = self._iteration_start()
@@ -259,7 +259,7 @@ class Solver:
                 self._record({"event": "early_stop", "iter": self.iter, "metric": self.best.metric,
                               "best": self.best.value, "best_iter": self.best.iter})
             elif s.test_interval and self.iter % s.test_interval == 0 and self.test_net is not None:
-                self._test_phase()
+                loop_test(self, )
         except KeyboardInterrupt as e:
             self._roll_back_iteration()
             by = self._ctrl_c.by or ("SIGTERM" if isinstance(e, Terminated) else "Ctrl-C")
@@ -278,49 +278,9 @@ class Solver:
 
     def test(self, iterations: int | None = None, *, iteration_known: bool = True,
              stopped: Callable[[], bool] | None = None) -> dict[str, float]:
-        """Average every scalar output of the TEST net over the test set (or N batches).
-
-        ``iteration_known=False`` (weights that are no netcfg snapshot, a state_dict .pt)
-        leaves "Iteration N" out of the log line: 0 would claim an untrained net. When
-        ``stopped()`` turns true the test ends before its next batch, with KeyboardInterrupt
-        and no record."""
-        if self.test_net is None or self.test_data is None:
-            raise ConfigErrors([self.spec.locate(ConfigError("no test data to test on", ("data",), hint="add data.test"))])
-        self._settle()  # a deferred NaN check stops here, before testing weights it froze
-        self.dist.sync_buffers(self.net)  # torchrun: every rank tests rank 0's BatchNorm statistics
-        t0 = time.perf_counter()
-        sums, count = sum_outputs(self.test_net, self.test_data.epoch_batches(), iterations or self.spec.test_iter,
-                                  channels_last=self.channels_last, autocast=self._autocast, stopped=stopped)
-        if stopped is not None and stopped():
-            raise KeyboardInterrupt
-        sums, count = self.dist.sum_over_ranks(sums, count)  # torchrun: each rank tested its shard
-        self._in_train_mode = False
-        self.last_test = results = {k: v / max(count, 1) for k, v in sums.items()}
-        self._record({"event": "test", "iter": self.iter,
-                      "epoch": round(self.train_data.epoch_float, 4) if self.train_data else 0.0,
-                      **results, "samples": count, "seconds": round(time.perf_counter() - t0, 3)})
-        self.log((f"Iteration {self.iter}, Testing net" if iteration_known else "Testing net") + f" ({count} samples): "
-                 + ", ".join(f"{k} = {v:.4f}" for k, v in results.items()))
-        return results
-
-    def _test_phase(self, stopped: Callable[[], bool] | None = None) -> None:
-        """A test of the training loop; with ``snapshot_best``, the best snapshot follows it."""
-        rng = capture_rng(self.device) if self.best is not None else None
-        with self._averaged():
-            results = self.test(stopped=stopped)
-            if self.best is not None:
-                keep_best(self, results, rng)
-
-    def _out_of_patience(self) -> bool:
-        """Whether ``snapshot_best.patience`` tests in a row have not improved on the best
-        (early stopping); every rank decides alike, from the same summed test results."""
-        patience = self.spec.snapshot_best.patience if self.spec.snapshot_best else None
-        if patience is None or self.best.waited(self.iter, self.spec.test_interval) < patience:
-            return False
-        self.stopped_early = True
-        self.log(f"Early stop: {self.best.metric} has not improved on {self.best.value:.4f} (iteration "
-                 f"{self.best.iter}) in {patience} tests; stopping at iteration {self.iter} of {self.spec.max_iter}")
-        return True
+        """Average every scalar output of the TEST net over the test set (or N batches)
+        (``testing.run_test``)."""
+        return run_test(self, iterations, iteration_known=iteration_known, stopped=stopped)
 
     def _averaged(self):
         """The weight average (``ema``) in the net for a test or a snapshot, or nothing to do."""

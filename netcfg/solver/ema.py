@@ -83,4 +83,7 @@ def own_weights(net: torch.nn.Module, stored: dict) -> None:
     weights = stored.get("weights") or {}
     for name, t in [*net.named_parameters(), *net.named_buffers()]:
         if name in weights:
+            if weights[name].shape != t.shape:
+                raise ValueError(f"its trained weights '{name}' have shape {list(weights[name].shape)}, "
+                                 f"the net's {list(t.shape)}")
             t.copy_(weights[name])

@@ -54,10 +54,13 @@ def restore(solver, path: Path, *, force: bool = False) -> None:
     jump = lr_jump(spec, old, int(tree["iter"]))
     if jump:
         solver.log(jump)
-    if solver.ema is not None:  # the snapshot's weights are the average; the net trains on its own
-        solver.ema.resume(solver.net, tree.get("ema"))
-    elif tree.get("ema"):
-        own_weights(solver.net, tree["ema"])
+    try:
+        if solver.ema is not None:  # the snapshot's weights are the average; the net trains on its own
+            solver.ema.resume(solver.net, tree.get("ema"))
+        elif tree.get("ema"):
+            own_weights(solver.net, tree["ema"])
+    except ValueError as e:
+        raise CheckpointError(path, str(e)) from None
     load_optimizer_state(solver.optimizer, tree["optimizer"], str(path))
     if solver.scaler and tree.get("scaler"):
         solver.scaler.load_state_dict(tree["scaler"])

@@ -281,6 +281,12 @@ def check_state(tree, path: Path) -> None:
                                   and best.get("mode") in ("max", "min")
                                   and (best.get("value") is None or isinstance(best["value"], number))),
          "a best test value")
+    ema = tree.get("ema")
+    want("ema", ema is None or (isinstance(ema, dict) and isinstance(ema.get("updates"), int)
+                                and not isinstance(ema["updates"], bool) and ema["updates"] >= 0
+                                and isinstance(ema.get("weights"), dict)
+                                and all(isinstance(v, torch.Tensor) for v in ema["weights"].values())),
+         "a weight average's state")
     ranks = [tree.get("world_size", 1)] + ([data.get("world_size", 1)] if isinstance(data, dict) else [])
     want("world_size", all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks),
          "a number of processes")

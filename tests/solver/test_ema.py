@@ -69,3 +69,17 @@ def test_a_resume_without_ema_trains_on_from_the_weights_not_the_average(tmp_pat
     state, _ = load_tree(tmp_path / "run/tiny_iter_4.solverstate")
     assert_same_weights({k: v for k, v in s.net.state_dict().items() if k in state["ema"]["weights"]},
                         state["ema"]["weights"])
+
+
+def test_a_damaged_average_state_is_refused_with_its_key(tmp_path):
+    from netcfg.solver.checkpoint import save_tree
+
+    path = write_solver(tmp_path, test=False, max_iter=2, display=0, ema=EMA)
+    assert netcfg("train", path, "--out", tmp_path / "run")[0] == 0
+    state = tmp_path / "run/tiny_iter_2.solverstate"
+    tree, meta = load_tree(state)
+    for bad in ("null", {"updates": 2, "weights": {"ip1.weight": torch.zeros(3)}}):
+        save_tree(state, {**tree, "ema": bad}, metadata={k: v for k, v in meta.items() if k != "netcfg.tree"})
+        code, out, err = netcfg("train", path, "--resume", tmp_path / "run", "--set", "max_iter=4")
+        assert code == 2 and "Traceback" not in err, err
+        assert ("'ema' is not a weight average's state" if bad == "null" else "have shape [3]") in err

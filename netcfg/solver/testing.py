@@ -49,6 +49,9 @@ def run_test(solver, iterations: int | None = None, *, iteration_known: bool = T
 def loop_test(solver, stopped: Callable[[], bool] | None = None) -> None:
     """A test of the training loop; with ``snapshot_best``, the best snapshot follows it."""
     rng = capture_rng(solver.device) if solver.best is not None else None
+    # a deferred NaN check stops here, before the average goes in: its replay of the bad
+    # iteration must run on the weights that diverged, to name the layer
+    solver._settle()
     with solver._averaged():
         results = solver.test(stopped=stopped)
         if solver.best is not None:

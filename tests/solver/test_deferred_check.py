@@ -98,3 +98,20 @@ def test_needs_a_fused_optimizer(tmp_path, keys):
     s = Solver(load_solver(write_tiny_solver(tmp_path, **keys)), out=tmp_path / "run", log=lambda line: None,
                deferred_check=True)
     assert s._deferred is None
+
+
+def test_a_bad_loss_found_at_a_test_names_the_layer_with_an_average_of_the_weights(tmp_path):
+    # ema: the test puts the average in the net; a deferred check read there must replay the
+    # bad iteration on the weights that diverged, not on the average (which gives a finite loss)
+    data = {"train": {"source": "digits", "split": "train", "batch_size": 32, "scale": 0.00390625, "limit": 256},
+            "test": {"source": "digits", "split": "test", "batch_size": 32, "scale": 0.00390625, "limit": 64}}
+    path = write_tiny_solver(tmp_path, data=data, max_iter=40, display=0, snapshot=0, base_lr=1e22,
+                             test_interval=2, test_initialization=False, ema={"decay": 0.999, "warmup": 0})
+    messages = []
+    for deferred in (False, True):
+        s = solver(path, deferred)
+        with pytest.raises(TrainingDiverged) as e:
+            s.solve()
+        messages.append(str(e.value).replace(f"run-{deferred}", "run"))
+    assert "loss is nan at iteration 1; first non-finite output: layer 'ip2'" in messages[0]
+    assert messages[1] == messages[0]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
@@ -317,8 +317,21 @@ class DataSpec(Spec):
 
     @model_validator(mode="after")
     def _test_is_not_augmented(self) -> DataSpec:
-        for key in TRAIN_ONLY:
-            if self.test is not None and getattr(self.test, key, None):
-                raise FieldError(f"{key} augments training images only: a test sees each image as it is, every "
-                                 "time; remove it here (or move it to data.train)", ("test", key))
+        if self.test is None:
+            return self
+        for source, path in _within(self.test, ("test",)):  # multi's sources, image_features' of: too
+            for key in TRAIN_ONLY:
+                if getattr(source, key, None):
+                    raise FieldError(f"{key} augments training images only: a test sees each image as it is, every "
+                                     "time; remove it here (or move it to data.train)", (*path, key))
         return self
+
+
+def _within(source: DataSourceSpec, path: tuple) -> Iterator[tuple[DataSourceSpec, tuple]]:
+    """``source`` and every source it wraps (a field holding a source or a list of them), with key paths."""
+    yield source, path
+    for name in type(source).model_fields:
+        value = getattr(source, name)
+        for i, sub in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            if isinstance(sub, DataSourceSpec):
+                yield from _within(sub, (*path, name) if i is None else (*path, name, i))

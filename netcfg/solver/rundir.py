@@ -15,6 +15,7 @@ from pathlib import Path
 
 import safetensors
 
+from netcfg.data.spec import TRAIN_ONLY
 from netcfg.errors import ConfigError
 from netcfg.solver.checkpoint import WriteError, atomic_write_bytes
 from netcfg.solver.lock import LOCK_NAME, RunLock, remove_stale_temporaries
@@ -40,6 +41,8 @@ def config_diff(old, new, path: str = "") -> list[str]:
             if not path and k in _MAY_CHANGE:
                 continue
             key = f"{path}.{k}" if path else str(k)
+            if k not in new and k in TRAIN_ONLY and key.startswith("data.test."):
+                continue  # never applied to a test, and refused there since: a run from before resumes without it
             if k not in new:
                 out.append(f"{key}: {old[k]!r} -> (removed)")
             elif k not in old:

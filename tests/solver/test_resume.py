@@ -7,7 +7,9 @@ import signal
 
 import pytest
 import torch
-from safetensors.torch import load_file
+import yaml
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from netcfg.solver import Solver
 from netcfg.solver.rundir import RunDir
@@ -223,6 +225,33 @@ def test_resume_refuses_a_changed_solver_unless_forced(tmp_path):
     # config.yaml now holds what the run continued with, so resuming it again goes on from there
     again = load_solver(tmp_path / "run/config.yaml")
     assert (again.base_lr, again.max_iter) == (0.2, 5)
+
+
+def test_a_run_from_before_the_test_split_refused_mirror_resumes_once_it_is_removed(tmp_path):
+    # a run's config.yaml and snapshot from before data.test refused mirror (it was ignored):
+    # the refusal says to remove it, and then the resume goes on without --force
+    solver = write_solver(tmp_path, MLP, max_iter=2, test_interval=2)
+    assert netcfg("train", solver, "--out", tmp_path / "run")[0] == 0
+    state = tmp_path / "run/tiny_iter_2.solverstate"
+    with safe_open(state, "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    old = yaml.safe_load(meta["solver"])
+    old["data"]["test"]["mirror"] = True
+    save_file(tensors, state, {**meta, "solver": yaml.safe_dump(old)})
+    config = tmp_path / "run/config.yaml"
+    config.write_text(config.read_text().replace("split: test\n", "split: test\n    mirror: true\n"))
+    code, out, err = netcfg("train", config, "--resume", state, "--set", "max_iter=4")
+    assert code == 2 and "data.test.mirror: mirror augments training images only" in err and "remove it" in err
+    config.write_text(config.read_text().replace("    mirror: true\n", ""))
+    code, out, err = netcfg("train", config, "--resume", state, "--set", "max_iter=4")
+    assert code == 0, err
+    assert "changed config" not in out and (tmp_path / "run/tiny_iter_4.solverstate").is_file()
+    for later in (tmp_path / "run").glob("tiny_iter_4.*"):
+        later.unlink()
+    old["data"]["train"]["mirror"] = True  # where it did something, a change still needs --force
+    save_file(tensors, state, {**meta, "solver": yaml.safe_dump(old)})
+    code, out, err = netcfg("train", config, "--resume", state, "--set", "max_iter=4")
+    assert code == 2 and "data.train.mirror: True -> (removed)" in err and "data.test" not in err
 
 
 def test_resume_refuses_a_changed_net(tmp_path):

@@ -263,3 +263,24 @@ def test_a_skipped_first_step_leaves_clean_momentum(type):
     opt.step()
     ref.step()
     assert torch.equal(w, ref_w)
+
+
+@pytest.mark.parametrize("type", ["SGD", "Nesterov", "Adam", "AdamW"])  # those torch has fused kernels for
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_weights_are_updated_whole(type, dtype):
+    # a net declared bfloat16 (or float16) is built in it: every element must move as in float32
+    # (torch's fused CPU SGD updated only a tensor's tail beyond its last whole SIMD block)
+    def trained(dt):
+        w = (torch.arange(64, dtype=torch.float32) / 640).to(dt).requires_grad_()
+        opt = make_optimizer(type, [{"params": [w], "lr_mult": 1, "decay_mult": 1}], base_lr=0.1,
+                             momentum=MOMENTUM.get(type))
+        for it in range(2):
+            w.grad = torch.full_like(w, 0.05)
+            set_learning_rate(opt, 0.1, it)
+            opt.step()
+        return w.detach().float()
+
+    start = (torch.arange(64, dtype=torch.float32) / 640).to(dtype).float()
+    want, got = trained(torch.float32), trained(dtype)
+    assert (want - start).abs().min() > 1e-3
+    torch.testing.assert_close(got - start, want - start, rtol=0.05, atol=2e-3)

@@ -23,6 +23,8 @@ import torch
 
 __all__ = ["WeightAverage", "own_weights"]
 
+_HALF = (torch.float16, torch.bfloat16)
+
 
 class WeightAverage:
     """The average of ``net``'s floating-point parameters and buffers."""
@@ -32,7 +34,12 @@ class WeightAverage:
         named = [(n, t) for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_floating_point()]
         self.names = [n for n, _ in named]
         self.live = [t.detach() for _, t in named]
-        self.average = [t.clone() for t in self.live]
+        # a 16-bit weight's average is kept in float32: at decay 0.9999 a bfloat16 one would never move
+        # (each step adds 1e-4 of the difference, far below its 8-bit mantissa's resolution)
+        self.average = [t.float() if t.dtype in _HALF else t.clone() for t in self.live]
+        half = [t.dtype in _HALF for t in self.live]
+        self._full = ([a for a, h in zip(self.average, half) if not h], [t for t, h in zip(self.live, half) if not h])
+        self._half = ([a for a, h in zip(self.average, half) if h], [t for t, h in zip(self.live, half) if h])
         self._held: list[torch.Tensor] | None = None  # the net's own weights while the average is in it
 
     @torch.no_grad()
@@ -40,7 +47,10 @@ class WeightAverage:
         """Move the average after an update of the weights (inside the iteration's Ctrl-C hold)."""
         self.updates += 1
         d = self.decay * (1.0 - math.exp(-self.updates / self.warmup)) if self.warmup else self.decay
-        torch._foreach_lerp_(self.average, self.live, 1.0 - d)
+        if self._full[0]:
+            torch._foreach_lerp_(*self._full, 1.0 - d)
+        if self._half[0]:  # float32 copies of the 16-bit weights: only nets declared in 16 bits pay for them
+            torch._foreach_lerp_(self._half[0], [t.float() for t in self._half[1]], 1.0 - d)
 
     @contextmanager
     def in_net(self):
@@ -63,7 +73,9 @@ class WeightAverage:
         and the net's own weights, by name. Only while the average is ``in_net``."""
         if self._held is None:
             raise RuntimeError("WeightAverage.state() outside in_net(): the snapshot's weights would be the net's own")
-        return {"updates": self.updates, "weights": dict(zip(self.names, self._held))}
+        # the float32 average of 16-bit weights, which the snapshot's weights hold rounded: a resume goes on from it
+        full = {n: a for n, a, t in zip(self.names, self.average, self.live) if t.dtype in _HALF}
+        return {"updates": self.updates, "weights": dict(zip(self.names, self._held)), **({"average": full} if full else {})}
 
     @torch.no_grad()
     def resume(self, net: torch.nn.Module, stored: dict | None) -> None:
@@ -74,6 +86,10 @@ class WeightAverage:
         if stored is not None:
             own_weights(net, stored)
             self.updates = int(stored.get("updates", 0))
+            kept = stored.get("average") or {}
+            for name, a in zip(self.names, self.average):
+                if name in kept and kept[name].shape == a.shape:
+                    a.copy_(kept[name])
 
 
 @torch.no_grad()

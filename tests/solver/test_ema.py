@@ -83,3 +83,31 @@ def test_a_damaged_average_state_is_refused_with_its_key(tmp_path):
         code, out, err = netcfg("train", path, "--resume", tmp_path / "run", "--set", "max_iter=4")
         assert code == 2 and "Traceback" not in err, err
         assert ("'ema' is not a weight average's state" if bad == "null" else "have shape [3]") in err
+
+
+def test_the_average_of_a_bfloat16_net_moves_and_resumes_exactly(tmp_path):
+    # a net declared bfloat16 has bfloat16 weights: an average kept in them would never move at
+    # a decay near 1 (each update adds 0.1% of the difference, below bfloat16's resolution)
+    net = MLP_DROPOUT.replace("data: [1, 8, 8]", "data: {shape: [1, 8, 8], dtype: bfloat16}")
+    ema = {"decay": 0.999, "warmup": 0}
+    path = write_solver(tmp_path, net, test=False, max_iter=30, snapshot=10, display=0, base_lr=0.5, ema=ema)
+    plain = Solver(load_solver(path, ["ema=null"]), out=tmp_path / "plain", log=lambda line: None)
+    start = {k: v.double().clone() for k, v in plain.net.state_dict().items() if v.is_floating_point()}
+    average = dict(start)
+    for _ in range(30):
+        plain.step(1)
+        for k, v in plain.net.state_dict().items():
+            if k in average:
+                average[k] = 0.999 * average[k] + 0.001 * v.double()
+    assert netcfg("train", path, "--out", tmp_path / "straight")[0] == 0
+    saved = load_file(tmp_path / "straight/tiny_iter_30.safetensors")
+    assert saved["ip1.weight"].dtype == torch.bfloat16
+    moved = (average["ip1.weight"] - start["ip1.weight"]).abs()
+    assert moved.max() > 1e-3  # well above the rounding of a bfloat16 near 0.3 (1e-3)
+    for k, v in average.items():
+        torch.testing.assert_close(saved[k].double(), v, rtol=8e-3, atol=1e-4)
+    # the float32 average goes on from a snapshot: bit for bit as the straight run
+    assert netcfg("train", path, "--out", tmp_path / "split", "--set", "max_iter=10")[0] == 0
+    code, out, err = netcfg("train", path, "--resume", tmp_path / "split/tiny_iter_10.solverstate")
+    assert code == 0, err
+    assert_same_weights(saved, load_file(tmp_path / "split/tiny_iter_30.safetensors"))

@@ -47,6 +47,14 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
         assert torch.equal(a[k], b[k]), f"{k} differs"
 
 
+def resumed_from(path, state) -> Solver:
+    """The run of the solver file ``path`` resumed from ``state`` in its run directory, trained to the end."""
+    resumed = Solver(load_solver(path), run_dir=RunDir.resume(load_solver(path), state), log=lambda line: None)
+    resumed.restore(state)
+    resumed.solve()
+    return resumed
+
+
 @pytest.mark.parametrize("net", ["mlp", "conv"])
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_resume_repeats_the_straight_run_bit_for_bit(tmp_path, optimizer, net):
@@ -106,10 +114,7 @@ def test_ctrl_c_inside_an_iteration_resumes_exactly(tmp_path, how, ctrl_c_enable
         assert f"interrupted ({by}) at iteration 5" in str(e.value)
         assert e.value.exit_code == (143 if how == "SIGTERM" else 130)
     state = tmp_path / f"run/tiny_iter_{stopped}.solverstate"
-    resumed = Solver(load_solver(path), run_dir=RunDir.resume(load_solver(path), state), log=lambda line: None)
-    resumed.restore(state)
-    resumed.solve()
-    assert_same_weights(straight.net.state_dict(), resumed.net.state_dict())
+    assert_same_weights(straight.net.state_dict(), resumed_from(path, state).net.state_dict())
     assert train_losses(tmp_path / "run", 0) == train_losses(tmp_path / "straight", 0)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
@@ -135,10 +140,7 @@ def test_a_second_ctrl_c_in_the_iteration_the_rate_drops_resumes_exactly(tmp_pat
     with pytest.raises(Interrupted):
         s.solve()
     state = tmp_path / "run/tiny_iter_4.solverstate"
-    resumed = Solver(load_solver(path), run_dir=RunDir.resume(load_solver(path), state), log=lambda line: None)
-    resumed.restore(state)
-    resumed.solve()
-    assert_same_weights(straight.net.state_dict(), resumed.net.state_dict())
+    assert_same_weights(straight.net.state_dict(), resumed_from(path, state).net.state_dict())
 
 
 def test_a_second_ctrl_c_during_the_update_lets_it_finish(tmp_path, ctrl_c_enabled):
@@ -163,20 +165,22 @@ def test_a_second_ctrl_c_during_the_update_lets_it_finish(tmp_path, ctrl_c_enabl
         s.solve()
     assert s.iter == 5 and "tiny_iter_5.solverstate" in str(e.value)
     state = tmp_path / "run/tiny_iter_5.solverstate"
-    resumed = Solver(load_solver(path), run_dir=RunDir.resume(load_solver(path), state), log=lambda line: None)
-    resumed.restore(state)
-    resumed.solve()
-    assert_same_weights(straight.net.state_dict(), resumed.net.state_dict())
+    assert_same_weights(straight.net.state_dict(), resumed_from(path, state).net.state_dict())
     assert train_losses(tmp_path / "run", 0) == train_losses(tmp_path / "straight", 0)
 
 
+AVERAGED_BEST = {"ema": {"decay": 0.9, "warmup": 2}, "snapshot_best": {"metric": "accuracy", "mode": "max"}}
+
+
+@pytest.mark.parametrize("keys", [{}, AVERAGED_BEST], ids=["plain", "ema-best"])
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
-def test_a_stop_during_a_test_ends_it_at_once_and_resumes_exactly(tmp_path, how, ctrl_c_enabled):
+def test_a_stop_during_a_test_ends_it_at_once_and_resumes_exactly(tmp_path, how, keys, ctrl_c_enabled):
     # a scheduler's SIGTERM (or Ctrl-C) while the run tests at iteration 4: the whole test ran
     # first, and a scheduler whose grace period is shorter than the test killed the run before
     # its snapshot. The test stops after the batch it is on; the snapshot is of iteration 4's
-    # start, and the resumed run tests again, as the straight run did
-    path = write_solver(tmp_path, MLP_DROPOUT, max_iter=10, test_interval=4)
+    # start, and the resumed run tests again, as the straight run did. With ema the average
+    # is out of the net before the snapshot puts it in again, and the best pair is the same
+    path = write_solver(tmp_path, MLP_DROPOUT, max_iter=10, test_interval=4, **keys)
     straight = solve(path, tmp_path / "straight")
     s = Solver(load_solver(path), out=tmp_path / "run", log=lambda line: None)
     tested = []
@@ -195,15 +199,15 @@ def test_a_stop_during_a_test_ends_it_at_once_and_resumes_exactly(tmp_path, how,
     assert e.value.exit_code == (143 if how == "SIGTERM" else 130)
     assert [r["iter"] for r in metrics(tmp_path / "run", "test")] == [0]  # no record of half a test
     state = tmp_path / "run/tiny_iter_4.solverstate"
-    resumed = Solver(load_solver(path), run_dir=RunDir.resume(load_solver(path), state), log=lambda line: None)
-    resumed.restore(state)
-    resumed.solve()
-    assert_same_weights(straight.net.state_dict(), resumed.net.state_dict())
+    assert_same_weights(straight.net.state_dict(), resumed_from(path, state).net.state_dict())
     assert train_losses(tmp_path / "run", 0) == train_losses(tmp_path / "straight", 0)
 
     def scores(run):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in metrics(run, "test")]
     assert scores(tmp_path / "run") == scores(tmp_path / "straight")
+    for name in ["tiny_iter_10", "tiny_best"] if keys else ["tiny_iter_10"]:  # with ema: the average, alike
+        assert_same_weights(load_file(tmp_path / f"straight/{name}.safetensors"),
+                            load_file(tmp_path / f"run/{name}.safetensors"))
 
 
 def test_resume_refuses_a_changed_solver_unless_forced(tmp_path):

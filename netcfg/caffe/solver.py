@@ -114,6 +114,10 @@ def import_solver(path: str | Path, net: str | Path | None = None, data: str | N
             put(key, s.all(key) if key == "stepvalue" else s.get(key))
     out.setdefault("max_iter", 0)
     out.setdefault("display", 0)  # Caffe's default: never; netcfg's is 100
+    if out.get("debug_info") and not out["display"]:  # Caffe logs it on displayed iterations: none
+        del out["debug_info"]
+        notes.append("debug_info: true without display is not imported: Caffe logs the layers on displayed "
+                     "iterations only, and display is 0 (set display: N and debug_info: true to see them)")
     if s.has("test_iter"):
         put("test_iter", s.all("test_iter")[0])
     elif out.get("test_interval", 0) > 0:  # Caffe makes one test net per test_iter: none here

@@ -176,6 +176,10 @@ def cross_checks(s: SolverSpec) -> list[ConfigError]:
     if s.snapshot_best is not None and not s.test_interval:
         errs.append(ConfigError("snapshot_best is set but the run never tests (test_interval is 0)", ("snapshot_best",),
                                 hint="set test_interval: N (and data.test), or remove snapshot_best"))
+    if s.debug_info and not s.display:  # Caffe's too: the layers are logged on displayed iterations only
+        errs.append(ConfigError("debug_info is set but display is 0, so no iteration is displayed and nothing "
+                                "is logged", ("debug_info",),
+                                hint="set display: N (display: 1 logs every iteration), or remove debug_info"))
     if "warmup_start" in s.model_fields_set and not s.warmup_iter:
         errs.append(ConfigError("warmup_start is set but warmup_iter is not", ("warmup_start",),
                                 hint="add warmup_iter: N (iterations of warm-up), or remove warmup_start"))

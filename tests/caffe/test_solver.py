@@ -173,6 +173,13 @@ def test_debug_info_is_imported_and_the_solver_takes_it(tmp_path):
     assert not any("debug_info" in n for n in s.notes)
 
 
+def test_debug_info_without_display_is_left_out_with_a_note(tmp_path):
+    # Caffe's display defaults to 0, so its debug_info logs nothing; netcfg check refuses the pair
+    s = import_solver(solver_file(tmp_path, 'base_lr: 0.1 lr_policy: "fixed" debug_info: true'))
+    assert s.data["display"] == 0 and "debug_info" not in s.data
+    assert any(n.startswith("debug_info: true without display is not imported") for n in s.notes)
+
+
 def test_a_test_layers_mirror_is_not_imported_as_netcfg_refuses_it(tmp_path):
     # Caffe's DataTransformer flips with mirror: true in either phase; netcfg's test split
     # refuses random augmentation (a test sees each image as it is)

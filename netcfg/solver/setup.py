@@ -73,4 +73,19 @@ def build(solver: Solver, spec: SolverSpec, deferred_check: bool | None) -> None
             solver.log(line)
     elif spec.weights:  # a file, or a run directory: its newest snapshot
         solver.load_weights(resolve_file(spec.weights, spec.base_dir))
+    if warning := sixteen_bit_warning(spec, solver._params):
+        solver.log(warning)
+
+
+def sixteen_bit_warning(spec: SolverSpec, params: list[torch.Tensor]) -> str | None:
+    """A warning when the net trains 16-bit weights (a float16/bfloat16 input declares them):
+    an update below a weight's rounding step is lost, so plain training stalls."""
+    low = sorted({str(p.dtype).removeprefix("torch.") for p in params} & {"bfloat16", "float16"})
+    if not low:
+        return None
+    inputs = ", ".join(f"'{n}'" for n, i in spec.net_spec.inputs.items() if i.dtype in low)
+    bits = {"bfloat16": 8, "float16": 11}[low[0]]  # significand bits: an update below 2**-bits of a weight rounds away
+    return (f"warning: the net's weights are {' and '.join(low)}, the dtype of its input {inputs}: an update smaller "
+            f"than about 1/{2 ** bits:,} of a weight rounds away, so training can stall; to train in 16 bits declare "
+            "the inputs float32 and set precision: bf16 (fp16 on CUDA), which keeps float32 weights")
 

@@ -19,6 +19,7 @@ from netcfg.exporting.load import load_net_with_weights
 from netcfg.layers._registry import registry
 from netcfg.net import Net, build_graph
 from netcfg.net.spec import net_from_source
+from netcfg.solver import Solver
 from netcfg.solver.check import checked_loader
 from netcfg.solver.spec import load_solver
 from netcfg.source import parse_yaml
@@ -90,6 +91,24 @@ def test_a_float64_net_trains_tests_and_exports_in_float64(tmp_path):
         result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--format", fmt, "-o", str(out)])
         assert result.exit_code == 0, result.output
         assert "[batch, 1, 8, 8] float64" in result.output and out.exists()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float64"])
+def test_training_16_bit_weights_warns_of_lost_updates_and_names_the_precision_setting(tmp_path, dtype):
+    """Was: a net with a bfloat16 input trained bfloat16 weights in silence, where SGD's
+    steps below 1/256 of a weight round away (the digits net stayed at chance)."""
+    path = write_solver(tmp_path, MLP.replace("data: [1, 8, 8]", f"data: {{shape: [1, 8, 8], dtype: {dtype}}}"),
+                        max_iter=1)
+    lines: list[str] = []
+    Solver(load_solver(path), out=tmp_path / "run", log=lines.append)
+    warnings = [line for line in lines if line.startswith("warning:")]
+    if dtype == "float64":
+        assert warnings == []
+    else:
+        assert warnings == [f"warning: the net's weights are {dtype}, the dtype of its input 'data': an update "
+                            f"smaller than about 1/{'256' if dtype == 'bfloat16' else '2,048'} of a weight rounds "
+                            "away, so training can stall; to train in 16 bits declare the inputs float32 and set "
+                            "precision: bf16 (fp16 on CUDA), which keeps float32 weights"]
 
 
 def test_float_arrays_are_delivered_in_the_declared_dtype(tmp_path):

@@ -284,8 +284,9 @@ def check_state(tree, path: Path) -> None:
     ema = tree.get("ema")
     want("ema", ema is None or (isinstance(ema, dict) and isinstance(ema.get("updates"), int)
                                 and not isinstance(ema["updates"], bool) and ema["updates"] >= 0
-                                and isinstance(ema.get("weights"), dict)
-                                and all(isinstance(v, torch.Tensor) for v in ema["weights"].values())),
+                                and all(isinstance(ema.get(k, {}), dict)
+                                        and all(isinstance(v, torch.Tensor) for v in ema.get(k, {}).values())
+                                        for k in ("weights", "average")) and "weights" in ema),
          "a weight average's state")
     ranks = [tree.get("world_size", 1)] + ([data.get("world_size", 1)] if isinstance(data, dict) else [])
     want("world_size", all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks),

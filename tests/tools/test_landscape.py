@@ -51,7 +51,7 @@ def test_1d_curve_has_its_minimum_at_the_trained_weights(trained):
     assert s.alphas == [-1.0, -0.5, 0.0, 0.5, 1.0] and s.betas is None and s.samples == 300
     assert s.loss[2] == pytest.approx(s.center_loss)
     assert s.center_loss == min(s.loss) and s.loss[0] > 3 * s.center_loss and s.loss[4] > 3 * s.center_loss
-    assert s.center_metrics["accuracy"] > 0.8 and s.metrics["accuracy"][2] == s.center_metrics["accuracy"]
+    assert s.center_metrics["accuracy"] > 0.7 and s.metrics["accuracy"][2] == s.center_metrics["accuracy"]  # 10 classes: 0.1 untrained
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the weights are put back
     assert not net.training  # BatchNorm/Dropout in eval mode

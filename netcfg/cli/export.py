@@ -1,4 +1,4 @@
-"""``netcfg export NET --weights W --format F``: the deploy net as one deployable file."""
+"""``netcfg export NET --weights W [--format F] [-o OUT]``: the deploy net as one deployable file."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ def register(app: typer.Typer) -> None:
 def export(
     net: Annotated[Path, typer.Argument(help="net file, solver file or run config.yaml, a .safetensors written by "
                                              "netcfg (which holds its net), or a run directory (its newest snapshot)", show_default=False)],
-    format: Annotated[str, typer.Option("--format", "-f", help=f"{' | '.join(FORMAT_NAMES)}", show_default=False)],
+    format: Annotated[str | None, typer.Option("--format", "-f", help=f"{' | '.join(FORMAT_NAMES)}; default: "
+                                               "the one OUT's suffix names (.onnx, .pt2, .torchscript, "
+                                               ".safetensors), else onnx", show_default=False)] = None,
     weights: Annotated[Path | None, typer.Option("--weights", "-w", help="trained weights (.safetensors, a .pt "
                                                  "state_dict, or a run directory); default: NET when it holds weights")] = None,
     out: Annotated[Path | None, typer.Option("--out", "--output", "-o", help="file to write; default: the weights file's name "

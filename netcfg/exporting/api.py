@@ -106,13 +106,14 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def export(net: str | Path | NetSpec, weights: str | Path | None = None, format: str = "onnx",
+def export(net: str | Path | NetSpec, weights: str | Path | None = None, format: str | None = None,
            out: str | Path | None = None, *, phase: str = "TEST", stages: tuple[str, ...] | list[str] = (),
            outputs: list[str] | tuple[str, ...] | None = None, opset: int | None = None,
            batch_size: int | str | None = "dynamic", overrides: list[str] | tuple[str, ...] = (),
            check: bool = True, force: bool = False) -> ExportResult:
     """Export the deploy form of ``net`` with ``weights`` to ``format``: ``safetensors``,
-    ``pt``, ``torchscript``, ``exported`` (torch.export) or ``onnx``.
+    ``pt``, ``torchscript``, ``exported`` (torch.export) or ``onnx``; by default the one
+    ``out``'s suffix names (``.onnx``, ``.pt2``, ``.torchscript``, ``.safetensors``), else ONNX.
 
     ``net`` is a net file, a solver file or run ``config.yaml``, a NetSpec, a
     ``.safetensors`` written by netcfg (then ``weights`` defaults to it), or a run
@@ -125,7 +126,7 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
     >>> netcfg.export("configs/lenet.yaml", "runs/lenet/lenet_iter_10000.safetensors", "onnx", "lenet.onnx")
     """
     start = time.perf_counter()
-    fmt_name, fmt = _format(format)
+    fmt_name, fmt = _format(format if format is not None else _format_of(out))
     batch = _batch(batch_size)
     opset = _opset(fmt_name, opset)
     phase = str(phase).upper()
@@ -234,6 +235,20 @@ def _format(name: str) -> tuple[str, Format]:
     if key not in FORMATS:
         raise ConfigError(f"unknown export format '{name}'", file="--format", hint=did_you_mean(key, FORMATS))
     return key, FORMATS[key]
+
+
+def _format_of(out: str | Path | None) -> str:
+    """The format ``out``'s suffix names (``-o model.onnx``), ONNX without ``out``; a suffix
+    several formats use (``.pt``: a state_dict or TorchScript) or none names is refused."""
+    if out is None:
+        return "onnx"
+    name = Path(out).name.lower()
+    named = [key for key, f in FORMATS.items() if name.endswith(f.suffix.removeprefix(".deploy"))]
+    if len(named) == 1 and not name.endswith((".pt", ".pth")):
+        return named[0]
+    raise ConfigError(f"the format of '{out}' is not clear from its name",
+                      file="--format", hint="give --format: " + ", ".join(
+                          f"{key} ({f.suffix.removeprefix('.deploy')})" for key, f in FORMATS.items()))
 
 
 def _batch(value: int | str | None) -> int | None:

@@ -81,6 +81,7 @@ class Solver:
         self._seconds = 0.0  # training time of earlier sessions (resume)
         self.best = Best.of(spec)  # snapshot_best's value so far; a resume restores it
         self.stopped_early = False  # snapshot_best.patience ran out (solve() ends there)
+        self.ema: WeightAverage | None = None  # made once the net's tensors are in place, below
         with self.dist.together():  # torchrun: a rank that fails here stops every rank, a common error printed once
             build(self, spec, deferred_check)  # nets, data, optimizer, weights (setup.py)
         self._ddp = self.dist.wrap(self.net)  # torchrun: gradients averaged over the ranks
@@ -259,7 +260,7 @@ class Solver:
                 self._record({"event": "early_stop", "iter": self.iter, "metric": self.best.metric,
                               "best": self.best.value, "best_iter": self.best.iter})
             elif s.test_interval and self.iter % s.test_interval == 0 and self.test_net is not None:
-                loop_test(self, )
+                loop_test(self)
         except KeyboardInterrupt as e:
             self._roll_back_iteration()
             by = self._ctrl_c.by or ("SIGTERM" if isinstance(e, Terminated) else "Ctrl-C")
@@ -330,3 +331,5 @@ class Solver:
             matched += len(copy_weights(self.test_net, path, required=False).matched)
             if not matched:
                 copy_weights(self.test_net, path)  # raises: nothing matched in either net
+        if self.ema is not None:  # loaded after construction (from Python): the average starts here
+            self.ema.resume(self.net, None)

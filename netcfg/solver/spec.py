@@ -101,8 +101,8 @@ class SolverSpec(Spec):
                                       "deleting older ones once a new one is written (default: keep all, as Caffe)")
     snapshot_best: BestSpec | None = Field(None, description="after each test, write <prefix>_best.safetensors and "
                                            ".solverstate when {metric: NAME, mode: max|min} improved")
-    ema: EmaSpec | None = Field(None, description="average the weights ({decay: 0.9999, warmup: 2000}): tests, "
-                                "snapshots and exports use the average")
+    ema: EmaSpec | None = Field(None, description="average the weights ({decay: 0.9999, warmup: 2000}, or true "
+                                "for those): tests, snapshots and exports use the average")
     # engine
     random_seed: int = Field(1, ge=0, le=2**64 - 1, description="seeds weights, data order and dropout; a CPU run repeats bit for bit")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto, cpu, cuda, cuda:N")
@@ -128,6 +128,12 @@ class SolverSpec(Spec):
         if key in NetSpec.model_fields:  # layers: ..., inputs: ... written into the solver, or --set layers.x=...
             return f"'{key}' is a key of the net, not of the solver: write it in the net, or --set net.{key}..."
         return None
+
+    @field_validator("ema", mode="before")
+    @classmethod
+    def _ema_switch(cls, v: Any) -> Any:
+        # ema: true takes the defaults, ema: false none (as Ultralytics' and timm's on/off switches)
+        return ({} if v else None) if isinstance(v, bool) else v
 
     @field_validator("snapshot_prefix")
     @classmethod

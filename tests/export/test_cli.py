@@ -40,3 +40,19 @@ def test_help_lists_the_formats():
     code, out, _ = netcfg_cli("export", "--help")
     assert code == 0
     assert all(f in out for f in ("safetensors", "torchscript", "exported", "onnx", "--batch-size", "--opset"))
+
+
+def test_the_format_follows_the_output_name(tmp_path):
+    weights = write_weights(spec_of(DIGITS.read_text()), tmp_path / "digits_iter_100.safetensors")
+    for name, title in (("m.onnx", "ONNX"), ("m.pt2", "torch.export"), ("m.torchscript", "TorchScript"),
+                        ("m.safetensors", "safetensors")):
+        code, out, err = netcfg_cli("export", weights, "-o", tmp_path / name, "--no-check")
+        assert code == 0, err
+        assert out.startswith(f"wrote {tmp_path / name} ({title}, "), out
+    code, out, err = netcfg_cli("export", weights, "--no-check")  # no -o, no --format: ONNX beside the weights
+    assert code == 0 and out.startswith(f"wrote {tmp_path / 'digits_iter_100.onnx'} (ONNX, "), err
+    for name in ("m.pt", "m.pth", "m.bin"):  # a state_dict or TorchScript; nothing: say which to give
+        code, out, err = netcfg_cli("export", weights, "-o", tmp_path / name)
+        assert code == 2 and not (tmp_path / name).exists()
+        assert f"--format: error: the format of '{tmp_path / name}' is not clear from its name" in err
+        assert "give --format: safetensors (.safetensors), pt (.pt), torchscript (.torchscript)" in err

@@ -113,3 +113,19 @@ def test_the_average_of_a_bfloat16_net_moves_and_resumes_exactly(tmp_path):
     code, out, err = netcfg("train", path, "--resume", tmp_path / "split/tiny_iter_10.solverstate")
     assert code == 0, err
     assert_same_weights(saved, load_file(tmp_path / "split/tiny_iter_30.safetensors"))
+
+
+def test_ema_true_takes_the_defaults_and_false_none(tmp_path):
+    on = load_solver(write_solver(tmp_path, ema=True))
+    assert (on.ema.decay, on.ema.warmup) == (0.9999, 2000)
+    assert load_solver(write_solver(tmp_path / "off", ema=False)).ema is None
+
+
+def test_weights_loaded_from_python_restart_the_average(tmp_path):
+    path = write_solver(tmp_path, test=False, max_iter=2, display=0)
+    assert netcfg("train", path, "--out", tmp_path / "run")[0] == 0
+    s = Solver(load_solver(path, ["ema={decay: 0.9, warmup: 0}"]), out=tmp_path / "ft", log=lambda line: None)
+    s.load_weights(tmp_path / "run/tiny_iter_2.safetensors")
+    with s.ema.in_net():  # the average is the loaded weights, not the random start
+        assert_same_weights({k: v for k, v in s.net.state_dict().items() if v.is_floating_point()},
+                            load_file(tmp_path / "run/tiny_iter_2.safetensors"))

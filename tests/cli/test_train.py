@@ -106,7 +106,7 @@ def test_a_solver_file_given_as_a_net_says_so_and_names_its_net():
 
     with pytest.raises(api.NetcfgError) as e:
         api.build_net(Path(__file__).resolve().parents[2] / "solvers" / "digits.yaml")
-    assert e.value.render().endswith("digits.yaml:10:1: error: net: this is a solver file (it names a net:), but a net "
+    assert e.value.render().endswith("digits.yaml:11:1: error: net: this is a solver file (it names a net:), but a net "
                                      "file is needed here (its net is ../configs/digits_cnn.yaml, relative to this file)")
 
 

@@ -102,7 +102,8 @@ class SolverSpec(Spec):
     snapshot_best: BestSpec | None = Field(None, description="after each test, write <prefix>_best.safetensors and "
                                            ".solverstate when {metric: NAME, mode: max|min} improved")
     ema: EmaSpec | None = Field(None, description="average the weights ({decay: 0.9999, warmup: 2000}, or true "
-                                "for those): tests, snapshots and exports use the average")
+                                "for those): tests, snapshots and exports use the average",
+                                json_schema_extra=lambda s: s["anyOf"].append({"type": "boolean"}))
     # engine
     random_seed: int = Field(1, ge=0, le=2**64 - 1, description="seeds weights, data order and dropout; a CPU run repeats bit for bit")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto, cpu, cuda, cuda:N")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 import torch
 from safetensors.torch import load_file
 
@@ -129,3 +131,15 @@ def test_weights_loaded_from_python_restart_the_average(tmp_path):
     with s.ema.in_net():  # the average is the loaded weights, not the random start
         assert_same_weights({k: v for k, v in s.net.state_dict().items() if v.is_floating_point()},
                             load_file(tmp_path / "run/tiny_iter_2.safetensors"))
+
+
+def test_the_schema_takes_ema_as_a_switch_or_a_mapping():
+    # an editor validating with `netcfg schema solver` flagged `ema: true`, which netcfg takes
+    jsonschema = pytest.importorskip("jsonschema")
+    from netcfg.schema import solver_schema
+
+    validator = jsonschema.Draft202012Validator(solver_schema())
+    base = {"net": "n.yaml", "base_lr": 0.1, "max_iter": 1}
+    for ema in (True, False, None, {"decay": 0.99}):
+        assert list(validator.iter_errors({**base, "ema": ema})) == [], ema
+    assert list(validator.iter_errors({**base, "ema": "yes"}))

@@ -9,10 +9,10 @@ import pytest
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.exporting.load import read_net
 from netcfg.overrides import apply_overrides
+from netcfg.solver.netfile import read_net_file
 from netcfg.solver.rundir import resolved_config
 from netcfg.solver.spec import load_solver
 from netcfg.source import parse_yaml, to_yaml
-from netcfg.tools.load import load_net_or_solver
 from tests.solver.test_runner import MLP, write_solver
 
 
@@ -48,8 +48,8 @@ def test_a_net_key_is_set_in_the_net_file_the_solver_names(solver):
 
 def test_every_reader_of_a_solver_sets_it_the_same(solver, inline):
     for path in (solver, inline):
-        assert load_net_or_solver(path, ["net.layers.ip1.num_output=12"]).net.layers[0].num_output == 12
-        assert read_net(path, ["net.layers.ip1.num_output=12"]).spec.layers[0].num_output == 12
+        assert read_net_file(path, ["net.layers.ip1.num_output=12"], run_dir="config").net.layers[0].num_output == 12
+        assert read_net(path, ["net.layers.ip1.num_output=12"]).net.layers[0].num_output == 12
 
 
 @pytest.mark.parametrize("text, message, hint", [

@@ -40,12 +40,13 @@ def check(
     from netcfg.net import build_graph
     from netcfg.net.spec import net_from_source
     from netcfg.overrides import apply_overrides
-    from netcfg.tools.load import net_file_source
+    from netcfg.solver.netfile import read_net_source
 
     phase = phase.upper()
     if phase not in ("TRAIN", "TEST"):
         raise ConfigError(f"--phase must be TRAIN or TEST, got '{phase}'", file="--phase")
-    file, src, stored_stages = net_file_source(file)
+    read = read_net_source(file, run_dir="config")
+    file, src = read.file, read.source
     # the file says what it is; a --set (layers.x=... on a solver) must not turn it into a net
     is_solver = "layers" not in src.data and src.data.keys() & _SOLVER_KEYS
     if set_:
@@ -57,7 +58,7 @@ def check(
         graphs = check_solver(solver_from_source(src, file.resolve().parent))
         graph = graphs.get(phase) or graphs["TRAIN"]
     else:
-        graph = build_graph(net_from_source(src), phase, stage or stored_stages.get(phase, []))
+        graph = build_graph(net_from_source(src), phase, stage or read.stages_of(phase))
     if as_json:
         typer.echo(json.dumps(graph_json(graph), indent=1))
     else:

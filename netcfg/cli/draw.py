@@ -41,8 +41,8 @@ def draw(
     from netcfg.cli.output import check_output, write_output
     from netcfg.errors import ConfigError, did_you_mean
     from netcfg.net import build_graph
+    from netcfg.solver.netfile import read_net_file
     from netcfg.tools.draw import build_drawing, dot_available, render, to_dot, to_mermaid
-    from netcfg.tools.load import load_net_or_solver
 
     phase, rankdir = phase.upper(), rankdir.upper()
     if phase not in ("TRAIN", "TEST"):
@@ -59,7 +59,7 @@ def draw(
         raise ConfigError(f"unknown format '{fmt}'", file="--format", hint=did_you_mean(fmt, FORMATS, show_all=8))
     if output is not None:
         check_output(output, inputs=(file,))
-    loaded = load_net_or_solver(file, set_)
+    loaded = read_net_file(file, set_, run_dir="config")
     drawing = build_drawing(build_graph(loaded.net, phase, stage or loaded.stages_of(phase)), collapse=collapse, depth=depth)
     if fmt == "mmd":
         text = to_mermaid(drawing, rankdir)

@@ -36,10 +36,11 @@ def expand(
     from netcfg.errors import ConfigError
     from netcfg.net.templates import expand_templates
     from netcfg.overrides import apply_overrides
+    from netcfg.solver.netfile import read_net_source
     from netcfg.source import document_kind
-    from netcfg.tools.load import net_file_source
 
-    read, src, _ = net_file_source(file)
+    read = read_net_source(file, run_dir="config")
+    src = read.source
     kind = document_kind(src.data)  # before --set: layers.x=... on a solver file is a wrong key of the solver
     if set_:
         apply_overrides(src, set_)
@@ -52,13 +53,13 @@ def expand(
         if not isinstance(net, dict):
             sets = "".join(f" --set {where.removeprefix('--set net.')}" for _, _, where in src.net_sets)
             raise src.locate(ConfigError("this is a solver file; expand the net file it names", ("net",),
-                                         hint=f"netcfg expand {os.path.normpath(read.parent / str(net))}{sets}"))
+                                         hint=f"netcfg expand {os.path.normpath(read.file.parent / str(net))}{sets}"))
         src = src.under("net")
     if check:
         from netcfg.net.spec import net_from_source
 
         net_from_source(src)  # raises located errors; expansion runs again below on the same data
-    text = _header(file, read, set_) + dump_net(expand_templates(src).data)
+    text = _header(file, read.file, set_) + dump_net(expand_templates(src).data)
     if output is None:
         typer.echo(text, nl=False)
     else:

@@ -42,13 +42,14 @@ def time_cmd(
     import_plugins(plugin)
     from netcfg.errors import ConfigError
     from netcfg.net import Net, build_graph
-    from netcfg.tools.load import load_net_or_solver, pick_device
+    from netcfg.solver.netfile import read_net_file
+    from netcfg.tools.device import pick_device
     from netcfg.tools.timing import time_net
 
     phase = phase.upper()
     if phase not in ("TRAIN", "TEST"):
         raise ConfigError(f"--phase must be TRAIN or TEST, got '{phase}'", file="--phase")
-    loaded = load_net_or_solver(file, set_)
+    loaded = read_net_file(file, set_, run_dir="config")
     net_spec, solver, stages = loaded.net, loaded.solver, stage or loaded.stages_of(phase)
     if batch_size is None:
         split = solver.data.train if solver is not None else None

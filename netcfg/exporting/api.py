@@ -23,10 +23,11 @@ from netcfg.exporting import to_onnx, to_program, to_torchscript, to_weights
 from netcfg.exporting.check import Mismatch, compare, culprit, reason
 from netcfg.exporting.deploy import Deploy, deploy_form
 from netcfg.exporting.job import ExportJob
-from netcfg.exporting.load import EXPORT_KEY, load_weights_into, read_net, weights_file
+from netcfg.exporting.load import load_weights_into, read_net
 from netcfg.net.module import Net
 from netcfg.net.spec import NetSpec
 from netcfg.solver.checkpoint import WriteError
+from netcfg.solver.netfile import EXPORT_KEY, weights_file
 from netcfg.solver.snapshot import NET_KEY
 from netcfg.source import to_yaml
 
@@ -136,7 +137,7 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
         spec, source_stages, source_weights, source_outputs = net, (), None, ()
     else:
         src = read_net(net, overrides)
-        spec, source_stages, source_weights, source_outputs = src.spec, src.stages_of(phase), src.weights, src.outputs
+        spec, source_stages, source_weights, source_outputs = src.net, src.stages_of(phase), src.weights, src.outputs
     weights = weights_file(weights) if weights is not None else source_weights
     if weights is None:
         raise ConfigError("no weights given", file="--weights",

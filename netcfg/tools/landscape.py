@@ -31,7 +31,7 @@ from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.net import Net, build_graph, float_inputs
 from netcfg.solver.snapshot import copy_weights
 from netcfg.solver.spec import SolverSpec
-from netcfg.tools.load import pick_device
+from netcfg.tools.device import pick_device
 
 __all__ = ["Surface", "filter_normalized_direction", "evaluate", "loss_surface", "prepare", "landscape_of"]
 

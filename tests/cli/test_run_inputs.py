@@ -147,3 +147,27 @@ def test_a_snapshot_given_for_its_net_is_not_read_whole(run, monkeypatch):
         code, _, err = netcfg(*command, run / "tiny_iter_4.safetensors")
         assert code == 0, err
     assert read == []
+
+
+@pytest.mark.parametrize("command", ["check", "draw", "time", "expand", "export"])
+def test_a_solver_state_without_its_weights_names_them(run, tmp_path, command):
+    # every net-reading command reads the same way; check, draw, time and expand said only
+    # "<state>.safetensors: weights file not found", blaming a file the user never gave
+    state = tmp_path / "tiny_iter_2.solverstate"
+    state.write_bytes((run / "tiny_iter_2.solverstate").read_bytes())
+    code, _, err = netcfg(command, state)
+    assert code == 2
+    assert err.startswith(f"{state}: error: is a solver state (what --resume takes), not weights"), err
+    assert f"its weights are {tmp_path / 'tiny_iter_2.safetensors'}" in err
+
+
+def test_a_run_directory_means_its_config_or_its_newest_snapshot(run):
+    from netcfg.solver.netfile import read_net_file
+
+    config = read_net_file(run, run_dir="config")  # what check, draw, time and expand read
+    assert (config.file, config.weights, config.solver.max_iter) == (run / "config.yaml", None, 4)
+    snapshot = read_net_file(run, run_dir="snapshot")  # what export and load_net_with_weights read
+    assert (snapshot.file, snapshot.weights, snapshot.solver) == ((run / "tiny_iter_4.safetensors").resolve(),) * 2 + (None,)
+    assert [layer.name for layer in config.net.layers] == [layer.name for layer in snapshot.net.layers]
+    for read in (config, snapshot):  # the stages it trained in, either way
+        assert (read.stages_of("train"), read.stages_of("TEST")) == (("wide",), ("wide",))

@@ -233,9 +233,25 @@ def solver_from_source(src: Source, base_dir: Path) -> SolverSpec:
         errors += e.errors
     except ConfigError as e:
         errors.append(e)
+    else:
+        errors += [spec.locate(e) for e in net_checks(spec)]
     if errors:
         raise ConfigErrors(errors)
     return spec
+
+
+def net_checks(s: SolverSpec) -> list[ConfigError]:
+    """What the solver's keys ask of the net it loaded."""
+    half = [name for name, blob in s.net_spec.inputs.items() if blob.dtype == "float16"]
+    if s.precision != "fp16" or not half:
+        return []
+    # torch's GradScaler refuses float16 gradients ('Attempting to unscale FP16 gradients'), at the first update
+    names = ", ".join(f"'{n}'" for n in half)
+    return [ConfigError(f"fp16 scales the loss for float32 weights, but the net's input {names} is declared float16, "
+                        "which builds its weights in float16: the gradient scaler cannot unscale their gradients",
+                        ("precision",), hint=f"declare {names} float32 and keep precision: fp16, which computes in "
+                                             "float16 and updates float32 weights; or set precision: fp32 "
+                                             "to train the float16 weights as declared")]
 
 
 def _load_net(spec: SolverSpec, src: Source, base_dir: Path) -> NetSpec:

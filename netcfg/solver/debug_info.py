@@ -16,9 +16,11 @@ ForwardDebugInfo``, ``BackwardDebugInfo`` in net.cpp; the ``[Update]`` lines are
 A blob's value is ``mean(|x|)``. Forward and blob-diff lines come for every ``iter_size``
 pass; a parameter's diff is the gradient the update takes (summed over the passes and
 divided by ``iter_size``, unscaled under fp16, after ``clip_gradients``), and an update's
-diff is the step, ``mean(|w_after - w_before|)``. A vanishing or exploding layer shows as
-a value orders of magnitude from its neighbours'. The iteration runs eagerly (not
-compiled), with hooks that only read; under torchrun rank 0's own blobs are shown.
+diff is the step, ``mean(|w_after - w_before|)``; an update not taken (fp16's scaler or the
+deferred NaN check found an inf or NaN: a fused kernel skips on the device) is one ``[Update]
+skipped`` line. A vanishing or exploding layer shows as a value orders of magnitude from
+its neighbours'. The iteration runs eagerly (not compiled), with hooks that only read;
+under torchrun rank 0's own blobs are shown.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def watch(solver, log):
     grads: dict[str, list] = {}  # layer -> [(param, tensor, mean |grad|)], as the update takes them
     before: dict[int, torch.Tensor] = {}  # id(param) -> its value before the update
     norms: list[float] = []  # L1 and L2 norms of all parameters and of their gradients, before the update
+    found: list[torch.Tensor] = []  # the device flag a fused kernel skips the update on (fp16's scaler, deferred check)
 
     def start(_, args, inputs):  # the net's forward: a new pass
         passes.append(([(f"[Forward] Input {blob} data", _mean_abs(t)) for blob, t in inputs.items()
@@ -68,6 +71,8 @@ def watch(solver, log):
             forward.append((f"[Forward] Layer {name}, param blob {pname} data", _mean_abs(p)))
 
     def before_step(optimizer, args, kwargs):
+        if getattr(optimizer, "found_inf", None) is not None:  # GradScaler removes its own after the step
+            found.append(optimizer.found_inf)
         for module, _, _ in net._schedule:
             name = layer_of[id(module)][0]
             for pname, p in _params(module):
@@ -99,10 +104,13 @@ def watch(solver, log):
                     log(f"    [Backward] Layer {name}, bottom blob {blob} diff: {float(value) / scale:.6g}")
             for pname, _, value in grads.get(name, ()) if i == len(passes) - 1 else ():
                 log(f"    [Backward] Layer {name}, param blob {pname} diff: {float(value):.6g}")
-    if not grads:
-        log("    [Update] skipped: the fp16 gradient scaler found an inf or NaN gradient")
+    if grads:
+        log("    [Backward] All net params (data, diff): L1 norm = ({:.6g}, {:.6g}); L2 norm = ({:.6g}, {:.6g})".format(*norms))
+    # a non-fused optimizer's step is not called at all; a fused kernel is, and skips on the flag
+    if not grads or any(bool(flag) for flag in found):
+        log("    [Update] skipped: " + ("the fp16 gradient scaler found an inf or NaN gradient" if solver.scaler is not None
+                                     else "the loss or a gradient is NaN or infinite (training stops)"))
         return
-    log("    [Backward] All net params (data, diff): L1 norm = ({:.6g}, {:.6g}); L2 norm = ({:.6g}, {:.6g})".format(*norms))
     for name in names:  # Net::Update, in the parameters' order
         for pname, p, _ in grads.get(name, ()):
             step = _mean_abs(p.detach() - before[id(p)])

@@ -7,8 +7,10 @@ import re
 import pytest
 import torch
 
-from netcfg.solver import Solver
+from netcfg.solver import Solver, TrainingDiverged
 from netcfg.solver.spec import load_solver
+from tests.reliability import write_tiny_solver
+from tests.solver.test_deferred_check import poison
 from tests.solver.test_runner import MLP, MLP_DROPOUT, metrics, write_solver
 
 LINE = re.compile(r"    \[(Forward|Backward)\] (.*): ([-0-9.e+]+)$")
@@ -106,3 +108,19 @@ def test_under_compile_the_watched_iteration_runs_eagerly_and_the_compile_time_i
     Solver(load_solver(path), out=tmp_path / "run", log=log).solve()
     assert len(graphs) == 1 and graphs[0] > 0
     assert values(lines)  # iteration 0's per-layer lines, from the eager net's hooks
+
+
+def test_an_update_the_deferred_check_skips_is_logged_as_skipped(tmp_path):
+    # the fused kernel is called and skips on the device flag: its [Update] lines said "diff: 0",
+    # as if the step had been taken (the per-iteration check stops before the lines are logged)
+    path = write_tiny_solver(tmp_path, max_iter=4, display=1, snapshot=0, debug_info=True)
+    lines: list[str] = []
+    s = Solver(load_solver(path), out=tmp_path / "run", log=lines.append, deferred_check=True)
+    poison(s, 2)
+    with pytest.raises(TrainingDiverged, match="at iteration 2; first made by the backward pass of layer 'ip1'"):
+        s.solve()
+    block = lines[max(i for i, x in enumerate(lines) if x.startswith("Iteration 1 ")) + 1:]
+    assert "    [Backward] Layer ip1, param blob weight diff: nan" in block  # the poisoned gradient, shown
+    assert [x for x in block if "[Update]" in x] == [
+        "    [Update] skipped: the loss or a gradient is NaN or infinite (training stops)"]
+    assert sum("[Update] Layer" in x for x in lines) == 2 * 4  # iterations 0 and 1 were updated

@@ -5,13 +5,18 @@ fused optimizer kernels on the device, snapshots of device tensors resumed on th
 and read on the CPU, fp16 with its gradient scaler, bf16 autocast, torch.compile, the
 check-time memory estimate against the card's free memory, a real CUDA out-of-memory
 error in the middle of training, and torchrun with NCCL (one rank: NCCL takes one GPU a
-rank, and these machines lend one). ``bench/gpu_session.sh`` runs this module first.
+rank, and these machines lend one). Then the solver's features on the device: an SGD
+velocity carried over a rate change by the fused kernel, the weight average (ema) and its
+snapshots, debug_info, early stopping with the best snapshot, nets declared 16-bit.
+``bench/gpu_session.sh`` runs this module first.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,11 +29,13 @@ import torch.distributed as dist
 from netcfg.solver import Solver, TrainingDiverged
 from netcfg.solver.distributed import ENV, Distributed
 from netcfg.solver.memory import OutOfMemory
+from netcfg.solver.optim import make_optimizer, set_learning_rate
 from netcfg.solver.spec import load_solver
 from tests.cli.test_train import netcfg
 from tests.reliability import write_tiny_solver
 from tests.solver.test_deferred_check import params, poison
 from tests.solver.test_distributed import free_port
+from tests.solver.test_optim import MOMENTUM
 from tests.solver.test_runner import MLP, metrics, solve, weights, write_solver
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -182,3 +189,212 @@ def test_a_rank_above_0_draws_the_same_cuda_dropout_masks_in_an_iteration_whatev
         return torch.nn.functional.dropout(ones, 0.5, training=True)
 
     assert torch.equal(masks(10), masks(100_000))
+
+
+# ------------------------------------------------------------ the solver's features on the device
+
+
+@pytest.mark.parametrize("type, caffe", [("SGD", -1.6), ("Nesterov", -1.9)])  # tests/solver/test_optim.py's values
+def test_the_fused_kernel_carries_the_velocity_over_a_rate_change_without_a_host_sync(type, caffe):
+    w = torch.zeros(1, device="cuda", requires_grad=True)
+    opt = make_optimizer(type, [{"params": [w], "lr_mult": 1, "decay_mult": 1}], base_lr=1.0, momentum=0.5)
+    assert opt.param_groups[0]["fused"]
+    opt.found_inf = torch.zeros((), device="cuda")  # the deferred check's flag, read by the kernel on the device
+    w.grad = torch.ones(1, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # a host sync in set_learning_rate or the step raises
+    try:
+        for lr in (1.0, 0.1):  # the velocity is 1 after the first step; the second is at a tenth of the rate
+            set_learning_rate(opt, lr)
+            opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert w.item() == pytest.approx(caffe)
+    assert opt.param_groups[0]["caffe_momentum"] == 0.5
+
+
+@pytest.mark.parametrize("type", ["SGD", "Nesterov"])
+def test_a_step_the_fused_kernel_skips_leaves_clean_momentum_on_cuda(type):
+    # the CPU's test_a_skipped_first_step_leaves_clean_momentum, with CUDA's kernel
+    def make():
+        w = torch.ones(64, device="cuda", requires_grad=True)
+        return w, make_optimizer(type, [{"params": [w], "lr_mult": 1, "decay_mult": 1}], base_lr=0.1, momentum=0.9)
+
+    w, opt = make()
+    ref_w, ref = make()
+    opt.found_inf = torch.ones((), device="cuda")  # what GradScaler.step sets on an overflow
+    w.grad = torch.full((64,), float("inf"), device="cuda")
+    opt.step()
+    assert torch.equal(w, torch.ones(64, device="cuda"))
+    assert torch.equal(opt.state[w]["momentum_buffer"], torch.zeros(64, device="cuda"))
+    opt.found_inf = torch.zeros((), device="cuda")
+    w.grad, ref_w.grad = torch.full((64,), 2.0, device="cuda"), torch.full((64,), 2.0, device="cuda")
+    opt.step()
+    ref.step()
+    assert torch.equal(w, ref_w)
+
+
+@pytest.mark.parametrize("type", ["SGD", "Nesterov"])
+def test_a_rate_drop_on_cuda_trains_as_on_the_cpu_under_either_check(tmp_path, type):
+    # a step policy drops the rate tenfold at 5 and 10: each drop rescales the velocity (optim.py)
+    keys = {"type": type, "momentum": 0.9, "lr_policy": "step", "gamma": 0.1, "stepsize": 5, "max_iter": 12,
+            "display": 0, "test": False}
+    cpu = solve(write_solver(tmp_path / "cpu", device="cpu", **keys), tmp_path / "cpu/run")
+    path = write_solver(tmp_path / "gpu", device="cuda", **keys)
+    deferred = quiet(path, tmp_path / "gpu/deferred")
+    deferred.solve()
+    each = quiet(path, tmp_path / "gpu/each", deferred_check=False)
+    each.solve()
+    assert deferred._deferred is not None and all(g["fused"] for g in deferred.optimizer.param_groups)
+    close(list(weights(deferred).values()), list(weights(each).values()), **EXACT)
+    close(list(weights(cpu).values()), list(weights(deferred).values()), rtol=1e-3, atol=1e-4)
+
+
+EMA = {"decay": 0.9, "warmup": 3}
+
+
+def test_ema_on_cuda_averages_as_on_the_cpu_and_its_snapshot_resumes_on_the_cpu(tmp_path):
+    keys = {"max_iter": 12, "snapshot": 6, "display": 0, "test": False, "ema": EMA}
+    cpu_path = write_solver(tmp_path / "cpu", device="cpu", **keys)
+    cpu = solve(cpu_path, tmp_path / "cpu/run")
+    gpu = solve(write_solver(tmp_path / "gpu", device="cuda", **keys), tmp_path / "gpu/run")
+    assert all(a.is_cuda for a in gpu.ema.average) and gpu.ema.updates == 12
+    for it in (6, 12):  # the snapshots hold the average
+        a = safetensors.torch.load_file(str(tmp_path / f"cpu/run/tiny_iter_{it}.safetensors"))
+        b = safetensors.torch.load_file(str(tmp_path / f"gpu/run/tiny_iter_{it}.safetensors"))
+        assert set(a) == set(b)
+        close([a[k] for k in a], [b[k] for k in a], rtol=1e-3, atol=1e-4)
+    # the CUDA run's iteration-6 state goes on on the CPU, average and trained weights, as the CPU's run did
+    resumed = quiet(cpu_path, tmp_path / "resumed")
+    resumed.restore(tmp_path / "gpu/run/tiny_iter_6.solverstate")
+    assert resumed.ema.updates == 6 and all(a.device.type == "cpu" for a in resumed.ema.average)
+    resumed.solve()
+    close(list(weights(cpu).values()), list(weights(resumed).values()), rtol=1e-3, atol=1e-4)
+    a = safetensors.torch.load_file(str(tmp_path / "cpu/run/tiny_iter_12.safetensors"))
+    b = safetensors.torch.load_file(str(tmp_path / "resumed/tiny_iter_12.safetensors"))
+    close([a[k] for k in a], [b[k] for k in a], rtol=1e-3, atol=1e-4)
+
+
+def test_the_average_of_a_bfloat16_net_is_float32_on_cuda_and_moves(tmp_path):
+    # tests/solver/test_ema.py's bfloat16 test on the device: the run's own updates, averaged in float64
+    net = MLP.replace("data: [1, 8, 8]", "data: {shape: [1, 8, 8], dtype: bfloat16}")
+    path = write_solver(tmp_path, net, device="cuda", test=False, max_iter=30, snapshot=30, display=0, base_lr=0.5,
+                        ema={"decay": 0.999, "warmup": 0})
+    plain = Solver(load_solver(path, ["ema=null"]), out=tmp_path / "plain", log=lambda line: None)
+    start = {k: v.double().clone() for k, v in plain.net.state_dict().items() if v.is_floating_point()}
+    average = dict(start)
+    for _ in range(30):
+        plain.step(1)
+        for k, v in plain.net.state_dict().items():
+            if k in average:
+                average[k] = 0.999 * average[k] + 0.001 * v.double()
+    s = solve(path, tmp_path / "run")
+    assert {(a.dtype, a.device.type) for a in s.ema.average} == {(torch.float32, "cuda")}
+    assert {p.dtype for p in s.net.parameters()} == {torch.bfloat16}
+    saved = safetensors.torch.load_file(str(tmp_path / "run/tiny_iter_30.safetensors"))
+    assert saved["ip1.weight"].dtype == torch.bfloat16
+    assert (average["ip1.weight"] - start["ip1.weight"]).abs().max() > 1e-3
+    for k, v in average.items():
+        torch.testing.assert_close(saved[k].double(), v.cpu(), rtol=8e-3, atol=1e-4)
+
+
+def _debug_lines(tmp_path: Path, device: str, debug_info: bool, **keys) -> tuple[Solver, list[str]]:
+    lines: list[str] = []
+    path = write_solver(tmp_path / f"{device}-{debug_info}", device=device, max_iter=4, display=2, test=False,
+                        debug_info=debug_info, **keys)
+    s = Solver(load_solver(path), out=tmp_path / f"{device}-{debug_info}/run", log=lines.append)
+    s.solve()
+    return s, [x for x in lines if x.startswith("    [")]
+
+
+NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")  # not the 1 of ip1 or L1
+
+
+def test_debug_info_on_cuda_logs_what_the_cpu_logs_and_changes_no_update(tmp_path):
+    _, cpu = _debug_lines(tmp_path, "cpu", True)
+    watched, gpu = _debug_lines(tmp_path, "cuda", True)
+    plain, _ = _debug_lines(tmp_path, "cuda", False)
+    assert watched._deferred is not None  # CUDA's default check, read at each display
+    close(list(weights(watched).values()), list(weights(plain).values()), **EXACT)
+    assert [NUMBER.sub("#", x) for x in gpu] == [NUMBER.sub("#", x) for x in cpu]
+    assert sum("[Update] Layer" in x for x in gpu) == 2 * 4  # iterations 0 and 2, four parameters
+    for a, b in zip(cpu, gpu, strict=True):
+        want = [float(v) for v in NUMBER.findall(a)]
+        assert [float(v) for v in NUMBER.findall(b)] == pytest.approx(want, rel=1e-3, abs=1e-6), b
+
+
+def test_debug_info_shows_an_update_fp16s_scaler_skips_on_cuda(tmp_path):
+    # the fused kernel is called and skips on the scaler's found_inf: one "skipped" line, not
+    # [Update] lines with a step of 0
+    path = write_tiny_solver(tmp_path, device="cuda", precision="fp16", max_iter=2, display=1, snapshot=0,
+                             debug_info=True)
+    lines: list[str] = []
+    s = Solver(load_solver(path), out=tmp_path / "run", log=lines.append)
+    assert all(g["fused"] for g in s.optimizer.param_groups) and s._deferred is None
+    start = s.scaler.get_scale()
+    poison(s, 0)
+    s.solve()
+    assert s.scaler.get_scale() == start / 2  # iteration 0's overflow halved it; iteration 1's update was taken
+    shown = [i for i, x in enumerate(lines) if x.startswith("Iteration ")]
+    first, second = lines[:shown[0]], lines[shown[0] + 1:shown[1]]
+    assert [x for x in first if "[Update]" in x] == [
+        "    [Update] skipped: the fp16 gradient scaler found an inf or NaN gradient"]
+    assert sum("[Update] Layer" in x for x in second) == 4
+
+
+@pytest.mark.parametrize("base_lr", [0.1, 1e-20])  # 1e-20 moves no weight: the test at 0 stays the best
+def test_early_stopping_and_the_best_snapshot_under_the_deferred_check(tmp_path, base_lr):
+    path = write_solver(tmp_path, device="cuda", base_lr=base_lr, max_iter=24, test_interval=4, display=0, ema=EMA,
+                        snapshot_best={"metric": "loss", "mode": "min", "patience": 2})
+    runs = []
+    for deferred in (True, False):
+        s = quiet(path, tmp_path / f"run-{deferred}", deferred_check=deferred)
+        assert (s._deferred is not None) == deferred
+        s.solve()
+        runs.append(s)
+    a, b = runs
+    assert (a.iter, a.stopped_early, a.best.iter) == (b.iter, b.stopped_early, b.best.iter)
+    assert [r["iter"] for r in metrics(a.run.path, "test")] == [r["iter"] for r in metrics(b.run.path, "test")]
+    if base_lr == 1e-20:  # tests at 0, 4 and 8: two without improvement on 0's
+        assert (a.iter, a.stopped_early, a.best.iter) == (8, True, 0)
+    best = [safetensors.torch.load_file(str(s.run.path / "tiny_best.safetensors")) for s in runs]
+    close([best[0][k] for k in best[0]], [best[1][k] for k in best[0]], **EXACT)
+    close(list(weights(a).values()), list(weights(b).values()), **EXACT)
+
+
+@pytest.mark.parametrize("type", ["SGD", "Nesterov", "Adam", "AdamW"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_fused_cuda_kernels_update_16_bit_weights_whole(type, dtype):
+    # tests/solver/test_optim.py's test on the CPU's kernels, on CUDA's
+    def trained(dt):
+        w = (torch.arange(64, dtype=torch.float32, device="cuda") / 640).to(dt).requires_grad_()
+        opt = make_optimizer(type, [{"params": [w], "lr_mult": 1, "decay_mult": 1}], base_lr=0.1,
+                             momentum=MOMENTUM.get(type))
+        assert opt.param_groups[0]["fused"]
+        for it in range(2):
+            w.grad = torch.full_like(w, 0.05)
+            set_learning_rate(opt, 0.1, it)
+            opt.step()
+        return w.detach().float()
+
+    start = (torch.arange(64, dtype=torch.float32, device="cuda") / 640).to(dtype).float()
+    want, got = trained(torch.float32), trained(dtype)
+    assert (want - start).abs().min() > 1e-3
+    torch.testing.assert_close(got - start, want - start, rtol=0.05, atol=2e-3)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_net_declared_16_bit_trains_on_cuda_in_its_dtype(tmp_path, dtype):
+    # fed in its dtype on the device, checked without a host sync (the deferred check on 16-bit gradients)
+    net = MLP.replace("data: [1, 8, 8]", f"data: {{shape: [1, 8, 8], dtype: {dtype}}}")
+    path = write_solver(tmp_path, net, device="cuda", max_iter=6, test_interval=6, display=3)
+    s = quiet(path, tmp_path / "run")
+    start = weights(s)
+    assert s._deferred is not None
+    s.solve()
+    batch = s.train_data.next_batch()
+    assert (batch["data"].dtype, batch["data"].device.type) == (getattr(torch, dtype), "cuda")
+    for k, v in weights(s).items():
+        assert v.dtype == getattr(torch, dtype) and v.is_cuda, k
+        assert not torch.equal(v, start[k]), k  # every tensor moved
+    assert math.isfinite(s.last_test["loss"])

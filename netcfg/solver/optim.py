@@ -279,9 +279,10 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, it: int | Non
 @torch.no_grad()
 def _carry_velocity(optimizer: torch.optim.Optimizer, group: dict, rate: float) -> None:
     """Rescale ``group``'s velocity from the rate of its last update (its ``lr``) to ``rate``,
-    so that torch's ``w -= rate * v`` takes Caffe's step (the module docstring). A step that
-    fp16's scaler skips leaves the velocity at the old rate while ``lr`` moves on: that one
-    change is then torch's rule, not Caffe's."""
+    so that torch's ``w -= rate * v`` takes Caffe's step (the module docstring). An SGD step
+    that fp16's scaler skips (on the device, in the fused kernel) leaves the velocity at the
+    old rate while ``lr`` moves on: that one change is then torch's rule, not Caffe's. Nesterov's
+    buffers are rescaled here, before the step, so a skipped one keeps Caffe's rule."""
     momentum, old = group["caffe_momentum"], group["lr"]
     group["momentum"] = momentum
     if old == rate or rate == 0:  # at 0 torch stands still; the velocity waits at its old scale

@@ -70,7 +70,7 @@ step() {  # step NAME SECONDS COMMAND...: run it with a time limit, log to $RES/
     > "$RES/gpu.txt" 2>&1
 tail -n 3 "$RES/gpu.txt"
 
-step pytest 120 $PY -m pytest -q -p no:cacheprovider tests/gpu tests/data/test_loader.py -m gpu
+step pytest 180 $PY -m pytest -q -p no:cacheprovider tests/gpu tests/data/test_loader.py -m gpu
 step overhead 45 $PY bench/overhead.py --device $DEVICE --wall --blocks 20 --steps 100 \
     --json "$RES/overhead_cuda.json"
 step deferred_check 40 $PY bench/overhead.py --device $DEVICE --wall --nets lenet,mlp --blocks 20 --steps 100 \
@@ -81,6 +81,6 @@ step memory 45 $PY bench/memory.py --device $DEVICE --iters 300 --repeat 1 --jso
 step fast_recipe 120 $PY -m netcfg train solvers/resnet9_fashion_mnist_fast.yaml --out "$RES/fast" \
     --set device=$DEVICE
 rm -f "$RES"/fast/*.safetensors "$RES"/fast/*.solverstate  # keep its log and metrics only
-step options 90 $PY bench/overhead.py --device $DEVICE --wall --options --blocks 5 --steps 50 \
+step options 30 $PY bench/overhead.py --device $DEVICE --wall --options --blocks 5 --steps 50 \
     --json "$RES/overhead_options_cuda.json"
 echo "all steps done in $((SECONDS - start))s"

@@ -289,15 +289,40 @@ def setup(device_name: str, device: torch.device) -> Distributed:
 
 def teardown(finished: bool = False) -> None:
     """Destroy the process group ``setup`` made; nothing otherwise. ``finished``: every rank
-    ended the run normally, so all can meet first; a rank leaving while another still tears
-    its Gloo connections down made that one abort now and then (SIGABRT at exit). After an
-    error the ranks may not all get here, so they do not wait for each other."""
+    ended the run normally, so all can meet, before and after: a rank that closed its Gloo
+    connections (or exited) while another was still finishing a collective or tearing its
+    own down made that one abort now and then ("terminate called without an active
+    exception", SIGABRT at exit, about one run in 50 on a loaded machine). They meet in the
+    launcher's store, whose connections the teardown leaves alone, not with a collective
+    (whose own last messages would be in flight). After an error the ranks may not all get
+    here, so they do not wait for each other."""
     global _owned
     if _owned and dist.is_initialized():
-        if finished:
+        store, world = (_launcher_store(), dist.get_world_size()) if finished else (None, 1)
+        if store is not None:
+            _meet(store, "netcfg/teardown/start", world)  # no collective in flight on any rank
+        elif finished:
             dist.barrier()
         dist.destroy_process_group()
+        if store is not None:
+            _meet(store, "netcfg/teardown/end", world)  # no rank leaves while another still closes
     _owned = False
+
+
+def _launcher_store():
+    """The process group's key-value store (torchrun's TCP store), or None where torch has no
+    such accessor (then a Gloo barrier, the best left)."""
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except (AttributeError, RuntimeError, ValueError):
+        return None
+
+
+def _meet(store, key: str, world: int) -> None:
+    """Wait until all ``world`` ranks have got here, through ``store``."""
+    if store.add(key, 1) == world:
+        store.set(f"{key}/all", "1")
+    store.wait([f"{key}/all"])
 
 
 def unused_parameters(net: torch.nn.Module) -> list[str]:

@@ -34,6 +34,7 @@ from netcfg.solver.spec import load_solver
 from tests.cli.test_train import netcfg
 from tests.reliability import write_tiny_solver
 from tests.solver.test_deferred_check import params, poison
+from tests.solver.test_ema import replayed_average
 from tests.solver.test_distributed import free_port
 from tests.solver.test_optim import MOMENTUM
 from tests.solver.test_runner import MLP, metrics, solve, weights, write_solver
@@ -280,14 +281,7 @@ def test_the_average_of_a_bfloat16_net_is_float32_on_cuda_and_moves(tmp_path):
     net = MLP.replace("data: [1, 8, 8]", "data: {shape: [1, 8, 8], dtype: bfloat16}")
     path = write_solver(tmp_path, net, device="cuda", test=False, max_iter=30, snapshot=30, display=0, base_lr=0.5,
                         ema={"decay": 0.999, "warmup": 0})
-    plain = Solver(load_solver(path, ["ema=null"]), out=tmp_path / "plain", log=lambda line: None)
-    start = {k: v.double().clone() for k, v in plain.net.state_dict().items() if v.is_floating_point()}
-    average = dict(start)
-    for _ in range(30):
-        plain.step(1)
-        for k, v in plain.net.state_dict().items():
-            if k in average:
-                average[k] = 0.999 * average[k] + 0.001 * v.double()
+    _, start, average = replayed_average(path, 30, 0.999)
     s = solve(path, tmp_path / "run")
     assert {(a.dtype, a.device.type) for a in s.ema.average} == {(torch.float32, "cuda")}
     assert {p.dtype for p in s.net.parameters()} == {torch.bfloat16}

@@ -19,18 +19,26 @@ from tests.solver.test_runner import MLP_DROPOUT, metrics, write_solver
 EMA = {"decay": 0.9, "warmup": 3}
 
 
+def replayed_average(path, steps: int, decay: float, warmup: int = 0) -> tuple[Solver, dict, dict]:
+    """(the solver of ``path`` without ema after ``steps`` updates, its initial weights, their
+    average over those updates, taken one by one in float64 with ema's decay ramp)."""
+    plain = Solver(load_solver(path, ["ema=null"]), out=path.parent / "plain", log=lambda line: None)
+    start = {k: v.double().clone() for k, v in plain.net.state_dict().items() if v.is_floating_point()}
+    average = dict(start)
+    for t in range(1, steps + 1):
+        plain.step(1)
+        d = decay * (1 - math.exp(-t / warmup)) if warmup else decay
+        for k, v in plain.net.state_dict().items():
+            if k in average:
+                average[k] = d * average[k] + (1 - d) * v.double()
+    return plain, start, average
+
+
 def test_the_snapshot_holds_the_average_and_the_net_trains_on_its_own(tmp_path):
     path = write_solver(tmp_path, MLP_DROPOUT, test=False, max_iter=6, display=0, ema=EMA)
     averaged = Solver(load_solver(path), out=tmp_path / "ema", log=lambda line: None)
     averaged.solve()
-    plain = Solver(load_solver(path, ["ema=null"]), out=tmp_path / "plain", log=lambda line: None)
-    average = {k: v.double().clone() for k, v in plain.net.state_dict().items() if v.is_floating_point()}
-    for t in range(1, 7):  # the same updates one by one, averaged in float64
-        plain.step(1)
-        d = EMA["decay"] * (1 - math.exp(-t / EMA["warmup"]))
-        for k, v in plain.net.state_dict().items():
-            if k in average:
-                average[k] = d * average[k] + (1 - d) * v.double()
+    plain, _, average = replayed_average(path, 6, EMA["decay"], EMA["warmup"])
     assert_same_weights(averaged.net.state_dict(), plain.net.state_dict())  # the average changes no update
     saved = load_file(tmp_path / "ema/tiny_iter_6.safetensors")
     for k, v in average.items():
@@ -95,14 +103,7 @@ def test_the_average_of_a_bfloat16_net_moves_and_resumes_exactly(tmp_path):
     net = MLP_DROPOUT.replace("data: [1, 8, 8]", "data: {shape: [1, 8, 8], dtype: bfloat16}")
     ema = {"decay": 0.999, "warmup": 0}
     path = write_solver(tmp_path, net, test=False, max_iter=30, snapshot=10, display=0, base_lr=0.5, ema=ema)
-    plain = Solver(load_solver(path, ["ema=null"]), out=tmp_path / "plain", log=lambda line: None)
-    start = {k: v.double().clone() for k, v in plain.net.state_dict().items() if v.is_floating_point()}
-    average = dict(start)
-    for _ in range(30):
-        plain.step(1)
-        for k, v in plain.net.state_dict().items():
-            if k in average:
-                average[k] = 0.999 * average[k] + 0.001 * v.double()
+    _, start, average = replayed_average(path, 30, 0.999)
     assert netcfg("train", path, "--out", tmp_path / "straight")[0] == 0
     saved = load_file(tmp_path / "straight/tiny_iter_30.safetensors")
     assert saved["ip1.weight"].dtype == torch.bfloat16

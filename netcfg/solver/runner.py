@@ -280,7 +280,9 @@ class Solver:
     def test(self, iterations: int | None = None, *, iteration_known: bool = True,
              stopped: Callable[[], bool] | None = None) -> dict[str, float]:
         """Average every scalar output of the TEST net over the test set (or N batches)
-        (``testing.run_test``)."""
+        (``testing.run_test``), with the net's own weights: the tests of ``solve()`` and the
+        snapshots use the weight average when there is one (``ema``), which ``netcfg test``
+        reads back from a snapshot."""
         return run_test(self, iterations, iteration_known=iteration_known, stopped=stopped)
 
     def _averaged(self):

@@ -282,17 +282,23 @@ def check_state(tree, path: Path) -> None:
                                   and (best.get("value") is None or isinstance(best["value"], number))),
          "a best test value")
     ema = tree.get("ema")
-    want("ema", ema is None or (isinstance(ema, dict) and isinstance(ema.get("updates"), int)
-                                and not isinstance(ema["updates"], bool) and ema["updates"] >= 0
-                                and all(isinstance(ema.get(k, {}), dict)
-                                        and all(isinstance(v, torch.Tensor) for v in ema.get(k, {}).values())
-                                        for k in ("weights", "average")) and "weights" in ema),
-         "a weight average's state")
+    want("ema", ema is None or _ema_state(ema), "a weight average's state")
     ranks = [tree.get("world_size", 1)] + ([data.get("world_size", 1)] if isinstance(data, dict) else [])
     want("world_size", all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks),
          "a number of processes")
     if problems:
         raise CheckpointError(path, "is not a netcfg solver state: " + "; ".join(problems))
+
+
+def _ema_state(ema) -> bool:
+    """The shape of ``WeightAverage.state()``: an update count, the trained weights by name and,
+    for 16-bit nets, the float32 average by name."""
+    if not isinstance(ema, dict) or "weights" not in ema:
+        return False
+    updates = ema.get("updates")
+    maps = [ema["weights"], ema.get("average", {})]
+    return (isinstance(updates, int) and not isinstance(updates, bool) and updates >= 0
+            and all(isinstance(m, dict) and all(isinstance(v, torch.Tensor) for v in m.values()) for m in maps))
 
 
 def _optimizer_state(opt) -> bool:

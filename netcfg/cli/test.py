@@ -36,7 +36,7 @@ def test(
     import tempfile
 
     from netcfg.errors import ConfigError
-    from netcfg.solver import Solver, distributed
+    from netcfg.solver import Solver, launch
     from netcfg.solver.snapshot import copy_weights
     from netcfg.solver.spec import load_solver
     from netcfg.solver.weights import resolve_file
@@ -46,7 +46,7 @@ def test(
     overrides = list(set_) + ["max_iter=0", "weights=null"]  # the weights to test are loaded below, once
     if device:
         overrides.append(("device", device, "--device"))
-    with distributed.once_per_machine():  # torchrun: a node's ranks read the same files
+    with launch.once_per_machine():  # torchrun: a node's ranks read the same files
         if weights is None:  # a run directory holds both: test its newest snapshot
             if not solver.is_dir():
                 raise ConfigError("missing option --weights: the weights to test", file="--weights",
@@ -55,7 +55,7 @@ def test(
             weights = solver
         spec = load_solver(solver, overrides)
     spec.data.train = None  # testing reads no training data
-    main = distributed.env_rank() == 0  # torchrun: rank 0 prints
+    main = launch.env_rank() == 0  # torchrun: rank 0 prints
     quiet = typer.echo if main and not as_json else (lambda line: None)
     finished = False
     try:
@@ -73,6 +73,6 @@ def test(
             s.run.close()
         finished = True
     finally:
-        distributed.teardown(finished)
+        launch.teardown(finished)
     if as_json and main:
         typer.echo(json.dumps(results))

@@ -37,7 +37,7 @@ def train(
     a snapshot it could not write); 2 refused before training (bad input, a run
     directory another process trains in); 130 Ctrl-C; 143 SIGTERM (a scheduler's stop)."""
     import_plugins(plugin)
-    from netcfg.solver import Interrupted, Solver, distributed
+    from netcfg.solver import Interrupted, Solver, launch
     from netcfg.solver.rundir import RunDir
     from netcfg.solver.spec import load_solver
 
@@ -46,7 +46,7 @@ def train(
         overrides.append(("device", device, "--device"))
     if weights:
         overrides.append(("weights", str(weights.resolve()), "--weights"))
-    with distributed.once_per_machine():  # torchrun: a node's ranks read the same files
+    with launch.once_per_machine():  # torchrun: a node's ranks read the same files
         if resume is not None:
             _refuse_with_resume(weights, out)
         spec = load_solver(solver, overrides)
@@ -60,7 +60,7 @@ def train(
         if log_to:
             log_to[0].log_line(line)
 
-    main = distributed.env_rank() == 0  # torchrun: rank 0 prints, locks and writes the run directory
+    main = launch.env_rank() == 0  # torchrun: rank 0 prints, locks and writes the run directory
     with training_progress(spec.max_iter, write_log) if main else _quiet() as (log, on_step):
         run_dir, finished = None, False
         if resume is not None:
@@ -80,7 +80,7 @@ def train(
         finally:
             if run_dir is not None:
                 run_dir.close()  # another run may use the directory now
-            distributed.teardown(finished)
+            launch.teardown(finished)
 
 
 @contextlib.contextmanager

@@ -73,7 +73,7 @@ class Interrupted(NetcfgError):
     @classmethod
     def after(cls, it: int, snapshot: Path, config: Path, by: str, launcher: str = "netcfg") -> Interrupted:
         """The error of a run stopped by ``by`` at iteration ``it``, with the command that resumes it
-        (``launcher``: how it was started, ``distributed.launcher()``)."""
+        (``launcher``: how it was started, ``launch.launcher()``)."""
         state = shlex.quote(str(snapshot.with_suffix(".solverstate")))
         return cls(f"interrupted ({by}) at iteration {it}; snapshot written: {snapshot}. "
                    f"Resume with: {launcher} train {shlex.quote(str(config))} --resume {state}", by)

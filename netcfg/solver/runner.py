@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from netcfg.errors import ConfigError, ConfigErrors
-from netcfg.solver import distributed
+from netcfg.solver import launch
 from netcfg.solver.debug_info import watch
 from netcfg.solver.ema import WeightAverage
 from netcfg.solver.testing import loop_test, out_of_patience, run_test
@@ -63,7 +63,7 @@ class Solver:
         self.on_step = on_step
         try:
             self.device = resolve_device(spec.device)
-            self.dist = distributed.setup(spec.device, self.device)  # torchrun: join the ranks' group
+            self.dist = launch.setup(spec.device, self.device)  # torchrun: join the ranks' group
             self.device = self.dist.device if self.dist.active else self.device  # cuda:LOCAL_RANK
         except ConfigError as e:
             raise ConfigErrors([spec.locate(e)]) from None
@@ -265,7 +265,7 @@ class Solver:
             self._roll_back_iteration()
             by = self._ctrl_c.by or ("SIGTERM" if isinstance(e, Terminated) else "Ctrl-C")
             raise Interrupted.after(self.iter, self.snapshot(), self.run.path / "config.yaml", by,
-                                    distributed.launcher()) from None
+                                    launch.launcher()) from None
         except Exception as e:
             if not is_out_of_memory(e):
                 raise

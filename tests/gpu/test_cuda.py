@@ -27,7 +27,8 @@ import torch
 import torch.distributed as dist
 
 from netcfg.solver import Solver, TrainingDiverged
-from netcfg.solver.distributed import ENV, Distributed
+from netcfg.solver.distributed import Distributed
+from netcfg.solver.launch import ENV
 from netcfg.solver.memory import OutOfMemory
 from netcfg.solver.optim import make_optimizer, set_learning_rate
 from netcfg.solver.spec import load_solver

@@ -30,7 +30,8 @@ from netcfg.data.split import load_source
 from netcfg.net import Net, build_graph
 from netcfg.solver import Solver
 from netcfg.solver.check import checked_loader
-from netcfg.solver.distributed import ENV, Distributed, launcher, unused_parameters
+from netcfg.solver.distributed import Distributed, unused_parameters
+from netcfg.solver.launch import ENV, launcher
 from netcfg.solver.evaluate import sum_outputs
 from netcfg.solver.interrupt import Interrupted
 from netcfg.solver.spec import load_solver
@@ -341,24 +342,24 @@ def test_a_finished_teardown_meets_in_the_store_before_and_after_destroying(monk
     # load (tests/solver: the two_ranks fixture): the ranks now meet in the store around it
     from torch.distributed import HashStore
 
-    from netcfg.solver import distributed
+    from netcfg.solver import launch
 
     store, seen = HashStore(), []
-    monkeypatch.setattr(distributed, "_owned", True)
-    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 1)
-    monkeypatch.setattr(distributed.dist.distributed_c10d, "_get_default_store", lambda: store)
-    monkeypatch.setattr(distributed.dist, "barrier", lambda: seen.append("gloo barrier"))
+    monkeypatch.setattr(launch, "_owned", True)
+    monkeypatch.setattr(launch.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(launch.dist, "get_world_size", lambda: 1)
+    monkeypatch.setattr(launch.dist.distributed_c10d, "_get_default_store", lambda: store)
+    monkeypatch.setattr(launch.dist, "barrier", lambda: seen.append("gloo barrier"))
 
     def destroy():
         seen.append(("destroy", store.check(["netcfg/teardown/start/all"]), store.check(["netcfg/teardown/end/all"])))
 
-    monkeypatch.setattr(distributed.dist, "destroy_process_group", destroy)
-    distributed.teardown(finished=True)
+    monkeypatch.setattr(launch.dist, "destroy_process_group", destroy)
+    launch.teardown(finished=True)
     assert seen == [("destroy", True, False)] and store.check(["netcfg/teardown/end/all"])
-    assert distributed._owned is False
+    assert launch._owned is False
     seen.clear()
     keys = store.num_keys()
-    monkeypatch.setattr(distributed, "_owned", True)
-    distributed.teardown(finished=False)  # after an error: no waiting for ranks that may never come
+    monkeypatch.setattr(launch, "_owned", True)
+    launch.teardown(finished=False)  # after an error: no waiting for ranks that may never come
     assert [s[0] for s in seen] == ["destroy"] and store.num_keys() == keys  # nothing new in the store

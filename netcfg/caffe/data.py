@@ -36,14 +36,15 @@ def find_caffe_path(rel: str, near: Path) -> Path | None:
 
 
 def _spec_class(source: str):
-    from netcfg.data.spec import DataSourceSpec, source_types
+    from netcfg.data.spec import DataSourceSpec
+    from netcfg.data.registry import source_types
 
     return getattr(source_types()[source], "spec", DataSourceSpec)
 
 
 def parse_data_option(text: str) -> tuple[str, str | None]:
     """``idx:/path`` -> ("idx", "/path"); ``digits`` -> ("digits", None); checked against the sources."""
-    from netcfg.data.spec import source_types
+    from netcfg.data.registry import source_types
 
     name, _, path = text.partition(":")
     known = source_types()

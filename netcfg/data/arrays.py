@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, field_validator
 
-from netcfg.data.spec import DataSourceSpec, register_source
+from netcfg.data.spec import DataSourceSpec
+from netcfg.data.registry import register_source
 from netcfg.data.split import Arrays
 from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 

@@ -19,7 +19,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from netcfg.data.spec import DataSourceSpec, register_source
+from netcfg.data.spec import DataSourceSpec
+from netcfg.data.registry import register_source
 from netcfg.data.split import Arrays
 from netcfg.errors import ConfigError
 

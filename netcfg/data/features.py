@@ -20,12 +20,8 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from netcfg.data.spec import (
-    TRANSFORM_KEYS,
-    DataSourceSpec,
-    ImageSubSource,
-    register_source,
-)
+from netcfg.data.spec import TRANSFORM_KEYS, DataSourceSpec, ImageSubSource
+from netcfg.data.registry import register_source
 from netcfg.data.split import SplitData, load_source
 from netcfg.data.tabular import column_statistics
 from netcfg.errors import ConfigError, ConfigErrors, FieldError, did_you_mean

@@ -27,7 +27,8 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from netcfg.data.decode import EXTENSIONS, decode_errors, image_size, require_pillow
-from netcfg.data.spec import DataSourceSpec, register_source
+from netcfg.data.spec import DataSourceSpec
+from netcfg.data.registry import register_source
 from netcfg.data.split import Arrays
 from netcfg.data.stream import StreamedImages, decode_all, default_workers
 from netcfg.errors import ConfigError

@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from netcfg.data.spec import TRANSFORM_KEYS, DataSourceSpec, SubSource, register_source
+from netcfg.data.spec import TRANSFORM_KEYS, DataSourceSpec, SubSource
+from netcfg.data.registry import register_source
 from netcfg.data.split import SplitData, load_source
 from netcfg.errors import ConfigError, ConfigErrors, FieldError
 

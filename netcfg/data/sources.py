@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from netcfg.data.spec import DataSourceSpec, register_source
+from netcfg.data.spec import DataSourceSpec
+from netcfg.data.registry import register_source
 from netcfg.data.split import SplitData, check_tensors, describe_source, load_source
 from netcfg.errors import ConfigError
 

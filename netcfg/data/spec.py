@@ -1,29 +1,17 @@
-"""DataSourceSpec: the ``data:`` section of a solver file, and the registry of data sources.
+"""DataSourceSpec and DataSpec: the ``data:`` section of a solver file.
 
-A data source is one loader function decorated with ``@register_source("name")``
-in any module of ``netcfg.data``. A source with keys of its own (csv's
-``columns``, cifar100's ``label``) passes a ``DataSourceSpec`` subclass as
-``spec=``; a split's mapping is validated by the class its ``source`` names, so
+A split's mapping is validated by the spec class its ``source`` names (a
+``DataSourceSpec`` subclass given to ``@register_source``, registry.py), so
 unknown keys are reported with that source's valid keys. The ``source:`` field
-lists every registered name in its errors and in the JSON Schema::
-
-    @register_source("npz", needs_path=True, spec=ArraysSpec)
-    def load_npz(spec: ArraysSpec, path: Path, base_dir: Path | None) -> dict[str, np.ndarray]:
-        ...  # {"data": (N, C, H, W) uint8 or float, "label": (N,) int64}
-
-``path`` is the spec's ``path`` made absolute, ``base_dir`` the solver file's
-directory (for other paths the spec names); see ``split.py`` for what a loader
-may return.
+lists every registered name in its errors and in the JSON Schema.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
-import pkgutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, NamedTuple
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     Field,
@@ -35,74 +23,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from netcfg.data.registry import known_source, source_enum, source_types
 from netcfg.errors import FieldError
 from netcfg.spec import Spec
 
-__all__ = ["DataSourceSpec", "DataSpec", "SourceType", "AnySource", "register_source", "source_types", "source_spec"]
-
-
-class SourceType(NamedTuple):
-    """A registered data source: its name, loader, whether it reads ``path``, its spec class."""
-
-    name: str
-    load: Callable[..., Any]  # (spec, resolved path or None) -> {name: array} or SplitData
-    needs_path: bool
-    doc: str
-    spec: type[DataSourceSpec]
-
-
-_SOURCES: dict[str, SourceType] = {}
-_BUILTINS_LOADED = False
-
-
-def register_source(name: str, *, needs_path: bool = False, spec: type[DataSourceSpec] | None = None) -> Callable:
-    """Decorator: make ``fn(spec, path)`` the loader of the source called ``name``."""
-
-    def deco(fn: Callable) -> Callable:
-        prev = _SOURCES.get(name)
-        if prev is not None and prev.load is not fn:
-            raise TypeError(
-                f"data source '{name}' registered twice: by {prev.load.__module__}.{prev.load.__qualname__} "
-                f"and by {fn.__module__}.{fn.__qualname__}"
-            )
-        doc = (fn.__doc__ or "").strip().splitlines()
-        _SOURCES[name] = SourceType(name, fn, needs_path, doc[0] if doc else "", spec or DataSourceSpec)
-        return fn
-
-    return deco
-
-
-def source_types() -> dict[str, SourceType]:
-    """Every registered data source, the built-ins in ``netcfg.data`` included."""
-    global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        package = importlib.import_module("netcfg.data")
-        for info in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"netcfg.data.{info.name}")
-    return dict(sorted(_SOURCES.items()))
-
-
-def _source_enum(schema: dict[str, Any]) -> None:
-    schema["enum"] = list(source_types())
-
-
-# data set names users write as a source, and the source that reads them
-_DATA_SETS = {"mnist": "idx", "fashion-mnist": "idx", "fashion_mnist": "idx", "fashionmnist": "idx", "kmnist": "idx",
-              "emnist": "idx", "cifar": "cifar10", "cifar-10": "cifar10", "cifar-100": "cifar100"}
-
-
-def _known_source(v: str) -> str:
-    known = source_types()
-    if v.lower() in _DATA_SETS and v not in known:
-        fetch = f"; `netcfg data fetch {v.lower()}` downloads it" if v.lower() in ("mnist", "fashion-mnist") else ""
-        raise ValueError(f"'{v}' is a data set, not a source: its files are read by "
-                         f"source: {_DATA_SETS[v.lower()]}{fetch}")
-    if v not in known:
-        # raised as a literal error so the located message lists the choices
-        raise PydanticCustomError("literal_error", "Input should be {expected}",
-                                  {"expected": " or ".join(f"'{n}'" for n in known)})
-    return v
+__all__ = ["DataSourceSpec", "DataSpec", "AnySource", "source_spec"]
 
 
 FloatPair = Annotated[list[float], Field(min_length=2, max_length=2)]
@@ -115,7 +40,7 @@ class DataSourceSpec(Spec):
     PATH_KEYS: ClassVar[tuple[str, ...]] = ("path", "mean_file")
 
     source: str = Field(..., description="registered data source: digits, idx, cifar10, cifar100, npz, npy, csv, folder, multi",
-                        json_schema_extra=_source_enum)
+                        json_schema_extra=source_enum)
     path: str | None = Field(None, min_length=1, description="where the files are (a directory or a file, per source); relative paths resolve against the solver file")
     split: Literal["train", "test"] = Field(..., description="which part of the data set")
     batch_size: int = Field(..., ge=1, description="samples per batch")
@@ -145,7 +70,7 @@ class DataSourceSpec(Spec):
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
-        return _known_source(v)
+        return known_source(v)
 
     @field_validator("std")
     @classmethod
@@ -193,7 +118,7 @@ class DataSourceSpec(Spec):
 
     @model_validator(mode="after")
     def _resolve(self) -> DataSourceSpec:
-        kind = _SOURCES.get(self.source)
+        kind = source_types().get(self.source)
         if kind is not None and kind.needs_path and self.path is None:
             raise ValueError(f"missing required key 'path': source '{self.source}' reads its files from a path, "
                              f"e.g. path: /usr/share/datasets/fashion-mnist")
@@ -247,7 +172,7 @@ class _SourceName(Spec):
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
-        return _known_source(v)
+        return known_source(v)
 
 
 def _dispatch(value: Any, info: ValidationInfo) -> DataSourceSpec:

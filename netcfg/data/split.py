@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from netcfg.data.spec import TRANSFORM_KEYS, DataSourceSpec, source_types
+from netcfg.data.spec import TRANSFORM_KEYS, DataSourceSpec
+from netcfg.data.registry import source_types
 from netcfg.data.transform import ImageTransform
 from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 

@@ -19,7 +19,8 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from netcfg.data.csvfile import Table, read_table
-from netcfg.data.spec import DataSourceSpec, register_source
+from netcfg.data.spec import DataSourceSpec
+from netcfg.data.registry import register_source
 from netcfg.data.split import Arrays
 from netcfg.errors import ConfigError, ConfigErrors, FieldError, did_you_mean
 from netcfg.spec import Spec

@@ -65,7 +65,7 @@ def _fake_cifar10(directory: Path) -> None:
 @needs_fashion
 @pytest.mark.parametrize("stem", SOLVERS)
 def test_every_bvlc_solver_converts_and_passes_netcfg_check(tmp_path, stem):
-    from netcfg.data.spec import source_types
+    from netcfg.data.registry import source_types
 
     out = tmp_path / "solver.yaml"
     net = SHARED / f"{SOLVERS[stem]}.prototxt"

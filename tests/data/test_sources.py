@@ -12,7 +12,8 @@ import yaml
 from sklearn.datasets import load_digits
 
 from netcfg.data.sources import describe_source, load_source
-from netcfg.data.spec import DataSourceSpec, DataSpec, source_types
+from netcfg.data.spec import DataSourceSpec, DataSpec
+from netcfg.data.registry import source_types
 from netcfg.errors import ConfigError, ConfigErrors, NetcfgError
 from netcfg.source import parse_yaml
 from netcfg.spec import validate

@@ -91,7 +91,7 @@ def serve() -> None:
     # sources and the data set, the progress bar, dynamo (no torch op runs: no thread pool to fork)
     import netcfg.cli.progress  # noqa: F401
     import torch._dynamo  # noqa: F401  (torch.optim imports it on the first optimizer: 1-2 s)
-    from netcfg.data.spec import source_types
+    from netcfg.data.registry import source_types
     from netcfg.layers._registry import registry
 
     registry()

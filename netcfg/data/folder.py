@@ -4,7 +4,8 @@ Layout: ``path/train/<class>/*.png`` and ``path/test/<class>/...`` (or ``val``),
 or ``path/<class>/...`` cut in two by ``test_fraction`` (the last files of each
 class, in name order, are the test split). Classes are the train folder's
 sub-folders in sorted order; their index is the label. Hidden files and folders
-(``.DS_Store``, macOS's ``._name.jpg``) are skipped.
+(``.DS_Store``, macOS's ``._name.jpg``) are skipped; a class folder's own
+sub-folders are read too (``cat/2019/1.jpg`` is a cat).
 
 A split that fits in ``memory_limit_mb`` (default: a quarter of the machine's
 memory) is decoded once (in worker processes when large) and cached as an
@@ -143,9 +144,7 @@ def _files(spec: FolderSpec, root: Path, classes: list[str], strict: bool = Fals
         folder = root / name
         if not folder.is_dir():
             continue
-        # hidden files are not samples: macOS leaves ._name.jpg metadata next to every copied image
-        names = sorted(f.name for f in folder.iterdir()
-                       if f.name.lower().endswith(endings) and not f.name.startswith(".") and f.is_file())
+        names = _images_below(folder, endings)
         files += [str(folder / f) for f in names]
         labels += [label] * len(names)
         empty += [] if names else [name]
@@ -154,6 +153,24 @@ def _files(spec: FolderSpec, root: Path, classes: list[str], strict: bool = Fals
                           hint=f"files ending in {', '.join(spec.extensions)}; add its images, or remove the folder "
                                f"(it would be class {classes.index(empty[0])} with no samples)")
     return files, np.array(labels, np.int64)
+
+
+def _images_below(folder: Path, endings: tuple[str, ...]) -> list[str]:
+    """Image files at any depth below a class folder (as torchvision's ImageFolder and Keras
+    read them: cat/2019/1.jpg is a cat), as sorted relative paths. Hidden files and folders
+    are not samples: macOS leaves ._name.jpg metadata next to every copied image."""
+    names, seen = [], set()
+    for top, dirs, found in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:  # a link back to a folder already read
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = Path(top).relative_to(folder)
+        names += [str(rel / f) for f in found if f.lower().endswith(endings) and not f.startswith(".")
+                  and os.path.isfile(os.path.join(top, f))]
+    return sorted(names, key=lambda n: Path(n).parts)
 
 
 def _cut(labels: np.ndarray, fraction: float, split: str) -> np.ndarray:

@@ -253,3 +253,17 @@ def test_decoding_workers_leave_ctrl_c_and_sigterm_to_the_training_process():
         except BaseException as e:  # the worker's KeyboardInterrupt comes back as the result: not pytest's own
             pytest.fail(f"a decoding worker was stopped by the signal: {e!r}")
         assert worker != os.getpid()
+
+
+def test_images_in_a_class_folders_sub_folders_are_samples(tmp_path):
+    # cat/2019/1.jpg is a cat, as torchvision's ImageFolder and Keras read it; such images were silently left out
+    pixels = make(tmp_path, classes=("cat", "dog"), n=2)
+    nested = make(tmp_path / "dog" / "2019", classes=("puppies",), n=1)
+    (tmp_path / "cat" / ".Trash").mkdir()
+    Image.fromarray(np.zeros((6, 5, 3), np.uint8)).save(tmp_path / "cat" / ".Trash" / "old.png")
+    os.symlink(tmp_path / "dog", tmp_path / "dog" / "2019" / "loop")  # a link back up is read once
+    t = load(tmp_path, cache=False)
+    expected = [pixels["cat/00.png"], pixels["cat/01.png"], pixels["dog/00.png"], pixels["dog/01.png"],
+                nested["puppies/00.png"]]  # dog/2019/puppies/00.png, in path order
+    np.testing.assert_array_equal(t["data"].numpy(), np.stack(expected))
+    assert t["label"].tolist() == [0, 0, 1, 1, 1]

@@ -56,6 +56,9 @@ def decode_images(files: list[str], channels: int, size: tuple[int, int] | None
                 if size is not None and (im.height, im.width) != tuple(size):
                     im = im.resize((size[1], size[0]), Image.BILINEAR)
                 pixels = np.asarray(im, dtype=np.uint8)
+        except _NoFixedRange as e:
+            return None, (file, str(e), "convert the images to 8-bit or 16-bit, or store them as an array for "
+                                        "the npz source with the scale you choose")
         except decode_errors() as e:
             return None, (file, f"cannot decode the image ({e})", "remove or replace the file")
         if out is None:
@@ -70,12 +73,22 @@ def decode_images(files: list[str], channels: int, size: tuple[int, int] | None
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
+class _NoFixedRange(ValueError):
+    """A 32-bit integer or floating-point image: no range to map to 0..255 from the file alone."""
+
+
 def _eight_bit(im, Image):
     """A 16-bit grayscale image (PNG, TIFF) mapped 0..65535 -> 0..255; Pillow's convert
-    would clip it, every pixel above 255 white. Other images as they are."""
+    would clip it, every pixel above 255 white. 32-bit integer and float images (TIFF
+    depth maps, microscopy) are refused: convert clips them too (a float image in 0..1
+    decoded all black). Other images as they are."""
     if im.mode in _SIXTEEN_BIT or (im.mode == "I" and im.format == "PNG"):  # older Pillow opens 16-bit PNGs as I
         wide = np.asarray(im).astype(np.float64)
         return Image.fromarray(np.rint(np.clip(wide, 0, 65535) / 257).astype(np.uint8), "L")
+    if im.mode in ("I", "F"):
+        kind = "floating-point" if im.mode == "F" else "integer"
+        raise _NoFixedRange(f"the image is 32-bit {kind} (Pillow mode {im.mode}), whose values have no fixed range "
+                            f"to map to 0..255 (Pillow would clip them)")
     return im
 
 

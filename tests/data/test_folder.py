@@ -267,3 +267,18 @@ def test_images_in_a_class_folders_sub_folders_are_samples(tmp_path):
                 nested["puppies/00.png"]]  # dog/2019/puppies/00.png, in path order
     np.testing.assert_array_equal(t["data"].numpy(), np.stack(expected))
     assert t["label"].tolist() == [0, 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize("mode, pixels", [("F", np.linspace(0, 1, 30, dtype=np.float32)),
+                                          ("I", np.arange(30, dtype=np.int32) * 70000)])
+def test_32_bit_and_float_images_are_refused_not_clipped(tmp_path, mode, pixels):
+    # a float TIFF in 0..1 (a depth map) decoded all 0 and 1, a 32-bit one all 255: Pillow's convert clips
+    make(tmp_path, classes=("a",), n=1)
+    Image.fromarray(pixels.reshape(6, 5), mode).save(tmp_path / "a" / "deep.tif")
+    assert Image.open(tmp_path / "a" / "deep.tif").mode == mode
+    for kw in ({}, {"memory_limit_mb": 1e-4, "workers": 1}):
+        with pytest.raises(ConfigError) as e:
+            t = load(tmp_path, cache=False, **kw)
+            t["data"].take(torch.arange(2))  # streamed: decoded when a batch asks
+        assert e.value.file == str(tmp_path / "a" / "deep.tif")
+        assert f"(Pillow mode {mode})" in e.value.message and "convert the images to 8-bit or 16-bit" in e.value.hint

@@ -18,7 +18,7 @@ import numpy as np
 
 from netcfg.errors import ConfigError, ConfigErrors
 
-__all__ = ["Table", "read_table", "MAX_ERRORS"]
+__all__ = ["Table", "read_table", "no_header_hint", "MAX_ERRORS"]
 
 MAX_ERRORS = 10
 
@@ -144,8 +144,19 @@ def _check_header(header: list[str], file: str, line: int, offs: list[int], erro
             errors.append(ConfigError(f"column {j + 1} of the header has no name", file=file, line=line, col=col))
         elif name in seen:
             errors.append(ConfigError(f"column name '{name}' appears twice in the header (columns {seen[name] + 1} "
-                                      f"and {j + 1})", file=file, line=line, col=col))
+                                      f"and {j + 1})", file=file, line=line, col=col, hint=no_header_hint(header)))
         seen.setdefault(name, j)
+
+
+def no_header_hint(header: list[str]) -> str | None:
+    """A hint when the first row is numbers, not names: a file written without a header
+    (pandas' to_csv(header=False), numpy.savetxt), whose first sample was taken for one."""
+    try:
+        [float(name) for name in header]
+    except ValueError:
+        return None
+    return (f"the first row ({', '.join(header[:4])}{', ...' if len(header) > 4 else ''}) looks like data: "
+            "the csv source reads columns by name, so the file needs a header row naming them")
 
 
 def _offsets(line: str, delimiter: str) -> list[int]:

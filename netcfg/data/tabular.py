@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from netcfg.data.csvfile import Table, read_table
+from netcfg.data.csvfile import Table, no_header_hint, read_table
 from netcfg.data.spec import DataSourceSpec
 from netcfg.data.registry import register_source
 from netcfg.data.split import Arrays
@@ -180,7 +180,7 @@ def _check_columns(spec: CsvSpec, table: Table, key: tuple) -> None:
         if column not in table.header:
             errors.append(ConfigError(f"no column '{column}' in {Path(table.file).name}", at,
                                       hint=_other_delimiter(column, table.header, delimiter)
-                                      or did_you_mean(column, table.header)))
+                                      or no_header_hint(table.header) or did_you_mean(column, table.header)))
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
 

@@ -174,6 +174,26 @@ def test_a_file_with_another_delimiter_says_which(tmp_path):
     assert load(f, columns={"x": "a"}, delimiter=";", standardize=False)["x"].tolist() == [[1], [3]]
 
 
+def test_a_file_without_a_header_says_so(tmp_path):
+    # numpy.savetxt and to_csv(header=False) write no header: its first sample was taken for the names
+    from tests.cli import netcfg
+
+    hint = "the first row (5.1, 3.5, 1.4, 0.2, ...) looks like data: the csv source reads columns by name"
+    f = write(tmp_path, "5.1,3.5,1.4,0.2,0\n4.9,3.0,1.4,0.2,1\n", "iris.csv")
+    with pytest.raises(ConfigError) as e:
+        load(f, columns={"x": ["sepal_length"]})
+    assert e.value.hint.startswith(hint)  # was: valid: 0, 0.2, 1.4, 3.5, 5.1
+    with pytest.raises(ConfigErrors) as e:  # repeated values were 'column name '0' appears twice'
+        load(write(tmp_path, "0,0,1,1\n1,0,1,0\n", "bits.csv"), columns={"x": ["a"]})
+    assert all("the first row (0, 0, 1, 1) looks like data" in err.hint for err in e.value.errors)
+    (tmp_path / "net.yaml").write_text("name: N\ninputs: {x: [1]}\nlayers:\n  - {name: ip, type: InnerProduct, bottom: x, "
+                                       "num_output: 1}\n  - {name: loss, type: EuclideanLoss, bottom: [ip, x]}\n")
+    (tmp_path / "s.yaml").write_text("net: net.yaml\ndata:\n  train: {source: csv, path: iris.csv, split: train, "
+                                     "batch_size: 2, columns: {x: [sepal_length]}}\nbase_lr: 0.1\nmax_iter: 1\n")
+    code, _, err = netcfg("check", tmp_path / "s.yaml")
+    assert code == 2 and "data.train.columns.x[0]: no column 'sepal_length' in iris.csv (" + hint in err, err
+
+
 def test_tsv_and_bad_files(tmp_path):
     f = write(tmp_path, "a\tb\n1\t2\n3\t4\n", "t.tsv")
     assert load(f, columns={"x": ["a", "b"]}, standardize=False)["x"].tolist() == [[1, 2], [3, 4]]

@@ -136,8 +136,11 @@ def check_image_keys(spec: DataSourceSpec, shape: tuple[int, ...]) -> list[Confi
     if spec.crop_size is not None:
         room = min(h, w) + 2 * spec.pad
         if spec.crop_size > room:
+            hint = f"use crop_size <= {room}"
+            if w in (1, 3, 4) and channels > 4:  # (N, H, W, C) read as (N, C, H, W): 32 channels of 32x3
+                hint += f"; or, if the images are {channels}x{h} with {w} channel(s) stored last, channels_last: true"
             errors.append(ConfigError(f"crop_size {spec.crop_size} is larger than the images ({h}x{w}, pad {spec.pad})",
-                                      ("crop_size",), hint=f"use crop_size <= {room}"))
+                                      ("crop_size",), hint=hint))
     return errors
 
 

@@ -49,7 +49,11 @@ def match_inputs(spec: SolverSpec, split: str, graph: Graph, tensors: dict[str, 
 
 def _reshape_hint(shape: tuple[int, ...], want: tuple[int, ...]) -> str:
     """What to do about a per-sample ``shape`` the net wants as ``want``: the same values with
-    another number of unit dimensions (labels (N, 1), float images (N, H, W)) need a reshape."""
+    another number of unit dimensions (labels (N, 1), float images (N, H, W)) need a reshape;
+    images stored (H, W, C), as Keras and TensorFlow keep them, need their channels moved."""
+    if len(want) == 3 and shape == want[1:] + want[:1]:
+        return ("the images are stored channels last (N, H, W, C): add channels_last: true to the npz/npy "
+                "source, or store them as numpy's x.transpose(0, 3, 1, 2)")
     if [d for d in shape if d != 1] != [d for d in want if d != 1]:
         return "change the net's inputs:, or crop_size/the data set"
     dims = ", ".join(["N"] + [str(d) for d in want]) if want else "N,"

@@ -164,3 +164,27 @@ def test_a_shape_that_differs_by_unit_dimensions_says_how_to_reshape(tmp_path, x
                                      "arrays: {data: x, label: y}, split: train, batch_size: 10}\nbase_lr: 0.1\nmax_iter: 1\n")
     result = run_cli("check", str(tmp_path / "s.yaml"))
     assert result.exit_code == 2 and words in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("net, x, keys, words", [
+    # MNIST as Keras stores it, (N, 28, 28, 1): the hint said to reshape, where the key is channels_last
+    ("mlp.yaml", np.zeros((20, 28, 28, 1), np.uint8), "",
+     "'data' has per-sample shape [28, 28, 1] but the net's input 'data' is [1, 28, 28] (the images are stored "
+     "channels last (N, H, W, C): add channels_last: true to the npz/npy source, or store them as numpy's "
+     "x.transpose(0, 3, 1, 2))"),
+    # CIFAR as Keras stores it: the hint was 'change the net's inputs:, or crop_size/the data set'
+    ("resnet56.yaml", np.zeros((20, 32, 32, 3), np.uint8), "",
+     "'data' has per-sample shape [32, 32, 3] but the net's input 'data' is [3, 32, 32] (the images are stored "
+     "channels last (N, H, W, C): add channels_last: true"),
+    # and with a crop, the images were said to be 32x3: the hint was 'use crop_size <= 3'
+    ("resnet56.yaml", np.zeros((20, 32, 32, 3), np.uint8), ", pad: 4, crop_size: 32",
+     "crop_size 32 is larger than the images (32x3, pad 4) (use crop_size <= 11; or, if the images are 32x32 with "
+     "3 channel(s) stored last, channels_last: true)"),
+])
+def test_channels_last_images_say_channels_last(tmp_path, net, x, keys, words):
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(20) % 10)
+    (tmp_path / "s.yaml").write_text(f"net: {ROOT / 'configs' / net}\ndata:\n  train: {{source: npz, path: d.npz, "
+                                     f"arrays: {{data: x, label: y}}, split: train, batch_size: 10{keys}}}\n"
+                                     "base_lr: 0.1\nmax_iter: 1\n")
+    result = run_cli("check", str(tmp_path / "s.yaml"))
+    assert result.exit_code == 2 and words in result.stderr, result.stderr

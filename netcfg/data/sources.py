@@ -11,6 +11,7 @@ import functools
 import gzip
 import math
 import os
+import re
 import zlib
 from pathlib import Path
 
@@ -61,14 +62,17 @@ def load_idx(spec: DataSourceSpec, path: Path | None, base_dir: Path | None = No
     from ``path``, with prefix ``train`` for the train split and ``t10k`` for test.
     """
     assert path is not None  # the spec requires it
+    prefix = ""
+    if not path.exists() and path.parent.is_dir() and path.name in _prefixes(path.parent):
+        path, prefix = path.parent, path.name + "-"  # EMNIST: emnist-balanced-train-images-idx3-ubyte.gz
     if not path.exists():
         raise ConfigError(f"directory '{path}' does not exist", ("path",),
                           hint=None if Path(spec.path or "").expanduser().is_absolute()
                           else "a relative path resolves against the solver file's directory")
     if not path.is_dir():
         raise ConfigError(f"'{path}' is not a directory", ("path",), hint="give the directory holding the IDX files")
-    images = read_idx(_find(path, spec.split, "images", 3))
-    labels = read_idx(_find(path, spec.split, "labels", 1))
+    images = read_idx(_find(path, spec.split, "images", 3, prefix))
+    labels = read_idx(_find(path, spec.split, "labels", 1, prefix))
     if images.ndim != 3 or images.dtype != np.uint8:
         raise ConfigError(f"images file holds {images.dtype} of {images.ndim} dimensions, expected uint8 (N, H, W)", ("path",))
     if labels.ndim != 1:
@@ -83,15 +87,25 @@ def load_idx(spec: DataSourceSpec, path: Path | None, base_dir: Path | None = No
     return {"data": images[:, None], "label": labels.astype(np.int64)}  # (N, 1, H, W)
 
 
-def _find(directory: Path, split: str, kind: str, ndim: int) -> Path:
-    names = [f"{p}-{kind}{sep}idx{ndim}-ubyte{gz}" for p in _PREFIXES[split] for sep in "-." for gz in (".gz", "")]
+def _find(directory: Path, split: str, kind: str, ndim: int, prefix: str = "") -> Path:
+    names = [f"{prefix}{p}-{kind}{sep}idx{ndim}-ubyte{gz}" for p in _PREFIXES[split] for sep in "-." for gz in (".gz", "")]
     for name in names:
         if (directory / name).is_file():
             return directory / name
     present = sorted(os.listdir(directory))
     shown = ", ".join(present[:12]) + (f", ... ({len(present)} in all)" if len(present) > 12 else "")
+    sets = _prefixes(directory)
+    named = f"; to read the {sets[0]}-* files, give path: {directory / sets[0]}" if sets and not prefix else ""
     raise ConfigError(f"no {split} {kind} file in '{directory}'", ("path",),
-                      hint=f"expected {names[0]} or {names[1]}; the directory holds: {shown or 'nothing'}")
+                      hint=f"expected {names[0]} or {names[1]}{named}; the directory holds: {shown or 'nothing'}")
+
+
+_PREFIXED = re.compile(r"(.+)-(?:train|t10k|test)-(?:images|labels)[-.]idx[13]-ubyte(?:\.gz)?")
+
+
+def _prefixes(directory: Path) -> list[str]:
+    """The prefixes of the IDX sets whose names start with one (EMNIST's emnist-balanced-, emnist-letters-...)."""
+    return sorted({m.group(1) for n in os.listdir(directory) if (m := _PREFIXED.fullmatch(n))})
 
 
 def read_idx(file: Path) -> np.ndarray:

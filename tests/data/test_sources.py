@@ -135,6 +135,22 @@ def test_idx_dotted_names_and_relative_path(tmp_path):
     np.testing.assert_array_equal(t["data"].numpy()[:, 0], images)
 
 
+def test_idx_sets_named_with_a_prefix_as_emnist_ships_them(tmp_path):
+    # EMNIST's download holds emnist-balanced-train-images-idx3-ubyte.gz, emnist-letters-..., one folder
+    # for six sets: no train-images file, so the docs' EMNIST could not be read without renaming
+    balanced = write_split(tmp_path, "emnist-balanced-train", n=10, gz=True)
+    write_split(tmp_path, "emnist-balanced-test", n=4, gz=True)
+    write_split(tmp_path, "emnist-letters-train", n=6, gz=True)
+    text = load_error(tmp_path)
+    assert f"to read the emnist-balanced-* files, give path: {tmp_path / 'emnist-balanced'}" in text
+    t = load_source(spec(source="idx", path=str(tmp_path / "emnist-balanced"), split="train"))
+    np.testing.assert_array_equal(t["data"].numpy()[:, 0], balanced[0])
+    np.testing.assert_array_equal(t["label"].numpy(), balanced[1])
+    assert len(load_source(spec(source="idx", path="emnist-letters", split="train"), base_dir=tmp_path)["label"]) == 6
+    assert len(load_source(spec(source="idx", path=str(tmp_path / "emnist-balanced"), split="test"))["label"]) == 4
+    assert "does not exist" in load_error(tmp_path, tmp_path / "emnist-digits")
+
+
 def test_idx_cache_sees_rewritten_file(tmp_path):
     write_split(tmp_path, "train", n=10)
     assert len(load_source(spec(source="idx", path=str(tmp_path), split="train"))["label"]) == 10

@@ -156,11 +156,13 @@ class Net(nn.Module):
                                  f"(x.to(torch.{want}))")
 
     def loss(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The total loss: the sum of every loss top times its loss_weight."""
+        """The total loss: the sum of every loss top times its loss_weight (a non-loss top's
+        elements summed, as Caffe does, in at least float32: a float16 feature map's sum
+        passes 65504 long before the loss is large)."""
         total = None
         for top, w in self.loss_weights.items():
             v = outputs[top]
-            v = v if v.dim() == 0 else v.sum()
+            v = v if v.dim() == 0 else v.sum(dtype=torch.promote_types(v.dtype, torch.float32))
             term = v if w == 1.0 else v * w
             total = term if total is None else total + term
         if total is None:

@@ -82,6 +82,16 @@ def test_loss_weight_scales_a_top_into_the_total_loss():
     assert torch.allclose(net.loss(out), 0.5 * out["loss"] + 2 * out["e"].sum())
 
 
+def test_loss_weight_on_a_float16_top_sums_in_float32():
+    """Caffe sums a weighted top in float: 32 x 4096 ones sum past float16's 65504 (inf before)."""
+    text = "name: t\ninputs: {x: {shape: [4096], dtype: float16}}\nlayers:\n" \
+           "  - {name: act, type: AbsVal, bottom: x, loss_weight: 0.001}\n"
+    net = build_net(spec(text))
+    loss = net.loss(net(x=torch.ones(32, 4096, dtype=torch.float16)))
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, torch.tensor(131.072))
+
+
 def test_shared_param_names_tie_tensors_and_count_once():
     text = """\
 name: t

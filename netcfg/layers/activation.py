@@ -264,6 +264,7 @@ class Threshold(Elementwise):
     """1 where x > threshold, else 0 (a step; no gradient flows through it)."""
 
     type: Literal["Threshold"]
+    differentiable = False  # a step: its gradient is 0 everywhere
     threshold: float = Field(0.0, description="inputs strictly above this give 1")
 
     examples: ClassVar[list[dict]] = [{"inputs": {"x": {"shape": [5], "dtype": "float64"}}, "threshold": 0.5}]

@@ -200,6 +200,7 @@ class LayerSpec(Spec):
     is_loss: ClassVar[bool] = False   # default loss_weight 1; output is a scalar
     reduces_batch: ClassVar[bool] = False  # output has no batch dimension (losses, Accuracy)
     reads_batch_means: ClassVar[bool] = False  # may read such an output (Eltwise adds losses, Silence drops one)
+    differentiable: ClassVar[bool] = True  # False: no gradient flows back through the tops (Accuracy, Threshold)
     # Sample configurations for the registry-wide tests (tests/test_registry.py). Each
     # dict has `inputs` (the net file's `inputs:` form, per-sample shapes, e.g.
     # {"x": [3, 8, 8]} or {"ids": {"shape": [5], "dtype": "int64"}}) and the layer's
@@ -252,6 +253,22 @@ class LayerSpec(Spec):
         if self.loss_weight is not None:
             return list(self.loss_weight)
         return [1.0 if self.is_loss else 0.0] * n_tops
+
+    def check_loss_tops(self, tops: list[Blob], weights: list[float]) -> None:
+        """A weighted top must carry a gradient: an integer top (ArgMax's indices) or a
+        non-differentiable layer's (Accuracy's) has none, and Caffe refuses to backpropagate
+        through it; here the loss would only have gained a constant, or, alone, failed in backward."""
+        for i, (top, w) in enumerate(zip(tops, weights)):
+            if not w:
+                continue
+            if top.dtype not in FLOAT_DTYPES:
+                why = f"top {i} is {top.dtype} (shape {list(top.shape)}), which carries no gradient"
+            elif not self.differentiable:
+                why = f"no gradient flows back through {self.type}"
+            else:
+                continue
+            raise ShapeError(f"loss_weight {w:g} on a top that cannot be learned from: {why}; remove the "
+                             "loss_weight (or set it to 0)", key="loss_weight")
 
 
 def numel(shape: tuple[int, ...]) -> int:

@@ -59,6 +59,7 @@ class Accuracy(LayerSpec):
     n_bottoms = (2, 2)
     n_tops = (1, 2)
     reduces_batch = True
+    differentiable = False  # the scores are detached: a count, not a loss
     top_k: int = Field(1, ge=1, description="a prediction is right if the label is among the k highest scores")
     axis: int = Field(1, description="class axis, counting the batch as 0; -1 for the last")
     ignore_label: int | None = Field(None, description="labels with this value are not counted")

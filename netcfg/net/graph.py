@@ -193,6 +193,7 @@ def build_graph(spec: NetSpec, phase: str = "TRAIN", stages: tuple[str, ...] | l
             weights = layer.loss_weights(len(tops))
             if len(weights) != len(tops):
                 raise ShapeError(f"loss_weight has {len(weights)} value(s) for {len(tops)} top(s)", key="loss_weight")
+            layer.check_loss_tops(out_blobs, weights)
             params, trainable = _count_params(layer, in_blobs, shared)
         except ShapeError as e:
             shapes = ", ".join(f"{b}: {s}" for b, s in zip(bottoms, in_blobs))

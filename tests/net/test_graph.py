@@ -82,6 +82,22 @@ def test_loss_weight_scales_a_top_into_the_total_loss():
     assert torch.allclose(net.loss(out), 0.5 * out["loss"] + 2 * out["e"].sum())
 
 
+@pytest.mark.parametrize("layer, why", [
+    ("{name: w, type: ArgMax, bottom: b, loss_weight: WEIGHT}", "top 0 is int64 (shape [1, 1]), which carries no gradient"),
+    ("{name: w, type: Accuracy, bottom: [b, label], loss_weight: WEIGHT}", "no gradient flows back through Accuracy"),
+    ("{name: w, type: Threshold, bottom: b, loss_weight: WEIGHT}", "no gradient flows back through Threshold"),
+])
+def test_loss_weight_on_a_top_without_gradient_is_refused(layer, why):
+    """Caffe refuses to backpropagate through these; netcfg added a constant to the loss, or,
+    with no other loss, failed in backward ('element 0 of tensors does not require grad')."""
+    text = NET.replace("  - {name: loss,", f"  - {layer}\n  - {{name: loss,")
+    with pytest.raises(ConfigErrors) as e:
+        build_graph(spec(text.replace("WEIGHT", "0.5")))
+    assert f"loss_weight 0.5 on a top that cannot be learned from: {why}" in str(e.value)
+    assert "layers[6].loss_weight" in e.value.render()
+    build_graph(spec(text.replace("WEIGHT", "0")))  # a zero weight stays allowed
+
+
 def test_loss_weight_on_a_float16_top_sums_in_float32():
     """Caffe sums a weighted top in float: 32 x 4096 ones sum past float16's 65504 (inf before)."""
     text = "name: t\ninputs: {x: {shape: [4096], dtype: float16}}\nlayers:\n" \

@@ -170,8 +170,8 @@ def convert_params(layer: Obj, caffe_type: str) -> Converted:
                     raise p.error(f"{key}: {value} is not supported ({why})", key)
             else:
                 raise AssertionError(f"bad table entry {caffe_type}.{param}.{key}: {action!r}")
-    if caffe_type == "Scale" and len(layer.all("bottom")) == 2:
-        _scale_two_bottoms(layer, out)
+    if caffe_type in ("Scale", "Bias") and len(layer.all("bottom")) == 2:
+        _second_bottom_axis(layer, caffe_type, out)
     if caffe_type == "LRN" and out.fields.get("norm_region") == "WITHIN_CHANNEL" and out.fields.get("k", 1) != 1:
         # Caffe's WITHIN_CHANNEL adds 1 whatever k says (lrn_layer.cpp); netcfg's adds k
         out.notes.append(f"k: {out.fields.pop('k')} dropped: Caffe's WITHIN_CHANNEL LRN ignores k and adds 1, "
@@ -185,16 +185,18 @@ def _check_dims(p: Obj, key: str, values: list) -> None:
         raise p.error(f"{key} has {len(values)} values: netcfg's convolutions are 1-d or 2-d", key, index=2)
 
 
-def _scale_two_bottoms(layer: Obj, out: Converted) -> None:
-    """Caffe lines a second bottom up at axis 1 unless told; netcfg's blobs all have a batch axis."""
-    p = layer.get("scale_param")
+def _second_bottom_axis(layer: Obj, caffe_type: str, out: Converted) -> None:
+    """Caffe's Scale and Bias line a second bottom up at axis 1 unless told; netcfg's blobs
+    all have a batch axis, so only Caffe's axis: 0 keeps its meaning."""
+    p = layer.get(f"{caffe_type.lower()}_param")
     axis = p.get("axis", 1) if p is not None else 1
     if axis != 0:
         where = p if p is not None and p.has("axis") else layer
         raise where.error(
-            f"Scale with a second bottom and axis {axis}: in netcfg every blob has a batch axis, so the second "
-            "bottom lines up with the input from axis 0", "axis" if where is p else "bottom",
-            hint="Caffe's axis: 0 form imports; a batchless scale blob (Caffe's Parameter layer) does not")
+            f"{caffe_type} with a second bottom and axis {axis}: in netcfg every blob has a batch axis, so the "
+            "second bottom lines up with the input from axis 0", "axis" if where is p else "bottom",
+            hint=f"Caffe's axis: 0 form imports; a batchless {caffe_type.lower()} blob (Caffe's Parameter layer) "
+                 "does not")
     out.fields.pop("axis", None)
 
 

@@ -137,6 +137,22 @@ layer { name: "s2" type: "Scale" bottom: "n2" top: "s2" }
     assert net.check()["TRAIN"].total_params == 3 + 3 + 3
 
 
+@pytest.mark.parametrize("kind", ["Scale", "Bias"])
+def test_a_second_bottom_imports_only_at_caffes_axis_0(tmp_path, kind):
+    """Caffe's default axis 1 reads a (4, 4) second bottom as a batchless (C, H) blob; netcfg
+    lines it up from the batch (x + b[n, c]), so Bias imported it silently with another meaning."""
+    two = ('layer { name: "in" type: "Input" top: "data" top: "b" '
+           'input_param { shape { dim: 4 dim: 4 dim: 4 dim: 4 } shape { dim: 4 dim: 4 } } }\n'
+           f'layer {{ name: "op" type: "{kind}" bottom: "data" bottom: "b" top: "out" PARAM }}\n')
+    (e,) = errors_of(write(tmp_path, two.replace("PARAM", "")))
+    assert e.line == 2 and ".bottom:" in e.render()
+    assert f"{kind} with a second bottom and axis 1: in netcfg every blob has a batch axis" in e.render()
+    (e,) = errors_of(write(tmp_path, two.replace("PARAM", f"{kind.lower()}_param {{ axis: 1 }}")))
+    assert e.line == 2 and "axis 1" in e.render()
+    net = import_net(write(tmp_path, two.replace("PARAM", f"{kind.lower()}_param {{ axis: 0 }}")))
+    assert "axis" not in layers_by_name(net)["op"] and net.check()["TRAIN"].total_params == 0
+
+
 def test_batchnorm_whose_output_is_read_elsewhere_is_not_merged(tmp_path):
     path = write(tmp_path, INPUT + """
 layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" }

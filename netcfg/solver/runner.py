@@ -150,7 +150,7 @@ class Solver:
         stop = self.iter + n
         t0 = time.perf_counter()
         images = 0
-        last_display = (t0, 0)
+        last_display, paused = (t0, 0), 0.0  # paused: seconds of tests and snapshots since the last display
         self._in_train_mode = False  # the caller may have put the net in eval mode
         with StopAfterIteration() as ctrl_c:
             self._ctrl_c = ctrl_c
@@ -160,7 +160,9 @@ class Solver:
                     # the test); the snapshot is of this iteration's start, so the resumed run tests again.
                     # Not under torchrun, where every rank must test every batch (the sums are all-reduced)
                     self._undo = self._iteration_start()
+                    t_test = time.perf_counter()
                     loop_test(self, None if self.dist.active else lambda: ctrl_c.requested)
+                    paused += time.perf_counter() - t_test
                     if out_of_patience(self):
                         break
                 # what a Ctrl-C inside the step rolls back, so the snapshot resumes exactly
@@ -189,9 +191,9 @@ class Solver:
                         s.display and (self.iter - 1) % s.display == 0)):
                     self._settle()
                 if s.display and (self.iter - 1) % s.display == 0:
-                    now = time.perf_counter()
-                    rate = (images - last_display[1]) / max(now - last_display[0], 1e-9)
-                    last_display = (now, images)
+                    now = time.perf_counter()  # training images/s: the tests and snapshots in between left out
+                    rate = (images - last_display[1]) / max(now - last_display[0] - paused, 1e-9)
+                    last_display, paused = (now, images), 0.0
                     self._display(self.iter - 1, outs, rate, self._seconds + now - t0)
                 if self.on_step is not None:
                     self.on_step(self, loss if self._deferred is None else self._shown_loss)
@@ -199,6 +201,7 @@ class Solver:
                     self._seconds += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     self.snapshot()
+                    paused += time.perf_counter() - t0
                 if self.dist.any(ctrl_c.requested):  # torchrun: all ranks stop after the same iteration
                     self.log(f"{ctrl_c.by or 'Ctrl-C on another rank'}: stopping after iteration {self.iter - 1}")
                     raise KeyboardInterrupt

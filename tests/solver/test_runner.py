@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,31 @@ def test_metrics_record_train_and_test_events(tmp_path):
     snaps = metrics(tmp_path / "run", "snapshot")
     assert [r["iter"] for r in snaps] == [6]
     assert (tmp_path / "run" / snaps[0]["weights"]).is_file()
+
+
+def test_images_per_s_leaves_out_tests_and_snapshots(tmp_path, monkeypatch):
+    # a test or snapshot between two displays once counted as training time: the first
+    # display after Caffe's iteration-0 test of Fashion-MNIST read "9 images/s"
+    import netcfg.solver.runner as runner
+
+    real_test, real_snapshot = runner.loop_test, Solver.snapshot
+
+    def slow_test(*args, **kwargs):
+        time.sleep(1.0)
+        return real_test(*args, **kwargs)
+
+    def slow_snapshot(self, *args, **kwargs):
+        time.sleep(1.0)
+        return real_snapshot(self, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "loop_test", slow_test)
+    monkeypatch.setattr(Solver, "snapshot", slow_snapshot)
+    solve(write_solver(tmp_path, max_iter=5, display=1, test_interval=2, snapshot=2), tmp_path / "run")
+    train = metrics(tmp_path / "run")
+    assert [r["iter"] for r in train] == [0, 1, 2, 3, 4]
+    # a second of test or snapshot before iterations 0, 2 and 3 would cap them at 32 images/s
+    assert min(r["images_per_s"] for r in train) > 100
+    assert train[-1]["seconds"] > 3  # the elapsed time still holds them
 
 
 def test_on_step_hears_of_every_iteration(tmp_path):

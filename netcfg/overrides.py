@@ -1,7 +1,8 @@
 """``--set KEY=VALUE`` overrides: dotted key paths applied to a located Source's plain data.
 
-A list item is its index or, in a list of named mappings, its name; ``layers[0]`` is
-read as ``layers.0``, the form error messages print. Each override is remembered with
+A list item is its index or, in a list of named mappings, its name, dots and all
+(``layers.stage2.block1.conv1.num_output``, the layers of an expanded template);
+``layers[0]`` is read as ``layers.0``, the form error messages print. Each override is remembered with
 the paths it wrote, so errors later found there name the ``--set`` instead of a line.
 """
 
@@ -19,8 +20,10 @@ __all__ = ["FlagOverride", "apply_net_sets", "apply_overrides"]
 # the value is taken as is, not read as YAML (a path may hold ' #'), and errors name the option
 FlagOverride = tuple[str, object, str]
 
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
-_INDEX = re.compile(r"\[(\d+|[A-Za-z_][A-Za-z0-9_]*)\]")
+# a key part: a mapping key, a list index, or a (part of a) layer name, which may hold any
+# character but whitespace (conv1/3x3, conv-a) and dots, which nest it (stage2.block1.conv1)
+_KEY = re.compile(r"[^\s.\[\]=]+")
+_INDEX = re.compile(r"\[([^\s\[\]=]+)\]")
 
 
 def apply_overrides(src: Source, overrides: str | Iterable[str | FlagOverride]) -> Source:
@@ -104,20 +107,26 @@ def _set(src: Source, parts: list[str], value: object, where: str, errors: list[
     node = src.data
     path: list[str | int] = []
     created: tuple | None = None  # the first key this --set adds: what is missing under it is the --set's
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
+    i = 0
+    while i < len(parts):
+        part = parts[i]
         if isinstance(node, list):
-            idx = _list_index(node, part)
-            if idx is None:
-                errors.append(ConfigError(f"no item '{part}' in {'.'.join(shown + parts[:i])}", file=where,
-                                          hint=_list_hint(node, part)))
+            found = _list_item(node, parts, i)
+            if found is None:
+                missing, hint = _list_hint(node, parts, i)
+                errors.append(ConfigError(f"no item '{missing}' in {'.'.join(shown + parts[:i])}", file=where,
+                                          hint=hint))
                 return
+            idx, i = found
             path.append(idx)
-            if last:
+            if i == len(parts):
                 node[idx] = value
             else:
                 node = node[idx]
-        elif isinstance(node, dict):
+            continue
+        last = i == len(parts) - 1
+        i += 1
+        if isinstance(node, dict):
             path.append(part)
             if part not in node and created is None:
                 created = tuple(path)
@@ -126,10 +135,21 @@ def _set(src: Source, parts: list[str], value: object, where: str, errors: list[
             else:
                 node = node.setdefault(part, {})
         else:
-            errors.append(ConfigError(f"'{'.'.join(shown + parts[:i])}' is a value ({node!r}), not a mapping or list",
+            errors.append(ConfigError(f"'{'.'.join(shown + parts[:i - 1])}' is a value ({node!r}), not a mapping or list",
                                       file=where))
             return
     src.overridden[created or tuple(path)] = where
+
+
+def _list_item(items: list, parts: list[str], i: int) -> tuple[int, int] | None:
+    """(index of the item ``parts[i:]`` starts with, where the parts after it start): an index,
+    or a name, whose dots (stage2.block1.conv1, as expanded templates name layers) span parts;
+    the longest name that matches wins."""
+    for end in range(len(parts), i, -1):
+        idx = _list_index(items, ".".join(parts[i:end]))
+        if idx is not None:
+            return idx, end
+    return None
 
 
 def _list_index(items: list, part: str) -> int | None:
@@ -142,10 +162,16 @@ def _list_index(items: list, part: str) -> int | None:
     return None
 
 
-def _list_hint(items: list, part: str) -> str:
+def _list_hint(items: list, parts: list[str], i: int) -> tuple[str, str]:
+    """(the item not found, the hint): the longest dotted run of ``parts[i:]`` that has a name
+    near it (layer1.block1.conv3: did you mean 'layer1.block1.conv2'?), else ``parts[i]``."""
     names = [str(item["name"]) for item in items if isinstance(item, dict) and "name" in item]
     if not items:
-        return "the list is empty"
-    near = did_you_mean(part, names, show_all=0) if names and not part.isdigit() else ""
+        return parts[i], "the list is empty"
     span = f"indices 0..{len(items) - 1}" + (" or a name" if names else "")
-    return f"{near}; {span}" if near else span
+    if names and not parts[i].isdigit():  # the last part is most likely the key to set: tried last
+        for end in [*range(len(parts) - 1, i, -1), len(parts)]:
+            near = did_you_mean(".".join(parts[i:end]), names, show_all=0)
+            if near:
+                return ".".join(parts[i:end]), f"{near}; {span}"
+    return parts[i], span

@@ -228,6 +228,23 @@ def test_override_list_item_by_index_and_by_name():
     assert (src.data["layers"][0]["num_output"], src.data["layers"][1]["num_output"]) == (32, 6)
 
 
+def test_override_reaches_layers_with_dotted_and_odd_names():
+    """An expanded template, and so every run's config.yaml of a templated net, names its layers
+    stage2.block1.conv1: --set layers.stage2.block1.conv1.num_output=64 was 'no item 'stage2'
+    in layers', and layers[stage2.block1.conv1] a bad key path."""
+    net = NET.replace("name: conv1", "name: stage2.block1.conv1").replace("name: ip1", "name: fc/out-1")
+    src = apply_overrides(parse_yaml(net, "net.yaml"), ["layers.stage2.block1.conv1.num_output=64",
+                                                        "layers[fc/out-1].num_output=3"])
+    assert [layer["num_output"] for layer in src.data["layers"]] == [64, 3]
+    src = apply_overrides(parse_yaml(net, "net.yaml"), ["layers[stage2.block1.conv1].num_output=32"])
+    assert src.data["layers"][0]["num_output"] == 32
+    with pytest.raises(ConfigErrors) as exc:
+        apply_overrides(parse_yaml(net, "net.yaml"), ["layers.stage2.block1.conv2.num_output=1"])
+    (err,) = errors_of(exc)
+    assert (err.message, err.hint) == ("no item 'stage2.block1.conv2' in layers",
+                                       "did you mean 'stage2.block1.conv1'?; indices 0..1 or a name")
+
+
 def test_one_override_given_as_a_string_is_one_override():
     """From Python, overrides="name=Other" (no list) was read letter by letter: 'n', 'a', ..."""
     from netcfg import load_net, load_solver

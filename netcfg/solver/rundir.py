@@ -15,9 +15,9 @@ from pathlib import Path
 
 import safetensors
 
-from netcfg.data.spec import TRAIN_ONLY
 from netcfg.errors import ConfigError
 from netcfg.solver.checkpoint import WriteError, atomic_write_bytes
+from netcfg.solver.config_diff import config_diff
 from netcfg.solver.lock import LOCK_NAME, RunLock, remove_stale_temporaries
 from netcfg.solver.spec import SolverSpec
 from netcfg.source import to_yaml
@@ -28,31 +28,6 @@ _SAFE = re.compile(r"[\s/\\\x00]+")  # spaces, path separators
 
 # what a run that stopped before its first metric leaves, and a new run may take over
 _RUN_FILES = {"config.yaml", "train.log", LOCK_NAME}
-# keys a resumed run may change without being asked to confirm
-_MAY_CHANGE = {"max_iter", "display", "snapshot", "snapshot_keep", "snapshot_best", "test_interval", "test_iter",
-               "device", "weights"}
-
-
-def config_diff(old, new, path: str = "") -> list[str]:
-    """Human-readable differences between two resolved configs."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for k in sorted(set(old) | set(new), key=str):
-            if not path and k in _MAY_CHANGE:
-                continue
-            key = f"{path}.{k}" if path else str(k)
-            if k not in new and k in TRAIN_ONLY and key.startswith("data.test."):
-                continue  # never applied to a test, and refused there since: a run from before resumes without it
-            if k not in new:
-                out.append(f"{key}: {old[k]!r} -> (removed)")
-            elif k not in old:
-                out.append(f"{key}: (unset) -> {new[k]!r}")
-            else:
-                out += config_diff(old[k], new[k], key)
-        return out
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [d for i, (a, b) in enumerate(zip(old, new)) for d in config_diff(a, b, f"{path}[{i}]")]
-    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 
 def resolved_config(spec: SolverSpec) -> dict:

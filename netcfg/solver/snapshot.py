@@ -22,7 +22,7 @@ from torch import nn
 
 from netcfg.errors import ConfigError
 from netcfg.solver.checkpoint import TREE_KEY, CheckpointError, WriteError, atomic_write_bytes, load_tree, save_tree
-from netcfg.solver.rundir import config_diff
+from netcfg.solver.config_diff import config_diff
 from netcfg.source import Source, parse_yaml, to_yaml
 
 __all__ = ["save_weights", "load_weights", "load_metadata", "stored_net", "copy_weights", "WeightsReport",
@@ -240,8 +240,9 @@ def read_snapshot(path: Path, net: nn.Module, config: dict, *,
         raise CheckpointError(path, "its solver config (metadata 'solver') is not readable YAML") from None
     diffs = config_diff(old, config) if old is not None else []
     if diffs and not force:
+        more = f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else ""
         raise CheckpointError(path, "the snapshot was made with a different solver or net:\n  "
-                              + "\n  ".join(diffs[:20]) + "\nuse --force to continue anyway")
+                              + "\n  ".join(diffs[:20]) + more + "\nuse --force to continue anyway")
     name = meta.get("weights", path.stem + ".safetensors")
     if not name or set(name) & {"/", "\\", "\0"} or name.strip(".") == "":
         raise CheckpointError(path, f"names its weights file {name!r}, which is not a file name beside it")

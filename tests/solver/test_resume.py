@@ -264,7 +264,7 @@ def test_resume_refuses_a_changed_net(tmp_path):
     (tmp_path / "net.yaml").write_text(MLP.replace("num_output: 16", "num_output: 24"))
     code, out, err = netcfg("train", solver, "--resume", tmp_path / "run/tiny_iter_2.solverstate")
     assert code == 2
-    assert "net.layers[0].num_output: 16 -> 24" in err
+    assert "net.layers.ip1.num_output: 16 -> 24" in err  # named as --set writes it
 
 
 def test_forced_resume_trains_with_the_new_hyperparameters(tmp_path):

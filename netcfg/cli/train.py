@@ -37,6 +37,7 @@ def train(
     a snapshot it could not write); 2 refused before training (bad input, a run
     directory another process trains in); 130 Ctrl-C; 143 SIGTERM (a scheduler's stop)."""
     import_plugins(plugin)
+    from netcfg.errors import NetcfgError, ReportedElsewhere
     from netcfg.solver import Interrupted, Solver, launch
     from netcfg.solver.rundir import RunDir
     from netcfg.solver.spec import load_solver
@@ -62,7 +63,7 @@ def train(
 
     main = launch.env_rank() == 0  # torchrun: rank 0 prints, locks and writes the run directory
     with training_progress(spec.max_iter, write_log) if main else _quiet() as (log, on_step):
-        run_dir, finished = None, False
+        run_dir, finished, training = None, False, False  # training: past the checks a refused run stops at
         if resume is not None:
             run_dir = RunDir.resume(spec, resume, log=log) if main else RunDir.follow(resume.resolve().parent, spec)
         try:
@@ -71,16 +72,30 @@ def train(
             log_to.append(s.run)
             if resume is not None:
                 s.restore(resume, force=force)
+            training = True
             s.solve()
             finished = True
-        except Interrupted as e:
-            if main:
+        except NetcfgError as e:
+            if main and training and not isinstance(e, ReportedElsewhere):  # why it stopped: in its log too
+                _log_error(s.run, e)
+            if main or not isinstance(e, Interrupted):
                 raise
             raise typer.Exit(e.exit_code) from None  # rank 0 says where its snapshot is
         finally:
             if run_dir is not None:
                 run_dir.close()  # another run may use the directory now
             launch.teardown(finished)
+
+
+def _log_error(run, error) -> None:
+    """The error that ended a started run, as printed, at the end of its train.log; a log that
+    cannot be written (the full disk that stopped the run) leaves the printed message alone."""
+    from netcfg.errors import NetcfgError
+
+    try:
+        run.log_line(error.render())
+    except (OSError, NetcfgError):
+        pass
 
 
 @contextlib.contextmanager

@@ -38,6 +38,8 @@ def test_ctrl_c_snapshots_and_says_how_to_resume(tmp_path, monkeypatch):
     assert "interrupted (Ctrl-C) at iteration 3" in err
     assert (tmp_path / "run/tiny_iter_3.safetensors").is_file()
     assert (tmp_path / "run/tiny_iter_3.solverstate").is_file()
+    # the run's log says why it stopped, as the terminal did (it ended at 'Snapshotting to ...')
+    assert (tmp_path / "run/train.log").read_text().splitlines()[-1] == err.strip()
     command = shlex.split(err.split("Resume with: netcfg ")[1])
     state = tmp_path / "run/tiny_iter_3.solverstate"
     assert command == ["train", str(tmp_path / "run/config.yaml"), "--resume", str(state)]
@@ -57,6 +59,7 @@ def test_divergence_exits_1_naming_the_layer_and_keeps_the_last_good_snapshot(tm
     assert (tmp_path / "run/tiny_iter_4.safetensors").is_file()
     assert not list((tmp_path / "run").glob("*.tmp-*"))
     assert "Traceback" not in err
+    assert (tmp_path / "run/train.log").read_text().splitlines()[-1] == err.strip()
     # without snapshots the run leaves only config.yaml and metrics.jsonl; training
     # again into the same --out would append a second run to that metrics.jsonl
     code, out, err = netcfg("train", solver, "--set", "snapshot=0", "--out", tmp_path / "nosnap")

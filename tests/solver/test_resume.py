@@ -262,8 +262,10 @@ def test_resume_refuses_a_changed_net(tmp_path):
     solver = write_solver(tmp_path, MLP, max_iter=2, test=False)
     assert netcfg("train", solver, "--out", tmp_path / "run")[0] == 0
     (tmp_path / "net.yaml").write_text(MLP.replace("num_output: 16", "num_output: 24"))
+    log = (tmp_path / "run/train.log").read_text()
     code, out, err = netcfg("train", solver, "--resume", tmp_path / "run/tiny_iter_2.solverstate")
     assert code == 2
+    assert (tmp_path / "run/train.log").read_text() == log  # a refused resume leaves the run as it was
     assert "net.layers.ip1.num_output: 16 -> 24" in err  # named as --set writes it
 
 

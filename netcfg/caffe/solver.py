@@ -142,10 +142,15 @@ def import_solver(path: str | Path, net: str | Path | None = None, data: str | N
             notes.append(f"snapshot_prefix '{prefix}' keeps only its file name: netcfg writes snapshots into the "
                          "run directory (runs/<solver name>/)")
     _engine(s, put, notes)
-    if train_stages:
-        out["train_stages"] = train_stages
-    if test_stages:
-        out["test_stages"] = test_stages
+    named = _stages_named(imported.data) if imported is not None else None
+    for key, stages in (("train_stages", train_stages), ("test_stages", test_stages)):
+        kept = [st for st in stages if named is None or st in named]
+        if kept:
+            out[key] = kept
+        if len(kept) < len(stages):  # they chose a data layer (test-on-train): the data: section holds it
+            dropped = ", ".join(st for st in stages if st not in kept)
+            notes.append(f"{key} {dropped} not imported: no layer of the converted net names it (Caffe's data "
+                         "layers may; netcfg's data: section chooses the data)")
     for key, what in (("snapshot_format", "netcfg snapshots are .safetensors + .solverstate"),
                       ("snapshot_diff", "netcfg snapshots hold no gradients"),
                       ("weights", "convert the .caffemodel with `netcfg import-caffe NET --weights W.caffemodel` "
@@ -154,6 +159,15 @@ def import_solver(path: str | Path, net: str | Path | None = None, data: str | N
             notes.append(f"{key} is not imported: {what}")
     ordered = {k: out[k] for k in _ORDER if k in out}
     return ImportedSolver(file, ordered, pos, imported, net_yaml, list(dict.fromkeys(notes)), comment)
+
+
+def _stages_named(net: dict[str, Any]) -> set[str]:
+    """The stages the include/exclude rules of a converted net's layers name."""
+    def listed(value: Any) -> list:  # a rule, or a rule's stage, is written alone or as a list
+        return value if isinstance(value, list) else [] if value is None else [value]
+
+    return {st for layer in net.get("layers", []) for key in ("include", "exclude") for rule in listed(layer.get(key))
+            for st in [*listed(rule.get("stage")), *listed(rule.get("not_stage"))]}
 
 
 def _type(s: Obj) -> str:

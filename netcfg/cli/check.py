@@ -51,6 +51,9 @@ def check(
     is_solver = "layers" not in src.data and src.data.keys() & _SOLVER_KEYS
     if set_:
         apply_overrides(src, set_)
+    if is_solver and stage:
+        raise ConfigError("--stage is for a net file: a solver file's stages are its train_stages and test_stages",
+                          file="--stage", hint="use --set test_stages=[STAGE] (or train_stages)")
     if is_solver:
         from netcfg.solver.check import check_solver
         from netcfg.solver.spec import solver_from_source
@@ -58,7 +61,10 @@ def check(
         graphs = check_solver(solver_from_source(src, file.resolve().parent))
         graph = graphs.get(phase) or graphs["TRAIN"]
     else:
-        graph = build_graph(net_from_source(src), phase, stage or read.stages_of(phase))
+        net = net_from_source(src)
+        if stage and (err := net.stage_error(stage, "--stage")):
+            raise err
+        graph = build_graph(net, phase, stage or read.stages_of(phase))
     if as_json:
         typer.echo(json.dumps(graph_json(graph), indent=1))
     else:

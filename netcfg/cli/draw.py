@@ -60,6 +60,8 @@ def draw(
     if output is not None:
         check_output(output, inputs=(file,))
     loaded = read_net_file(file, set_, run_dir="config")
+    if stage and (err := loaded.net.stage_error(stage, "--stage")):
+        raise err
     drawing = build_drawing(build_graph(loaded.net, phase, stage or loaded.stages_of(phase)), collapse=collapse, depth=depth)
     if fmt == "mmd":
         text = to_mermaid(drawing, rankdir)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, PrivateAttr
 
-from netcfg.errors import ConfigError, ConfigErrors
+from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 from netcfg.layers.base import LayerSpec
 from netcfg.layers._registry import AnyLayer
 from netcfg.net.templates import BlockSpec, OrBlockUse, expand_templates, merge_repeats
@@ -54,6 +54,25 @@ class NetSpec(Spec):
         if self._source is not None:
             return self._source.locate(err)
         return err
+
+    def stage_names(self) -> set[str]:
+        """The stages its layers' include/exclude rules name (``stage`` or ``not_stage``)."""
+        return {s for layer in self.layers for rule in (*layer.include, *layer.exclude)
+                for s in (*rule.stage, *rule.not_stage)}
+
+    def stage_error(self, stages, where: str) -> ConfigError | None:
+        """A stage among ``stages`` that no rule names (a typo would silently build another net,
+        as Caffe builds it): the error, at key ``where`` (its index there), or at a command-line
+        option ``where`` ("--stage"); None if every stage is named."""
+        known = self.stage_names()
+        for i, stage in enumerate([stages] if isinstance(stages, str) else stages):
+            if stage not in known:
+                hint = did_you_mean(stage, known) if known else "its layers' include/exclude rules name no stage"
+                msg = f"stage '{stage}' is named by no include/exclude rule of net '{self.name}', so it would change nothing"
+                if where.startswith("--"):
+                    return ConfigError(msg, file=where, hint=hint)
+                return ConfigError(msg, (where, i), hint=hint)
+        return None
 
 
 def _import_plugins(src: Source) -> None:

@@ -242,6 +242,11 @@ def solver_from_source(src: Source, base_dir: Path) -> SolverSpec:
 
 def net_checks(s: SolverSpec) -> list[ConfigError]:
     """What the solver's keys ask of the net it loaded."""
+    stages = [s.net_spec.stage_error(getattr(s, key), key) for key in ("train_stages", "test_stages")]
+    return [e for e in stages if e is not None] + _fp16_errors(s)
+
+
+def _fp16_errors(s: SolverSpec) -> list[ConfigError]:
     half = [name for name, blob in s.net_spec.inputs.items() if blob.dtype == "float16"]
     if s.precision != "fp16" or not half:
         return []

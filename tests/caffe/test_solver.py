@@ -66,8 +66,11 @@ def test_autoencoder_solver_keeps_the_first_test_state():
     s = import_solver(SHARED / "mnist__mnist_autoencoder_solver_nesterov.prototxt",
                       SHARED / "mnist__mnist_autoencoder.prototxt", IDX)
     assert (s.data["type"], s.data["momentum"], s.data["test_iter"]) == ("Nesterov", 0.95, 500)
-    assert s.data["test_stages"] == ["test-on-train"]
     assert s.data["data"]["test"]["split"] == "train"  # the test-on-train stage reads the training database
+    # the stage chose that data layer only: in netcfg, a test_stages naming no layer's rule is refused
+    assert "test_stages" not in s.data
+    assert any(n.startswith("test_stages test-on-train not imported: no layer of the converted net names it")
+               for n in s.notes)
     assert any("2 test nets in Caffe; netcfg tests one" in n for n in s.notes)
 
 
@@ -195,3 +198,13 @@ def test_a_test_layers_mirror_is_not_imported_as_netcfg_refuses_it(tmp_path):
     assert s.data["data"]["train"]["mirror"] is True and "mirror" not in s.data["data"]["test"]
     assert any("mirror: true is not imported for the TEST phase" in n for n in s.notes)
     s.spec(s.net.data, tmp_path)  # and the solver validates
+
+
+def test_a_stage_a_layer_of_the_net_names_is_imported(tmp_path):
+    staged = TINY_NET + ('layer { name: "r" type: "ReLU" bottom: "y" top: "y" include { stage: "deploy" } }\n')
+    path = solver_file(tmp_path, 'base_lr: 0.1 lr_policy: "fixed" test_state { stage: "deploy" stage: "other" } '
+                                 'train_state { stage: "deploy" }')
+    (tmp_path / "net.prototxt").write_text(staged)
+    s = import_solver(path)
+    assert (s.data["train_stages"], s.data["test_stages"]) == (["deploy"], ["deploy"])
+    assert any(n.startswith("test_stages other not imported") for n in s.notes)

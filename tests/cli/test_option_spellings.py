@@ -78,3 +78,21 @@ def test_time_takes_a_stage(tmp_path):
         assert code == 0, err
         layers[bool(args)] = [x["name"] for x in json.loads(out)["layers"]]
     assert "extra" in layers[True] and "extra" not in layers[False]
+
+
+def test_a_stage_no_layer_names_is_refused_by_every_command_that_takes_one(tmp_path):
+    # a misspelt stage (Caffe accepts it) built another net without a word
+    net = tmp_path / "net.yaml"
+    net.write_text(MLP.replace("  - {name: ip2,", "  - {name: extra, type: ReLU, top: ip1, include: {stage: wide}}\n"
+                                                  "  - {name: ip2,"))
+    for args in (["check", net], ["draw", net, "-f", "mmd"], ["time", net, "-n", "1", "--device", "cpu"],
+                 ["export", net, "-w", tmp_path / "none.safetensors", "-f", "pt", "-o", tmp_path / "n.pt"]):
+        code, _, err = netcfg(*args, "--stage", "wdie")
+        assert code == 2, (args, err)
+        assert "--stage: error: stage 'wdie' is named by no include/exclude rule of net" in err, err
+        assert "did you mean 'wide'?" in err
+    solver = write_solver(tmp_path, MLP, max_iter=2)
+    code, _, err = netcfg("check", solver, "--stage", "wide")
+    assert code == 2 and "--stage is for a net file" in err and "--set test_stages=[STAGE]" in err
+    code, _, err = netcfg("check", solver, "--set", "train_stages=[wide]")
+    assert code == 2 and "train_stages[0]: stage 'wide' is named by no include/exclude rule" in err, err

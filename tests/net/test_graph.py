@@ -35,6 +35,19 @@ def test_phase_and_stage_rules_pick_layers():
     assert names(build_graph(spec(), "TRAIN", ["extra"])) == ["a", "relu", "b", "d", "loss"]
 
 
+def test_a_stage_no_rule_names_is_an_error_with_the_nearest_stage():
+    # Caffe builds the net without complaint: a typo ('extar') silently builds another net
+    assert spec().stage_names() == {"extra"}
+    assert spec().stage_error(["extra"], "test_stages") is None
+    err = spec().stage_error(["extra", "extar"], "test_stages")
+    assert err.path == ("test_stages", 1)
+    assert "stage 'extar' is named by no include/exclude rule of net 't'" in err.message
+    assert err.hint.startswith("did you mean 'extra'?")
+    bare = spec(NET.replace(", include: {stage: extra}", "").replace(", exclude: {stage: extra}", ""))
+    err = bare.stage_error(["extra"], "--stage")
+    assert err.file == "--stage" and "name no stage" in err.hint
+
+
 def test_outputs_are_the_tops_nobody_reads_and_losses_are_weighted():
     g = build_graph(spec(), "TEST")
     assert g.outputs == ["c", "e", "loss"]

@@ -277,10 +277,17 @@ class Expander:
                     return [], prev
                 last = layers[-1]
                 prev = output if r == n else scope
+                at = (path + ("top",) if use.top else path + ("name",), ctx.label)
                 if isinstance(last, dict):
-                    top = last.get("top")
-                    _put(last, "top", [prev, *top[1:]] if isinstance(top, list) and len(top) > 1 else prev)
-                    self.origin[id(last)][("top",)] = (path + ("top",) if use.top else path + ("name",), ctx.label)
+                    blob = _in_place_blob(layers)
+                    if blob is not None:  # rename the blob, so the output exists when that layer is left out
+                        for layer in layers:
+                            if _rename(layer, blob, prev):
+                                self.origin[id(layer)][("top",)] = at
+                    else:
+                        top = last.get("top")
+                        _put(last, "top", [prev, *top[1:]] if isinstance(top, list) and len(top) > 1 else prev)
+                        self.origin[id(last)][("top",)] = at
                 prev_path = path
             out += layers
         return out, prev
@@ -316,6 +323,37 @@ def _put(layer: dict, key: str, value: Any) -> None:
     layer.update(head)
     layer[key] = value
     layer.update(rest)
+
+
+def _blobs(layer: dict, key: str) -> list:
+    value = layer.get(key, layer.get("name") if key == "top" else None)
+    return value if isinstance(value, list) else [value]
+
+
+def _in_place_blob(layers: list) -> str | None:
+    """The blob a copy's last layer works on in place (``bottom: x, top: x``, a Dropout or
+    ReLU) when an earlier layer of the copy makes it; else None."""
+    last = layers[-1]
+    top = _blobs(last, "top")[0]
+    if not isinstance(top, str) or top not in _blobs(last, "bottom"):
+        return None
+    made = any(isinstance(x, dict) and top in _blobs(x, "top") for x in layers[:-1])
+    return top if made else None
+
+
+def _rename(layer: Any, old: str, new: str) -> bool:
+    """Blob ``old`` -> ``new`` in a layer's bottom and top; True if it makes ``new``."""
+    if not isinstance(layer, dict):
+        return False
+    if "bottom" in layer:
+        layer["bottom"] = [new if b == old else b for b in layer["bottom"]] if isinstance(layer["bottom"], list) \
+            else new if layer["bottom"] == old else layer["bottom"]
+    tops = _blobs(layer, "top")
+    if old not in tops:
+        return False
+    renamed = [new if t == old else t for t in tops]
+    _put(layer, "top", renamed if isinstance(layer.get("top"), list) else renamed[0])
+    return True
 
 
 def _tops(item: dict) -> list[str]:

@@ -10,6 +10,8 @@ the instance, which netcfg.net.templates turns into error locations.
 from __future__ import annotations
 
 import copy
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +20,10 @@ from pydantic import ValidationError
 from netcfg.errors import ConfigError, KeyPath, did_you_mean
 from netcfg.net.block_spec import BlockSpec, BlockUse
 from netcfg.net.expr import RESERVED, ExprError, has_expr, names, substitute
-from netcfg.source import Source
+from netcfg.source import Source, value_at
 from netcfg.spec import errors_from_pydantic
 
-__all__ = ["MAX_LAYERS", "Ctx", "Expander", "is_layer_list", "walk"]
+__all__ = ["MAX_LAYERS", "Ctx", "Expander", "is_layer_list", "param_values", "walk"]
 
 MAX_LAYERS = 100_000  # an expansion larger than this is a mistake (repeat: 1000000)
 MAX_DEPTH = 16
@@ -67,8 +69,9 @@ class Expander:
         self.broken: set[str] = set()  # blocks whose definition has errors (reported once, at the block)
 
     def error(self, msg: str, path: KeyPath, label: str | None = None, hint: str | None = None, at_key=False) -> None:
-        err = ConfigError(msg + (f" (in {label})" if label else ""), path, hint=hint)
-        err.instance, err.where_ = label, ""  # type: ignore[attr-defined]  # for merge_repeats
+        where = param_values(self.src, self.envs, label, path) if label else ""
+        err = ConfigError(msg + (f" (in {label}{where})" if label else ""), path, hint=hint)
+        err.instance, err.where_ = label, where  # type: ignore[attr-defined]  # for merge_repeats
         self.errors.append(self.src.locate(err, at_key=at_key))
 
     def _validate(self, model, data: Any, path: KeyPath, label: str | None) -> Any:
@@ -251,7 +254,8 @@ class Expander:
             if ctx.sep == ".":  # in a container's inner list there are no blob names
                 env["bottom"] = [_Outer(b) for b in prev] if isinstance(prev, list) else _Outer(prev or "")
             given = {k: ("blocks", use.block, "params", k) for k in block.params}
-            given |= {k: path + ("args", k) for k in use.args} | ({k: path + ("first", k) for k in use.first} if r == 1 else {})
+            given |= {k: self._given(path + ("args", k), ctx.label) for k in use.args}
+            given |= {k: self._given(path + ("first", k), ctx.label) for k in use.first} if r == 1 else {}
             self.envs[label] = {k: (v, given.get(k)) for k, v in env.items() if k != "bottom"}
             sub = Ctx(scope=scope, sep=ctx.sep, share=label, label=label, stack=(*ctx.stack, use.block), in_block=True)
             items = []
@@ -291,6 +295,17 @@ class Expander:
                 prev_path = path
             out += layers
         return out, prev
+
+
+    def _given(self, path: KeyPath, outer: str | None) -> KeyPath:
+        """Where an argument's value was written: for ``width: ${width}`` in a block that
+        passes its own param on, where the outer instance's ``width`` was written."""
+        m = _PASS.fullmatch(str(value_at(self.src.data, path)))
+        at = self.envs.get(outer or "", {}).get(m[1], (None, None))[1] if m else None
+        return at if at is not None else path
+
+
+_PASS = re.compile(r"\$\{\s*([A-Za-z_]\w*)\s*\}")
 
 
 class _SubError(Exception):
@@ -373,6 +388,25 @@ def _scope_shares(param: Any, prefix: str) -> None:
         if isinstance(p, dict) and isinstance(p.get("name"), str):
             n = p["name"]
             p["name"] = n[1:] if n.startswith("/") else f"{prefix}.{n}"
+
+
+def param_values(src: Source, envs: dict, instance: str, path: KeyPath) -> str:
+    """"; width = 64 from line 40" for the params the template value at ``path`` reads in ``instance``."""
+    value = value_at(src.data, path)
+    env = envs.get(instance, {})
+    try:
+        used = sorted(names(value) & set(env)) if has_expr(value) else []
+    except ExprError:
+        used = []
+    parts = []
+    for n in used:
+        v, at = env[n]
+        text = f"{n} = {json.dumps(v, default=str)}"
+        if at is not None:
+            e = src.locate(ConfigError("", at))
+            text += f" from line {e.line}" if e.line is not None and e.file == src.file else f" from {e.where}"
+        parts.append(text)
+    return "; " + ", ".join(parts) if parts else ""
 
 
 def walk(node: Any, path: KeyPath):

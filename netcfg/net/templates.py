@@ -10,15 +10,13 @@ expanded layer came from, so errors point there. See docs/net-files.md, "Templat
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from netcfg.errors import ConfigError, ConfigErrors, KeyPath
 from netcfg.net.block_spec import BlockSpec, BlockUse, OrBlockUse
-from netcfg.net.expander import Ctx, Expander, is_layer_list, walk
-from netcfg.net.expr import ExprError, has_expr, names
-from netcfg.source import Source, value_at
+from netcfg.net.expander import Ctx, Expander, is_layer_list, param_values, walk
+from netcfg.source import Source
 
 __all__ = ["BlockSpec", "BlockUse", "ExpandedSource", "OrBlockUse", "expand_templates", "merge_repeats"]
 
@@ -50,22 +48,7 @@ class ExpandedSource(Source):
         return self.original.locate(err, at_key=at_key)
 
     def _values(self, instance: str, path: KeyPath) -> str:
-        """"; width = 64 from line 40" for the params the template value at ``path`` reads."""
-        value = value_at(self.original.data if self.original else None, path)
-        env = self.envs.get(instance, {})
-        try:
-            used = sorted(names(value) & set(env)) if has_expr(value) else []
-        except ExprError:
-            used = []
-        parts = []
-        for n in used:
-            v, at = env[n]
-            text = f"{n} = {json.dumps(v, default=str)}"
-            if at is not None and self.original is not None:
-                e = self.original.locate(ConfigError("", at))
-                text += f" from line {e.line}" if e.line is not None and e.file == self.file else f" from {e.where}"
-            parts.append(text)
-        return "; " + ", ".join(parts) if parts else ""
+        return param_values(self.original, self.envs, instance, path) if self.original else ""
 
 
 def merge_repeats(errors: list[ConfigError]) -> list[ConfigError]:

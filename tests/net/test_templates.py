@@ -383,6 +383,35 @@ def test_an_override_of_an_argument_is_named_in_the_error():
         in e.value.render()
 
 
+NESTED = HEAD + """
+blocks:
+  stage:
+    params: {width: null, n: 2, groups: 1}
+    layers:
+      - {name: s, block: basic, repeat: "${n}", args: {width: "${width}", stride: "${width // groups}"}}
+  basic:
+    params: {width: null, stride: 1}
+    layers:
+      - {name: conv, type: Convolution, num_output: "${width}", kernel_size: 3, stride: "${stride}", pad: 1}
+layers:
+  - {name: stage1, block: stage, args: {width: 4}}
+  - {name: stage2, block: stage, args: {width: 8, n: 0, groups: 0}}
+"""
+
+
+def test_an_error_in_a_nested_block_names_the_values_and_the_line_the_user_wrote_them():
+    # the line of the outer instance's args (18), not the inner block's `${width}` (line 11)
+    assert errors(NESTED.replace("groups: 0", "groups: 1")) == (
+        "net.yaml:11:41: error: blocks.stage.layers[0].repeat: input should be greater than or equal to 1, "
+        "got 0 (in stage2; n = 0 from line 18)")
+    assert errors(NESTED) == (
+        "net.yaml:11:83: error: blocks.stage.layers[0].args.stride: cannot evaluate '${width // groups}': "
+        "integer division or modulo by zero (in stage2; groups = 0 from line 18, width = 8 from line 18)")
+    msg = errors(NESTED.replace("width: 8, n: 0, groups: 0", "width: -8, n: 1"))
+    assert ("net.yaml:15:53: error: blocks.basic.layers[0].num_output: input should be greater than or "
+            "equal to 1, got -8 (in stage2.s.block1; width = -8 from line 18)\n") in msg
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     (("block: basic, repeat: 2", "block: basik, repeat: 2"), "layers[0].block: unknown block 'basik' (did you mean 'basic'?"),
     (("args: {width: 4}", "args: {}"), "layers[0]: block 'basic' needs the argument 'width'"),

@@ -347,10 +347,12 @@ def _blobs(layer: dict, key: str) -> list:
 
 def _in_place_blob(layers: list) -> str | None:
     """The blob a copy's last layer works on in place (``bottom: x, top: x``, a Dropout or
-    ReLU) when an earlier layer of the copy makes it; else None."""
-    last = layers[-1]
+    ReLU; the bottom may be left to default) when an earlier layer of the copy makes it; else None."""
+    last, before = layers[-1], layers[-2] if len(layers) > 1 else None
     top = _blobs(last, "top")[0]
-    if not isinstance(top, str) or top not in _blobs(last, "bottom"):
+    # no bottom: the previous layer's first top (`{name: drop, type: Dropout, top: ip}`)
+    bottoms = _blobs(last, "bottom") if "bottom" in last else _blobs(before, "top")[:1] if isinstance(before, dict) else []
+    if not isinstance(top, str) or top not in bottoms:
         return None
     made = any(isinstance(x, dict) and top in _blobs(x, "top") for x in layers[:-1])
     return top if made else None

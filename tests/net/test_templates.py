@@ -202,7 +202,8 @@ layers:
     assert set(g.losses) == {"loss_a", "b"}
 
 
-def test_a_block_may_end_in_a_train_only_layer_in_place():
+@pytest.mark.parametrize("bottom", ["bottom: ip, ", ""])  # written, or the previous top by default
+def test_a_block_may_end_in_a_train_only_layer_in_place(bottom):
     # Caffe's idiom, Dropout in place and TRAIN only: the TEST net must still have the output
     text = HEAD + """
 blocks:
@@ -211,12 +212,12 @@ blocks:
     layers:
       - {name: ip, type: InnerProduct, num_output: "${width}"}
       - {name: relu, type: ReLU, bottom: ip, top: ip}
-      - {name: drop, type: Dropout, bottom: ip, top: ip, include: {phase: TRAIN}}
+      - {name: drop, type: Dropout, BOTTOMtop: ip, include: {phase: TRAIN}}
 layers:
   - {name: fc1, block: fc, repeat: 2, args: {width: 6}}
   - {name: out, type: InnerProduct, num_output: 3}
   - {name: loss, type: SoftmaxWithLoss, bottom: [out, label]}
-"""
+""".replace("BOTTOM", bottom)
     for phase in ("TRAIN", "TEST"):
         nodes = {n.name: n for n in build_graph(spec(text), phase).nodes}
         assert nodes["fc1.block1.ip"].tops == ["fc1.block1"] and nodes["fc1.block2.relu"].tops == ["fc1"]

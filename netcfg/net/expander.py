@@ -23,7 +23,7 @@ from netcfg.net.expr import RESERVED, ExprError, has_expr, names, substitute
 from netcfg.source import Source, value_at
 from netcfg.spec import errors_from_pydantic
 
-__all__ = ["MAX_LAYERS", "Ctx", "Expander", "is_layer_list", "param_values", "walk"]
+__all__ = ["MAX_LAYERS", "Ctx", "Expander", "divide_hint", "is_layer_list", "param_values", "walk"]
 
 MAX_LAYERS = 100_000  # an expansion larger than this is a mistake (repeat: 1000000)
 MAX_DEPTH = 16
@@ -80,7 +80,8 @@ class Expander:
             return model.model_validate(data, context=context)
         except ValidationError as e:
             for err in errors_from_pydantic(e, data, context):
-                self.error(err.message, path + err.path, label, err.hint, getattr(err, "at_key", False))
+                hint = divide_hint(value_at(data, err.path), value_at(self.src.data, path + err.path), err.hint)
+                self.error(err.message, path + err.path, label, hint, getattr(err, "at_key", False))
             return None
 
     # ------------------------------------------------------------ blocks
@@ -409,6 +410,18 @@ def param_values(src: Source, envs: dict, instance: str, path: KeyPath) -> str:
             text += f" from line {e.line}" if e.line is not None and e.file == src.file else f" from {e.where}"
         parts.append(text)
     return "; " + ", ".join(parts) if parts else ""
+
+
+_DIVIDE = re.compile(r"(?<!/)/(?!/)")
+
+
+def divide_hint(value: Any, template: Any, hint: str | None) -> str | None:
+    """``hint``, led by why a whole float refused where a count is wanted came from ``/``:
+    ``${width / 2}`` is 8.0 (Python's division), ``${width // 2}`` is 8."""
+    if not (isinstance(value, float) and value.is_integer() and has_expr(template) and _DIVIDE.search(template)):
+        return hint
+    fix = f"'/' divides to a float ({value!r} here), '//' to an integer: {_DIVIDE.sub('//', template)}"
+    return fix + (f"; {hint}" if hint else "")
 
 
 def walk(node: Any, path: KeyPath):

@@ -15,8 +15,8 @@ from typing import Any
 
 from netcfg.errors import ConfigError, ConfigErrors, KeyPath
 from netcfg.net.block_spec import BlockSpec, BlockUse, OrBlockUse
-from netcfg.net.expander import Ctx, Expander, is_layer_list, param_values, walk
-from netcfg.source import Source
+from netcfg.net.expander import Ctx, Expander, divide_hint, is_layer_list, param_values, walk
+from netcfg.source import Source, value_at
 
 __all__ = ["BlockSpec", "BlockUse", "ExpandedSource", "OrBlockUse", "expand_templates", "merge_repeats"]
 
@@ -41,7 +41,9 @@ class ExpandedSource(Source):
     def locate(self, err: ConfigError, *, at_key: bool = False) -> ConfigError:
         if err.line is not None or self.original is None:
             return err
+        value = value_at(self.data, err.path)
         err.path, instance = self.origin(err.path)
+        err.hint = divide_hint(value, value_at(self.original.data, err.path), err.hint)
         if instance:
             err.instance, err.where_ = instance, self._values(instance, err.path)  # type: ignore[attr-defined]
             err.message += f" (in {instance}{err.where_})"  # type: ignore[attr-defined]

@@ -411,6 +411,8 @@ def test_an_error_in_a_nested_block_names_the_values_and_the_line_the_user_wrote
     msg = errors(NESTED.replace("width: 8, n: 0, groups: 0", "width: -8, n: 1"))
     assert ("net.yaml:15:53: error: blocks.basic.layers[0].num_output: input should be greater than or "
             "equal to 1, got -8 (in stage2.s.block1; width = -8 from line 18)\n") in msg
+    assert "got 1.0 (in stage1; n = 2 from line 9) ('/' divides to a float (1.0 here), '//' to an integer: " \
+        "${n // 2}; instantiate" in errors(NESTED.replace('repeat: "${n}"', 'repeat: "${n / 2}"'))
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -422,6 +424,9 @@ def test_an_error_in_a_nested_block_names_the_values_and_the_line_the_user_wrote
     (('"${width}"', '"${widht}"'), "unknown name 'widht' in '${widht}' (did you mean 'width'?)"),
     (("params: {width: null,", "params: {index: 1, width: null,"), "parameter name 'index' is not allowed"),
     (("repeat: 2", "repeat: 1000000"), "the templates expand to more than 100,000 layers"),
+    (('{name: conv2, type: Convolution, num_output: "${width}"', '{name: conv2, type: Convolution, num_output: "${width / 2}"'),
+     "got 2.0 (in stage1.block1, stage1.block2; width = 4 from line 19) ('/' divides to a float (2.0 here), '//' to an "
+     "integer: ${width // 2}; number of output channels (filters))"),
 ])
 def test_template_mistakes_are_located_errors(edit, message):
     assert message in errors(BASIC.replace(*edit))

@@ -11,9 +11,10 @@ from pydantic import BeforeValidator, Field, PrivateAttr
 from netcfg.errors import ConfigError, ConfigErrors, did_you_mean
 from netcfg.layers.base import LayerSpec
 from netcfg.layers._registry import AnyLayer
+from netcfg.net.expr import has_expr
 from netcfg.net.templates import BlockSpec, OrBlockUse, expand_templates, merge_repeats
 from netcfg.overrides import apply_overrides
-from netcfg.source import Source, document_kind, load_yaml
+from netcfg.source import Source, document_kind, load_yaml, value_at
 from netcfg.spec import Spec, validate
 
 __all__ = ["InputSpec", "NetSpec", "load_net", "net_from_source", "DTYPES"]
@@ -101,10 +102,14 @@ def net_from_source(src: Source) -> NetSpec:
             hint=f"its net is {net}, relative to this file" if isinstance(net, str) else "give a net file (name, inputs, layers)"),
             at_key=True)])
     _import_plugins(src)
-    src = expand_templates(src)
+    original, src = src, expand_templates(src)
     try:
         spec = validate(NetSpec, src)
     except ConfigErrors as e:  # a typo in a block is reported once, not once per instance
+        for err in e.errors:
+            if err.path[:1] != ("blocks",) and has_expr(value_at(original.data, err.path)):
+                err.hint = ("${...} is evaluated only inside a block's layers (see `blocks:` in docs/net-files.md); "
+                            "here, write the value itself") + (f"; {err.hint}" if err.hint else "")
         raise ConfigErrors(merge_repeats(e.errors)) from None
     spec._source = src
     _set_paths(spec.layers, ("layers",))

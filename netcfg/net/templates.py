@@ -16,6 +16,7 @@ from typing import Any
 from netcfg.errors import ConfigError, ConfigErrors, KeyPath
 from netcfg.net.block_spec import BlockSpec, BlockUse, OrBlockUse
 from netcfg.net.expander import Ctx, Expander, divide_hint, is_layer_list, param_values, walk
+from netcfg.net.expr import has_expr
 from netcfg.source import Source, value_at
 
 __all__ = ["BlockSpec", "BlockUse", "ExpandedSource", "OrBlockUse", "expand_templates", "merge_repeats"]
@@ -44,6 +45,9 @@ class ExpandedSource(Source):
         value = value_at(self.data, err.path)
         err.path, instance = self.origin(err.path)
         err.hint = divide_hint(value, value_at(self.original.data, err.path), err.hint)
+        if has_expr(value) and instance:  # args: {width: "${4 * 2}"} in `layers:` is passed on as text
+            err.hint = (f"{value!r} came from an argument written outside any block, where ${{...}} is not evaluated; "
+                        "write the value itself there") + (f"; {err.hint}" if err.hint else "")
         if instance:
             err.instance, err.where_ = instance, self._values(instance, err.path)  # type: ignore[attr-defined]
             err.message += f" (in {instance}{err.where_})"  # type: ignore[attr-defined]

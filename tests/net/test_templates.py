@@ -415,6 +415,15 @@ def test_an_error_in_a_nested_block_names_the_values_and_the_line_the_user_wrote
         "${n // 2}; instantiate" in errors(NESTED.replace('repeat: "${n}"', 'repeat: "${n / 2}"'))
 
 
+def test_an_expression_outside_a_block_says_it_is_not_evaluated_there():
+    text = BASIC.replace("num_output: 3}", 'num_output: "${2 + 1}"}').replace("args: {width: 4}", 'args: {width: "${2 * 2}"}')
+    msg = errors(text)
+    assert "layers[3].num_output: input should be a valid integer, got '${2 + 1}' (${...} is evaluated only " \
+        "inside a block's layers (see `blocks:` in docs/net-files.md); here, write the value itself" in msg
+    assert "got '${2 * 2}' (in stage1.block1, stage1.block2; width = \"${2 * 2}\" from line 19) ('${2 * 2}' came " \
+        "from an argument written outside any block, where ${...} is not evaluated; write the value itself there" in msg
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     (("block: basic, repeat: 2", "block: basik, repeat: 2"), "layers[0].block: unknown block 'basik' (did you mean 'basic'?"),
     (("args: {width: 4}", "args: {}"), "layers[0]: block 'basic' needs the argument 'width'"),

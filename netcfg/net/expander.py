@@ -10,7 +10,6 @@ the instance, which netcfg.net.templates turns into error locations.
 from __future__ import annotations
 
 import copy
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,10 +19,12 @@ from pydantic import ValidationError
 from netcfg.errors import ConfigError, KeyPath, did_you_mean
 from netcfg.net.block_spec import BlockSpec, BlockUse
 from netcfg.net.expr import RESERVED, ExprError, has_expr, names, substitute
+from netcfg.net.layer_dicts import in_place_blob, is_layer_list, put_key, rename_blob, scope_shares, tops, walk
+from netcfg.net.template_hints import divide_hint, param_values
 from netcfg.source import Source, value_at
 from netcfg.spec import errors_from_pydantic
 
-__all__ = ["MAX_LAYERS", "Ctx", "Expander", "divide_hint", "is_layer_list", "param_values", "walk"]
+__all__ = ["MAX_LAYERS", "Ctx", "Expander"]
 
 MAX_LAYERS = 100_000  # an expansion larger than this is a mistake (repeat: 1000000)
 MAX_DEPTH = 16
@@ -149,7 +150,7 @@ class Expander:
                     if key in layer:
                         layer[key] = [ctx.blob(b) for b in layer[key]] if isinstance(layer[key], list) else ctx.blob(layer[key])
                 if "bottom" not in layer and not out and prev is not None:  # the block's input
-                    _put(layer, "bottom", prev if isinstance(prev, list) else str(prev))
+                    put_key(layer, "bottom", prev if isinstance(prev, list) else str(prev))
                     where[("bottom",)] = (prev_path, ctx.label)
             self.inner_lists(layer, path, ctx)
             self.origin[id(layer)] = where
@@ -163,7 +164,7 @@ class Expander:
         """A container layer's inner lists (Residual's body, shortcut): instances expand in
         place, named <instance>_<layer> as inner layers cannot nest; share names are scoped."""
         if ctx.share and "param" in layer:
-            _scope_shares(layer["param"], ctx.share)
+            scope_shares(layer["param"], ctx.share)
         for key, value in list(layer.items()):
             if not is_layer_list(value):
                 continue
@@ -274,7 +275,7 @@ class Expander:
             if ctx.sep == "_":
                 layers = self.seq_list(items, sub, where or "")
             else:
-                sub.local = {t for x, _ in items for t in _tops(x)}
+                sub.local = {t for x, _ in items for t in tops(x)}
                 layers, _ = self.graph_list(items, sub, prev, prev_path)
                 if not layers:
                     if len(self.errors) == before:  # else an inner error (a cycle) emptied it: said already
@@ -284,19 +285,18 @@ class Expander:
                 prev = output if r == n else scope
                 at = (path + ("top",) if use.top else path + ("name",), ctx.label)
                 if isinstance(last, dict):
-                    blob = _in_place_blob(layers)
+                    blob = in_place_blob(layers)
                     if blob is not None:  # rename the blob, so the output exists when that layer is left out
                         for layer in layers:
-                            if _rename(layer, blob, prev):
+                            if rename_blob(layer, blob, prev):
                                 self.origin[id(layer)][("top",)] = at
                     else:
                         top = last.get("top")
-                        _put(last, "top", [prev, *top[1:]] if isinstance(top, list) and len(top) > 1 else prev)
+                        put_key(last, "top", [prev, *top[1:]] if isinstance(top, list) and len(top) > 1 else prev)
                         self.origin[id(last)][("top",)] = at
                 prev_path = path
             out += layers
         return out, prev
-
 
     def _given(self, path: KeyPath, outer: str | None) -> KeyPath:
         """Where an argument's value was written: for ``width: ${width}`` in a block that
@@ -326,107 +326,3 @@ def _substitute(value: Any, env: dict[str, Any], path: KeyPath) -> Any:
         except ExprError as e:
             raise _SubError(e, path) from None
     return value
-
-
-def _put(layer: dict, key: str, value: Any) -> None:
-    """Set bottom/top where Caffe writes them, after name and type (for `netcfg expand`)."""
-    if key in layer:
-        layer[key] = value
-        return
-    head = {k: layer.pop(k) for k in ("name", "type", "bottom") if k in layer}
-    rest = dict(layer)
-    layer.clear()
-    layer.update(head)
-    layer[key] = value
-    layer.update(rest)
-
-
-def _blobs(layer: dict, key: str) -> list:
-    value = layer.get(key, layer.get("name") if key == "top" else None)
-    return value if isinstance(value, list) else [value]
-
-
-def _in_place_blob(layers: list) -> str | None:
-    """The blob a copy's last layer works on in place (``bottom: x, top: x``, a Dropout or
-    ReLU; the bottom may be left to default) when an earlier layer of the copy makes it; else None."""
-    last, before = layers[-1], layers[-2] if len(layers) > 1 else None
-    top = _blobs(last, "top")[0]
-    # no bottom: the previous layer's first top (`{name: drop, type: Dropout, top: ip}`)
-    bottoms = _blobs(last, "bottom") if "bottom" in last else _blobs(before, "top")[:1] if isinstance(before, dict) else []
-    if not isinstance(top, str) or top not in bottoms:
-        return None
-    made = any(isinstance(x, dict) and top in _blobs(x, "top") for x in layers[:-1])
-    return top if made else None
-
-
-def _rename(layer: Any, old: str, new: str) -> bool:
-    """Blob ``old`` -> ``new`` in a layer's bottom and top; True if it makes ``new``."""
-    if not isinstance(layer, dict):
-        return False
-    if "bottom" in layer:
-        layer["bottom"] = [new if b == old else b for b in layer["bottom"]] if isinstance(layer["bottom"], list) \
-            else new if layer["bottom"] == old else layer["bottom"]
-    tops = _blobs(layer, "top")
-    if old not in tops:
-        return False
-    renamed = [new if t == old else t for t in tops]
-    _put(layer, "top", renamed if isinstance(layer.get("top"), list) else renamed[0])
-    return True
-
-
-def _tops(item: dict) -> list[str]:
-    """Blob names an entry of a block produces (its tops, or its name)."""
-    top = item.get("top", item.get("name"))
-    return [t for t in (top if isinstance(top, list) else [top]) if isinstance(t, str)]
-
-
-def is_layer_list(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(
-        isinstance(x, dict) and ("type" in x or "block" in x) for x in value)
-
-
-def _scope_shares(param: Any, prefix: str) -> None:
-    """``param: [{name: w}]`` -> ``{name: <prefix>.w}`` in place; a leading '/' keeps a name global."""
-    for p in param if isinstance(param, list) else [param]:
-        if isinstance(p, dict) and isinstance(p.get("name"), str):
-            n = p["name"]
-            p["name"] = n[1:] if n.startswith("/") else f"{prefix}.{n}"
-
-
-def param_values(src: Source, envs: dict, instance: str, path: KeyPath) -> str:
-    """"; width = 64 from line 40" for the params the template value at ``path`` reads in ``instance``."""
-    value = value_at(src.data, path)
-    env = envs.get(instance, {})
-    try:
-        used = sorted(names(value) & set(env)) if has_expr(value) else []
-    except ExprError:
-        used = []
-    parts = []
-    for n in used:
-        v, at = env[n]
-        text = f"{n} = {json.dumps(v, default=str)}"
-        if at is not None:
-            e = src.locate(ConfigError("", at))
-            text += f" from line {e.line}" if e.line is not None and e.file == src.file else f" from {e.where}"
-        parts.append(text)
-    return "; " + ", ".join(parts) if parts else ""
-
-
-_DIVIDE = re.compile(r"(?<!/)/(?!/)")
-
-
-def divide_hint(value: Any, template: Any, hint: str | None) -> str | None:
-    """``hint``, led by why a whole float refused where a count is wanted came from ``/``:
-    ``${width / 2}`` is 8.0 (Python's division), ``${width // 2}`` is 8."""
-    if not (isinstance(value, float) and value.is_integer() and has_expr(template) and _DIVIDE.search(template)):
-        return hint
-    fix = f"'/' divides to a float ({value!r} here), '//' to an integer: {_DIVIDE.sub('//', template)}"
-    return fix + (f"; {hint}" if hint else "")
-
-
-def walk(node: Any, path: KeyPath):
-    """(key path, value) of every node under ``node``."""
-    yield path, node
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for k, v in items:
-        yield from walk(v, path + (k,))

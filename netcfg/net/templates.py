@@ -15,7 +15,9 @@ from typing import Any
 
 from netcfg.errors import ConfigError, ConfigErrors, KeyPath
 from netcfg.net.block_spec import BlockSpec, BlockUse, OrBlockUse
-from netcfg.net.expander import Ctx, Expander, divide_hint, is_layer_list, param_values, walk
+from netcfg.net.expander import Ctx, Expander
+from netcfg.net.layer_dicts import is_layer_list, walk
+from netcfg.net.template_hints import divide_hint, param_values
 from netcfg.net.expr import has_expr
 from netcfg.source import Source, value_at
 

@@ -153,9 +153,11 @@ def format_path(path: Sequence[str | int]) -> str:
 def did_you_mean(word: str, choices: Iterable[str], *, show_all: int = 12) -> str:
     """A hint naming the nearest spelling, and the valid choices when few enough."""
     choices = sorted(set(choices))
-    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
-    if not close:  # case slips ("relu" for "ReLU") are the commonest typo
-        close = [c for c in choices if c.lower() == str(word).lower()][:1]
+    # a case slip ("relu" for "ReLU") is the commonest typo, and it wins over a closer-looking
+    # spelling: difflib ranks 'Deconvolution' above 'Convolution' for "convolution"
+    close = [c for c in choices if c.lower() == str(word).lower()][:1]
+    if not close:
+        close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
     parts = []
     if close:
         parts.append(f"did you mean '{close[0]}'?")

@@ -45,3 +45,11 @@ def test_typo_exits_2_with_did_you_mean():
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == ("netcfg layers: error: unknown layer type 'Convolutoin' "
                              "(did you mean 'Convolution'?)\n")
+
+
+def test_case_slip_suggests_the_same_name_not_a_closer_looking_one():
+    """'convolution' is 'Convolution' in the wrong case; difflib alone would offer
+    'Deconvolution', whose letters match more of it."""
+    result = run_cli("layers", "convolution")
+    assert result.exit_code == 2
+    assert "did you mean 'Convolution'?" in result.stderr

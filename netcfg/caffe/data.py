@@ -88,7 +88,12 @@ def data_shapes(net: Obj, data: str | None, base_dir: Path, stages: list[str]) -
     except ValueError as e:  # a source with keys of its own (npz's arrays...)
         raise ConfigError(f"source '{source}' needs more than a path ({e.errors()[0]['msg']})", file="--data",
                           hint="import without --data and write the data: section by hand") from None
-    tensors = describe_source(spec, base_dir)
+    try:
+        tensors = describe_source(spec, base_dir)
+    except ConfigError as e:  # the source's own words; the place to fix is the --data option
+        if e.file is None:
+            e.file = "--data"
+        raise
     out = {}
     for top, name in zip(d.tops, ("data", "label")):
         if name in tensors:

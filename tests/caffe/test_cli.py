@@ -122,6 +122,17 @@ def test_errors_exit_2_with_the_place_and_write_nothing(tmp_path):
 
 
 @needs_shared
+def test_a_data_path_that_is_not_there_is_blamed_on_the_data_option(tmp_path):
+    """The source's complaint names --data, the option to fix, not '<config>'."""
+    missing = tmp_path / "no_such_dir"
+    for args in ([SHARED / "mnist__lenet_train_test.prototxt"],
+                 ["--solver", SHARED / "mnist__lenet_solver.prototxt", SHARED / "mnist__lenet_train_test.prototxt"]):
+        result = run_cli("import-caffe", *map(str, args), "--data", f"idx:{missing}")
+        assert result.exit_code == 2
+        assert result.stderr.startswith(f"--data: error: path: directory '{missing}' does not exist"), result.stderr
+
+
+@needs_shared
 @needs_fashion
 def test_imported_lenet_solver_trains_on_fashion_mnist(tmp_path):
     out = tmp_path / "lenet_solver.yaml"

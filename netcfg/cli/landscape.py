@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 
 def landscape(
     solvers: Annotated[list[Path], typer.Argument(help="solver file(s), or run directories (their config.yaml); several are drawn side by side", show_default=False)],
-    weights: Annotated[list[Path], typer.Option("--weights", "-w", help="trained weights (.safetensors), one per solver, in order")],
+    weights: Annotated[list[Path], typer.Option("--weights", "-w", help="trained weights (.safetensors, or a run directory: its newest snapshot), one per solver, in order")],
     output: Annotated[Path, typer.Option("--output", "--out", "-o", help="image file: .png, .svg or .pdf")] = Path("surface.png"),
     two_d: Annotated[bool, typer.Option("--2d", help="a 2-D contour plot over two directions (default: a 1-D curve)")] = False,
     steps: Annotated[int, typer.Option("--steps", min=2, help="grid points per direction (odd puts one on the weights)")] = 21,
@@ -47,6 +47,7 @@ def landscape(
     from netcfg.cli.output import check_output, writing
     from netcfg.errors import ConfigError
     from netcfg.solver.spec import load_solver
+    from netcfg.solver.weights import resolve_file
     from netcfg.tools.landscape import landscape_of, plot_surfaces
     from netcfg.tools.plot import require_matplotlib
 
@@ -58,6 +59,7 @@ def landscape(
     check_output(output)  # before the minutes of evaluation, not after
     require_matplotlib()
     specs = [load_solver(s, set_) for s in solvers]
+    weights = [resolve_file(str(w), Path.cwd()) if w.is_dir() else w for w in weights]  # a run: its newest snapshot
     names = [spec.net_spec.name for spec in specs]
     if len(set(names)) < len(names):  # the same net twice: tell them apart by file
         names = [f"{n} ({_where(p)})" for n, p in zip(names, solvers)]

@@ -81,6 +81,18 @@ def test_cli_1d_picture_and_json(trained, tmp_path):
     assert "over the 5 points (span 1, 200 train samples)" in result.stderr  # was "over the 5 grid"
 
 
+def test_cli_takes_a_run_directory_for_its_newest_snapshot(trained, tmp_path):
+    """`landscape RUN -w RUN`, as `netcfg test RUN` reads it: the run's config and newest
+    snapshot (was refused as "a directory without a snapshot")."""
+    run = trained.parent
+    result = run_cli("landscape", str(run), "-w", str(run), "-o", str(tmp_path / "s.png"), "--steps", "3",
+                     "--samples", "50", "--json")
+    assert result.exit_code == 0, result.stderr
+    by_file = run_cli("landscape", str(run), "-w", str(trained), "-o", str(tmp_path / "t.png"), "--steps", "3",
+                      "--samples", "50", "--json")
+    assert json.loads(result.stdout)["surfaces"] == json.loads(by_file.stdout)["surfaces"]
+
+
 def test_cli_2d_side_by_side(trained, tmp_path):
     out = tmp_path / "surface.png"
     result = run_cli("landscape", str(DIGITS), str(DIGITS), "--weights", str(trained), "--weights", str(trained),

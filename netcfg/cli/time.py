@@ -67,6 +67,7 @@ def time_cmd(
     if batch_size < need:
         raise ConfigError(f"batch {batch_size} is too small: {graph.min_batch_reason()}", file="--batch-size",
                           hint=f"use -b {need} or more, or --phase TEST")
+    from netcfg.solver.layout import use_channels_last
     from netcfg.solver.memory import check_fits
 
     too_big = check_fits(graph, batch_size, dev, train=phase == "TRAIN", optimizer="SGD", precision=precision,
@@ -74,7 +75,10 @@ def time_cmd(
     if too_big is not None:  # before allocating: an out-of-memory traceback helps nobody
         raise ConfigError(too_big.message, file="--batch-size", hint="lower -b, or time a smaller input")
     net = Net(graph).to(dev)
-    timing = time_net(net, batch_size, iterations=iterations, warmup=warmup, precision=precision)
+    # the layout training uses (a solver's memory_format; auto: channels_last for a conv net)
+    channels_last = use_channels_last(solver.memory_format if solver is not None else "auto", net)
+    timing = time_net(net, batch_size, iterations=iterations, warmup=warmup, precision=precision,
+                      channels_last=channels_last)
     if as_json:
         typer.echo(json.dumps(timing.as_dict(), indent=1))
     else:
@@ -88,7 +92,8 @@ def _ms(v: float | None) -> str:
 def render(timing) -> str:
     """The table, slowest layer first, then the sums and the whole-net numbers."""
     t = timing
-    head = (f"{t.net} ({t.phase}), batch {t.batch_size} on {t.device} ({t.threads} threads, {t.precision}): "
+    layout = ", channels_last" if t.channels_last else ""
+    head = (f"{t.net} ({t.phase}), batch {t.batch_size} on {t.device} ({t.threads} threads, {t.precision}{layout}): "
             f"median of {t.iterations} iterations after {t.warmup} warm-up")
     rows = [("layer", "type", "forward ms", "backward ms", "total ms", "share", "")]
     widest = max((t.share(x) for x in t.layers), default=0.0) or 1.0

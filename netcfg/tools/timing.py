@@ -34,6 +34,7 @@ import torch
 
 from netcfg.layers.base import FLOAT_DTYPES
 from netcfg.net import Graph, Net
+from netcfg.solver.layout import to_layout
 
 __all__ = ["LayerTime", "Timing", "time_net", "synthetic_inputs", "layer_module", "layerwise_pass"]
 
@@ -67,6 +68,7 @@ class Timing:
     net_backward_ms: float | None           # whole net, loss.backward(); None without a loss
     precision: str = "fp32"
     threads: int = field(default_factory=torch.get_num_threads)
+    channels_last: bool = False             # image tensors in NHWC, as a conv net trains by default
 
     @property
     def layer_forward_ms(self) -> float:
@@ -97,6 +99,7 @@ class Timing:
     def as_dict(self) -> dict:
         return {
             "net": self.net, "phase": self.phase, "device": self.device, "precision": self.precision,
+            "memory_format": "channels_last" if self.channels_last else "contiguous",
             "batch_size": self.batch_size,
             "iterations": self.iterations, "warmup": self.warmup, "threads": self.threads,
             "layers": [{"name": t.name, "type": t.type, "forward_ms": t.forward_ms, "backward_ms": t.backward_ms,
@@ -209,9 +212,10 @@ def _whole(net: Net, inputs: dict[str, torch.Tensor], clock: _Clock, autocast) -
 
 
 def time_net(net: Net, batch_size: int, *, iterations: int = 20, warmup: int = 3, seed: int = 0,
-             precision: str = "fp32") -> Timing:
+             precision: str = "fp32", channels_last: bool = False) -> Timing:
     """Time ``net`` (already on its device, in the mode to time) on a synthetic batch;
-    ``precision`` bf16/fp16 runs the forward passes under autocast, as the solver does."""
+    ``precision`` bf16/fp16 runs the forward passes under autocast, and ``channels_last``
+    the net and its image inputs in NHWC, as the solver does."""
     device = next((p.device for p in net.parameters()), None) or next((b.device for b in net.buffers()), torch.device("cpu"))
     clock = _Clock(device)
     if precision == "fp32":
@@ -222,6 +226,9 @@ def time_net(net: Net, batch_size: int, *, iterations: int = 20, warmup: int = 3
         def autocast():
             return torch.autocast(device.type, dtype=dtype)
     inputs = synthetic_inputs(net.graph, batch_size, device, seed)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+        inputs = to_layout(inputs)
     fwd_runs: list[list[float]] = []
     bwd_runs: list[list[float | None]] = []
     whole_runs: list[tuple[float, float | None]] = []
@@ -245,4 +252,5 @@ def time_net(net: Net, batch_size: int, *, iterations: int = 20, warmup: int = 3
         layers.append(LayerTime(node.name, node.spec.type, ms([r[i] for r in fwd_runs]), ms(back) if back else None))
     backs = [w[1] for w in whole_runs if w[1] is not None]
     return Timing(net.graph.name, net.graph.phase, str(device), batch_size, iterations, warmup, layers,
-                  ms([w[0] for w in whole_runs]), ms(backs) if backs else None, precision=precision)
+                  ms([w[0] for w in whole_runs]), ms(backs) if backs else None, precision=precision,
+                  channels_last=channels_last)

@@ -123,3 +123,17 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused_before_allocating(tmp_path
     result = run_cli("time", str(net), "-b", "64")
     assert result.exit_code == 2, result.stderr
     assert "--batch-size: error: a train batch of 64 needs about 286.1 GiB" in result.stderr
+
+
+def test_a_conv_net_is_timed_in_the_layout_it_trains_in():
+    """Training runs a conv net channels_last (memory_format: auto), 1.2-1.6x faster on CPU;
+    `time` timed it in NCHW, so its images/s were not a training step's."""
+    t = time_json(str(ROOT / "solvers" / "digits.yaml"))
+    assert t["memory_format"] == "channels_last"
+    assert time_json(str(ROOT / "solvers" / "digits.yaml"), "--set", "memory_format=contiguous")["memory_format"] == "contiguous"
+    assert time_json(str(ROOT / "configs" / "mlp.yaml"), "-b", "2")["memory_format"] == "contiguous"  # nothing to gain
+    net = Net(build_graph(load_net(ROOT / "configs" / "digits_cnn.yaml")))
+    seen = []
+    net.conv2.register_forward_hook(lambda m, args, out: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    time_net(net, 4, iterations=1, warmup=0, channels_last=True)
+    assert seen and all(seen)  # the layer-wise and the whole-net passes both

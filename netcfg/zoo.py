@@ -14,7 +14,7 @@ from typing import Any
 
 from netcfg.errors import ConfigError, NetcfgError, did_you_mean
 
-__all__ = ["ZooEntry", "ZooMissing", "default_zoo_dir", "zoo_entries", "find_entry", "solvers_using",
+__all__ = ["ZooEntry", "ZooMissing", "default_zoo_dir", "zoo_files", "zoo_entries", "find_entry", "solvers_using",
            "header_comment", "describe_inputs"]
 
 # the repository's configs/ and solvers/ sit beside the package in a source checkout
@@ -48,6 +48,7 @@ class ZooEntry:
     header: str                    # the opening comment, without the leading '# '
     parameters: int | None         # from 'Parameters: N' in the header; None when absent
     inputs: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)  # name -> (shape, dtype)
+    is_solver: bool = False        # a solver file (net: and no layers:), not a net: left out of the listing
 
     @property
     def description(self) -> str:
@@ -103,7 +104,8 @@ def read_entry(path: Path) -> ZooEntry:
     header = header_comment(path.read_text(encoding="utf-8"))
     m = _PARAMS.search(header)
     return ZooEntry(name=path.stem, path=path, title=str(data.get("name", path.stem)), header=header,
-                    parameters=int(m.group(1).replace(",", "")) if m else None, inputs=_inputs(data.get("inputs")))
+                    parameters=int(m.group(1).replace(",", "")) if m else None, inputs=_inputs(data.get("inputs")),
+                    is_solver="net" in data and "layers" not in data)
 
 
 def zoo_files(directory: Path | None = None) -> list[Path]:
@@ -118,8 +120,9 @@ def zoo_files(directory: Path | None = None) -> list[Path]:
 
 
 def zoo_entries(directory: Path | None = None) -> list[ZooEntry]:
-    """Every net file of the zoo, read as a ZooEntry, sorted by name."""
-    return [read_entry(p) for p in zoo_files(directory)]
+    """Every net file of the zoo, read as a ZooEntry, sorted by name; solver files (a --dir of
+    solvers/, or a folder holding both) are left out."""
+    return [e for e in map(read_entry, zoo_files(directory)) if not e.is_solver]
 
 
 def find_entry(name: str, directory: Path | None = None) -> ZooEntry:

@@ -25,7 +25,7 @@ def zoo(
     The numbers come from each file's header comment, which the zoo tests check against
     the built net; nothing is built here. `netcfg zoo NAME` prints the header, the file's
     path and the solver files that train it."""
-    from netcfg.zoo import describe_inputs, find_entry, solvers_using, zoo_entries
+    from netcfg.zoo import describe_inputs, find_entry, solvers_using, zoo_entries, zoo_files
 
     if name is None:
         entries = zoo_entries(directory)
@@ -39,7 +39,9 @@ def zoo(
             if i == 0:
                 typer.echo("  ".join("-" * w for w in widths))
         where = _shown(entries[0].path.parent) if entries else str(directory)
-        typer.echo(f"\n{len(entries)} nets in {where}; `netcfg zoo NAME` for one net's header and solvers")
+        solvers = len(zoo_files(directory)) - len(entries)
+        skipped = f" ({solvers} solver file{'s' * (solvers != 1)} left out)" if solvers else ""
+        typer.echo(f"\n{len(entries)} nets in {where}{skipped}; `netcfg zoo NAME` for one net's header and solvers")
         return
     entry = find_entry(name, directory)
     typer.echo(entry.header or f"({entry.path.name} has no header comment)")

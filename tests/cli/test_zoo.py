@@ -92,3 +92,19 @@ def test_listing_reads_headers_without_loading_torch():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == len(zoo.zoo_entries()) + 4
+
+
+def test_solver_files_in_the_folder_are_not_listed_as_nets(tmp_path):
+    """`netcfg zoo --dir solvers` listed every solver as a net with '?' parameters, no
+    inputs and its header's path ('Configs/autoencoder.yaml') as the description."""
+    listing = run_cli("zoo", "--dir", str(ROOT / "solvers"))
+    assert listing.exit_code == 0, listing.stderr
+    assert listing.stdout.splitlines()[2:3] == [""]  # the table has no rows
+    n = len(list((ROOT / "solvers").glob("*.yaml")))
+    assert "\n0 nets in " in listing.stdout and f"({n} solver files left out)" in listing.stdout
+    (tmp_path / "lenet.yaml").write_text((ROOT / "configs" / "lenet.yaml").read_text())
+    (tmp_path / "run.yaml").write_text("net: lenet.yaml\nbase_lr: 0.1\nmax_iter: 1\n")
+    mixed = run_cli("zoo", "--dir", str(tmp_path))
+    rows = mixed.stdout.split("\n\n")[0].splitlines()[2:]
+    assert [r.split()[0] for r in rows] == ["lenet"]
+    assert "(1 solver file left out)" in mixed.stdout

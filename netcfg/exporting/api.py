@@ -197,6 +197,9 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
     except Exception as e:  # an exporter, runtime or numerical failure: find the layer
         _remove(tmp)
         raise _refusal(spec, fmt_name, job, attempt, e) from None
+    except BaseException:  # Ctrl-C mid-export: no hidden temporary file left beside the output
+        _remove(tmp)
+        raise
     os.replace(tmp, out)
     result.checked_batches = batches if runnable else ()
     result.seconds = time.perf_counter() - start

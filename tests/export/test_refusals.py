@@ -241,3 +241,18 @@ def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, fm
     assert code == 1, stderr
     assert stderr == f"{out}: error: cannot write: No space left on device\n"
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_ctrl_c_mid_export_leaves_no_temporary_file(tmp_path, monkeypatch):
+    # Ctrl-C during a long ONNX export left '.lenet.onnx.<pid>.tmp.onnx' (empty) beside the output
+    from netcfg.exporting import api
+
+    def interrupted(job):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(api.FORMATS, "pt", api.FORMATS["pt"]._replace(write=interrupted))
+    weights = write_weights(spec_of(LENET.read_text()), tmp_path / "lenet.safetensors")
+    out = tmp_path / "out" / "lenet.pt"
+    with pytest.raises(KeyboardInterrupt):
+        netcfg.export(LENET, weights, "pt", out)
+    assert list((tmp_path / "out").iterdir()) == []

@@ -68,9 +68,10 @@ def culprit(job: ExportJob, attempt: Callable[[ExportJob], None]) -> tuple[str, 
             inputs = {}
             for b, blob in zip(node.bottoms, node.in_blobs):
                 inputs.setdefault(b, {"shape": list(blob.shape), "dtype": blob.dtype})
-            config = {"name": node.name, "inputs": inputs, "layers": [doc]}
+            tops = _apart(node.tops, node.bottoms)
+            config = {"name": node.name, "inputs": inputs, "layers": [{**doc, "top": tops}]}
             spec = net_from_source(parse_yaml(to_yaml(config), f"<layer {node.name}>"))
-            single = deploy_form(spec, "TEST", outputs=list(node.tops))
+            single = deploy_form(spec, "TEST", outputs=tops)
             net = Net(single.graph)
             prefix = node.name + "."
             net.load_state_dict({k: v for k, v in state.items() if k.startswith(prefix)}, strict=False)
@@ -81,6 +82,23 @@ def culprit(job: ExportJob, attempt: Callable[[ExportJob], None]) -> tuple[str, 
                 return node.name, reason(e)
             passed.add(key)
     return None
+
+
+def _apart(tops: list[str], bottoms: list[str]) -> list[str]:
+    """``tops`` with each one an in-place layer rewrites (``top: ip1`` on ``bottom: ip1``) renamed
+    apart from the bottoms: alone, the layer's input and output would share a name, which ONNX
+    refuses (so an in-place ReLU was blamed for any ONNX refusal after it)."""
+    taken = set(tops) | set(bottoms)
+    out = []
+    for top in tops:
+        if top in bottoms:
+            new = f"{top}_out"
+            while new in taken:
+                new += "_"
+            taken.add(new)
+            top = new
+        out.append(top)
+    return out
 
 
 def reason(e: BaseException) -> str:

@@ -256,3 +256,15 @@ def test_ctrl_c_mid_export_leaves_no_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         netcfg.export(LENET, weights, "pt", out)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_in_place_layer_before_the_culprit_is_not_blamed(tmp_path, monkeypatch):
+    # alone, an in-place ReLU (top: ip1 on bottom: ip1) had an ONNX input and output of one
+    # name, which onnxruntime refuses: every ONNX refusal of a LeNet-like net blamed 'relu1'
+    monkeypatch.setitem(_registry._REGISTRY, "NumpySort", NumpySort)
+    net = SORTING_NET.replace("  - {name: sorter", "  - {name: relu1, type: ReLU, top: ip1}\n  - {name: sorter")
+    path = tmp_path / "sorting.yaml"
+    path.write_text(net)
+    weights = write_weights(spec_of(net), tmp_path / "sorting.safetensors")
+    with pytest.raises(NetcfgError, match=r":8:5: error: layers\[2\]: layer 'sorter' \(NumpySort\) cannot be exported to ONNX"):
+        netcfg.export(path, weights, "onnx", tmp_path / "x.onnx")

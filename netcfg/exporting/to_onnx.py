@@ -59,10 +59,14 @@ def write(job: ExportJob) -> None:
     names, outputs = job.deploy.inputs, job.deploy.outputs
     with quiet(), torch.no_grad():
         if opset >= DYNAMO_MIN_OPSET:
-            program = torch.onnx.export(module, args, input_names=names, output_names=outputs, opset_version=opset,
+            # placeholders, named after the blobs below: the exporter names its values after ops
+            # (relu, linear), and renamed onto a blob called so, two values would share the name
+            slots = [f"netcfg_input_{i}" for i in range(len(names))], [f"netcfg_output_{i}" for i in range(len(outputs))]
+            program = torch.onnx.export(module, args, input_names=slots[0], output_names=slots[1], opset_version=opset,
                                         dynamo=True, dynamic_shapes=dynamic_shapes(job, args), external_data=False,
                                         verbose=False)
             model = program.model_proto
+            _name_values(model.graph, dict(zip([*slots[0], *slots[1]], [*names, *outputs])))
         else:
             buf = io.BytesIO()
             axes = {n: {0: "batch"} for n in [*names, *outputs]} if job.batch is None else None
@@ -79,6 +83,34 @@ def write(job: ExportJob) -> None:
         prop.key, prop.value = key, value
     model.producer_name = "netcfg"
     atomic_write_bytes(job.path, model.SerializeToString())
+
+
+def _name_values(graph, names: dict[str, str]) -> None:
+    """Rename the graph's values ``names`` maps (placeholder -> blob), moving any other value
+    already called like a blob out of the way first."""
+    values = {v for node in graph.node for v in (*node.input, *node.output)}
+    values |= {v.name for v in (*graph.input, *graph.output)} | {t.name for t in graph.initializer}
+    taken, mapping = values | set(names.values()), dict(names)
+    for value in sorted(values & set(names.values()) - set(names)):
+        fresh, n = f"{value}_", 1
+        while fresh in taken:
+            fresh, n = f"{value}_{n}", n + 1
+        taken.add(fresh)
+        mapping[value] = fresh
+    _rename(graph, mapping)
+
+
+def _rename(graph, mapping: dict[str, str]) -> None:
+    for v in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        v.name = mapping.get(v.name, v.name)
+    for node in graph.node:
+        for field in (node.input, node.output):
+            renamed = [mapping.get(v, v) for v in field]
+            del field[:]
+            field.extend(renamed)
+        for attr in node.attribute:  # subgraphs (If, Loop) read outer values by name
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _rename(sub, mapping)
 
 
 def _restore_inputs(model, job: ExportJob) -> None:

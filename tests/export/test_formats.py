@@ -12,6 +12,7 @@ from safetensors import safe_open
 
 import netcfg
 from netcfg.exporting.deploy import DeployModule
+from netcfg.exporting.load import load_weights_into
 from netcfg.layers._registry import registry
 from netcfg.net import Net
 from tests.export.helpers import (
@@ -258,3 +259,27 @@ def test_a_restored_onnx_input_has_its_declared_shape_when_a_layer_rebinds_its_n
     result = netcfg.export(spec, weights, "onnx", tmp_path / "crop.onnx", opset=13)
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     assert [(i.name, i.shape) for i in session.get_inputs()][1] == ("ref", ["batch", 1, 6, 6])
+
+
+def test_blobs_named_like_the_exporters_own_values_keep_their_names(tmp_path):
+    # the torch.export-based exporter names its values after ops (relu, linear); an input or output
+    # blob called so became a second definition of that name: 'Duplicate definition of name (relu)',
+    # the net refused as a whole
+    spec = spec_of({"name": "names", "inputs": {"relu": [4]},
+                    "layers": [{"name": "ip1", "type": "InnerProduct", "bottom": "relu", "top": "x", "num_output": 6},
+                               {"name": "r", "type": "ReLU", "bottom": "x", "top": "y"},
+                               {"name": "ip2", "type": "InnerProduct", "bottom": "y", "top": "linear", "num_output": 3},
+                               {"name": "r2", "type": "ReLU", "bottom": "linear", "top": "linear_1"}]})
+    weights = write_weights(spec, tmp_path / "w.safetensors")
+    result = netcfg.export(spec, weights, "onnx", tmp_path / "names.onnx", outputs=["linear", "linear_1", "x"])
+    onnx.checker.check_model(onnx.load(str(result.path)), full_check=True)
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["relu"]
+    x = random_inputs(result.deploy.graph, 3)
+    got = session.run(["linear", "linear_1", "x"], {"relu": x["relu"].numpy()})
+    net = Net(result.deploy.graph)
+    load_weights_into(net, weights)
+    with torch.no_grad():
+        want = DeployModule(net)(x["relu"])
+    for g, w in zip(got, want):
+        assert max_diff(torch.from_numpy(g), w) < TOL

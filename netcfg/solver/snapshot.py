@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,11 @@ def _read_weights(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], d
                           file=str(path), hint="name a weights file, or a run directory that has snapshots")
     if not path.is_file():
         raise ConfigError("weights file not found", file=str(path))
+    program = _program_kind(path)
+    if program:
+        raise CheckpointError(path, f"is {program}, not weights; netcfg reads weights from .safetensors (a "
+                                    "snapshot, or netcfg export --format safetensors) or a state_dict in "
+                                    f"{'/'.join(TORCH_SUFFIXES)} (netcfg export --format pt)")
     if path.suffix.lower() in TORCH_SUFFIXES:
         return (_load_torch(path) if tensors else {}), {}
     try:
@@ -97,6 +103,26 @@ def _read_weights(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], d
 
 
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+def _program_kind(path: Path) -> str | None:
+    """What program a file netcfg export can write holds, if it is one (a user's likely slip:
+    the exported model given as --weights, where the reader's own error said 'header too large')."""
+    if path.suffix.lower() == ".onnx":
+        return "an ONNX model"
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    parts = {part for name in names for part in name.split("/")[1:2]}  # archive/<part>/...
+    if "code" in parts or "constants.pkl" in parts:
+        return "a TorchScript program"
+    if "models" in parts or "archive_format" in parts:
+        return "a torch.export program"
+    return None
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 

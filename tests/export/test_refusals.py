@@ -268,3 +268,19 @@ def test_an_in_place_layer_before_the_culprit_is_not_blamed(tmp_path, monkeypatc
     weights = write_weights(spec_of(net), tmp_path / "sorting.safetensors")
     with pytest.raises(NetcfgError, match=r":8:5: error: layers\[2\]: layer 'sorter' \(NumpySort\) cannot be exported to ONNX"):
         netcfg.export(path, weights, "onnx", tmp_path / "x.onnx")
+
+
+@pytest.mark.parametrize("fmt, what", [("torchscript", "a TorchScript program"), ("exported", "a torch.export program"),
+                                       ("onnx", "an ONNX model")])
+def test_an_exported_program_given_as_weights_is_named_so(fmt, what, tmp_path):
+    # the exported model passed back as --weights was 'not a readable .safetensors weights file (Error
+    # while deserializing header: header too large)', or for a TorchScript .pt 'this pickle holds Python
+    # objects other than tensors ... convert it to .safetensors yourself'
+    weights = write_weights(spec_of(LENET.read_text()), tmp_path / "lenet.safetensors")
+    program = netcfg.export(LENET, weights, fmt, tmp_path / ("lenet.pt" if fmt == "torchscript" else f"lenet.{fmt}"),
+                            check=False).path
+    code, _, stderr = netcfg_cli("export", LENET, "--weights", program, "-f", "pt", "-o", tmp_path / "again.pt")
+    assert code == 2
+    assert stderr == (f"{program}: error: is {what}, not weights; netcfg reads weights from .safetensors (a snapshot, "
+                      "or netcfg export --format safetensors) or a state_dict in .pt/.pth/.ckpt/.bin "
+                      "(netcfg export --format pt)\n")

@@ -15,8 +15,9 @@ from typing import Literal
 
 from netcfg.net.spec import NetSpec, net_from_source
 from netcfg.overrides import apply_overrides
+from netcfg.solver.checkpoint import CheckpointError
 from netcfg.solver.rundir import run_config
-from netcfg.solver.snapshot import STAGES_KEY, stored_net
+from netcfg.solver.snapshot import STAGES_KEY, program_kind, stored_net
 from netcfg.solver.spec import SolverSpec, solver_from_source
 from netcfg.solver.weights import resolve_file
 from netcfg.source import Source, document_kind, load_yaml
@@ -69,6 +70,10 @@ def read_net_source(path: str | Path, *, run_dir: Literal["config", "snapshot"],
     if run_dir == "config" and path.is_dir():
         path = run_config(path)  # its config.yaml; a directory without one is refused
     if not path.is_dir() and path.suffix not in _STORED:
+        program = program_kind(path) if path.is_file() else None
+        if program:  # netcfg export's output given back as the net: say so, not 'byte 0x.. is not UTF-8'
+            raise CheckpointError(path, f"is {program}, not a net: give a net or solver file, a run "
+                                        "directory, or a .safetensors snapshot")
         return NetFile(path, load_yaml(path))
     file = weights_file(path)
     src, meta = stored_net(file, hint=no_net_hint)

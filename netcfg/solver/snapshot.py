@@ -26,7 +26,7 @@ from netcfg.solver.checkpoint import TREE_KEY, CheckpointError, WriteError, atom
 from netcfg.solver.config_diff import config_diff
 from netcfg.source import Source, parse_yaml, to_yaml
 
-__all__ = ["save_weights", "load_weights", "load_metadata", "stored_net", "copy_weights", "WeightsReport",
+__all__ = ["program_kind", "save_weights", "load_weights", "load_metadata", "stored_net", "copy_weights", "WeightsReport",
            "net_config_of", "write_snapshot", "read_snapshot", "check_state", "TORCH_SUFFIXES", "NET_KEY", "STAGES_KEY",
            "BEST_KEY"]
 
@@ -82,7 +82,7 @@ def _read_weights(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], d
                           file=str(path), hint="name a weights file, or a run directory that has snapshots")
     if not path.is_file():
         raise ConfigError("weights file not found", file=str(path))
-    program = _program_kind(path)
+    program = program_kind(path)
     if program:
         raise CheckpointError(path, f"is {program}, not weights; netcfg reads weights from .safetensors (a "
                                     "snapshot, or netcfg export --format safetensors) or a state_dict in "
@@ -105,7 +105,7 @@ def _read_weights(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], d
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 
-def _program_kind(path: Path) -> str | None:
+def program_kind(path: Path) -> str | None:
     """What program a file netcfg export can write holds, if it is one (a user's likely slip:
     the exported model given as --weights, where the reader's own error said 'header too large')."""
     if path.suffix.lower() == ".onnx":

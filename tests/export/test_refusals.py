@@ -272,7 +272,7 @@ def test_an_in_place_layer_before_the_culprit_is_not_blamed(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("fmt, what", [("torchscript", "a TorchScript program"), ("exported", "a torch.export program"),
                                        ("onnx", "an ONNX model")])
-def test_an_exported_program_given_as_weights_is_named_so(fmt, what, tmp_path):
+def test_an_exported_program_given_as_weights_or_net_is_named_so(fmt, what, tmp_path):
     # the exported model passed back as --weights was 'not a readable .safetensors weights file (Error
     # while deserializing header: header too large)', or for a TorchScript .pt 'this pickle holds Python
     # objects other than tensors ... convert it to .safetensors yourself'
@@ -284,3 +284,8 @@ def test_an_exported_program_given_as_weights_is_named_so(fmt, what, tmp_path):
     assert stderr == (f"{program}: error: is {what}, not weights; netcfg reads weights from .safetensors (a snapshot, "
                       "or netcfg export --format safetensors) or a state_dict in .pt/.pth/.ckpt/.bin "
                       "(netcfg export --format pt)\n")
+    # and given as the net ('byte 0x.. is not UTF-8 text (is this a YAML file?')
+    code, _, stderr = netcfg_cli("export", program, "-f", "pt", "-o", tmp_path / "again.pt")
+    assert code == 2
+    assert stderr == (f"{program}: error: is {what}, not a net: give a net or solver file, a run directory, "
+                      "or a .safetensors snapshot\n")

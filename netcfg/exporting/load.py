@@ -33,25 +33,31 @@ def read_net(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> N
 
 def load_net_with_weights(weights: str | Path, net: str | Path | NetSpec | None = None, *, phase: str = "TEST",
                           stages: tuple[str, ...] | list[str] = (), deploy: bool = False,
+                          outputs: list[str] | tuple[str, ...] | None = None,
                           device: str | torch.device | None = None) -> Net:
     """The ``Net`` stored in ``weights`` (a ``.safetensors`` written by netcfg, or a run
     directory: its newest snapshot), with its
     weights loaded; in eval mode for phase TEST. Pass ``net`` (a net file or NetSpec)
     for weights without a stored config, such as a ``.pt`` state_dict from ``netcfg
     export --format pt``. ``deploy=True`` builds the deploy form (no losses, metrics or label
-    inputs). Every blob of the net must be in the file.
+    inputs); ``outputs`` names its output tops, as ``--top`` did for the export (a ``.pt``
+    exported with ``--top cls`` holds only the layers ``cls`` needs; a deploy
+    ``.safetensors`` names its own). Every blob of the net must be in the file.
 
     >>> net = netcfg.load_net_with_weights("runs/lenet/lenet_iter_10000.safetensors")
     >>> net(data=torch.randn(4, 1, 28, 28), label=torch.zeros(4, dtype=torch.long))["accuracy"]
     """
     weights = weights_file(weights)
-    outputs: tuple[str, ...] = ()
+    if outputs and not deploy:
+        raise ConfigError("outputs= picks the tops of the deploy form", file="outputs",
+                          hint="pass deploy=True too, or leave outputs out")
+    outputs = tuple(outputs or ())
     if net is None:
         source = read_net(weights) if weights.suffix in WEIGHT_SUFFIXES else None
         if source is None:
             raise ConfigError(f"a {weights.suffix or 'suffix-less'} file holds no net config", file=str(weights),
                               hint="pass the net too: load_net_with_weights(weights, net='net.yaml')")
-        spec, outputs, stages = source.net, source.outputs, tuple(stages) or source.stages_of(phase)
+        spec, outputs, stages = source.net, outputs or source.outputs, tuple(stages) or source.stages_of(phase)
     else:
         spec = net if isinstance(net, NetSpec) else read_net(net).net
     if deploy:

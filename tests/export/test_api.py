@@ -132,3 +132,19 @@ def test_errors_are_the_documented_classes(tmp_path):
         netcfg.load_net(bad)
     assert isinstance(e.value, netcfg.NetcfgError)
     assert e.value.render().startswith(f"{bad}:4:36: error: layers[0].num_ouput: unknown key")
+
+
+def test_a_pt_exported_with_top_loads_with_its_outputs(tmp_path):
+    # a .pt holds no config: exported with --top cls, the multitask net's other head 'grp' is not in it,
+    # and load_net_with_weights(f, net=..., deploy=True) refused it ('not in the file: grp.weight, grp.bias')
+    # with no way to name the tops
+    config = ROOT / "configs" / "multitask.yaml"
+    weights = write_weights(netcfg.load_net(config), tmp_path / "multitask.safetensors")
+    result = netcfg.export(config, weights, "pt", tmp_path / "cls.pt", outputs=["cls"], check=False)
+    net = netcfg.load_net_with_weights(result.path, net=config, deploy=True, outputs=["cls"])
+    x = {"data": torch.randn(3, 1, 28, 28), "features": torch.randn(3, 19)}
+    whole = netcfg.load_net_with_weights(weights, deploy=True)
+    with torch.no_grad():
+        assert torch.equal(net(**x)["cls"], whole(**x)["cls"]) and list(net(**x)) == ["cls"]
+    with pytest.raises(netcfg.ConfigError, match="outputs= picks the tops of the deploy form"):
+        netcfg.load_net_with_weights(result.path, net=config, outputs=["cls"])

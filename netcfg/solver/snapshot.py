@@ -174,15 +174,17 @@ class WeightsReport:
     mismatched: list[tuple[str, list[int], list[int]]] = field(default_factory=list)
     iteration: int | None = None  # the training iteration of a netcfg snapshot; None for other files
 
-    def lines(self, source: str) -> list[str]:
+    def lines(self, source: str, *, refused: bool = False) -> list[str]:
+        """The report; ``refused``: for a strict load that stops, where nothing is left or ignored."""
+        left, ignored = ("", "") if refused else (", left as initialised", ", ignored")
         out = [f"weights from {source}: {len(self.matched)} blobs copied"]
         if self.mismatched:
-            out.append("  shape mismatch, left as initialised: " + ", ".join(
+            out.append(f"  shape mismatch{left}: " + ", ".join(
                 f"{k} (file {a}, net {b})" for k, a, b in self.mismatched))
         if self.missing:
-            out.append("  not in the file, left as initialised: " + ", ".join(self.missing))
+            out.append(f"  not in the file{left}: " + ", ".join(self.missing))
         if self.unexpected:
-            out.append("  in the file but not in the net, ignored: " + ", ".join(self.unexpected))
+            out.append(f"  in the file but not in the net{ignored}: " + ", ".join(self.unexpected))
         return out
 
     def as_dict(self) -> dict:
@@ -208,11 +210,22 @@ def copy_weights(net: nn.Module, path: str | Path, *, strict: bool = False, requ
             report.matched.append(name)
     report.unexpected = [k for k in tensors if k not in own]
     if strict and (report.missing or report.mismatched):
-        raise CheckpointError(path, "its weights do not fit this net:\n" + "\n".join(report.lines(str(path))[1:]))
+        raise CheckpointError(path, f"its weights do not fit this net{_whose(net, meta)}:\n"
+                                    + "\n".join(report.lines(str(path), refused=True)[1:]))
     if not report.matched and required:
         raise ConfigError(f"no blob in {path} matches a layer of the net by name",
                           file=str(path), hint="weights are matched by <layer>.<blob>; were the layers renamed?")
     return report
+
+
+def _whose(net: nn.Module, meta: dict[str, str]) -> str:
+    """' ('DigitsCNN'; the file's net is 'LeNet')' when a snapshot names another net than ``net``'s."""
+    mine = getattr(getattr(net, "graph", None), "name", None)
+    try:
+        theirs = (yaml.safe_load(meta[NET_KEY]) or {}).get("name") if NET_KEY in meta else None
+    except (yaml.YAMLError, AttributeError):
+        theirs = None
+    return f" ('{mine}'; the file's net is '{theirs}')" if mine and theirs and mine != theirs else ""
 
 
 def describe(meta: dict[str, str]) -> str:

@@ -54,6 +54,7 @@ def write(job: ExportJob) -> None:
     import onnx
 
     opset = job.opset or DEFAULT_OPSET
+    _refuse_shared_names(job)
     module = job.module()
     args = job.example()
     names, outputs = job.deploy.inputs, job.deploy.outputs
@@ -83,6 +84,16 @@ def write(job: ExportJob) -> None:
         prop.key, prop.value = key, value
     model.producer_name = "netcfg"
     atomic_write_bytes(job.path, model.SerializeToString())
+
+
+def _refuse_shared_names(job: ExportJob) -> None:
+    """An output named as an input (an in-place layer on the input, ``top: data``) would be
+    two values of one name, which ONNX cannot hold."""
+    for name in set(job.deploy.outputs) & set(job.deploy.inputs):
+        layer = [n.name for n in job.deploy.graph.nodes if name in n.tops][-1]
+        raise NetcfgError(f"ONNX cannot hold output '{name}': it has the name of an input, which layer '{layer}' "
+                          f"rewrites in place, and ONNX names each value once (give '{layer}' a top of its own, "
+                          f"such as top: {name}_out, or leave '{name}' out of --top)")
 
 
 def _name_values(graph, names: dict[str, str]) -> None:

@@ -292,3 +292,21 @@ def test_an_exported_program_given_as_weights_or_net_is_named_so(fmt, what, tmp_
     assert code == 2
     assert stderr == (f"{program}: error: is {what}, not a net: give a net or solver file, a run directory, "
                       "or a .safetensors snapshot\n")
+
+
+def test_an_onnx_output_named_as_an_input_is_refused_with_the_way_out(tmp_path, monkeypatch):
+    # an in-place layer on the input made output 'data' a second value of the input's name: the
+    # written file did not load ('Duplicate definition of name (data)'), every layer was exported
+    # alone, and the message blamed their combination
+    from netcfg.exporting import api
+
+    spec = spec_of({"name": "inplace", "inputs": {"data": [4]},
+                    "layers": [{"name": "s", "type": "Scale", "bottom": "data", "top": "data"},
+                               {"name": "ip", "type": "InnerProduct", "bottom": "data", "num_output": 3}]})
+    weights = write_weights(spec, tmp_path / "w.safetensors")
+    monkeypatch.setattr(api, "culprit", lambda *a: pytest.fail("a layer was blamed for a name"))
+    with pytest.raises(NetcfgError, match=r"^ONNX cannot hold output 'data': it has the name of an input, which "
+                                          r"layer 's' rewrites in place, .* \(give 's' a top of its own, such as "
+                                          r"top: data_out, or leave 'data' out of --top\)$"):
+        netcfg.export(spec, weights, "onnx", tmp_path / "x.onnx", outputs=["data", "ip"])
+    assert list(tmp_path.glob("*.onnx")) == [] and list(tmp_path.glob(".x.onnx*")) == []

@@ -63,7 +63,7 @@ def convert_weights(imported, caffemodel: str | Path, target: str | Path) -> lis
     from torch import nn
 
     from netcfg.net import Net, build_graph
-    from netcfg.solver.snapshot import save_weights
+    from netcfg.solver.weights_file import save_weights
 
     spec = imported.spec()
     train = Net(build_graph(spec, "TRAIN"))

@@ -37,7 +37,7 @@ def test(
 
     from netcfg.errors import ConfigError
     from netcfg.solver import Solver, launch
-    from netcfg.solver.snapshot import copy_weights
+    from netcfg.solver.weights_file import copy_weights
     from netcfg.solver.spec import load_solver
     from netcfg.solver.weights import resolve_file
 

@@ -28,7 +28,7 @@ from netcfg.net.module import Net
 from netcfg.net.spec import NetSpec
 from netcfg.solver.checkpoint import WriteError
 from netcfg.solver.netfile import EXPORT_KEY, weights_file
-from netcfg.solver.snapshot import NET_KEY
+from netcfg.solver.weights_file import NET_KEY
 from netcfg.source import to_yaml
 
 __all__ = ["FORMATS", "ExportResult", "Format", "export"]

@@ -16,7 +16,7 @@ from netcfg.net.graph import build_graph
 from netcfg.net.module import Net
 from netcfg.net.spec import NetSpec
 from netcfg.solver.netfile import EXPORT_KEY, NetFile, read_net_file, weights_file
-from netcfg.solver.snapshot import copy_weights
+from netcfg.solver.weights_file import copy_weights
 
 __all__ = ["EXPORT_KEY", "WEIGHT_SUFFIXES", "load_net_with_weights", "load_weights_into", "read_net"]
 

@@ -15,7 +15,7 @@ from netcfg.exporting.job import ExportJob, Runner
 from netcfg.exporting.load import load_net_with_weights
 from netcfg.net.module import Net
 from netcfg.solver.checkpoint import atomic_write_bytes
-from netcfg.solver.snapshot import save_weights
+from netcfg.solver.weights_file import save_weights
 
 __all__ = ["run_pt", "run_safetensors", "write_pt", "write_safetensors"]
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from netcfg.errors import ConfigError, NetcfgError, did_you_mean
 from netcfg.net import Graph
 from netcfg.solver.rundir import resolved_config, snapshot_states
-from netcfg.solver.snapshot import BEST_KEY, load_metadata, write_snapshot
+from netcfg.solver.snapshot import BEST_KEY, write_snapshot
+from netcfg.solver.weights_file import load_metadata
 from netcfg.solver.spec import SolverSpec
 
 __all__ = ["Best", "keep_best", "prune_snapshots", "reported_scalars", "best_metric_errors"]

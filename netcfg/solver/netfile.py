@@ -17,7 +17,7 @@ from netcfg.net.spec import NetSpec, net_from_source
 from netcfg.overrides import apply_overrides
 from netcfg.solver.checkpoint import CheckpointError
 from netcfg.solver.rundir import run_config
-from netcfg.solver.snapshot import STAGES_KEY, program_kind, stored_net
+from netcfg.solver.weights_file import STAGES_KEY, program_kind, stored_net
 from netcfg.solver.spec import SolverSpec, solver_from_source
 from netcfg.solver.weights import resolve_file
 from netcfg.source import Source, document_kind, load_yaml

@@ -38,7 +38,8 @@ from netcfg.solver.memory import is_out_of_memory, out_of_memory_error
 from netcfg.solver.device import resolve_device
 from netcfg.solver.rundir import RunDir, resolved_config
 from netcfg.solver.resume import restore, training_state
-from netcfg.solver.snapshot import copy_weights, write_snapshot
+from netcfg.solver.snapshot import write_snapshot
+from netcfg.solver.weights_file import copy_weights
 from netcfg.solver.setup import build
 from netcfg.solver.spec import SolverSpec, load_solver
 from netcfg.solver.state import capture_rng, restore_rng

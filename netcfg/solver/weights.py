@@ -212,7 +212,7 @@ def net_targets(nets) -> dict[str, tuple[tuple[int, ...], list]]:
 
 
 def _read(rule: WeightsRule, i: int, base_dir: Path) -> tuple[Path, dict]:
-    from netcfg.solver.snapshot import load_weights
+    from netcfg.solver.weights_file import load_weights
 
     path = resolve_file(rule.file, base_dir)
     if path.is_dir():

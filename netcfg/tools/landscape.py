@@ -29,7 +29,7 @@ from netcfg.data.loader import BatchLoader
 from netcfg.data.sources import load_source
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.net import Net, build_graph, float_inputs
-from netcfg.solver.snapshot import copy_weights
+from netcfg.solver.weights_file import copy_weights
 from netcfg.solver.spec import SolverSpec
 from netcfg.tools.device import pick_device
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from netcfg.solver.snapshot import net_config_of
+from netcfg.solver.weights_file import net_config_of
 from tests.cli import netcfg
 from tests.solver.test_runner import write_solver
 

@@ -9,7 +9,7 @@ import yaml
 
 from netcfg.net import Net, build_graph
 from netcfg.net.spec import net_from_source
-from netcfg.solver.snapshot import save_weights
+from netcfg.solver.weights_file import save_weights
 from netcfg.source import parse_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def reference(spec, weights: Path, inputs: dict[str, torch.Tensor], layers=("ip2
     (build_net + copy_weights): their outputs, caught by forward hooks since a loss
     reads them (so the TEST net does not return them)."""
     from netcfg.net import build_net
-    from netcfg.solver.snapshot import copy_weights
+    from netcfg.solver.weights_file import copy_weights
 
     net = build_net(spec, "TEST")
     copy_weights(net, weights, strict=True)

@@ -170,7 +170,7 @@ def test_an_existing_file_is_not_overwritten_without_force(tmp_path):
     import netcfg
     from netcfg.errors import ConfigError
     from netcfg.net import build_net
-    from netcfg.solver.snapshot import save_weights
+    from netcfg.solver.weights_file import save_weights
     from netcfg.net.spec import load_net
 
     config = "configs/lenet.yaml"

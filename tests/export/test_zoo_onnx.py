@@ -8,7 +8,7 @@ import torch
 
 import netcfg
 from netcfg.net import build_graph, build_net, load_net
-from netcfg.solver.snapshot import copy_weights
+from netcfg.solver.weights_file import copy_weights
 from tests.export.helpers import CONFIGS, max_diff, random_inputs
 
 SLOW_FLOPS = 5e9  # per sample: ImageNet-sized nets take 20 s and more to export on 2 cores

@@ -29,7 +29,8 @@ from safetensors.torch import load_file
 
 from netcfg.solver.checkpoint import load_tree
 from netcfg.solver.rundir import newest_snapshot
-from netcfg.solver.snapshot import check_state, load_weights
+from netcfg.solver.snapshot import check_state
+from netcfg.solver.weights_file import load_weights
 from netcfg.tools.plot import read_run
 from tests.reliability import ROOT, netcfg, write_tiny_solver
 

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from netcfg.errors import NetcfgError
 from netcfg.solver.checkpoint import CheckpointError, save_tree
-from netcfg.solver.snapshot import load_weights
+from netcfg.solver.weights_file import load_weights
 from tests.reliability import ROOT, TINY_NET, netcfg, tree, write_tiny_solver
 
 

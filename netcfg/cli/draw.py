@@ -57,6 +57,11 @@ def draw(
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format '{fmt}'", file="--format", hint=did_you_mean(fmt, FORMATS, show_all=8))
+    named = None if output is None else _SUFFIX.get(output.suffix.lower())
+    if named is not None and named != fmt:  # -o l.svg -f png would put PNG bytes in a .svg file
+        raise ConfigError(f"--format {fmt} does not match the output file {output}, whose suffix says {named}",
+                          file="--format", hint=f"drop --format (-o {output} makes {named}), "
+                          f"or name the file {output.with_suffix('.' + fmt)}")
     if output is not None:
         check_output(output, inputs=(file,))
     loaded = read_net_file(file, set_, run_dir="config")

@@ -157,3 +157,21 @@ def test_collapsed_scopes_keep_every_parameter(depth, boxes):
     counted = sum(int(line.split()[0].replace(",", "")) for n in d.nodes.values() for line in n.lines
                   if line.endswith(" params"))
     assert counted == graph.total_params == 269_434
+
+
+@pytest.mark.parametrize("name, fmt", [("l.svg", "png"), ("l.png", "svg"), ("l.dot", "mmd"), ("l.mmd", "dot")])
+def test_a_format_the_output_suffix_contradicts_is_refused_and_nothing_is_written(tmp_path, name, fmt):
+    """-o l.svg -f png used to write PNG bytes into l.svg."""
+    out = tmp_path / name
+    result = run_cli("draw", LENET, "-o", str(out), "-f", fmt)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith(f"--format: error: --format {fmt} does not match the output file {out}")
+    assert f"name the file {out.with_suffix('.' + fmt)}" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_format_agreeing_with_the_suffix_or_for_an_unknown_suffix_is_taken(tmp_path):
+    assert run_cli("draw", LENET, "-o", str(tmp_path / "l.gv"), "-f", "dot").exit_code == 0
+    assert run_cli("draw", LENET, "-o", str(tmp_path / "l.txt"), "-f", "mmd").exit_code == 0
+    assert (tmp_path / "l.txt").read_text().startswith("flowchart TB")
+

@@ -28,7 +28,9 @@ def draw(
     stage: Annotated[list[str], typer.Option("--stage", help="active stage (repeatable)")] = [],
     rankdir: Annotated[str, typer.Option("--rankdir", help="TB (top to bottom) or LR (left to right)", case_sensitive=False)] = "TB",
     collapse: Annotated[bool, typer.Option("--collapse", help="draw each Residual block and each innermost name scope (stage2.block1) as one box")] = False,
-    depth: Annotated[int, typer.Option("--depth", min=1, help="with --collapse: scopes at most this many names deep (1: stage2)")] = 2,
+    depth: Annotated[int | None, typer.Option("--depth", min=1, help="collapse scopes at most this many names deep "
+                                              "(1: stage2; implies --collapse, whose default is 2: stage2.block1)",
+                                              show_default=False)] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a key: a.b=value (repeatable)")] = [],
     plugin: PluginOpt = [],
 ) -> None:
@@ -67,7 +69,8 @@ def draw(
     loaded = read_net_file(file, set_, run_dir="config")
     if stage and (err := loaded.net.stage_error(stage, "--stage")):
         raise err
-    drawing = build_drawing(build_graph(loaded.net, phase, stage or loaded.stages_of(phase)), collapse=collapse, depth=depth)
+    graph = build_graph(loaded.net, phase, stage or loaded.stages_of(phase))
+    drawing = build_drawing(graph, collapse=collapse or depth is not None, depth=depth or 2)  # --depth implies --collapse
     if fmt == "mmd":
         text = to_mermaid(drawing, rankdir)
     else:

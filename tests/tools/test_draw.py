@@ -175,3 +175,14 @@ def test_a_format_agreeing_with_the_suffix_or_for_an_unknown_suffix_is_taken(tmp
     assert run_cli("draw", LENET, "-o", str(tmp_path / "l.txt"), "-f", "mmd").exit_code == 0
     assert (tmp_path / "l.txt").read_text().startswith("flowchart TB")
 
+
+def test_depth_alone_collapses_to_that_many_names(tmp_path):
+    """--depth 1 without --collapse was silently ignored: every layer was drawn."""
+    plain20 = str(ROOT / "configs" / "plain20.yaml")
+    result = run_cli("draw", plain20, "--depth", "1")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == run_cli("draw", plain20, "--collapse", "--depth", "1").stdout
+    first_lines = re.findall(r'^\s*n\d+ \[label="([^\\"]+)', result.stdout, re.M)
+    assert {"stage1", "stage2", "stage3"} <= set(first_lines) and "stage1.block1" not in first_lines
+    default = run_cli("draw", plain20, "--collapse").stdout  # --collapse alone: depth 2, template blocks
+    assert "stage1.block1" in re.findall(r'^\s*n\d+ \[label="([^\\"]+)', default, re.M)

@@ -8,9 +8,10 @@ from pathlib import Path
 __all__ = ["check_output", "write_output", "writing"]
 
 
-def check_output(path: Path, *, option: str = "--output", inputs: tuple[Path, ...] = ()) -> None:
-    """Before any work: ``path`` is none of the command's own ``inputs``, and its folder exists
-    (made if need be) and can be written; an error (exit 2) otherwise, not a traceback at the end."""
+def check_output(path: Path, *, option: str = "--output", inputs: tuple[Path, ...] = (), overwrite: bool = True) -> None:
+    """Before any work: ``path`` is none of the command's own ``inputs``, its folder exists
+    (made if need be) and can be written, and (``overwrite=False``: without ``--force``) it does not
+    exist yet; an error (exit 2) otherwise, not a traceback at the end."""
     import errno
     import os
 
@@ -28,12 +29,16 @@ def check_output(path: Path, *, option: str = "--output", inputs: tuple[Path, ..
     if path.is_dir() or not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         what = os.strerror(errno.EISDIR if path.is_dir() else errno.EACCES)  # as writing it would say
         raise ConfigError(f"cannot write {path}: {what}", file=option, hint="choose a file in a folder you can write")
+    if not overwrite and path.exists():  # as import-caffe and export: never replace a user's file unasked
+        raise ConfigError(f"{path} already exists", file=option, hint="pass --force to overwrite it, or choose another -o")
 
 
-def write_output(path: Path, text: str | bytes, *, option: str = "--output", inputs: tuple[Path, ...] = ()) -> None:
+def write_output(path: Path, text: str | bytes, *, option: str = "--output", inputs: tuple[Path, ...] = (),
+                 overwrite: bool = True) -> None:
     """Write ``text`` (or bytes) to ``path``, making its folder; never over one of the command's own
-    ``inputs``, and a place that cannot be written is an error (exit 2), not a traceback."""
-    check_output(path, option=option, inputs=inputs)
+    ``inputs`` (nor over any file, ``overwrite=False``), and a place that cannot be written is an
+    error (exit 2), not a traceback."""
+    check_output(path, option=option, inputs=inputs, overwrite=overwrite)
     with writing(path, option):
         path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
 

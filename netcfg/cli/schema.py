@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
 def schema(
     kind: Annotated[str, typer.Argument(help="net or solver")] = "net",
     output: Annotated[Path | None, typer.Option("--output", "--out", "-o", help="write to this file")] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite the -o file if it exists")] = False,
     plugin: PluginOpt = [],
 ) -> None:
     """Write the JSON Schema of net or solver files (stdout, or -o FILE), plugins' layer types
@@ -38,5 +39,5 @@ def schema(
     if output is None:
         typer.echo(text)
     else:
-        write_output(output, text + "\n")
-        typer.echo(f"wrote {output}")
+        write_output(output, text + "\n", overwrite=force)
+        typer.echo(f"wrote {output}", err=True)

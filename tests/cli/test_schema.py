@@ -35,7 +35,21 @@ def test_schema_to_file(tmp_path):
     result = run_cli("schema", "net", "-o", str(out))
     assert result.exit_code == 0, result.stderr
     assert _layer_union(json.loads(out.read_text())) == set(registry())
-    assert str(out) in result.stdout
+    assert result.stdout == "" and result.stderr == f"wrote {out}\n"  # as the other commands: stdout stays clean
+
+
+def test_schema_does_not_overwrite_a_file_without_force(tmp_path):
+    """schema -o used to replace any file, a net .yaml included, without asking."""
+    net = tmp_path / "lenet.yaml"
+    net.write_text((ROOT / "configs/lenet.yaml").read_text())
+    result = run_cli("schema", "net", "-o", str(net))
+    assert result.exit_code == 2
+    assert result.stderr == (f"--output: error: {net} already exists "
+                             "(pass --force to overwrite it, or choose another -o)\n")
+    assert net.read_text() == (ROOT / "configs/lenet.yaml").read_text()
+    result = run_cli("schema", "solver", "-o", str(net), "--force")
+    assert result.exit_code == 0, result.stderr
+    assert "base_lr" in json.loads(net.read_text())["properties"]
 
 
 def test_unknown_schema_exits_2():

@@ -14,8 +14,8 @@ from typing import Any
 
 from netcfg.errors import ConfigError, NetcfgError, did_you_mean
 
-__all__ = ["ZooEntry", "ZooMissing", "default_zoo_dir", "zoo_files", "zoo_entries", "find_entry", "solvers_using",
-           "header_comment", "describe_inputs"]
+__all__ = ["ZooEntry", "ZooListing", "ZooMissing", "default_zoo_dir", "zoo_files", "zoo_entries", "zoo_listing",
+           "find_entry", "solvers_using", "header_comment", "describe_inputs"]
 
 # the repository's configs/ and solvers/ sit beside the package in a source checkout
 _REPO = Path(__file__).resolve().parent.parent
@@ -125,6 +125,36 @@ def zoo_entries(directory: Path | None = None) -> list[ZooEntry]:
     return [e for e in map(read_entry, zoo_files(directory)) if not e.is_solver]
 
 
+@dataclass(frozen=True)
+class ZooListing:
+    """What `netcfg zoo` lists of a folder: its nets, and what it leaves out and why."""
+
+    entries: list[ZooEntry]        # the net files, by name
+    solvers: int                   # solver files in the folder, left out
+    unreadable: list[NetcfgError]  # files that are not YAML (not UTF-8, a syntax error), each located
+
+
+def zoo_listing(directory: Path | None = None) -> ZooListing:
+    """Every readable net file of the zoo; one broken file (a --dir of the user's own) is left
+    out with its error instead of stopping the whole listing."""
+    read, unreadable = [], []
+    for p in zoo_files(directory):
+        try:
+            read.append(read_entry(p))
+        except NetcfgError as e:
+            unreadable.append(e)
+    nets = [e for e in read if not e.is_solver]
+    return ZooListing(nets, len(read) - len(nets), unreadable)
+
+
+def _readable(files: list[Path]):
+    for p in files:
+        try:
+            yield read_entry(p)
+        except NetcfgError:
+            continue  # cannot be the net named: `netcfg zoo` lists why
+
+
 def find_entry(name: str, directory: Path | None = None) -> ZooEntry:
     """The zoo entry called ``name`` (file stem, file name or the net's own name, any case)."""
     files = zoo_files(directory)
@@ -132,7 +162,7 @@ def find_entry(name: str, directory: Path | None = None) -> ZooEntry:
     for p in files:
         if p.stem.lower() == key:
             return read_entry(p)
-    titled = [e for e in map(read_entry, files) if e.title.lower() == name.lower()]
+    titled = [e for e in _readable(files) if e.title.lower() == name.lower()]
     if titled:
         return titled[0]
     stems = [p.stem for p in files]

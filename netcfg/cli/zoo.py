@@ -25,10 +25,12 @@ def zoo(
     The numbers come from each file's header comment, which the zoo tests check against
     the built net; nothing is built here. `netcfg zoo NAME` prints the header, the file's
     path and the solver files that train it."""
-    from netcfg.zoo import describe_inputs, find_entry, solvers_using, zoo_entries, zoo_files
+    from netcfg.errors import ConfigError
+    from netcfg.zoo import describe_inputs, find_entry, solvers_using, zoo_listing
 
     if name is None:
-        entries = zoo_entries(directory)
+        listing = zoo_listing(directory)
+        entries = listing.entries
         rows = [("name", "parameters", "inputs", "description")]
         rows += [(e.name, f"{e.parameters:,}" if e.parameters is not None else "?", describe_inputs(e.inputs),
                   e.description) for e in entries]
@@ -39,9 +41,15 @@ def zoo(
             if i == 0:
                 typer.echo("  ".join("-" * w for w in widths))
         where = _shown(entries[0].path.parent) if entries else str(directory)
-        solvers = len(zoo_files(directory)) - len(entries)
-        skipped = f" ({solvers} solver file{'s' * (solvers != 1)} left out)" if solvers else ""
-        typer.echo(f"\n{len(entries)} nets in {where}{skipped}; `netcfg zoo NAME` for one net's header and solvers")
+        left_out = [_count(listing.solvers, "solver file")] if listing.solvers else []
+        left_out += [_count(len(listing.unreadable), "unreadable file")] if listing.unreadable else []
+        left_out_text = f" ({' and '.join(left_out)} left out)" if left_out else ""
+        typer.echo(f"\n{_count(len(entries), 'net')} in {where}{left_out_text}; "
+                   "`netcfg zoo NAME` for one net's header and solvers")
+        for e in listing.unreadable:  # on stderr, after the table: why each file is not in it
+            for one in getattr(e, "errors", [e]):  # ConfigErrors: several in one file (tabs)
+                at = f"{one.where}: " if isinstance(one, ConfigError) else ""
+                typer.echo(f"{at}note: left out of the listing: {one}", err=True)
         return
     entry = find_entry(name, directory)
     typer.echo(entry.header or f"({entry.path.name} has no header comment)")
@@ -53,6 +61,10 @@ def zoo(
                                else f"none (in {_shown(entry.path.parent.parent / 'solvers')}/)"))
     if solvers:
         typer.echo(f"train:    netcfg train {_shown(solvers[0])}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _shown(path: Path) -> str:

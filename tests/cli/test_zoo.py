@@ -108,3 +108,25 @@ def test_solver_files_in_the_folder_are_not_listed_as_nets(tmp_path):
     rows = mixed.stdout.split("\n\n")[0].splitlines()[2:]
     assert [r.split()[0] for r in rows] == ["lenet"]
     assert "(1 solver file left out)" in mixed.stdout
+
+
+def test_an_unreadable_file_is_left_out_with_a_note_and_the_rest_listed(tmp_path):
+    """One non-UTF-8 .yaml in `zoo --dir` stopped the whole listing (exit 2, no table);
+    and the footer said '1 nets'."""
+    (tmp_path / "lenet.yaml").write_text((ROOT / "configs" / "lenet.yaml").read_text())
+    (tmp_path / "bad.yaml").write_bytes(b"name: \xff\xfe net\nlayers: []\n")
+    (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
+    listing = run_cli("zoo", "--dir", str(tmp_path))
+    assert listing.exit_code == 0, listing.stderr
+    rows = listing.stdout.split("\n\n")[0].splitlines()[2:]
+    assert [r.split()[0] for r in rows] == ["lenet"]
+    assert "\n1 net in " in listing.stdout and "(2 unreadable files left out)" in listing.stdout
+    assert listing.stderr.splitlines() == [
+        f"{tmp_path / 'bad.yaml'}:1:7: note: left out of the listing: byte 0xff is not UTF-8 text "
+        "(is this a YAML file? save it as UTF-8)",
+        f"{tmp_path / 'broken.yaml'}:2:1: note: left out of the listing: YAML syntax: expected ',' or ']', but got "
+        "'<stream end>'; the '[' at line 1, column 7 is not closed (add the missing ']')"]
+    shown = run_cli("zoo", "LeNet", "--dir", str(tmp_path))  # by the net's name: the broken files are passed over
+    assert shown.exit_code == 0 and shown.stdout.startswith("LeNet: Caffe's MNIST LeNet"), shown.stderr
+    named = run_cli("zoo", "bad", "--dir", str(tmp_path))  # named by its file: why it cannot be shown
+    assert named.exit_code == 2 and "byte 0xff is not UTF-8 text" in named.stderr

@@ -57,10 +57,14 @@ def run_config(path: str | Path, *, weights_ok: bool = False) -> Path:
         raise ConfigError("is a directory without a config.yaml, so not a run directory", file=str(path),
                           hint="give a net or solver file, or a run directory that netcfg train wrote")
     if not weights_ok and path.suffix in (".safetensors", ".solverstate"):
-        beside = path.parent / "config.yaml"
+        hint = f"give its run directory, {path.parent}" if (path.parent / "config.yaml").is_file() \
+            else "give the solver file that trained it"
+        if path.suffix == ".solverstate":  # the optimizer's half of a snapshot, not its weights
+            raise ConfigError("is a solver state (what --resume takes): the optimizer's state of a snapshot, "
+                              "not the solver (data, lr, ...)", file=str(path),
+                              hint=f"{hint}; its weights are {path.with_suffix('.safetensors')}")
         raise ConfigError("is a weights file: it holds the net but not the solver (data, lr, ...)", file=str(path),
-                          hint=f"give its run directory, {path.parent}" if beside.is_file()
-                          else "give the solver file that trained it")
+                          hint=hint)
     return path
 
 

@@ -171,3 +171,14 @@ def test_a_run_directory_means_its_config_or_its_newest_snapshot(run):
     assert [layer.name for layer in config.net.layers] == [layer.name for layer in snapshot.net.layers]
     for read in (config, snapshot):  # the stages it trained in, either way
         assert (read.stages_of("train"), read.stages_of("TEST")) == (("wide",), ("wide",))
+
+
+@pytest.mark.parametrize("command", [["train"], ["weights"], ["landscape", "-w", "RUN"]])
+def test_a_solver_state_is_no_solver_and_is_not_called_weights(run, command):
+    """`netcfg weights RUN/x.solverstate` said 'is a weights file'; it is the optimizer's state."""
+    state = run / "tiny_iter_4.solverstate"
+    code, _, err = netcfg(command[0], state, *(run if a == "RUN" else a for a in command[1:]))
+    assert code == 2
+    assert err.strip() == (f"{state}: error: is a solver state (what --resume takes): the optimizer's state of a "
+                           f"snapshot, not the solver (data, lr, ...) (give its run directory, {run}; its weights "
+                           f"are {run / 'tiny_iter_4.safetensors'})")

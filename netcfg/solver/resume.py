@@ -85,6 +85,8 @@ def restore(solver, path: Path, *, force: bool = False) -> None:
     if solver.best is not None and solver.best.value is not None:
         solver.log(f"best {solver.best.metric} so far {solver.best.value:.4f} at iteration {solver.best.iter}")
     solver.run.write_config()
+    # the earlier run's records after this iteration are of a branch this run abandons (netcfg plot drops them)
+    solver._record({"event": "resume", "iter": solver.iter, "state": path.name})
     solver.log(f"Resumed from {path} at iteration {solver.iter}")
 
 

@@ -4,8 +4,11 @@ Caffe's ``plot_training_log.py``, read from the JSON lines the solver writes
 (``netcfg/solver/runner.py``): ``train`` records (iter, epoch, loss, the net's
 scalar outputs, lr, images_per_s, seconds since the start) and ``test`` records
 (iter, epoch, the TEST net's scalar outputs, samples, the test's own seconds).
-A resumed run appends to the same file; records of iterations that a resume
-repeated replace the earlier ones.
+A resumed run appends to the same file, after a ``resume`` record of the iteration
+it continues from: the earlier records past it (a killed run's, or those of the
+later snapshots a forced resume overwrote) are dropped, so a resume that tests or
+displays at other iterations leaves none behind. Without that record (runs written
+before it), records of iterations that a resume repeated replace the earlier ones.
 
 Figures are drawn with matplotlib's object API (``Figure`` + Agg canvas), never
 pyplot, so nothing global (the backend, open figures) changes in the caller.
@@ -117,7 +120,10 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
                     isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ConfigError(f"'{key}' is {json.dumps(value)}, not a number", file=str(file), line=n,
                                   col=line.find(f'"{key}"') + 1 or 1, hint="train and test records hold numbers only")
-        if rec.get("event") == "train":
+        if rec.get("event") == "resume":
+            run.train = [r for r in run.train if r["iter"] <= rec["iter"]]
+            run.test = [r for r in run.test if r["iter"] <= rec["iter"]]
+        elif rec.get("event") == "train":
             _append(run.train, rec)
         elif rec.get("event") == "test":
             _append(run.test, rec)

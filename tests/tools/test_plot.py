@@ -61,6 +61,23 @@ def test_a_resume_that_repeats_iterations_keeps_the_later_records(tmp_path):
     assert [(r["iter"], r["loss"]) for r in run.train] == [(0, 1.0), (10, 1.0), (20, 0.5), (30, 0.5), (40, 0.5)]
 
 
+def test_a_resume_from_an_earlier_snapshot_drops_the_abandoned_records_it_does_not_repeat(tmp_path):
+    """Tested at 30 and 40, resumed from 20 with test_interval 35: the new run tests at 35 only,
+    and the old test at 30, of weights the resume threw away, stayed on the curve."""
+    path = write_solver(tmp_path, max_iter=40, display=2, test_interval=10, snapshot=20)
+    run_dir = tmp_path / "run"
+    assert run_cli("train", str(path), "--out", str(run_dir)).exit_code == 0
+    assert [r["iter"] for r in read_run(run_dir).test] == [0, 10, 20, 30, 40]
+    result = run_cli("train", str(run_dir), "--resume", str(run_dir / "tiny_iter_20.solverstate"), "--force",
+                     "--set", "test_interval=35", "--set", "display=7")
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {"event": "resume", "iter": 20, "state": "tiny_iter_20.solverstate"} in records
+    run = read_run(run_dir)
+    assert [r["iter"] for r in run.test] == [0, 10, 20, 35]
+    assert [r["iter"] for r in run.train] == list(range(0, 21, 2)) + [21, 28, 35]
+
+
 def test_smoothing_is_a_debiased_moving_average():
     assert smooth([2.0, 2.0, 2.0], 0.9) == pytest.approx([2.0, 2.0, 2.0])
     s = smooth([1.0, 0.0], 0.5)

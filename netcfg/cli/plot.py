@@ -39,10 +39,24 @@ def plot(
     check_output(output)
     require_matplotlib()
     loaded = [read_run(p) for p in runs]
-    names = [r.label for r in loaded]
-    if len(set(names)) < len(names):  # same directory names under different parents
-        for r, p in zip(loaded, runs):
-            r.label = str(p)
+    dirs = [(p if p.is_dir() else p.parent).resolve() for p in runs]
+    for i, d in enumerate(dirs):  # the same run twice (or as RUN and RUN/metrics.jsonl): one curve under two colours
+        if d in dirs[:i]:
+            raise ConfigError(f"{runs[i]} is the run {runs[dirs.index(d)]} again", file=str(runs[i]),
+                              hint="give each run once")
+    for r, label in zip(loaded, _labels(dirs)):
+        r.label = label
     with writing(output):
         plot_runs(loaded, output, x=x, smoothing=smoothing)
     typer.echo(f"wrote {output}", err=True)
+
+
+def _labels(dirs: list[Path]) -> list[str]:
+    """Each run's legend label: its directory's name, or where another run's shares it
+    (a/x/run, b/x/run) the shortest path ending that no other run has."""
+    labels = []
+    for i, d in enumerate(dirs):
+        others = [o.parts for j, o in enumerate(dirs) if j != i]
+        k = next(k for k in range(1, len(d.parts) + 1) if all(o[-k:] != d.parts[-k:] for o in others))
+        labels.append(str(Path(*d.parts[-k:])))
+    return labels

@@ -100,7 +100,7 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
     if not file.is_file():
         what = "has no metrics.jsonl" if path.is_dir() else "does not exist"
         raise ConfigError(f"{path} {what}", file=str(path), hint="give a run directory that `netcfg train` wrote")
-    run = Run(label or (path.name if path.is_dir() else path.parent.name), path)
+    run = Run(label or file.resolve().parent.name, path)  # `netcfg plot .`: the directory's own name
     # another file of a run (a snapshot, config.yaml) given for its metrics: name the right one
     other = None if file.name.endswith(".jsonl") else f"give the run directory ({file.parent}) or its metrics.jsonl"
     lines = read_text(file, "metrics.jsonl", binary_hint=other or "is this a metrics.jsonl?").splitlines()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import sys
 
 import pytest
@@ -120,3 +122,22 @@ def test_without_matplotlib_the_error_says_how_to_install_it(runs, tmp_path, mon
     result = run_cli("plot", str(runs[0]), "-o", str(tmp_path / "c.png"))
     assert result.exit_code == 2
     assert "pip install 'netcfg[plot]'" in result.stderr and not (tmp_path / "c.png").exists()
+
+
+def test_runs_of_one_name_are_labelled_by_the_path_part_that_tells_them_apart(runs, tmp_path, monkeypatch):
+    """`plot a/x/run b/x/run` labelled the curves with the paths as typed; `plot .` with ''; and
+    `plot r1 r1` drew one run twice under the same label."""
+    for parent in ("a", "b"):
+        (tmp_path / parent / "x").mkdir(parents=True)
+        shutil.copytree(runs[0], tmp_path / parent / "x" / "run")
+    monkeypatch.chdir(tmp_path / "a" / "x" / "run")
+    result = run_cli("plot", ".", str(tmp_path / "b/x/run"), str(runs[1]), "-o", str(tmp_path / "c.svg"))
+    assert result.exit_code == 0, result.stderr
+    svg = (tmp_path / "c.svg").read_text()
+    texts = re.findall(r"<!-- (.+?) -->", svg)  # every text of the figure, in drawing order
+    legend = texts.index("train (as logged)")
+    assert texts[legend - 3:legend] == ["a/x/run", "b/x/run", "slow"]
+    result = run_cli("plot", str(runs[0]), str(runs[0] / "metrics.jsonl"), "-o", str(tmp_path / "d.png"))
+    assert result.exit_code == 2 and not (tmp_path / "d.png").exists()
+    assert result.stderr == (f"{runs[0] / 'metrics.jsonl'}: error: {runs[0] / 'metrics.jsonl'} is the run {runs[0]} "
+                             "again (give each run once)\n")

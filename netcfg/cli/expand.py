@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
 def expand(
     file: Annotated[Path, typer.Argument(help="net file (YAML); also the net of a run directory, of its config.yaml or of a .safetensors written by netcfg", show_default=False)],
     output: Annotated[Path | None, typer.Option("--output", "--out", "-o", help="write to this file instead of stdout")] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite the -o file if it exists")] = False,
     set_: Annotated[list[str], typer.Option("--set", help="override a key: a.b=value (repeatable)")] = [],
     check: Annotated[bool, typer.Option("--check/--no-check", help="validate the expanded layers first "
                                         "(--no-check prints them even when invalid, to debug a template)")] = True,
@@ -63,8 +64,8 @@ def expand(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        write_output(output, text, inputs=(file,))
-        typer.echo(f"wrote {output}")
+        write_output(output, text, inputs=(file,), overwrite=force)
+        typer.echo(f"wrote {output}", err=True)
 
 
 def _header(file: Path, read: Path, overrides: list[str]) -> str:

@@ -322,6 +322,7 @@ def test_expand_round_trip_builds_the_same_net(tmp_path, text):
     text = expanded.read_text()
     assert "blocks:" not in text and "${" not in text and "block2" in text
     assert run_cli("expand", str(source)).stdout == text  # stdout and -o agree
+    assert result.stdout == "" and result.stderr == f"wrote {expanded}\n"
 
     def build(path):
         torch.manual_seed(0)
@@ -484,3 +485,16 @@ def test_editors_schema_accepts_blocks_and_instances():
     assert list(validator.iter_errors(data)) == []
     data["layers"][4]["repat"] = 3  # a typo in an instance is flagged as you type
     assert list(validator.iter_errors(data))
+
+
+def test_expand_does_not_overwrite_another_file_without_force(tmp_path):
+    """expand -o replaced any existing file, another net included, without asking."""
+    source, mine = tmp_path / "net.yaml", tmp_path / "mine.yaml"
+    source.write_text(BASIC)
+    mine.write_text("# my net\n")
+    result = run_cli("expand", str(source), "-o", str(mine))
+    assert result.exit_code == 2
+    assert result.stderr == f"--output: error: {mine} already exists (pass --force to overwrite it, or choose another -o)\n"
+    assert mine.read_text() == "# my net\n"
+    assert run_cli("expand", str(source), "-o", str(mine), "--force").exit_code == 0
+    assert "block2" in mine.read_text()

@@ -92,6 +92,7 @@ LAYER_TYPES: dict[str, dict[str, dict[str, Any]]] = {
     "Split": {},
     "Silence": {},
     "Flatten": {"flatten_param": {"axis": SAME, "end_axis": SAME}},
+    "Reduction": {"reduction_param": {"operation": SAME, "axis": SAME, "coeff": SAME}},
     "Reshape": {"reshape_param": {"shape": "blob_shape", "axis": SAME, "num_axes": SAME}},
     "Crop": {"crop_param": {"axis": SAME, "offset": "list"}},
     "Embed": {"embed_param": {"num_output": SAME, "input_dim": SAME, "bias_term": SAME, "weight_filler": "filler",
@@ -172,6 +173,8 @@ def convert_params(layer: Obj, caffe_type: str) -> Converted:
                 raise AssertionError(f"bad table entry {caffe_type}.{param}.{key}: {action!r}")
     if caffe_type in ("Scale", "Bias") and len(layer.all("bottom")) == 2:
         _second_bottom_axis(layer, caffe_type, out)
+    if caffe_type == "Reduction":
+        _reduction_axis(layer, out)
     if caffe_type == "LRN" and out.fields.get("norm_region") == "WITHIN_CHANNEL" and out.fields.get("k", 1) != 1:
         # Caffe's WITHIN_CHANNEL adds 1 whatever k says (lrn_layer.cpp); netcfg's adds k
         out.notes.append(f"k: {out.fields.pop('k')} dropped: Caffe's WITHIN_CHANNEL LRN ignores k and adds 1, "
@@ -198,6 +201,28 @@ def _second_bottom_axis(layer: Obj, caffe_type: str, out: Converted) -> None:
             hint=f"Caffe's axis: 0 form imports; a batchless {caffe_type.lower()} blob (Caffe's Parameter layer) "
                  "does not")
     out.fields.pop("axis", None)
+
+
+def _reduction_axis(layer: Obj, out: Converted) -> None:
+    """Caffe's Reduction defaults to axis 0, a sum over the batch too; netcfg keeps the batch.
+    As a loss (a loss_weight on its top), SUM, ASUM and SUMSQ per sample give the same loss,
+    since netcfg sums a weighted top over the batch; any other use is refused."""
+    p = layer.get("reduction_param")
+    axis = p.get("axis", 0) if p is not None else 0
+    if axis != 0:
+        return
+    op = p.get("operation", "SUM") if p is not None else "SUM"
+    where = p if p is not None and p.has("axis") else layer
+    key = "axis" if where is p else "type"
+    if op == "MEAN" or not any(layer.all("loss_weight")):
+        why = ("its MEAN at axis 0 divides by the batch size too" if op == "MEAN" else
+               "its top is no loss (no loss_weight) whose sum over the batch would give the same number")
+        raise where.error(f"Reduction over axis 0 (Caffe's default) reduces over the batch, which netcfg keeps; "
+                          f"here {why}", key,
+                          hint="reduce each sample with reduction_param { axis: 1 } and read the per-sample values")
+    out.set("axis", 1, where.pos(key))
+    out.notes.append(f"axis 0 (a {op} over the batch) became axis 1, one value per sample: as a loss, netcfg "
+                     "sums them over the batch, the same number")
 
 
 def no_param_note(layer: Obj, caffe_type: str, name: str) -> list[str]:

@@ -24,7 +24,7 @@ _FILLER = "FillerParameter"
 # Parameters of Caffe layer types netcfg has no counterpart for: accepted unchecked, the
 # layer type itself is reported.
 _OPAQUE = ("hdf5_output_param infogain_loss_param mvn_param parameter_param python_param recurrent_param "
-           "reduction_param spp_param tile_param window_data_param").split()
+           "spp_param tile_param window_data_param").split()
 
 SCHEMA_TEXT: dict[str, str] = {
     "NetParameter": "name:string input:*string input_shape:*BlobShape input_dim:*int force_backward:bool "
@@ -49,7 +49,8 @@ SCHEMA_TEXT: dict[str, str] = {
         "image_data_param:ImageDataParameter inner_product_param:InnerProductParameter "
         "input_param:InputParameter log_param:LogParameter lrn_param:LRNParameter "
         "memory_data_param:MemoryDataParameter pooling_param:PoolingParameter power_param:PowerParameter "
-        "prelu_param:PReLUParameter relu_param:ReLUParameter reshape_param:ReshapeParameter "
+        "prelu_param:PReLUParameter relu_param:ReLUParameter reduction_param:ReductionParameter "
+        "reshape_param:ReshapeParameter "
         "scale_param:ScaleParameter sigmoid_param:SigmoidParameter softmax_param:SoftmaxParameter "
         "slice_param:SliceParameter swish_param:SwishParameter tanh_param:TanHParameter "
         "threshold_param:ThresholdParameter " + " ".join(f"{p}:any" for p in _OPAQUE)),
@@ -97,6 +98,7 @@ SCHEMA_TEXT: dict[str, str] = {
     "PowerParameter": "power:float scale:float shift:float",
     "PReLUParameter": f"filler:{_FILLER} channel_shared:bool",
     "ReLUParameter": f"negative_slope:float engine:{_ENGINE}",
+    "ReductionParameter": "operation:enum(SUM|ASUM|SUMSQ|MEAN) axis:int coeff:float",
     "ReshapeParameter": "shape:BlobShape axis:int num_axes:int",
     "ScaleParameter": f"axis:int num_axes:int filler:{_FILLER} bias_term:bool bias_filler:{_FILLER}",
     "SigmoidParameter": f"engine:{_ENGINE}",

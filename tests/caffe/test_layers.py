@@ -1,0 +1,63 @@
+"""Caffe layer types added after the first importer: each imports from a small .prototxt
+with its parameters, and what netcfg cannot mean the same way is refused at its line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from netcfg.caffe.net import import_net
+from netcfg.errors import ConfigError, ConfigErrors
+from netcfg.net import Net
+
+INPUT = 'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } } }\n'
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "net.prototxt"
+    path.write_text(INPUT + text)
+    return path
+
+
+def errors_of(path: Path) -> list[ConfigError]:
+    with pytest.raises((ConfigError, ConfigErrors)) as info:
+        import_net(path).check()
+    return getattr(info.value, "errors", [info.value])
+
+
+def layer(imported, name: str) -> dict:
+    return next(x for x in imported.data["layers"] if x["name"] == name)
+
+
+# ---------------------------------------------------------------- Reduction
+
+def test_reduction_imports_its_parameters(tmp_path):
+    net = import_net(write(tmp_path, 'layer { name: "r" type: "Reduction" bottom: "data" top: "r"\n'
+                                     '  reduction_param { operation: SUMSQ axis: 2 coeff: 0.5 } }\n'))
+    assert layer(net, "r") == {"name": "r", "type": "Reduction", "bottom": "data", "top": "r",
+                               "operation": "SUMSQ", "axis": 2, "coeff": 0.5}
+    assert net.check()["TRAIN"].blobs["r"].shape == (3,)
+
+
+def test_reduction_over_the_batch_as_a_loss_becomes_per_sample_with_a_note(tmp_path):
+    """Caffe's default axis 0 sums the batch too; as a weighted loss, netcfg's per-sample sums
+    summed over the batch are the same number."""
+    net = import_net(write(tmp_path, 'layer { name: "r" type: "Reduction" bottom: "data" top: "r" '
+                                     'loss_weight: 2 reduction_param { operation: ASUM } }\n'))
+    assert layer(net, "r")["axis"] == 1
+    assert any("axis 0 (a ASUM over the batch) became axis 1" in n for n in net.notes)
+    x = torch.randn(2, 3, 4, 4)
+    model = Net(net.check()["TRAIN"])
+    torch.testing.assert_close(model.loss(model(data=x)), 2 * x.abs().sum())
+
+
+@pytest.mark.parametrize("param, line, words", [
+    ("", 2, "its top is no loss"),
+    ("reduction_param { axis: 0 }", 2, "its top is no loss"),
+    ("loss_weight: 1 reduction_param { operation: MEAN }", 2, "its MEAN at axis 0 divides by the batch size"),
+])
+def test_reduction_over_the_batch_otherwise_is_refused_at_its_line(tmp_path, param, line, words):
+    (e,) = errors_of(write(tmp_path, f'layer {{ name: "r" type: "Reduction" bottom: "data" top: "r" {param} }}\n'))
+    assert e.line == line and words in e.render() and "reduction_param { axis: 1 }" in e.render()

@@ -95,6 +95,7 @@ LAYER_TYPES: dict[str, dict[str, dict[str, Any]]] = {
     "Reduction": {"reduction_param": {"operation": SAME, "axis": SAME, "coeff": SAME}},
     "Reshape": {"reshape_param": {"shape": "blob_shape", "axis": SAME, "num_axes": SAME}},
     "Crop": {"crop_param": {"axis": SAME, "offset": "list"}},
+    "Tile": {"tile_param": {"axis": SAME, "tiles": SAME}},
     "Embed": {"embed_param": {"num_output": SAME, "input_dim": SAME, "bias_term": SAME, "weight_filler": "filler",
                               "bias_filler": "filler"}},
     "ArgMax": {"argmax_param": {"out_max_val": SAME, "top_k": SAME, "axis": SAME}},

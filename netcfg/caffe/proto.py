@@ -24,7 +24,7 @@ _FILLER = "FillerParameter"
 # Parameters of Caffe layer types netcfg has no counterpart for: accepted unchecked, the
 # layer type itself is reported.
 _OPAQUE = ("hdf5_output_param infogain_loss_param mvn_param parameter_param python_param recurrent_param "
-           "spp_param tile_param window_data_param").split()
+           "spp_param window_data_param").split()
 
 SCHEMA_TEXT: dict[str, str] = {
     "NetParameter": "name:string input:*string input_shape:*BlobShape input_dim:*int force_backward:bool "
@@ -53,7 +53,7 @@ SCHEMA_TEXT: dict[str, str] = {
         "reshape_param:ReshapeParameter "
         "scale_param:ScaleParameter sigmoid_param:SigmoidParameter softmax_param:SoftmaxParameter "
         "slice_param:SliceParameter swish_param:SwishParameter tanh_param:TanHParameter "
-        "threshold_param:ThresholdParameter " + " ".join(f"{p}:any" for p in _OPAQUE)),
+        "threshold_param:ThresholdParameter tile_param:TileParameter " + " ".join(f"{p}:any" for p in _OPAQUE)),
     "TransformationParameter": "scale:float mirror:bool crop_size:uint mean_file:string mean_value:*float "
                                "force_color:bool force_gray:bool",
     "LossParameter": "ignore_label:int normalization:enum(FULL|VALID|BATCH_SIZE|NONE) normalize:bool",
@@ -107,6 +107,7 @@ SCHEMA_TEXT: dict[str, str] = {
     "SwishParameter": "beta:float",
     "TanHParameter": f"engine:{_ENGINE}",
     "ThresholdParameter": "threshold:float",
+    "TileParameter": "axis:int tiles:int",
     "SolverParameter": (
         "net:string net_param:NetParameter train_net:string test_net:*string train_net_param:NetParameter "
         "test_net_param:*NetParameter train_state:NetState test_state:*NetState test_iter:*int "

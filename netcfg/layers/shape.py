@@ -1,4 +1,4 @@
-"""Layers that move elements without computing: Flatten, Reshape, Crop."""
+"""Layers that move elements without computing: Flatten, Reshape, Crop, Tile."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from netcfg.layers._registry import register
 from netcfg.layers.merge import int_list, sample_axis
 from netcfg.spec import Spec
 
-__all__ = ["Flatten", "Reshape", "Crop"]
+__all__ = ["Flatten", "Reshape", "Crop", "Tile"]
 
 Dim = Annotated[int, Field(ge=-1)]
 
@@ -224,3 +224,40 @@ class Crop(LayerSpec):
         b = bottoms[1].shape
         index = (slice(None),) * (start + 1) + tuple(slice(o, o + b[start + i]) for i, o in enumerate(offs))
         return Cropped(index)
+
+
+class Tiled(nn.Module):
+    """``tiles`` copies of the block from ``dim`` on, one after another along ``dim``."""
+
+    def __init__(self, dim: int, tiles: int):
+        super().__init__()
+        self.repeats = (1,) * dim + (tiles,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat(*self.repeats, *(1,) * (x.dim() - len(self.repeats)))
+
+
+@register
+class Tile(LayerSpec):
+    """Repeat each sample ``tiles`` times along ``axis`` (Caffe's Tile): the whole block from
+    ``axis`` on is copied, so [a, b] tiled twice is [a, b, a, b]; the gradient sums the copies.
+
+    Deviation from Caffe: axis 0 (the batch) is refused."""
+
+    type: Literal["Tile"]
+    axis: int = Field(1, description="axis to repeat along, counting the batch as 0; -1 for the last")
+    tiles: int = Field(..., ge=1, description="how many copies along axis")
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [2, 3]}, "tiles": 3},
+        {"inputs": {"x": [2, 3, 2]}, "axis": -1, "tiles": 2},
+        {"inputs": {"x": {"shape": [4], "dtype": "int64"}}, "tiles": 2},
+    ]
+
+    def infer(self, bottoms: list[Blob]) -> list[Blob]:
+        (x,) = bottoms
+        ax = sample_axis(self, self.axis, x)
+        return [Blob((*x.shape[:ax], x.shape[ax] * self.tiles, *x.shape[ax + 1:]), x.dtype)]
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        return Tiled(sample_axis(self, self.axis, bottoms[0]) + 1, self.tiles)

@@ -61,3 +61,15 @@ def test_reduction_over_the_batch_as_a_loss_becomes_per_sample_with_a_note(tmp_p
 def test_reduction_over_the_batch_otherwise_is_refused_at_its_line(tmp_path, param, line, words):
     (e,) = errors_of(write(tmp_path, f'layer {{ name: "r" type: "Reduction" bottom: "data" top: "r" {param} }}\n'))
     assert e.line == line and words in e.render() and "reduction_param { axis: 1 }" in e.render()
+
+
+# ---------------------------------------------------------------- Tile
+
+def test_tile_imports_and_batch_tiling_is_refused_at_its_line(tmp_path):
+    net = import_net(write(tmp_path, 'layer { name: "t" type: "Tile" bottom: "data" top: "t"\n'
+                                     '  tile_param { axis: 2 tiles: 3 } }\n'))
+    assert layer(net, "t") == {"name": "t", "type": "Tile", "bottom": "data", "top": "t", "axis": 2, "tiles": 3}
+    assert net.check()["TRAIN"].blobs["t"].shape == (3, 12, 4)
+    (e,) = errors_of(write(tmp_path, 'layer { name: "t" type: "Tile" bottom: "data" top: "t"\n'
+                                     '  tile_param { axis: 0 tiles: 3 } }\n'))
+    assert e.line == 3 and "axis 0 is the batch axis" in e.render()

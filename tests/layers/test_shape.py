@@ -1,4 +1,4 @@
-"""Flatten, Reshape, Crop: values against torch references, Caffe's shape rules, errors."""
+"""Flatten, Reshape, Crop, Tile: values against torch references, Caffe's shape rules, errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from netcfg.errors import ConfigErrors
 from netcfg.layers.base import Blob
-from netcfg.layers.shape import Crop, Flatten, Reshape
+from netcfg.layers.shape import Crop, Flatten, Reshape, Tile
 from netcfg.net import build_graph, build_net
 from netcfg.net.spec import net_from_source
 from netcfg.source import parse_yaml
@@ -172,3 +172,52 @@ def test_crop_errors():
     assert "the bottoms must have the same rank to crop [4, 6, 5] to [3]" in msg
     assert "takes 2 bottom(s), got 1" in errors("{name: c, type: Crop, bottom: a}", graph=True)
     assert "greater than or equal to 0" in errors("{name: c, type: Crop, bottom: [a, b], offset: -1}")
+
+
+# ---------------------------------------------------------------- Tile
+
+def caffe_tile(x, axis: int, tiles: int):
+    """tile_layer.cpp: for each of count(0, axis) outer blocks, the inner block count(axis) copied
+    ``tiles`` times; the backward sums the copies' diffs into the inner block."""
+    import numpy as np
+
+    outer = int(np.prod(x.shape[:axis]))
+    blocks = x.reshape(outer, -1)
+    top = np.concatenate([blocks] * tiles, axis=1)
+    shape = list(x.shape)
+    shape[axis] *= tiles
+    return top.reshape(shape)
+
+
+@pytest.mark.parametrize("axis, caffe_axis", [(1, 1), (2, 2), (-1, 3)])
+def test_tile_is_caffes_block_copy_and_its_gradient_sums_the_copies(axis, caffe_axis):
+    import numpy as np
+
+    x = torch.randn(2, 4, 3, 2, dtype=torch.float64, requires_grad=True)
+    net = build_net(net_from_source(parse_yaml(text(f"{{name: t, type: Tile, bottom: a, axis: {axis}, tiles: 3}}",
+                                                    "{a: [4, 3, 2]}"))), "TRAIN").double()
+    y = net(a=x)["t"]
+    np.testing.assert_array_equal(y.detach().numpy(), caffe_tile(x.detach().numpy(), caffe_axis, 3))
+    g = torch.randn_like(y)
+    y.backward(g)  # Caffe: bottom_diff = the sum of the tiles' top diffs
+    want = g.reshape(*x.shape[:caffe_axis], 3, -1).sum(caffe_axis).reshape(x.shape)
+    torch.testing.assert_close(x.grad, want)
+    assert torch.autograd.gradcheck(lambda x: net(a=x)["t"], (x.detach().requires_grad_(),))
+
+
+def test_tile_infers_and_keeps_integer_dtypes():
+    check_infer(Tile(name="t", type="Tile", axis=2, tiles=2), [(3, 4, 5)])
+    assert Tile(name="t", type="Tile", tiles=2).infer([Blob((4,), "int64")]) == [Blob((8,), "int64")]
+
+
+@pytest.mark.parametrize("layer, words", [
+    ("{name: t, type: Tile, bottom: a, axis: 0, tiles: 2}", "axis 0 is the batch axis; Tile here works on the per-sample"),
+    ("{name: t, type: Tile, bottom: a, axis: 4, tiles: 2}", "axis 4 is out of range for a 3-d input"),
+])
+def test_tile_bad_axis_is_a_located_error(layer, words):
+    assert words in errors(layer, graph=True)
+
+
+def test_tile_needs_a_positive_tiles():
+    assert "tiles" in errors("{name: t, type: Tile, bottom: a}") and "required" in errors("{name: t, type: Tile, bottom: a}")
+    assert "greater than or equal to 1" in errors("{name: t, type: Tile, bottom: a, tiles: 0}")

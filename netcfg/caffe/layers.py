@@ -80,6 +80,7 @@ LAYER_TYPES: dict[str, dict[str, dict[str, Any]]] = {
     "Softmax": {"softmax_param": {"axis": SAME, "engine": ENGINE}},
     "LRN": {"lrn_param": {"local_size": SAME, "alpha": SAME, "beta": SAME, "norm_region": SAME, "k": SAME,
                           "engine": ENGINE}},
+    "MVN": {"mvn_param": {"normalize_variance": SAME, "across_channels": SAME, "eps": SAME}},
     "Dropout": {"dropout_param": {"dropout_ratio": SAME, "scale_train": only(
         True, "netcfg's Dropout scales by 1 / (1 - ratio) while training (Caffe's scale_train: true)")}},
     "BatchNorm": {"batch_norm_param": {"use_global_stats": SAME, "moving_average_fraction": SAME, "eps": SAME}},

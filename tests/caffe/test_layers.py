@@ -73,3 +73,15 @@ def test_tile_imports_and_batch_tiling_is_refused_at_its_line(tmp_path):
     (e,) = errors_of(write(tmp_path, 'layer { name: "t" type: "Tile" bottom: "data" top: "t"\n'
                                      '  tile_param { axis: 0 tiles: 3 } }\n'))
     assert e.line == 3 and "axis 0 is the batch axis" in e.render()
+
+
+# ---------------------------------------------------------------- MVN
+
+def test_mvn_imports_its_parameters(tmp_path):
+    net = import_net(write(tmp_path, 'layer { name: "m" type: "MVN" bottom: "data" top: "m"\n'
+                                     '  mvn_param { across_channels: true normalize_variance: false eps: 0.001 } }\n'))
+    assert layer(net, "m") == {"name": "m", "type": "MVN", "bottom": "data", "top": "m", "across_channels": True,
+                               "normalize_variance": False, "eps": 0.001}
+    x = torch.randn(2, 3, 4, 4)
+    y = Net(net.check()["TEST"])(data=x)["m"]
+    torch.testing.assert_close(y, x - x.mean((1, 2, 3), keepdim=True))

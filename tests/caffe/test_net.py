@@ -195,12 +195,12 @@ def test_v1_layers_are_refused_naming_the_upgrade_tool(tmp_path):
 
 def test_unknown_layer_types_are_all_reported_at_their_lines(tmp_path):
     path = write(tmp_path, INPUT + 'layer { name: "p" type: "Python" bottom: "data" top: "p" }\n'
-                                   'layer { name: "m" type: "MVN" bottom: "p" top: "m" }\n'
+                                   'layer { name: "m" type: "WindowData" bottom: "p" top: "m" }\n'
                                    'layer { name: "r" type: "Relu" bottom: "m" top: "r" }\n')
     errs = errors_of(path)
     assert [(e.line, e.col) for e in errs] == [(2, 25), (3, 25), (4, 25)]
     assert "a Python layer runs your own code" in errs[0].render()
-    assert "Caffe layer type 'MVN' has no netcfg equivalent" in errs[1].render()
+    assert "Caffe layer type 'WindowData' has no netcfg equivalent" in errs[1].render()
     assert "did you mean 'ReLU'?" in errs[2].render()
     for e in errs:  # every one lists what can be imported
         assert "importable Caffe types: AbsVal, Accuracy," in e.render() and "SoftmaxWithLoss" in e.render()

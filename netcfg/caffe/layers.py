@@ -10,7 +10,9 @@ different meaning. Fillers keep the fields their type reads.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from netcfg.caffe.proto import Obj
@@ -104,6 +106,7 @@ LAYER_TYPES: dict[str, dict[str, dict[str, Any]]] = {
     "SoftmaxWithLoss": {"softmax_param": {"axis": SAME, "engine": ENGINE}, "loss_param": _LOSS},
     "SigmoidCrossEntropyLoss": {"loss_param": _LOSS},
     "EuclideanLoss": {},
+    "InfogainLoss": {"infogain_loss_param": {"source": "infogain", "axis": SAME}, "loss_param": _LOSS},
     "HingeLoss": {"hinge_loss_param": {"norm": SAME}},
     "ContrastiveLoss": {"contrastive_loss_param": {"margin": SAME, "legacy_version": SAME}},
 }
@@ -165,6 +168,8 @@ def convert_params(layer: Obj, caffe_type: str) -> Converted:
             elif action == "normalize":  # deprecated bool: true is VALID, false BATCH_SIZE
                 if not p.has("normalization"):
                     out.set("normalization", "VALID" if value else "BATCH_SIZE", at)
+            elif action == "infogain":
+                out.set("infogain", _infogain_matrix(p, key, value), at)
             elif action == "blob_shape":
                 out.set(key, {"dim": value.all("dim")}, at)
             elif isinstance(action, only):
@@ -203,6 +208,27 @@ def _second_bottom_axis(layer: Obj, caffe_type: str, out: Converted) -> None:
             hint=f"Caffe's axis: 0 form imports; a batchless {caffe_type.lower()} blob (Caffe's Parameter layer) "
                  "does not")
     out.fields.pop("axis", None)
+
+
+def _infogain_matrix(p: Obj, key: str, rel: str) -> list[list[float]]:
+    """Caffe's infogain_loss_param.source, a BlobProto of K x K values, as netcfg's inline matrix."""
+    import numpy as np
+
+    from netcfg.caffe.blobproto import WireError, read_blob
+    from netcfg.caffe.data import find_caffe_path
+
+    path = find_caffe_path(rel, Path(p.file).parent)
+    if path is None:
+        raise p.error(f"the infogain matrix '{rel}' is not found (looked beside the .prototxt, in each directory "
+                      "above it and in the current one, as Caffe runs from its root)", key)
+    try:
+        data, shape = read_blob(path.read_bytes())
+    except (OSError, WireError) as e:
+        raise p.error(f"cannot read the infogain matrix '{path}': {e}", key) from None
+    k = math.isqrt(data.size)
+    if not data.size or k * k != data.size:
+        raise p.error(f"the infogain matrix '{path}' holds {data.size} values (shape {shape}), not K x K", key)
+    return [[float(str(v)) for v in row] for row in data.reshape(k, k).astype(np.float32)]
 
 
 def _reduction_axis(layer: Obj, out: Converted) -> None:

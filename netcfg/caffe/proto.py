@@ -23,7 +23,7 @@ _ENGINE = "enum(DEFAULT|CAFFE|CUDNN)"
 _FILLER = "FillerParameter"
 # Parameters of Caffe layer types netcfg has no counterpart for: accepted unchecked, the
 # layer type itself is reported.
-_OPAQUE = ("hdf5_output_param infogain_loss_param parameter_param python_param recurrent_param "
+_OPAQUE = ("hdf5_output_param parameter_param python_param recurrent_param "
            "spp_param window_data_param").split()
 
 SCHEMA_TEXT: dict[str, str] = {
@@ -46,7 +46,7 @@ SCHEMA_TEXT: dict[str, str] = {
         "dummy_data_param:DummyDataParameter eltwise_param:EltwiseParameter elu_param:ELUParameter "
         "embed_param:EmbedParameter exp_param:ExpParameter flatten_param:FlattenParameter "
         "hdf5_data_param:HDF5DataParameter hinge_loss_param:HingeLossParameter "
-        "image_data_param:ImageDataParameter inner_product_param:InnerProductParameter "
+        "image_data_param:ImageDataParameter infogain_loss_param:InfogainLossParameter inner_product_param:InnerProductParameter "
         "input_param:InputParameter log_param:LogParameter lrn_param:LRNParameter "
         "memory_data_param:MemoryDataParameter mvn_param:MVNParameter pooling_param:PoolingParameter power_param:PowerParameter "
         "prelu_param:PReLUParameter relu_param:ReLUParameter reduction_param:ReductionParameter "
@@ -85,6 +85,7 @@ SCHEMA_TEXT: dict[str, str] = {
     "ImageDataParameter": "source:string batch_size:uint rand_skip:uint shuffle:bool new_height:uint "
                           "new_width:uint is_color:bool scale:float mean_file:string crop_size:uint mirror:bool "
                           "root_folder:string",
+    "InfogainLossParameter": "source:string axis:int",
     "InnerProductParameter": f"num_output:uint bias_term:bool weight_filler:{_FILLER} bias_filler:{_FILLER} "
                              "axis:int transpose:bool",
     "InputParameter": "shape:*BlobShape",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from netcfg.caffe.inputs import InputShape
 from netcfg.caffe.net import import_net
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.net import Net
@@ -21,9 +22,9 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def errors_of(path: Path) -> list[ConfigError]:
+def errors_of(path: Path, **kw) -> list[ConfigError]:
     with pytest.raises((ConfigError, ConfigErrors)) as info:
-        import_net(path).check()
+        import_net(path, **kw).check()
     return getattr(info.value, "errors", [info.value])
 
 
@@ -85,3 +86,47 @@ def test_mvn_imports_its_parameters(tmp_path):
     x = torch.randn(2, 3, 4, 4)
     y = Net(net.check()["TEST"])(data=x)["m"]
     torch.testing.assert_close(y, x - x.mean((1, 2, 3), keepdim=True))
+
+
+# ---------------------------------------------------------------- InfogainLoss
+
+SCORES = ('layer { name: "in" type: "Input" top: "s" top: "y" input_param { shape { dim: 2 dim: 3 } '
+          'shape { dim: 2 } } }\n')
+LABEL = {"y": InputShape([], "int64")}  # --input y=:int64, as a user gives it
+
+
+def test_infogain_loss_reads_its_matrix_from_the_binaryproto_source(tmp_path):
+    import numpy as np
+
+    from netcfg.caffe.blobproto import write_blob
+
+    H = np.array([[1, 0.1, 0], [0.5, 2, 0], [0, 0, 3]], np.float32).reshape(1, 1, 3, 3)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "H.binaryproto").write_bytes(write_blob(H))
+    path = tmp_path / "net.prototxt"
+    path.write_text(SCORES + 'layer { name: "loss" type: "InfogainLoss" bottom: "s" bottom: "y" top: "loss"\n'
+                             '  infogain_loss_param { source: "data/H.binaryproto" axis: 1 }\n'
+                             '  loss_param { ignore_label: 2 normalization: FULL } }\n')
+    net = import_net(path, inputs=LABEL)
+    assert layer(net, "loss") == {"name": "loss", "type": "InfogainLoss", "bottom": ["s", "y"], "top": "loss",
+                                  "infogain": [[1.0, 0.1, 0.0], [0.5, 2.0, 0.0], [0.0, 0.0, 3.0]], "axis": 1,
+                                  "ignore_label": 2, "normalization": "FULL"}
+    s, y = torch.randn(2, 3), torch.tensor([0, 1])
+    got = Net(net.check()["TRAIN"])(s=s, y=y)["loss"]
+    Hs = torch.tensor(H.reshape(3, 3))
+    want = -(Hs[y] * torch.log_softmax(s, 1)).sum() / 2
+    torch.testing.assert_close(got, want)
+
+
+def test_infogain_loss_source_missing_or_not_square_is_refused_at_source(tmp_path):
+    from netcfg.caffe.blobproto import write_blob
+
+    text = SCORES + ('layer { name: "loss" type: "InfogainLoss" bottom: "s" bottom: "y"\n'
+                     '  infogain_loss_param { source: "H.binaryproto" } }\n')
+    path = tmp_path / "net.prototxt"
+    path.write_text(text)
+    (e,) = errors_of(path, inputs=LABEL)
+    assert (e.line, e.col) == (3, 33) and "the infogain matrix 'H.binaryproto' is not found" in e.render()
+    (tmp_path / "H.binaryproto").write_bytes(write_blob(torch.ones(2, 3).numpy()))
+    (e,) = errors_of(path, inputs=LABEL)
+    assert e.line == 3 and "holds 6 values (shape [2, 3]), not K x K" in e.render()

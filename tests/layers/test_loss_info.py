@@ -1,0 +1,123 @@
+"""InfogainLoss against Caffe's infogain_loss_layer.cpp, written out in numpy: forward,
+backward, normalisation, ignore_label, H from the net file or a third bottom; errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from netcfg.errors import ConfigErrors
+from netcfg.net import build_graph, build_net
+from netcfg.net.spec import net_from_source
+from netcfg.source import parse_yaml
+
+H3 = [[1.0, 0.5, 0.0], [0.25, 2.0, 0.0], [0.0, 1.0, 3.0]]
+
+
+def text(layer: str, inputs: str) -> str:
+    return f"name: t\ninputs: {inputs}\nlayers:\n  - {layer}\n"
+
+
+def net(layer: str, inputs: str = "{s: [3, 2], y: {shape: [2], dtype: int64}}"):
+    return build_net(net_from_source(parse_yaml(text(layer, inputs))), "TRAIN").double()
+
+
+def caffe_infogain(x: np.ndarray, label: np.ndarray, H: np.ndarray, ignore=None, normalization="VALID"):
+    """Loss and bottom diff of Caffe's layer for scores (outer, K, inner), labels (outer, inner)."""
+    outer, k, inner = x.shape
+    p = np.exp(x - x.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    loss, count, diff = 0.0, 0, np.zeros_like(x)
+    for i in range(outer):
+        for j in range(inner):
+            lab = int(label[i, j])
+            if ignore is not None and lab == ignore:
+                continue
+            for c in range(k):
+                loss -= H[lab, c] * np.log(max(p[i, c, j], 1e-20))
+                diff[i, c, j] = p[i, c, j] * H[lab].sum() - H[lab, c]
+            count += 1
+    norm = {"VALID": count, "FULL": outer * inner, "BATCH_SIZE": outer, "NONE": 1}[normalization]
+    norm = max(1.0, norm)
+    return loss / norm, diff / norm
+
+
+@pytest.mark.parametrize("normalization", ["VALID", "FULL", "BATCH_SIZE", "NONE"])
+@pytest.mark.parametrize("ignore", [None, 2])
+def test_forward_and_backward_are_caffes(normalization, ignore):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 3, 2)) * 3
+    label = np.array([[0, 1], [2, 2], [1, 0], [2, 1]])
+    fields = f", ignore_label: {ignore}" if ignore is not None else ""
+    m = net(f"{{name: loss, type: InfogainLoss, bottom: [s, y], infogain: {H3}, normalization: {normalization}{fields}}}")
+    t = torch.tensor(x, requires_grad=True)
+    loss = m(s=t, y=torch.tensor(label))["loss"]
+    loss.backward()
+    want, diff = caffe_infogain(x, label, np.array(H3), ignore, normalization)
+    assert loss.item() == pytest.approx(want, rel=1e-12)
+    np.testing.assert_allclose(t.grad.numpy(), diff, rtol=1e-10, atol=1e-12)
+
+
+def test_a_probability_under_1e_20_is_clipped_in_the_forward_only_as_in_caffe():
+    x = np.array([[60.0, 0.0, 0.0]])  # p_1 = p_2 = e^-60 < 1e-20
+    m = net(f"{{name: loss, type: InfogainLoss, bottom: [s, y], infogain: {H3}}}",
+            "{s: [3], y: {shape: [], dtype: int64}}")
+    t = torch.tensor(x, requires_grad=True)
+    loss = m(s=t, y=torch.tensor([1]))["loss"]
+    loss.backward()
+    want, diff = caffe_infogain(x[:, :, None], np.array([[1]]), np.array(H3))
+    assert loss.item() == pytest.approx(want, rel=1e-12)  # 2 * -log(1e-20) + ... not 2 * 60
+    np.testing.assert_allclose(t.grad.numpy(), diff[:, :, 0], rtol=1e-10)
+
+
+def test_identity_h_is_softmax_with_loss():
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 4, (5,))
+    m = net(f"{{name: loss, type: InfogainLoss, bottom: [s, y], infogain: {np.eye(4).tolist()}}}",
+            "{s: [4], y: {shape: [], dtype: int64}}")
+    torch.testing.assert_close(m(s=x, y=y)["loss"], torch.nn.functional.cross_entropy(x, y))
+
+
+def test_h_as_a_third_bottom_per_sample():
+    rng = np.random.default_rng(1)
+    x, label = rng.normal(size=(2, 3)), np.array([2, 0])
+    Hs = rng.uniform(size=(2, 3, 3))
+    m = net("{name: loss, type: InfogainLoss, bottom: [s, y, H]}", "{s: [3], y: {shape: [], dtype: int64}, H: [3, 3]}")
+    t = torch.tensor(x, requires_grad=True)
+    loss = m(s=t, y=torch.tensor(label), H=torch.tensor(Hs))["loss"]
+    loss.backward()
+    parts = [caffe_infogain(x[i:i + 1, :, None], label[i:i + 1, None], Hs[i]) for i in range(2)]
+    assert loss.item() == pytest.approx((parts[0][0] + parts[1][0]) / 2, rel=1e-12)
+    np.testing.assert_allclose(t.grad.numpy(), np.concatenate([d[:, :, 0] for _, d in parts]) / 2, rtol=1e-10)
+
+
+def test_gradcheck_in_float64():
+    m = net(f"{{name: loss, type: InfogainLoss, bottom: [s, y], infogain: {H3}, ignore_label: 0}}")
+    x, y = torch.randn(3, 3, 2, dtype=torch.float64, requires_grad=True), torch.tensor([[0, 1], [2, 1], [1, 0]])
+    assert torch.autograd.gradcheck(lambda x: m(s=x, y=y)["loss"], (x,))
+
+
+@pytest.mark.parametrize("layer, inputs, words", [
+    ("{name: l, type: InfogainLoss, bottom: [s, y]}", "", "InfogainLoss needs its matrix H (3 x 3): give infogain"),
+    ("{name: l, type: InfogainLoss, bottom: [s, y], infogain: [[1, 0], [0, 1]]}", "",
+     "infogain is 2 x 2, but the scores have 3 classes on axis 1"),
+    (f"{{name: l, type: InfogainLoss, bottom: [s, y, H], infogain: {H3}}}", ", H: [3, 3]",
+     "H is given twice: as infogain and as the third bottom"),
+    ("{name: l, type: InfogainLoss, bottom: [s, y, H]}", ", H: [3, 2]",
+     "the third bottom is H, 3 x 3 per sample for 3 classes, got shape [3, 2]"),
+    (f"{{name: l, type: InfogainLoss, bottom: [s, z], infogain: {H3}}}", ", z: [2]",
+     "the label must hold integer class indices, got a float32 blob"),
+])
+def test_located_errors(layer, inputs, words):
+    ins = "{s: [3, 2], y: {shape: [2], dtype: int64}" + inputs + "}"
+    with pytest.raises(ConfigErrors) as e:
+        build_graph(net_from_source(parse_yaml(text(layer, ins))))
+    assert words in str(e.value) and "<string>:4:" in e.value.render()
+
+
+def test_a_ragged_matrix_is_refused_at_infogain():
+    with pytest.raises(ConfigErrors) as e:
+        net_from_source(parse_yaml(text("{name: l, type: InfogainLoss, bottom: [s, y], infogain: [[1, 0], [1]]}",
+                                        "{s: [2], y: {shape: [], dtype: int64}}")))
+    assert "infogain must be a square matrix (K rows of K values), got rows of [2, 1] values" in str(e.value)
+    assert ".infogain" in e.value.render()

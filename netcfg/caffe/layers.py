@@ -106,6 +106,7 @@ LAYER_TYPES: dict[str, dict[str, dict[str, Any]]] = {
     "SoftmaxWithLoss": {"softmax_param": {"axis": SAME, "engine": ENGINE}, "loss_param": _LOSS},
     "SigmoidCrossEntropyLoss": {"loss_param": _LOSS},
     "EuclideanLoss": {},
+    "MultinomialLogisticLoss": {},
     "InfogainLoss": {"infogain_loss_param": {"source": "infogain", "axis": SAME}, "loss_param": _LOSS},
     "HingeLoss": {"hinge_loss_param": {"norm": SAME}},
     "ContrastiveLoss": {"contrastive_loss_param": {"margin": SAME, "legacy_version": SAME}},

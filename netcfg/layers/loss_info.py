@@ -1,6 +1,6 @@
-"""Losses of log-probabilities (Caffe's): InfogainLoss, weighted by an infogain matrix H.
-A probability is clipped at Caffe's kLOG_THRESHOLD (1e-20) before its log, and the
-gradient is Caffe's, as if the clip were not there."""
+"""Losses of log-probabilities (Caffe's): InfogainLoss, weighted by an infogain matrix H, and
+MultinomialLogisticLoss, of probabilities given. A probability is clipped at Caffe's
+kLOG_THRESHOLD (1e-20) before its log, and the gradient is Caffe's, as if the clip were not there."""
 
 from __future__ import annotations
 
@@ -12,19 +12,20 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from netcfg.errors import FieldError, ShapeError
-from netcfg.layers.base import FLOAT_DTYPES, Blob, check_float
+from netcfg.layers.base import FLOAT_DTYPES, INT_DTYPES, Blob, check_float
 from netcfg.layers._registry import register
 from netcfg.layers.loss import (Normalization, _LossBase, _normalize, _upper, at_least_float32, check_label,
                                 class_axis, loss_blob)
 
-__all__ = ["InfogainLoss"]
+__all__ = ["InfogainLoss", "MultinomialLogisticLoss"]
 
 LOG_THRESHOLD = 1e-20  # Caffe's kLOG_THRESHOLD
 
 
 def clip_forward_only(x: torch.Tensor, low: float) -> torch.Tensor:
-    """max(x, low) in the forward; the gradient of x itself (Caffe's backward ignores its clip)."""
-    return x + (x.clamp(min=low) - x).detach()
+    """max(x, low) in the forward; the gradient of x itself (Caffe's backward ignores its clip).
+    The added term is exactly zero: x + (max(x, low) - x) would round 1e-20 away next to x = -1."""
+    return x.detach().clamp(min=low) + (x - x.detach())
 
 
 class Infogain(nn.Module):
@@ -129,3 +130,41 @@ class InfogainLoss(_LossBase):
 
     def flops(self, bottoms: list[Blob], tops: list[Blob]) -> int:
         return 6 * math.prod(bottoms[0].shape)
+
+
+class MultinomialLogistic(nn.Module):
+    """-sum log(max(p[label], 1e-20)) / N, the gradient -1 / max(p[label], 1e-20) / N as Caffe's."""
+
+    def forward(self, prob: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        p = at_least_float32(prob).flatten(1)  # (N, K): Caffe indexes the flattened sample
+        picked = p.gather(1, label.long().reshape(-1, 1))
+        return -clip_forward_only(picked, LOG_THRESHOLD).log().sum() / p.shape[0]
+
+
+@register
+class MultinomialLogisticLoss(_LossBase):
+    """Caffe's MultinomialLogisticLoss: -log(p[label]) averaged over the batch, for
+    probabilities computed already (a Softmax layer's output); p is clipped at 1e-20 first.
+    The label is one integer per sample, indexing the flattened sample. From scores,
+    SoftmaxWithLoss is the same loss computed stably."""
+
+    type: Literal["MultinomialLogisticLoss"]
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"prob": [4], "label": {"shape": [], "dtype": "int64"}}},
+        {"inputs": {"prob": [3, 1, 1], "label": {"shape": [1], "dtype": "int32"}}},
+    ]
+
+    def infer(self, bottoms: list[Blob]) -> list[Blob]:
+        prob, label = bottoms
+        check_float(self, prob, "probabilities")
+        if math.prod(label.shape) != 1 or label.dtype not in INT_DTYPES:
+            raise ShapeError(f"the label must be one integer class index per sample, got shape {list(label.shape)} "
+                             f"{label.dtype}; declare it as {{shape: [], dtype: int64}}", key="bottom")
+        return [loss_blob(prob)]
+
+    def label_classes(self, bottoms: list[Blob]) -> tuple[int, int, int | None]:
+        return 1, math.prod(bottoms[0].shape), None
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        return MultinomialLogistic()

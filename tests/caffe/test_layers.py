@@ -130,3 +130,16 @@ def test_infogain_loss_source_missing_or_not_square_is_refused_at_source(tmp_pat
     (tmp_path / "H.binaryproto").write_bytes(write_blob(torch.ones(2, 3).numpy()))
     (e,) = errors_of(path, inputs=LABEL)
     assert e.line == 3 and "holds 6 values (shape [2, 3]), not K x K" in e.render()
+
+
+# ---------------------------------------------------------------- MultinomialLogisticLoss
+
+def test_multinomial_logistic_loss_imports_after_a_softmax(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text(SCORES + 'layer { name: "prob" type: "Softmax" bottom: "s" top: "prob" }\n'
+                             'layer { name: "loss" type: "MultinomialLogisticLoss" bottom: "prob" bottom: "y" }\n')
+    net = import_net(path, inputs=LABEL)
+    assert layer(net, "loss") == {"name": "loss", "type": "MultinomialLogisticLoss", "bottom": ["prob", "y"]}
+    s, y = torch.randn(2, 3), torch.tensor([2, 0])
+    got = Net(net.check()["TRAIN"])(s=s, y=y)["loss"]
+    torch.testing.assert_close(got, torch.nn.functional.cross_entropy(s, y))

@@ -18,17 +18,23 @@ NOT_DIFFERENTIABLE = {
     "Threshold": "a step: zero gradient almost everywhere, and Caffe has no backward for it",
 }
 
+# Layers that read probabilities: N(0, 1) values under Caffe's 1e-20 clip would meet a flat forward
+# and Caffe's gradient there (-1 / 1e-20), so their float inputs are drawn in (0.05, 1).
+PROBABILITIES = {"MultinomialLogisticLoss"}
+
 CASES = [pytest.param(t, i, id=f"{t}-{i}") for t, cls in registry().items() if t not in NOT_DIFFERENTIABLE
          for i in range(len(cls.examples))]
 
 
-def float64_inputs(graph, seed: int = 0) -> dict[str, torch.Tensor]:
-    """N(0, 1) floats in float64; integer inputs (labels, ids, similarity flags) in [0, 2)."""
+def float64_inputs(graph, seed: int = 0, probabilities: bool = False) -> dict[str, torch.Tensor]:
+    """N(0, 1) floats in float64 (or in (0.05, 1)); integer inputs (labels, ids, similarity flags) in [0, 2)."""
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for name, blob in graph.inputs.items():
         shape = (BATCH, *blob.shape)
-        if blob.dtype.startswith(("float", "bfloat")):
+        if blob.dtype.startswith(("float", "bfloat")) and probabilities:
+            out[name] = 0.05 + 0.95 * torch.rand(shape, generator=gen, dtype=torch.float64)
+        elif blob.dtype.startswith(("float", "bfloat")):
             out[name] = torch.randn(shape, generator=gen, dtype=torch.float64)
         else:
             out[name] = torch.randint(0, 2, shape, generator=gen).to(getattr(torch, blob.dtype))
@@ -39,7 +45,7 @@ def float64_inputs(graph, seed: int = 0) -> dict[str, torch.Tensor]:
 def test_gradients_match_finite_differences(type_name, index):
     graph = graph_of(type_name, index)
     net = Net(graph).double()
-    inputs = float64_inputs(graph)
+    inputs = float64_inputs(graph, probabilities=type_name in PROBABILITIES)
     # integer inputs are held fixed: labels and ids have no gradient
     float_names = [n for n, x in inputs.items() if x.is_floating_point()]
     param_names = [n for n, p in net.named_parameters() if p.requires_grad]

@@ -1,4 +1,4 @@
-"""InfogainLoss against Caffe's infogain_loss_layer.cpp, written out in numpy: forward,
+"""InfogainLoss and MultinomialLogisticLoss against Caffe's layers, written out in numpy: forward,
 backward, normalisation, ignore_label, H from the net file or a third bottom; errors."""
 
 from __future__ import annotations
@@ -121,3 +121,49 @@ def test_a_ragged_matrix_is_refused_at_infogain():
                                         "{s: [2], y: {shape: [], dtype: int64}}")))
     assert "infogain must be a square matrix (K rows of K values), got rows of [2, 1] values" in str(e.value)
     assert ".infogain" in e.value.render()
+
+
+# ---------------------------------------------------------------- MultinomialLogisticLoss
+
+def caffe_multinomial_logistic(p: np.ndarray, label: np.ndarray) -> tuple[float, np.ndarray]:
+    """multinomial_logistic_loss_layer.cpp: -sum log(max(p[i, label], 1e-20)) / num, and the
+    bottom diff -1 / max(p[i, label], 1e-20) / num at the label, 0 elsewhere."""
+    num = p.shape[0]
+    flat, diff = p.reshape(num, -1), np.zeros((num, p[0].size))
+    loss = 0.0
+    for i in range(num):
+        prob = max(flat[i, label[i]], 1e-20)
+        loss -= np.log(prob)
+        diff[i, label[i]] = -1.0 / prob / num
+    return loss / num, diff.reshape(p.shape)
+
+
+def test_multinomial_logistic_loss_is_caffes_including_the_clip_and_its_gradient():
+    # 1e-30 is clipped to 1e-20, and so is a negative value (a Softmax output of another net)
+    p = np.array([[0.7, 0.2, 0.1], [0.3, 1e-30, 0.7], [0.5, 0.25, 0.25], [-0.5, 1.0, 0.5]])
+    label = np.array([0, 1, 2, 0])
+    m = net("{name: loss, type: MultinomialLogisticLoss, bottom: [p, y]}", "{p: [3], y: {shape: [], dtype: int64}}")
+    t = torch.tensor(p, requires_grad=True)
+    loss = m(p=t, y=torch.tensor(label))["loss"]
+    loss.backward()
+    want, diff = caffe_multinomial_logistic(p, label)
+    assert loss.item() == pytest.approx(want, rel=1e-12)
+    np.testing.assert_allclose(t.grad.numpy(), diff, rtol=1e-12)  # -1e20 / 4 at the clipped ones, as Caffe
+
+
+def test_multinomial_logistic_loss_of_softmax_is_softmax_with_loss():
+    x, y = torch.randn(4, 5, 1, 1, dtype=torch.float64), torch.randint(0, 5, (4, 1))
+    m = net("""{name: loss, type: MultinomialLogisticLoss, bottom: [p, y]}""", "{p: [5, 1, 1], y: {shape: [1], dtype: int64}}")
+    got = m(p=torch.softmax(x, 1), y=y)["loss"]
+    torch.testing.assert_close(got, torch.nn.functional.cross_entropy(x.flatten(1), y[:, 0]))
+
+
+@pytest.mark.parametrize("inputs, words", [
+    ("{p: [3], y: {shape: [2], dtype: int64}}", "the label must be one integer class index per sample, got shape [2]"),
+    ("{p: [3], y: []}", "got shape [] float32"),
+    ("{p: {shape: [3], dtype: int64}, y: {shape: [], dtype: int64}}", "needs a floating-point probabilities"),
+])
+def test_multinomial_logistic_loss_located_errors(inputs, words):
+    with pytest.raises(ConfigErrors) as e:
+        build_graph(net_from_source(parse_yaml(text("{name: l, type: MultinomialLogisticLoss, bottom: [p, y]}", inputs))))
+    assert words in str(e.value) and "<string>:4:" in e.value.render()

@@ -66,6 +66,7 @@ LAYER_TYPES: dict[str, dict[str, dict[str, Any]]] = {
         **{k: SAME for k in ("pad", "pad_h", "pad_w", "kernel_size", "kernel_h", "kernel_w", "stride", "stride_h",
                              "stride_w", "global_pooling", "round_mode")},
         "pool": "pool", "engine": ENGINE}},
+    "SPP": {"spp_param": {"pyramid_height": SAME, "pool": "pool", "engine": ENGINE}},
     "ReLU": {"relu_param": {"negative_slope": SAME, "engine": ENGINE}},
     "PReLU": {"prelu_param": {"filler": "filler", "channel_shared": SAME}},
     "ELU": {"elu_param": {"alpha": SAME}},

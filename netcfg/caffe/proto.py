@@ -24,7 +24,7 @@ _FILLER = "FillerParameter"
 # Parameters of Caffe layer types netcfg has no counterpart for: accepted unchecked, the
 # layer type itself is reported.
 _OPAQUE = ("hdf5_output_param parameter_param python_param recurrent_param "
-           "spp_param window_data_param").split()
+           "window_data_param").split()
 
 SCHEMA_TEXT: dict[str, str] = {
     "NetParameter": "name:string input:*string input_shape:*BlobShape input_dim:*int force_backward:bool "
@@ -52,7 +52,7 @@ SCHEMA_TEXT: dict[str, str] = {
         "prelu_param:PReLUParameter relu_param:ReLUParameter reduction_param:ReductionParameter "
         "reshape_param:ReshapeParameter "
         "scale_param:ScaleParameter sigmoid_param:SigmoidParameter softmax_param:SoftmaxParameter "
-        "slice_param:SliceParameter swish_param:SwishParameter tanh_param:TanHParameter "
+        "slice_param:SliceParameter spp_param:SPPParameter swish_param:SwishParameter tanh_param:TanHParameter "
         "threshold_param:ThresholdParameter tile_param:TileParameter " + " ".join(f"{p}:any" for p in _OPAQUE)),
     "TransformationParameter": "scale:float mirror:bool crop_size:uint mean_file:string mean_value:*float "
                                "force_color:bool force_gray:bool",
@@ -106,6 +106,7 @@ SCHEMA_TEXT: dict[str, str] = {
     "SigmoidParameter": f"engine:{_ENGINE}",
     "SoftmaxParameter": f"engine:{_ENGINE} axis:int",
     "SliceParameter": "axis:int slice_point:*uint slice_dim:uint",
+    "SPPParameter": f"pyramid_height:uint pool:enum(MAX|AVE|STOCHASTIC) engine:{_ENGINE}",
     "SwishParameter": "beta:float",
     "TanHParameter": f"engine:{_ENGINE}",
     "ThresholdParameter": "threshold:float",

@@ -1,4 +1,4 @@
-"""Pooling: Caffe's MAX and AVE pooling, 1-d or 2-d, with Caffe's output sizes."""
+"""Pooling: Caffe's MAX and AVE pooling, 1-d or 2-d, with Caffe's output sizes; SPP, a pyramid of them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from netcfg.errors import FieldError, ShapeError
 from netcfg.layers.base import Blob, IntPair, LayerSpec, check_one_axis, check_rank, pair
 from netcfg.layers._registry import register
 
-__all__ = ["Pooling", "pool_size"]
+__all__ = ["Pooling", "SPP", "pool_size"]
 
 
 def pool_size(size: int, k: int, s: int, p: int, ceil: bool) -> int:
@@ -154,3 +154,75 @@ class Pooling(LayerSpec):
     def flops(self, bottoms: list[Blob], tops: list[Blob]) -> int:
         kernel, *_ = self._plan(bottoms[0])
         return math.prod(tops[0].shape) * math.prod(kernel)
+
+
+class Pyramid(nn.Module):
+    """Each level's pooling, flattened per sample and concatenated (one level: its pooling as is)."""
+
+    def __init__(self, levels: list[Pool]):
+        super().__init__()
+        self.levels = nn.ModuleList(levels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.levels) == 1:
+            return self.levels[0](x)
+        return torch.cat([pool(x).flatten(1) for pool in self.levels], 1)
+
+
+@register
+class SPP(LayerSpec):
+    """Spatial pyramid pooling (He et al. 2014, https://arxiv.org/abs/1406.4729), Caffe's SPP:
+    level l pools a (C, H, W) input into 2^l x 2^l bins with Caffe's kernel ceil(H / bins),
+    stride = kernel and pad (kernel * bins - H + 1) // 2 (and so for W); the levels are
+    flattened and concatenated, C * (1 + 4 + 16 + ...) values per sample. With
+    ``pyramid_height: 1`` the output is the (C, 1, 1) global pooling, as in Caffe.
+
+    As in Caffe, an input too small for the deepest level (a pad not below its kernel) is an
+    error. STOCHASTIC is not supported."""
+
+    type: Literal["SPP"]
+    pyramid_height: int = Field(..., ge=1, le=16, description="number of levels; level l has 2^l x 2^l bins")
+    pool: Literal["MAX", "AVE"] = Field("MAX", description="MAX: each bin's maximum; AVE: its mean, padding "
+                                                           "counted as zeros (Caffe's divisor)")
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [2, 7, 6]}, "pyramid_height": 3},
+        {"inputs": {"x": [3, 5, 5]}, "pyramid_height": 2, "pool": "AVE"},
+        {"inputs": {"x": [2, 4, 3]}, "pyramid_height": 1},
+    ]
+
+    def _plan(self, x: Blob) -> list[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
+        """Per level: kernel, pad, output size, each (h, w), from spp_layer.cpp's GetPoolingParam."""
+        check_rank(self, x, (3,))
+        if x.dtype not in ("float32", "float64", "float16", "bfloat16"):
+            raise ShapeError(f"SPP needs a floating-point input, got {x.dtype}", key="bottom")
+        plan = []
+        for level in range(self.pyramid_height):
+            bins = 2 ** level
+            ks, ps, outs = [], [], []
+            for size in x.shape[1:]:
+                k = -(-size // bins)
+                p = (k * bins - size + 1) // 2
+                if p >= k:
+                    raise ShapeError(f"input {list(x.shape)} is too small for level {level} ({bins} x {bins} bins): "
+                                     f"Caffe's pad {p} would not be below its kernel {k}; lower pyramid_height "
+                                     f"(at most {level}) or pool a larger input", key="pyramid_height")
+                ks.append(k)
+                ps.append(p)
+                outs.append(pool_size(size, k, k, p, True))
+            plan.append((tuple(ks), tuple(ps), tuple(outs)))
+        return plan
+
+    def infer(self, bottoms: list[Blob]) -> list[Blob]:
+        (x,) = bottoms
+        plan = self._plan(x)
+        if len(plan) == 1:
+            return [Blob((x.shape[0], *plan[0][2]), x.dtype)]
+        return [Blob((sum(x.shape[0] * math.prod(out) for *_, out in plan),), x.dtype)]
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        return Pyramid([Pool(self.pool, k, k, p, True, out) for k, p, out in self._plan(bottoms[0])])
+
+    def flops(self, bottoms: list[Blob], tops: list[Blob]) -> int:
+        c = bottoms[0].shape[0]
+        return sum(c * math.prod(out) * math.prod(k) for k, _, out in self._plan(bottoms[0]))

@@ -143,3 +143,16 @@ def test_multinomial_logistic_loss_imports_after_a_softmax(tmp_path):
     s, y = torch.randn(2, 3), torch.tensor([2, 0])
     got = Net(net.check()["TRAIN"])(s=s, y=y)["loss"]
     torch.testing.assert_close(got, torch.nn.functional.cross_entropy(s, y))
+
+
+# ---------------------------------------------------------------- SPP
+
+def test_spp_imports_and_stochastic_is_refused_at_its_line(tmp_path):
+    net = import_net(write(tmp_path, 'layer { name: "spp" type: "SPP" bottom: "data" top: "spp"\n'
+                                     '  spp_param { pyramid_height: 2 pool: AVE engine: CAFFE } }\n'))
+    assert layer(net, "spp") == {"name": "spp", "type": "SPP", "bottom": "data", "top": "spp", "pyramid_height": 2,
+                                 "pool": "AVE"}
+    assert net.check()["TRAIN"].blobs["spp"].shape == (3 * 5,)
+    (e,) = errors_of(write(tmp_path, 'layer { name: "spp" type: "SPP" bottom: "data" top: "spp"\n'
+                                     '  spp_param { pyramid_height: 2 pool: STOCHASTIC } }\n'))
+    assert e.line == 3 and "no STOCHASTIC pooling" in e.render()

@@ -93,6 +93,7 @@ LAYER_TYPES: dict[str, dict[str, dict[str, Any]]] = {
     "Concat": {"concat_param": {"axis": SAME, "concat_dim": "axis"}},
     "Slice": {"slice_param": {"axis": SAME, "slice_point": "list", "slice_dim": "axis"}},
     "Eltwise": {"eltwise_param": {"operation": SAME, "coeff": "list", "stable_prod_grad": ENGINE}},
+    "Parameter": {"parameter_param": {"shape": "parameter_shape"}},
     "Split": {},
     "Silence": {},
     "Flatten": {"flatten_param": {"axis": SAME, "end_axis": SAME}},
@@ -172,6 +173,13 @@ def convert_params(layer: Obj, caffe_type: str) -> Converted:
                     out.set("normalization", "VALID" if value else "BATCH_SIZE", at)
             elif action == "infogain":
                 out.set("infogain", _infogain_matrix(p, key, value), at)
+            elif action == "parameter_shape":
+                dims = value.all("dim")
+                if not dims or dims[0] != 1:
+                    raise p.error(f"Parameter shape {dims}: netcfg repeats a (1, ...) blob over the batch, so only a "
+                                  "shape whose first dim is 1 imports", key,
+                                  hint="give the blob a leading dim: 1 (Caffe's Scale, Bias and Eltwise broadcast it)")
+                out.set(key, dims[1:], at)
             elif action == "blob_shape":
                 out.set(key, {"dim": value.all("dim")}, at)
             elif isinstance(action, only):
@@ -182,6 +190,8 @@ def convert_params(layer: Obj, caffe_type: str) -> Converted:
                 raise AssertionError(f"bad table entry {caffe_type}.{param}.{key}: {action!r}")
     if caffe_type in ("Scale", "Bias") and len(layer.all("bottom")) == 2:
         _second_bottom_axis(layer, caffe_type, out)
+    if caffe_type == "Parameter" and not layer.has("bottom"):
+        out.notes.append("Caffe's Parameter has no bottom; netcfg's reads the previous layer's top for its batch size")
     if caffe_type == "Reduction":
         _reduction_axis(layer, out)
     if caffe_type == "LRN" and out.fields.get("norm_region") == "WITHIN_CHANNEL" and out.fields.get("k", 1) != 1:

@@ -39,7 +39,9 @@ class Layer:
         def one(v):
             return v[0] if len(v) == 1 else v
 
-        out: dict[str, Any] = {"name": self.name, "type": self.type, "bottom": one(self.bottom)}
+        out: dict[str, Any] = {"name": self.name, "type": self.type}
+        if self.bottom or self.type != "Parameter":  # Caffe's Parameter has none: netcfg's reads the previous top
+            out["bottom"] = one(self.bottom)
         if self.top:
             out["top"] = one(self.top)
         common = {k: one(v) if k in ("include", "exclude") else v for k, v in self.common.items()}

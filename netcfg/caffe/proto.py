@@ -23,7 +23,7 @@ _ENGINE = "enum(DEFAULT|CAFFE|CUDNN)"
 _FILLER = "FillerParameter"
 # Parameters of Caffe layer types netcfg has no counterpart for: accepted unchecked, the
 # layer type itself is reported.
-_OPAQUE = ("hdf5_output_param parameter_param python_param recurrent_param "
+_OPAQUE = ("hdf5_output_param python_param recurrent_param "
            "window_data_param").split()
 
 SCHEMA_TEXT: dict[str, str] = {
@@ -48,7 +48,8 @@ SCHEMA_TEXT: dict[str, str] = {
         "hdf5_data_param:HDF5DataParameter hinge_loss_param:HingeLossParameter "
         "image_data_param:ImageDataParameter infogain_loss_param:InfogainLossParameter inner_product_param:InnerProductParameter "
         "input_param:InputParameter log_param:LogParameter lrn_param:LRNParameter "
-        "memory_data_param:MemoryDataParameter mvn_param:MVNParameter pooling_param:PoolingParameter power_param:PowerParameter "
+        "memory_data_param:MemoryDataParameter mvn_param:MVNParameter parameter_param:ParameterParameter "
+        "pooling_param:PoolingParameter power_param:PowerParameter "
         "prelu_param:PReLUParameter relu_param:ReLUParameter reduction_param:ReductionParameter "
         "reshape_param:ReshapeParameter "
         "scale_param:ScaleParameter sigmoid_param:SigmoidParameter softmax_param:SoftmaxParameter "
@@ -94,6 +95,7 @@ SCHEMA_TEXT: dict[str, str] = {
                     f"k:float engine:{_ENGINE}",
     "MemoryDataParameter": "batch_size:uint channels:uint height:uint width:uint",
     "MVNParameter": "normalize_variance:bool across_channels:bool eps:float",
+    "ParameterParameter": "shape:BlobShape",
     "PoolingParameter": f"pool:enum(MAX|AVE|STOCHASTIC) pad:uint pad_h:uint pad_w:uint kernel_size:uint "
                         f"kernel_h:uint kernel_w:uint stride:uint stride_h:uint stride_w:uint engine:{_ENGINE} "
                         "global_pooling:bool round_mode:enum(CEIL|FLOOR)",

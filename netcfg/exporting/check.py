@@ -41,7 +41,7 @@ def compare(job: ExportJob, run: Runner, batches: tuple[int, ...]) -> float:
             if tuple(g.shape) != tuple(w.shape):
                 raise Mismatch(f"the written file's output '{name}' has shape {list(g.shape)} at batch {batch}; "
                                f"PyTorch gives {list(w.shape)}")
-            w64, g64 = w.double(), g.to(w.device).double()
+            w64, g64 = w.detach().double(), g.detach().to(w.device).double()  # Parameter's top, a view, keeps requires_grad
             same = (w64 == g64) | (w64.isnan() & g64.isnan())
             diff = torch.where(same, torch.zeros_like(w64), (w64 - g64).abs())
             d = float(diff.max()) if diff.numel() else 0.0

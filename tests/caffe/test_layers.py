@@ -156,3 +156,34 @@ def test_spp_imports_and_stochastic_is_refused_at_its_line(tmp_path):
     (e,) = errors_of(write(tmp_path, 'layer { name: "spp" type: "SPP" bottom: "data" top: "spp"\n'
                                      '  spp_param { pyramid_height: 2 pool: STOCHASTIC } }\n'))
     assert e.line == 3 and "no STOCHASTIC pooling" in e.render()
+
+
+# ---------------------------------------------------------------- Parameter
+
+def test_parameter_imports_with_its_caffemodel_blob(tmp_path):
+    import numpy as np
+
+    from netcfg.caffe.weights import convert_weights
+    from netcfg.solver.snapshot import copy_weights
+    from tests.caffe.test_weights import blob, layer as caffe_layer
+
+    net = import_net(write(tmp_path, 'layer { name: "p" type: "Parameter" top: "p"\n'
+                                     '  parameter_param { shape { dim: 1 dim: 3 } } }\n'
+                                     'layer { name: "s" type: "Eltwise" bottom: "data" bottom: "data" top: "s" }\n'
+                                     'layer { name: "b" type: "Bias" bottom: "s" bottom: "p" top: "b" '
+                                     'bias_param { axis: 0 } }\n'))
+    assert layer(net, "p") == {"name": "p", "type": "Parameter", "top": "p", "shape": [3]}
+    assert any("Caffe's Parameter has no bottom" in n for n in net.notes)
+    value = np.array([[1.0, -2.0, 0.5]], np.float32)
+    (tmp_path / "w.caffemodel").write_bytes(caffe_layer("p", [blob(value)]))
+    convert_weights(net, tmp_path / "w.caffemodel", tmp_path / "w.safetensors")
+    model = Net(net.check()["TEST"])
+    copy_weights(model, tmp_path / "w.safetensors", strict=True)
+    x = torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(model(data=x)["b"], 2 * x + torch.tensor(value).reshape(1, 3, 1, 1))
+
+
+def test_parameter_without_a_leading_1_is_refused_at_its_shape(tmp_path):
+    (e,) = errors_of(write(tmp_path, 'layer { name: "p" type: "Parameter" top: "p"\n'
+                                     '  parameter_param { shape { dim: 3 } } }\n'))
+    assert e.line == 3 and "Parameter shape [3]: netcfg repeats a (1, ...) blob over the batch" in e.render()

@@ -1,0 +1,63 @@
+"""Parameter: a learned blob as a top, the same for every sample; its gradient, param: and
+fillers; it trains through an Eltwise as Caffe's blob would."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from netcfg.errors import ConfigErrors
+from netcfg.net import build_graph, build_net
+from netcfg.net.spec import net_from_source
+from netcfg.source import parse_yaml
+
+
+def text(layers: str, inputs: str = "{x: [3, 2]}") -> str:
+    return f"name: t\ninputs: {inputs}\nlayers:\n" + "".join(f"  - {line}\n" for line in layers.strip().splitlines())
+
+
+def test_the_top_is_the_blob_for_every_sample_and_its_gradient_sums_the_batch():
+    net = build_net(net_from_source(parse_yaml(text("""
+{name: p, type: Parameter, shape: [3, 2]}
+{name: sum, type: Eltwise, bottom: [x, p], operation: PROD}
+"""))), "TRAIN")
+    assert dict(net.named_parameters())["p.weight"].shape == (1, 3, 2)
+    with torch.no_grad():
+        net.p.weight.copy_(torch.arange(6.0).reshape(1, 3, 2))
+    x = torch.randn(4, 3, 2)
+    out = net(x=x)
+    torch.testing.assert_close(out["sum"], x * torch.arange(6.0).reshape(1, 3, 2))
+    out["sum"].sum().backward()
+    torch.testing.assert_close(net.p.weight.grad, x.sum(0, keepdim=True))  # Caffe: one blob, its diff summed
+
+
+def test_starts_at_zero_as_caffe_or_at_its_filler_and_param_applies():
+    spec = net_from_source(parse_yaml(text("""
+{name: p, type: Parameter, shape: [5], param: {lr_mult: 0}}
+{name: q, type: Parameter, bottom: x, shape: [], filler: {type: constant, value: 2}}
+""")))
+    graph = build_graph(spec)
+    assert graph.total_params == 6 and graph.blobs["q"].shape == ()
+    net = build_net(spec, "TRAIN")
+    assert torch.equal(net.p.weight, torch.zeros(1, 5)) and torch.equal(net.q.weight, torch.full((1,), 2.0))
+    assert [n.trainable for n in graph.nodes] == [0, 1]
+
+
+def test_learns_a_target_through_an_euclidean_loss():
+    net = build_net(net_from_source(parse_yaml(text("""
+{name: p, type: Parameter, shape: [3]}
+{name: loss, type: EuclideanLoss, bottom: [p, y]}
+""", "{x: [1], y: [3]}"))), "TRAIN")
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    y = torch.tensor([1.0, -2.0, 3.0]).expand(8, 3)
+    for _ in range(50):
+        opt.zero_grad()
+        net.loss(net(x=torch.zeros(8, 1), y=y)).backward()
+        opt.step()
+    torch.testing.assert_close(net.p.weight.detach(), y[:1], atol=1e-4, rtol=0)
+
+
+def test_a_dim_below_1_is_a_located_error():
+    with pytest.raises(ConfigErrors) as e:
+        net_from_source(parse_yaml(text("{name: p, type: Parameter, shape: [3, 0]}")))
+    assert "<string>:4:" in e.value.render() and ".shape" in e.value.render()

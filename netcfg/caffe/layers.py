@@ -94,6 +94,7 @@ LAYER_TYPES: dict[str, dict[str, dict[str, Any]]] = {
     "Slice": {"slice_param": {"axis": SAME, "slice_point": "list", "slice_dim": "axis"}},
     "Eltwise": {"eltwise_param": {"operation": SAME, "coeff": "list", "stable_prod_grad": ENGINE}},
     "Parameter": {"parameter_param": {"shape": "parameter_shape"}},
+    "BatchReindex": {},
     "Split": {},
     "Silence": {},
     "Flatten": {"flatten_param": {"axis": SAME, "end_axis": SAME}},

@@ -47,12 +47,16 @@ class ExportJob:
 
 def int_bounds(deploy: Deploy) -> dict[str, int]:
     """For each integer input, an exclusive upper bound every layer reading it accepts
-    (an Embed's ``input_dim``); 2 otherwise, as for class labels."""
+    (an Embed's ``input_dim``; 1 for BatchReindex's sample indices, since only index 0 lies
+    inside every batch size the check runs); 2 otherwise, as for class labels."""
     bounds: dict[str, int] = {}
     for node in deploy.graph.nodes:
         limit = getattr(node.spec, "input_dim", None)
+        reads = node.bottoms
+        if node.spec.type == "BatchReindex":
+            limit, reads = 1, node.bottoms[1:]
         if isinstance(limit, int):
-            for b in node.bottoms:
+            for b in reads:
                 if b in deploy.graph.inputs:
                     bounds[b] = min(bounds.get(b, limit), limit)
     return bounds

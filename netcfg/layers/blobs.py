@@ -1,18 +1,20 @@
-"""Layers that make or pick whole blobs: Parameter (a learned blob as a top)."""
+"""Layers that make or pick whole samples: Parameter (a learned blob as a top), BatchReindex."""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, ClassVar, Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from netcfg.layers.base import Blob, FillerSpec, LayerSpec
+from netcfg.errors import ShapeError
+from netcfg.layers.base import INT_DTYPES, Blob, FillerSpec, LayerSpec
 from netcfg.layers._registry import register
 from netcfg.layers.fillers import fill
 
-__all__ = ["Parameter"]
+__all__ = ["Parameter", "BatchReindex"]
 
 
 class LearnedBlob(nn.Module):
@@ -60,3 +62,46 @@ class Parameter(LayerSpec):
     def fill(self, module: nn.Module) -> None:
         if self.filler is not None:
             fill(module.weight, self.filler)
+
+
+class Reindex(nn.Module):
+    """Sample i of the top is sample index[i] of the bottom (the gradient adds up at repeats)."""
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        index = index.reshape(-1).long()
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            bad = (index < 0) | (index >= x.shape[0])  # Caffe CHECKs; CUDA would fail with a device assert
+            if bad.any():
+                raise ValueError(f"BatchReindex: index {int(index[bad][0])} is outside the batch of {x.shape[0]} "
+                                 "samples (valid: 0 .. batch size - 1)")
+        return x.index_select(0, index)
+
+
+@register
+class BatchReindex(LayerSpec):
+    """Caffe's BatchReindex: pick samples of the first bottom by the indices in the second,
+    one integer per sample: top[i] = bottom[index[i]], so a batch can be shuffled, repeated or
+    subsampled. The gradient adds up over repeated indices, as Caffe's does. An index outside
+    the batch is an error when the net runs.
+
+    The top has as many samples as the index bottom (as in Caffe), so blobs of the two
+    batches mix only when both are equally large."""
+
+    type: Literal["BatchReindex"]
+    n_bottoms = (2, 2)
+
+    examples: ClassVar[list[dict]] = [
+        {"inputs": {"x": [3, 2], "index": {"shape": [], "dtype": "int64"}}},
+        {"inputs": {"x": {"shape": [4], "dtype": "int64"}, "index": {"shape": [1], "dtype": "int32"}}},
+    ]
+
+    def infer(self, bottoms: list[Blob]) -> list[Blob]:
+        x, index = bottoms
+        if math.prod(index.shape) != 1 or index.dtype not in INT_DTYPES:
+            raise ShapeError(f"the second bottom holds one integer sample index per sample, got shape "
+                             f"{list(index.shape)} {index.dtype}; declare it as {{shape: [], dtype: int64}}",
+                             key="bottom")
+        return [x]
+
+    def build(self, bottoms: list[Blob]) -> nn.Module:
+        return Reindex()

@@ -187,3 +187,14 @@ def test_parameter_without_a_leading_1_is_refused_at_its_shape(tmp_path):
     (e,) = errors_of(write(tmp_path, 'layer { name: "p" type: "Parameter" top: "p"\n'
                                      '  parameter_param { shape { dim: 3 } } }\n'))
     assert e.line == 3 and "Parameter shape [3]: netcfg repeats a (1, ...) blob over the batch" in e.render()
+
+
+# ---------------------------------------------------------------- BatchReindex
+
+def test_batch_reindex_imports(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text(SCORES + 'layer { name: "r" type: "BatchReindex" bottom: "s" bottom: "y" top: "r" }\n')
+    net = import_net(path, inputs=LABEL)
+    assert layer(net, "r") == {"name": "r", "type": "BatchReindex", "bottom": ["s", "y"], "top": "r"}
+    s = torch.randn(2, 3)
+    torch.testing.assert_close(Net(net.check()["TEST"])(s=s, y=torch.tensor([1, 1]))["r"], s[[1, 1]])

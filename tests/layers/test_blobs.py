@@ -1,5 +1,5 @@
-"""Parameter: a learned blob as a top, the same for every sample; its gradient, param: and
-fillers; it trains through an Eltwise as Caffe's blob would."""
+"""Parameter (a learned blob as a top, the same for every sample: its gradient, param:,
+fillers, training) and BatchReindex (Caffe's forward and backward, bad indices)."""
 
 from __future__ import annotations
 
@@ -61,3 +61,49 @@ def test_a_dim_below_1_is_a_located_error():
     with pytest.raises(ConfigErrors) as e:
         net_from_source(parse_yaml(text("{name: p, type: Parameter, shape: [3, 0]}")))
     assert "<string>:4:" in e.value.render() and ".shape" in e.value.render()
+
+
+# ---------------------------------------------------------------- BatchReindex
+
+def caffe_batch_reindex(x, permut, top_diff):
+    """batch_reindex_layer.cpp: out[i] = in[permut[i]]; the backward adds top_diff[i] into
+    bottom_diff[permut[i]] (its GPU version sorts the indices to sum them)."""
+    import numpy as np
+
+    out = np.stack([x[int(k)] for k in permut])
+    diff = np.zeros_like(x)
+    for i, k in enumerate(permut):
+        diff[int(k)] += top_diff[i]
+    return out, diff
+
+
+def reindex_net():
+    return build_net(net_from_source(parse_yaml(text(
+        "{name: r, type: BatchReindex, bottom: [x, i]}", "{x: [3, 2], i: {shape: [], dtype: int64}}"))), "TRAIN")
+
+
+def test_batch_reindex_picks_samples_and_adds_the_gradients_of_repeats_as_caffe():
+    x = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
+    index = torch.tensor([3, 0, 3, 1])  # sample 2 is dropped, sample 3 taken twice
+    y = reindex_net()(x=x, i=index)["r"]
+    g = torch.randn_like(y)
+    y.backward(g)
+    want, diff = caffe_batch_reindex(x.detach().numpy(), index.numpy(), g.numpy())
+    assert torch.equal(y.detach(), torch.from_numpy(want)) and torch.equal(x.grad, torch.from_numpy(diff))
+
+
+@pytest.mark.parametrize("index", [[0, 4], [-1, 0]])
+def test_batch_reindex_index_outside_the_batch_is_a_clear_error(index):
+    with pytest.raises(ValueError, match=f"BatchReindex: index {index[-1] if index[-1] > 3 else index[0]} is outside "
+                                         "the batch of 4 samples"):
+        reindex_net()(x=torch.randn(4, 3, 2), i=torch.tensor(index))
+
+
+@pytest.mark.parametrize("inputs, words", [
+    ("{x: [3], i: {shape: [2], dtype: int64}}", "one integer sample index per sample, got shape [2] int64"),
+    ("{x: [3], i: []}", "got shape [] float32"),
+])
+def test_batch_reindex_needs_one_integer_index_per_sample(inputs, words):
+    with pytest.raises(ConfigErrors) as e:
+        build_graph(net_from_source(parse_yaml(text("{name: r, type: BatchReindex, bottom: [x, i]}", inputs))))
+    assert words in str(e.value) and "<string>:4:" in e.value.render()

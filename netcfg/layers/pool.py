@@ -221,7 +221,14 @@ class SPP(LayerSpec):
         return [Blob((sum(x.shape[0] * math.prod(out) for *_, out in plan),), x.dtype)]
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
-        return Pyramid([Pool(self.pool, k, k, p, True, out) for k, p, out in self._plan(bottoms[0])])
+        sizes = bottoms[0].shape[1:]
+        levels = []
+        for k, p, out in self._plan(bottoms[0]):
+            # Caffe rounds up; where rounding down gives the same bins, say so: the same windows and
+            # divisors, and ONNX below opset 10 (no ceil_mode) pads no past-the-kernel end instead
+            ceil = any(pool_size(n, kn, kn, pn, False) != o for n, kn, pn, o in zip(sizes, k, p, out))
+            levels.append(Pool(self.pool, k, k, p, ceil, out))
+        return Pyramid(levels)
 
     def flops(self, bottoms: list[Blob], tops: list[Blob]) -> int:
         c = bottoms[0].shape[0]

@@ -10,7 +10,7 @@ from pydantic import Field
 from torch import nn
 
 from netcfg.errors import ShapeError
-from netcfg.layers.base import INT_DTYPES, Blob, FillerSpec, LayerSpec
+from netcfg.layers.base import FLOAT_DTYPES, INT_DTYPES, Blob, FillerSpec, LayerSpec
 from netcfg.layers._registry import register
 from netcfg.layers.fillers import fill
 
@@ -54,7 +54,9 @@ class Parameter(LayerSpec):
         return ["weight"]
 
     def infer(self, bottoms: list[Blob]) -> list[Blob]:
-        return [Blob(tuple(self.shape))]
+        # the blob is made in the dtype of a floating-point bottom, as every layer's weights are
+        (x,) = bottoms
+        return [Blob(tuple(self.shape), x.dtype if x.dtype in FLOAT_DTYPES else "float32")]
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return LearnedBlob(tuple(self.shape))

@@ -57,6 +57,13 @@ def test_learns_a_target_through_an_euclidean_loss():
     torch.testing.assert_close(net.p.weight.detach(), y[:1], atol=1e-4, rtol=0)
 
 
+def test_the_blob_and_its_top_take_a_float_bottoms_dtype():
+    """Was: a float64 net's Parameter made a float64 top that shape inference called float32."""
+    spec = net_from_source(parse_yaml(text("{name: p, type: Parameter, shape: [2]}", "{x: {shape: [3], dtype: float64}}")))
+    assert build_graph(spec).blobs["p"].dtype == "float64"
+    assert build_net(spec, "TRAIN")(x=torch.zeros(2, 3, dtype=torch.float64))["p"].dtype == torch.float64
+
+
 def test_a_dim_below_1_is_a_located_error():
     with pytest.raises(ConfigErrors) as e:
         net_from_source(parse_yaml(text("{name: p, type: Parameter, shape: [3, 0]}")))

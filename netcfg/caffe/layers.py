@@ -262,7 +262,7 @@ def _reduction_axis(layer: Obj, out: Converted) -> None:
                           f"here {why}", key,
                           hint="reduce each sample with reduction_param { axis: 1 } and read the per-sample values")
     out.set("axis", 1, where.pos(key))
-    out.notes.append(f"axis 0 (a {op} over the batch) became axis 1, one value per sample: as a loss, netcfg "
+    out.notes.append(f"axis 0 ({op} over the batch too) became axis 1, one value per sample: as a loss, netcfg "
                      "sums them over the batch, the same number")
 
 

@@ -48,7 +48,7 @@ def test_reduction_over_the_batch_as_a_loss_becomes_per_sample_with_a_note(tmp_p
     net = import_net(write(tmp_path, 'layer { name: "r" type: "Reduction" bottom: "data" top: "r" '
                                      'loss_weight: 2 reduction_param { operation: ASUM } }\n'))
     assert layer(net, "r")["axis"] == 1
-    assert any("axis 0 (a ASUM over the batch) became axis 1" in n for n in net.notes)
+    assert any("axis 0 (ASUM over the batch too) became axis 1" in n for n in net.notes)
     x = torch.randn(2, 3, 4, 4)
     model = Net(net.check()["TRAIN"])
     torch.testing.assert_close(model.loss(model(data=x)), 2 * x.abs().sum())

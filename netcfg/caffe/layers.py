@@ -11,8 +11,10 @@ different meaning. Fillers keep the fields their type reads.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from netcfg.caffe.proto import Obj
@@ -30,6 +32,7 @@ class Converted:
     fields: dict[str, Any] = field(default_factory=dict)
     pos: dict[str, Pos] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    batchless: bool = False  # a Parameter whose Caffe blob has no batch axis (no leading 1)
 
     def set(self, key: str, value: Any, pos: Pos) -> None:
         self.fields[key] = value
@@ -139,8 +142,9 @@ def _one(values: list) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-def convert_params(layer: Obj, caffe_type: str) -> Converted:
-    """netcfg fields for the ``*_param`` messages ``caffe_type`` reads, from ``layer``."""
+def convert_params(layer: Obj, caffe_type: str, batchless: Mapping[str, list[int]] = MappingProxyType({})) -> Converted:
+    """netcfg fields for the ``*_param`` messages ``caffe_type`` reads, from ``layer``;
+    ``batchless``: top -> shape of the Parameter layers before it whose blob has no batch axis."""
     out = Converted()
     for param, table in LAYER_TYPES[caffe_type].items():
         p: Obj | None = layer.get(param)
@@ -176,11 +180,10 @@ def convert_params(layer: Obj, caffe_type: str) -> Converted:
                 out.set("infogain", _infogain_matrix(p, key, value), at)
             elif action == "parameter_shape":
                 dims = value.all("dim")
-                if not dims or dims[0] != 1:
-                    raise p.error(f"Parameter shape {dims}: netcfg repeats a (1, ...) blob over the batch, so only a "
-                                  "shape whose first dim is 1 imports", key,
-                                  hint="give the blob a leading dim: 1 (Caffe's Scale, Bias and Eltwise broadcast it)")
-                out.set(key, dims[1:], at)
+                # (1, ...): the blob of a batch of 1; else a blob without a batch axis, which a Scale
+                # or Bias reads at Caffe's axis 1: netcfg repeats either over the batch
+                out.batchless = not dims or dims[0] != 1
+                out.set(key, dims if out.batchless else dims[1:], at)
             elif action == "blob_shape":
                 out.set(key, {"dim": value.all("dim")}, at)
             elif isinstance(action, only):
@@ -190,9 +193,12 @@ def convert_params(layer: Obj, caffe_type: str) -> Converted:
             else:
                 raise AssertionError(f"bad table entry {caffe_type}.{param}.{key}: {action!r}")
     if caffe_type in ("Scale", "Bias") and len(layer.all("bottom")) == 2:
-        _second_bottom_axis(layer, caffe_type, out)
+        _second_bottom_axis(layer, caffe_type, out, batchless)
     if caffe_type == "Parameter" and not layer.has("bottom"):
         out.notes.append("Caffe's Parameter has no bottom; netcfg's reads the previous layer's top for its batch size")
+    if out.batchless:
+        out.notes.append(f"Caffe's blob {out.fields['shape']} has no batch axis; netcfg's top repeats it over the "
+                         "batch, as a Scale or Bias at Caffe's axis 1 reads it")
     if caffe_type == "Reduction":
         _reduction_axis(layer, out)
     if caffe_type == "LRN" and out.fields.get("norm_region") == "WITHIN_CHANNEL" and out.fields.get("k", 1) != 1:
@@ -208,18 +214,23 @@ def _check_dims(p: Obj, key: str, values: list) -> None:
         raise p.error(f"{key} has {len(values)} values: netcfg's convolutions are 1-d or 2-d", key, index=2)
 
 
-def _second_bottom_axis(layer: Obj, caffe_type: str, out: Converted) -> None:
+def _second_bottom_axis(layer: Obj, caffe_type: str, out: Converted, batchless: Mapping[str, list[int]]) -> None:
     """Caffe's Scale and Bias line a second bottom up at axis 1 unless told; netcfg's blobs
-    all have a batch axis, so only Caffe's axis: 0 keeps its meaning."""
+    all have a batch axis, so only Caffe's axis: 0 keeps its meaning, or axis: 1 where the
+    second bottom is a Parameter's blob without a batch axis (which netcfg repeats over the
+    batch); a scalar one Caffe applies whatever the axis."""
     p = layer.get(f"{caffe_type.lower()}_param")
     axis = p.get("axis", 1) if p is not None else 1
-    if axis != 0:
+    second = layer.all("bottom")[1]
+    lines_up = 1 if second in batchless else 0
+    if axis != lines_up and batchless.get(second) != []:
         where = p if p is not None and p.has("axis") else layer
-        raise where.error(
-            f"{caffe_type} with a second bottom and axis {axis}: in netcfg every blob has a batch axis, so the "
-            "second bottom lines up with the input from axis 0", "axis" if where is p else "bottom",
-            hint=f"Caffe's axis: 0 form imports; a batchless {caffe_type.lower()} blob (Caffe's Parameter layer) "
-                 "does not")
+        what = (f"the second bottom '{second}' is a Parameter's blob without a batch axis, which netcfg repeats "
+                "over the batch, so it lines up with the input from Caffe's axis 1" if lines_up else
+                "in netcfg every blob has a batch axis, so the second bottom lines up with the input from axis 0")
+        raise where.error(f"{caffe_type} with a second bottom and axis {axis}: {what}", "axis" if where is p else "bottom",
+                          hint="Caffe's default axis: 1 there" if lines_up else
+                          "Caffe's axis: 0 form imports, and axis: 1 over a Parameter whose shape has no leading 1")
     out.fields.pop("axis", None)
 
 

@@ -87,9 +87,10 @@ def net_from_obj(net: Obj, file: str, given: dict[str, InputShape], default_name
     layers: list[Layer] = []
     data_layers: list[DataLayer] = []
     errors: list[ConfigError] = []
+    batchless: dict[str, list[int]] = {}  # tops of Parameter layers whose Caffe blob has no batch axis
     for index, obj in enumerate(net.all("layer")):
         try:
-            converted = _layer(obj, index, notes)
+            converted = _layer(obj, index, notes, batchless)
         except ConfigError as e:
             errors.append(e)
             continue
@@ -122,7 +123,7 @@ def net_from_obj(net: Obj, file: str, given: dict[str, InputShape], default_name
     return ImportedNet(file, data, positions, list(dict.fromkeys(notes)), data_layers, merged, renamed)
 
 
-def _layer(obj: Obj, index: int, notes: list[str]) -> Layer | DataLayer:
+def _layer(obj: Obj, index: int, notes: list[str], batchless: dict[str, list[int]]) -> Layer | DataLayer:
     kind = obj.get("type")
     if kind is None:
         raise obj.error("layer has no type", hint='add e.g. type: "Convolution"')
@@ -150,7 +151,9 @@ def _layer(obj: Obj, index: int, notes: list[str]) -> Layer | DataLayer:
         notes.append(f"layer '{name}': propagate_down is ignored (netcfg backpropagates into every "
                      "floating-point bottom; integer labels get no gradient anyway)")
     notes += no_param_note(obj, kind, name)
-    conv = convert_params(obj, kind)
+    conv = convert_params(obj, kind, batchless)
+    if conv.batchless:
+        batchless.update(dict.fromkeys(obj.all("top") or [name], conv.fields["shape"]))
     notes += [f"layer '{name}' ({kind}): {note}" for note in conv.notes]
     layer = Layer(name, kind, obj.all("bottom"), obj.all("top"), obj, conv.fields, pos=dict(conv.pos))
     layer.pos.update(name=obj.pos("name"), type=obj.pos("type"))

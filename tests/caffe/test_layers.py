@@ -183,10 +183,36 @@ def test_parameter_imports_with_its_caffemodel_blob(tmp_path):
     torch.testing.assert_close(model(data=x)["b"], 2 * x + torch.tensor(value).reshape(1, 3, 1, 1))
 
 
-def test_parameter_without_a_leading_1_is_refused_at_its_shape(tmp_path):
-    (e,) = errors_of(write(tmp_path, 'layer { name: "p" type: "Parameter" top: "p"\n'
-                                     '  parameter_param { shape { dim: 3 } } }\n'))
-    assert e.line == 3 and "Parameter shape [3]: netcfg repeats a (1, ...) blob over the batch" in e.render()
+@pytest.mark.parametrize("dims, axis", [([3], ""), ([], "scale_param { axis: 0 }")])
+def test_parameter_without_a_batch_axis_imports_for_a_scale_at_axis_1(tmp_path, dims, axis):
+    """Caffe's usual Parameter: a (3,) blob a Scale multiplies channel-wise at its default axis 1
+    (a scalar one at any axis). Was: refused, with a hint that Caffe broadcasts a leading 1, which it does not."""
+    import numpy as np
+
+    from netcfg.caffe.weights import convert_weights
+    from netcfg.solver.snapshot import copy_weights
+    from tests.caffe.test_weights import blob, layer as caffe_layer
+
+    shape = "".join(f"dim: {d} " for d in dims)
+    net = import_net(write(tmp_path, f'layer {{ name: "p" type: "Parameter" top: "p" parameter_param {{ shape {{ {shape}}} }} }}\n'
+                                     f'layer {{ name: "s" type: "Scale" bottom: "data" bottom: "p" top: "s" {axis} }}\n'))
+    assert layer(net, "p")["shape"] == dims and "axis" not in layer(net, "s")
+    assert any("Caffe's blob" in n and "has no batch axis" in n for n in net.notes)
+    value = np.array([2.0, -1.0, 0.5] if dims else 2.0, np.float32)  # Caffe's blob: (3,) or a scalar
+    (tmp_path / "w.caffemodel").write_bytes(caffe_layer("p", [blob(value)]))
+    convert_weights(net, tmp_path / "w.caffemodel", tmp_path / "w.safetensors")
+    model = Net(net.check()["TEST"])
+    copy_weights(model, tmp_path / "w.safetensors", strict=True)
+    x = torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(model(data=x)["s"], x * torch.tensor(value).reshape(1, -1, 1, 1))
+
+
+def test_parameter_without_a_batch_axis_at_another_axis_is_refused_at_it(tmp_path):
+    (e,) = errors_of(write(tmp_path, 'layer { name: "p" type: "Parameter" top: "p" parameter_param { shape { dim: 3 } } }\n'
+                                     'layer { name: "b" type: "Bias" bottom: "data" bottom: "p" top: "b"\n'
+                                     '  bias_param { axis: 0 } }\n'))
+    assert e.line == 4 and "Bias with a second bottom and axis 0: the second bottom 'p' is a Parameter's blob without a " \
+                           "batch axis" in e.render() and "Caffe's default axis: 1 there" in e.render()
 
 
 # ---------------------------------------------------------------- BatchReindex

@@ -70,6 +70,18 @@ def test_test_takes_a_run_directory_and_its_newest_snapshot(run):
     assert f"weights from {run / 'tiny_iter_2.safetensors'}" in out
 
 
+def test_test_of_a_run_with_a_warm_up_gives_its_last_test(tmp_path):
+    # netcfg test loads the solver with max_iter=0, which the warm-up check refused
+    # ("warmup_iter 2 is not below max_iter 0"): no run with warmup_iter could be tested
+    solver = write_solver(tmp_path / "src", MLP, max_iter=4, warmup_iter=2, test_interval=4)
+    solve(solver, tmp_path / "run")
+    code, out, err = netcfg("test", tmp_path / "run", "--json")
+    assert code == 0, err
+    last = [r for r in map(json.loads, (tmp_path / "run/metrics.jsonl").read_text().splitlines())
+            if r["event"] == "test"][-1]
+    assert json.loads(out) == {k: last[k] for k in ("loss", "accuracy")}
+
+
 def test_test_without_weights_says_what_to_give(run, tmp_path):
     code, _, err = netcfg("test", run / "config.yaml")
     assert code == 2

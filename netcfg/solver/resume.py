@@ -61,7 +61,11 @@ def restore(solver, path: Path, *, force: bool = False) -> None:
             own_weights(solver.net, tree["ema"])
     except ValueError as e:
         raise CheckpointError(path, str(e)) from None
-    load_optimizer_state(solver.optimizer, tree["optimizer"], str(path))
+    fresh = load_optimizer_state(solver.optimizer, tree["optimizer"], str(path))
+    if fresh:  # a forced resume with another freeze or lr_mult
+        shown = ", ".join(fresh[:6]) + (f", ... ({len(fresh) - 6} more)" if len(fresh) > 6 else "")
+        solver.log(f"warning: {len(fresh)} parameter(s) the snapshot's optimizer did not train as they are "
+                   f"trained now start with fresh optimizer buffers: {shown}")
     if solver.scaler and tree.get("scaler"):
         solver.scaler.load_state_dict(tree["scaler"])
     if solver.train_data and tree.get("data"):

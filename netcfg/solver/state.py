@@ -24,21 +24,51 @@ def restore_rng(rng: dict[str, torch.Tensor], device: torch.device) -> None:
         torch.cuda.set_rng_state(rng["cuda"], device)
 
 
-def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, source: str) -> None:
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, source: str) -> list[str]:
     """Load the buffers (momentum, Adam's moments) but keep this config's hyperparameters:
     ``load_state_dict`` alone would bring back the snapshot's, undoing a forced change. The
     rate ``lr`` is the snapshot's, the last update's: ``set_learning_rate`` sets each step's,
-    and rescales an SGD velocity from it (optim.py)."""
-    fresh = [{k: v for k, v in g.items() if k not in ("params", "param_names", "lr")} for g in optimizer.param_groups]
+    and rescales an SGD velocity from it (optim.py). When the trained parameters changed (a
+    forced resume with another ``freeze`` or ``lr_mult``) the buffers are matched by name;
+    returns the names of the parameters that start with fresh buffers."""
+    hyper = [{k: v for k, v in g.items() if k not in ("params", "param_names", "lr")} for g in optimizer.param_groups]
+    state, fresh = _by_name(optimizer, state)
     try:
         optimizer.load_state_dict(state)
     except (ValueError, KeyError, TypeError, IndexError) as e:
         raise NetcfgError(f"{source}: the optimizer state does not fit this net's parameters ({e})") from None
-    for group, hyper in zip(optimizer.param_groups, fresh):
-        group.update(hyper)
+    for group, kept in zip(optimizer.param_groups, hyper):
+        group.update(kept)
         for p in group["params"]:
             _match_param(optimizer.state.get(p, {}), p, bool(group.get("fused")), source)
     zero_momentum(optimizer)
+    return fresh
+
+
+def _by_name(optimizer: torch.optim.Optimizer, state: dict) -> tuple[dict, list[str]]:
+    """``state`` laid out as ``optimizer``'s groups, each parameter's buffers found by name in the
+    saved group of the same ``lr_mult`` and ``decay_mult`` (whose ``lr`` an SGD velocity is scaled
+    for); a parameter not found there starts afresh. ``state`` as it is when the names agree."""
+    saved = state.get("param_groups") if isinstance(state, dict) else None
+    names = [g.get("param_names") for g in optimizer.param_groups]
+    if (not isinstance(saved, list) or not all(isinstance(g, dict) and "param_names" in g for g in saved)
+            or None in names or [g["param_names"] for g in saved] == names):
+        return state, []
+    buffers = state.get("state", {})
+    groups, out, fresh = [], {}, []
+    for group, group_names in zip(optimizer.param_groups, names):
+        key = (group.get("lr_mult"), group.get("decay_mult"))
+        old = next((g for g in saved if (g.get("lr_mult"), g.get("decay_mult")) == key), None)
+        where = dict(zip(old["param_names"], old["params"])) if old is not None else {}
+        first = sum(len(g["params"]) for g in groups)
+        for i, name in enumerate(group_names):
+            if where.get(name) in buffers:
+                out[first + i] = buffers[where[name]]
+            else:
+                fresh.append(name)
+        groups.append({**{k: v for k, v in (old or group).items() if k not in ("params", "param_names")},
+                       "params": list(range(first, first + len(group_names))), "param_names": group_names})
+    return {"state": out, "param_groups": groups}, fresh
 
 
 def _match_param(state: dict, p: torch.Tensor, fused: bool, source: str) -> None:

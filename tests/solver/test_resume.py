@@ -281,6 +281,29 @@ def test_forced_resume_trains_with_the_new_hyperparameters(tmp_path):
     assert s.optimizer.state  # the momentum buffers came back all the same
 
 
+def test_forced_resume_with_a_layer_unfrozen_trains_it_and_keeps_the_other_buffers(tmp_path):
+    # the head trained with ip1 frozen, then --resume --force --set freeze=[] to fine-tune the
+    # whole net: the optimizer's groups had other parameters, and the resume was refused with
+    # torch's "loaded state dict contains a parameter group that doesn't match the size"
+    path = write_solver(tmp_path, MLP, max_iter=4, test=False, freeze=["ip1"])
+    head = solve(path, tmp_path / "run")
+    saved = {n: head.optimizer.state[p]["momentum_buffer"].clone() for n, p in head.net.named_parameters()
+             if n.startswith("ip2")}
+    state = tmp_path / "run/tiny_iter_4.solverstate"
+    unfrozen = load_solver(path, ("freeze=[]", "max_iter=6"))
+    lines = []
+    s = Solver(unfrozen, run_dir=RunDir.resume(unfrozen, state), log=lines.append)
+    s.restore(state, force=True)
+    params = dict(s.net.named_parameters())
+    for name, buffer in saved.items():  # the head's velocity goes on
+        assert torch.equal(s.optimizer.state[params[name]]["momentum_buffer"], buffer)
+    assert not s.optimizer.state[params["ip1.weight"]]["momentum_buffer"].any()  # a fresh one
+    assert any("2 parameter(s)" in line and "fresh optimizer buffers: ip1.weight, ip1.bias" in line for line in lines)
+    before = params["ip1.weight"].detach().clone()
+    s.solve()
+    assert not torch.equal(params["ip1.weight"], before)
+
+
 @pytest.mark.parametrize("policy", [dict(lr_policy="cosine"), dict(lr_policy="linear", min_lr=0.01),
                                     dict(lr_policy="poly", power=2.0)])
 def test_resume_with_a_grown_max_iter_warns_that_the_lr_curve_jumps(tmp_path, policy):

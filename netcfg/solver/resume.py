@@ -23,6 +23,9 @@ from netcfg.solver.state import capture_rng, load_optimizer_state, restore_rng
 
 __all__ = ["training_state", "restore", "lr_jump"]
 
+# optimizer types whose buffers are the same (a momentum; Adam's moments): a forced change within one keeps them
+_SAME_BUFFERS = ({"SGD", "Nesterov"}, {"Adam", "AdamW"})
+
 
 def training_state(solver) -> dict:
     """Everything a resume of ``solver`` (a ``Solver``) needs besides the weights (no tensors of the net)."""
@@ -61,7 +64,12 @@ def restore(solver, path: Path, *, force: bool = False) -> None:
             own_weights(solver.net, tree["ema"])
     except ValueError as e:
         raise CheckpointError(path, str(e)) from None
-    fresh = load_optimizer_state(solver.optimizer, tree["optimizer"], str(path))
+    was = old.get("type") if old else None
+    if was not in (None, spec.type) and not any({was, spec.type} <= kin for kin in _SAME_BUFFERS):  # forced
+        fresh = []
+        solver.log(f"warning: the optimizer changed from {was} to {spec.type}: its buffers start afresh")
+    else:
+        fresh = load_optimizer_state(solver.optimizer, tree["optimizer"], str(path))
     if fresh:  # a forced resume with another freeze or lr_mult
         shown = ", ".join(fresh[:6]) + (f", ... ({len(fresh) - 6} more)" if len(fresh) > 6 else "")
         solver.log(f"warning: {len(fresh)} parameter(s) the snapshot's optimizer did not train as they are "

@@ -304,6 +304,23 @@ def test_forced_resume_with_a_layer_unfrozen_trains_it_and_keeps_the_other_buffe
     assert not torch.equal(params["ip1.weight"], before)
 
 
+@pytest.mark.parametrize("to", [("Adam", "momentum=null"), ("RMSProp", "momentum=null"), ("Nesterov", "momentum=0.9")])
+def test_forced_resume_with_another_optimizer_starts_its_buffers_afresh(tmp_path, to):
+    # SGD's momentum buffers loaded into Adam or RMSProp: the forced resume was refused with "the
+    # optimizer state does not fit this net's parameters ('step')".
+    # Nesterov keeps SGD's velocity (as AdamW keeps Adam's moments): the buffers are the same
+    type, momentum = to
+    path = write_solver(tmp_path, MLP, max_iter=3, test=False)
+    solve(path, tmp_path / "run")
+    code, out, err = netcfg("train", path, "--resume", tmp_path / "run", "--force", "--set", "max_iter=5",
+                            "--set", f"type={type}", "--set", momentum, "--set", "base_lr=0.01")
+    assert code == 0, err
+    assert ("its buffers start afresh" in out) == (type != "Nesterov")
+    if type != "Nesterov":
+        assert f"warning: the optimizer changed from SGD to {type}: its buffers start afresh" in out
+    assert (tmp_path / "run/tiny_iter_5.safetensors").is_file()
+
+
 @pytest.mark.parametrize("policy", [dict(lr_policy="cosine"), dict(lr_policy="linear", min_lr=0.01),
                                     dict(lr_policy="poly", power=2.0)])
 def test_resume_with_a_grown_max_iter_warns_that_the_lr_curve_jumps(tmp_path, policy):

@@ -67,7 +67,7 @@ def train(
         if resume is not None:
             run_dir = RunDir.resume(spec, resume, log=log) if main else RunDir.follow(resume.resolve().parent, spec)
         try:
-            s = Solver(spec, out=out, log=log, run_dir=run_dir, on_step=on_step)
+            s = Solver(spec, out=out, log=log, run_dir=run_dir, on_step=on_step, resuming=resume is not None)
             run_dir = s.run
             log_to.append(s.run)
             if resume is not None:

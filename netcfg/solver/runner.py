@@ -51,11 +51,13 @@ class Solver:
     """Trains the net of a solver file; ``solve()`` runs to ``max_iter``."""
 
     def __init__(self, spec: SolverSpec, *, out: str | Path | None = None, log=print, run_dir: RunDir | None = None,
-                 on_step=None, deferred_check: bool | None = None):
+                 on_step=None, deferred_check: bool | None = None, resuming: bool = False):
         """``log(line)`` receives every message; ``on_step(solver, loss)`` is called after
         each iteration (the CLI's progress bar). ``deferred_check``: check for NaN/Inf
         without a host sync per iteration (``finite.DeferredCheck``); default: on CUDA,
-        where the optimizer is fused and neither torchrun nor fp16's scaler is in use."""
+        where the optimizer is fused and neither torchrun nor fp16's scaler is in use.
+        ``resuming``: ``restore`` follows, so ``weights:`` need not be read where the
+        snapshot holds all they fill."""
         if not isinstance(spec, SolverSpec):
             raise TypeError(f"Solver() takes a SolverSpec, got {type(spec).__name__}"
                             + (": for a solver file use Solver.from_file(path)" if isinstance(spec, (str, Path)) else ""))
@@ -84,7 +86,7 @@ class Solver:
         self.stopped_early = False  # snapshot_best.patience ran out (solve() ends there)
         self.ema: WeightAverage | None = None  # made once the net's tensors are in place, below
         with self.dist.together():  # torchrun: a rank that fails here stops every rank, a common error printed once
-            build(self, spec, deferred_check)  # nets, data, optimizer, weights (setup.py)
+            build(self, spec, deferred_check, resuming)  # nets, data, optimizer, weights (setup.py)
         self._ddp = self.dist.wrap(self.net)  # torchrun: gradients averaged over the ranks
         # after everything that moves the weights' tensors (device, layout, DDP): it holds them
         self.ema = WeightAverage(self.net, spec.ema.decay, spec.ema.warmup) if spec.ema else None

@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 __all__ = ["build"]
 
 
-def build(solver: Solver, spec: SolverSpec, deferred_check: bool | None) -> None:
+def build(solver: Solver, spec: SolverSpec, deferred_check: bool | None, resuming: bool = False) -> None:
     """Nets, data, optimizer and initial weights: all of the set-up that runs no collective
-    (``Solver.__init__`` runs it inside ``dist.together()``, so a failing rank stops them all)."""
+    (``Solver.__init__`` runs it inside ``dist.together()``, so a failing rank stops them all).
+    ``resuming``: a snapshot's weights replace the initial ones next (see ``_initial_weights``)."""
     if spec.precision == "fp16" and solver.device.type != "cuda":
         raise ConfigErrors([spec.locate(ConfigError("fp16 autocast needs a CUDA device", ("precision",),
                                                     hint="use bf16 on the CPU"))])
@@ -68,13 +69,33 @@ def build(solver: Solver, spec: SolverSpec, deferred_check: bool | None) -> None
                         and solver.scaler is None and not solver.dist.active and DeferredCheck.supports(solver.optimizer)
                         else None)
     solver._forward = torch.compile(solver.net, dynamic=False) if spec.compile else solver.net
+    _initial_weights(solver, spec, resuming)
+    if warning := sixteen_bit_warning(spec, solver._params):
+        solver.log(warning)
+
+
+def _initial_weights(solver: Solver, spec: SolverSpec, resuming: bool) -> None:
+    """``weights:``, into the nets. A resume whose snapshot holds every tensor they could fill
+    (the TEST net has none of its own) does not read them: the snapshot replaces them, and the
+    file (a pruned snapshot, a run directory since deleted) may be gone."""
+    if not spec.weights:
+        return
+    if resuming and not _test_net_own_tensors(solver):
+        solver.log("weights: not read again on resume; the snapshot holds every weight they gave")
+        return
     if isinstance(spec.weights, list):  # rules: plan, refuse or copy, report (weights.py)
         for line in load_rules(spec, [solver.net, solver.test_net]):
             solver.log(line)
-    elif spec.weights:  # a file, or a run directory: its newest snapshot
+    else:  # a file, or a run directory: its newest snapshot
         solver.load_weights(resolve_file(spec.weights, spec.base_dir))
-    if warning := sixteen_bit_warning(spec, solver._params):
-        solver.log(warning)
+
+
+def _test_net_own_tensors(solver: Solver) -> list[str]:
+    """Parameters and buffers of TEST-only layers, which a snapshot (the TRAIN net's) does not hold."""
+    if solver.test_net is None:
+        return []
+    shared = {id(t) for t in [*solver.net.parameters(), *solver.net.buffers()]}
+    return [n for n, t in [*solver.test_net.named_parameters(), *solver.test_net.named_buffers()] if id(t) not in shared]
 
 
 def sixteen_bit_warning(spec: SolverSpec, params: list[torch.Tensor]) -> str | None:

@@ -355,3 +355,35 @@ def test_a_curve_that_ignores_max_iter_resumes_without_a_warning(tmp_path, polic
     code, out, err = netcfg("train", solver, "--resume", tmp_path / "run", "--set", "max_iter=6")
     assert code == 0, err
     assert "lr curve" not in out
+
+
+@pytest.mark.parametrize("rules", [False, True])
+def test_a_fine_tuned_run_resumes_after_its_initial_weights_are_gone(tmp_path, rules):
+    # the weights: file (a pruned snapshot, a deleted run) was read again on resume, only for
+    # the snapshot to replace it: --resume failed with 'weights file not found'
+    assert netcfg("train", write_solver(tmp_path / "base", MLP, max_iter=3), "--out", tmp_path / "base/run")[0] == 0
+    (tmp_path / "init.safetensors").write_bytes((tmp_path / "base/run/tiny_iter_3.safetensors").read_bytes())
+    given = [{"file": str(tmp_path / "init.safetensors")}] if rules else str(tmp_path / "init.safetensors")
+    solver = write_solver(tmp_path, MLP_DROPOUT, max_iter=8, test_interval=4, weights=given)
+    assert netcfg("train", solver, "--out", tmp_path / "straight")[0] == 0
+    assert netcfg("train", solver, "--out", tmp_path / "split", "--set", "max_iter=5")[0] == 0
+    (tmp_path / "init.safetensors").unlink()
+    code, out, err = netcfg("train", solver, "--resume", tmp_path / "split/tiny_iter_5.solverstate")
+    assert code == 0, err
+    assert "weights: not read again on resume; the snapshot holds every weight they gave" in out
+    assert_same_weights(load_file(tmp_path / "straight/tiny_iter_8.safetensors"),
+                        load_file(tmp_path / "split/tiny_iter_8.safetensors"))
+
+
+def test_a_resume_still_reads_the_weights_of_layers_only_the_test_net_has(tmp_path):
+    # a snapshot holds the TRAIN net's tensors: a TEST-only layer's come from weights: alone
+    test_only = MLP.replace("  - {name: loss,", "  - {name: calib, type: InnerProduct, bottom: ip2, num_output: 10, "
+                                                "include: {phase: TEST}}\n  - {name: loss,")
+    assert test_only != MLP
+    base = write_solver(tmp_path / "base", test_only, max_iter=2)
+    assert netcfg("train", base, "--out", tmp_path / "base/run")[0] == 0
+    solver = write_solver(tmp_path, test_only, max_iter=4, weights=str(tmp_path / "base/run/tiny_iter_2.safetensors"))
+    assert netcfg("train", solver, "--out", tmp_path / "split", "--set", "max_iter=2")[0] == 0
+    (tmp_path / "base/run/tiny_iter_2.safetensors").unlink()
+    code, _, err = netcfg("train", solver, "--resume", tmp_path / "split/tiny_iter_2.solverstate")
+    assert code == 2 and "tiny_iter_2.safetensors" in err and "not found" in err, err

@@ -44,7 +44,9 @@ def test_forward_is_caffes_and_gradcheck_passes(op, height, shape):
     want = caffe_spp(x, height, op)
     assert y.shape == want.shape
     torch.testing.assert_close(y, want)
-    assert torch.autograd.gradcheck(lambda x: net(x=x)["s"], (x.requires_grad_(),))
+    # one sample, one channel: every bin's gradient, at a twentieth of the cost (11 s for AVE 4 levels)
+    one = spp(height, op, [1, *shape[1:]])
+    assert torch.autograd.gradcheck(lambda x: one(x=x)["s"], (x[:1, :1].clone().requires_grad_(),))
 
 
 def test_three_levels_of_c_channels_are_21_c_values():

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Blob", "LayerSpec", "ParamSpec", "Rule", "FillerSpec",
-    "StrList", "IntPair", "check_rank", "check_float", "pair",
+    "StrList", "RuleList", "IntPair", "check_rank", "check_float", "pair",
     "FLOAT_DTYPES", "INT_DTYPES",
 ]
 
@@ -135,6 +135,9 @@ class Rule(Spec):
         )
 
 
+RuleList = Annotated[list[Rule], BeforeValidator(_as_list, json_schema_input_type=Rule | list[Rule])]
+
+
 class ParamSpec(Spec):
     """Caffe's ParamSpec: per learnable blob, in the layer's blob order (weight, bias)."""
 
@@ -178,8 +181,8 @@ class LayerSpec(Spec):
     type: str = Field(..., description="layer type")
     bottom: StrList | None = Field(None, description="input blob names; default: the previous layer's top")
     top: StrList | None = Field(None, description="output blob names; default: the layer's name")
-    include: Annotated[list[Rule], BeforeValidator(_as_list, json_schema_input_type=Rule | list[Rule])] = Field(default_factory=list, description="keep the layer when any rule matches")
-    exclude: Annotated[list[Rule], BeforeValidator(_as_list, json_schema_input_type=Rule | list[Rule])] = Field(default_factory=list, description="drop the layer when any rule matches")
+    include: RuleList = Field(default_factory=list, description="keep the layer when any rule matches")
+    exclude: RuleList = Field(default_factory=list, description="drop the layer when any rule matches")
     loss_weight: FloatList | None = Field(None, description="weight of each top in the total loss")
     param: Annotated[list[ParamSpec], BeforeValidator(_as_list, json_schema_input_type=ParamSpec | list[ParamSpec])] = Field(default_factory=list, description="lr_mult/decay_mult/name per learnable blob")
 

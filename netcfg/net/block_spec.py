@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from netcfg.layers.base import StrList
+from netcfg.layers.base import RuleList, StrList
 from netcfg.net.expr import RESERVED
 from netcfg.spec import Spec
 
@@ -31,6 +31,10 @@ class BlockUse(Spec):
                                   "(e.g. {stride: 2, project: true})")
     bottom: StrList | None = Field(None, description="input blob(s); default: the previous layer's top")
     top: str | None = Field(None, description="name of the output blob; default: the instance name")
+    include: RuleList = Field(
+        default_factory=list, description="keep the instance's layers when any rule matches (and their own rules do)")
+    exclude: RuleList = Field(
+        default_factory=list, description="drop the instance's layers when any rule matches")
 
 
 class BlockSpec(Spec):

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from netcfg.errors import ConfigError, KeyPath, did_you_mean
 from netcfg.net.block_spec import BlockSpec, BlockUse
 from netcfg.net.expr import RESERVED, ExprError, has_expr, names, substitute
-from netcfg.net.layer_dicts import in_place_blob, is_layer_list, put_key, rename_blob, scope_shares, tops, walk
+from netcfg.net.layer_dicts import add_rules, in_place_blob, is_layer_list, put_key, rename_blob, scope_shares, tops, walk
 from netcfg.net.template_hints import divide_hint, param_values
 from netcfg.source import Source, value_at
 from netcfg.spec import errors_from_pydantic
@@ -237,6 +237,10 @@ class Expander:
             self.error("inside a container layer, a block instance is wired in sequence; remove bottom/top",
                        path + ("bottom" if use.bottom else "top",), ctx.label)
             return [], prev
+        if ctx.sep == "_" and (use.include or use.exclude):
+            self.error("inside a container layer, every layer runs in every phase; remove include/exclude",
+                       path + ("include" if use.include else "exclude",), ctx.label)
+            return [], prev
         name = ctx.name(use.name)
         if use.bottom:
             prev = [ctx.blob(b) for b in use.bottom] if len(use.bottom) > 1 else ctx.blob(use.bottom[0])
@@ -296,6 +300,12 @@ class Expander:
                         self.origin[id(last)][("top",)] = at
                 prev_path = path
             out += layers
+        if use.include or use.exclude:  # the instance's rules, on each of its layers
+            out = [x for x in out if not isinstance(x, dict) or add_rules(x, use.include, use.exclude)]
+            for x in out:
+                if isinstance(x, dict):
+                    self.origin.setdefault(id(x), {}).update({(k,): (path + (k,), ctx.label) for k in ("include", "exclude")
+                                               if getattr(use, k)})
         return out, prev
 
     def _given(self, path: KeyPath, outer: str | None) -> KeyPath:

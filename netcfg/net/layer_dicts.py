@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from netcfg.errors import KeyPath
+from pydantic import ValidationError
 
-__all__ = ["blobs", "in_place_blob", "is_layer_list", "put_key", "rename_blob", "scope_shares", "tops", "walk"]
+from netcfg.errors import KeyPath
+from netcfg.layers.base import Rule
+
+__all__ = ["add_rules", "blobs", "in_place_blob", "is_layer_list", "put_key", "rename_blob", "scope_shares", "tops", "walk"]
 
 
 def put_key(layer: dict, key: str, value: Any) -> None:
@@ -85,3 +88,45 @@ def walk(node: Any, path: KeyPath):
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     for k, v in items:
         yield from walk(v, path + (k,))
+
+
+def add_rules(layer: dict, include: list[Rule], exclude: list[Rule]) -> bool:
+    """A block instance's ``include``/``exclude`` on one of its layers: its exclude rules are
+    added to the layer's; its include rules are and-ed with the layer's (each pair of rules
+    becomes one that needs both). False when no pair can ever match (an instance kept in
+    TEST only around a TRAIN-only Dropout): the layer is never in the net."""
+    if exclude:
+        layer["exclude"] = [*_listed(layer.get("exclude")), *(_dump(r) for r in exclude)]
+    if not include:
+        return True
+    own = _listed(layer.get("include"))
+    try:
+        mine = [Rule.model_validate(r) for r in own] or [Rule()]
+    except ValidationError:  # the layer's validation reports it, at its line
+        return True
+    both = [r for a in include for b in mine if (r := _both(a, b)) is not None]
+    if not both:
+        return False
+    layer["include"] = [_dump(r) for r in both]
+    return True
+
+
+def _both(a: Rule, b: Rule) -> Rule | None:
+    """One rule that matches where both ``a`` and ``b`` do, or None where they never both match."""
+    if a.phase and b.phase and a.phase != b.phase:
+        return None
+    stage = list(dict.fromkeys([*a.stage, *b.stage]))
+    not_stage = list(dict.fromkeys([*a.not_stage, *b.not_stage]))
+    low = max((v for v in (a.min_level, b.min_level) if v is not None), default=None)
+    high = min((v for v in (a.max_level, b.max_level) if v is not None), default=None)
+    if set(stage) & set(not_stage) or (low is not None and high is not None and low > high):
+        return None
+    return Rule(phase=a.phase or b.phase, stage=stage, not_stage=not_stage, min_level=low, max_level=high)
+
+
+def _dump(rule: Rule) -> dict:
+    return rule.model_dump(exclude_defaults=True)
+
+
+def _listed(value: Any) -> list:
+    return value if isinstance(value, list) else [] if value is None else [value]

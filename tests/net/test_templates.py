@@ -498,3 +498,48 @@ def test_expand_does_not_overwrite_another_file_without_force(tmp_path):
     assert mine.read_text() == "# my net\n"
     assert run_cli("expand", str(source), "-o", str(mine), "--force").exit_code == 0
     assert "block2" in mine.read_text()
+
+
+# ---------------------------------------------------------------- include/exclude on an instance
+
+HEADED = HEAD + """
+blocks:
+  fc:
+    params: {width: null}
+    layers:
+      - {name: ip, type: InnerProduct, num_output: "${width}"}
+      - {name: relu, type: ReLU, bottom: ip, top: ip}
+      - {name: drop, type: Dropout, bottom: ip, top: ip, include: {phase: TRAIN}}
+layers:
+  - {name: fc1, block: fc, args: {width: 16}}
+  - {name: aux, block: fc, bottom: fc1, args: {width: 8}, RULES}
+  - {name: out, type: InnerProduct, bottom: fc1, num_output: 3}
+  - {name: loss, type: SoftmaxWithLoss, bottom: [out, label]}
+"""
+
+
+def test_an_instances_include_and_exclude_hold_for_all_its_layers():
+    # an auxiliary head only with a stage, as a layer's include: (it was refused: unknown key 'include')
+    names = lambda g: [n.name for n in g.nodes if n.name.startswith("aux")]  # noqa: E731
+    net = spec(HEADED.replace("RULES", "include: {stage: aux}"))
+    assert names(build_graph(net, "TRAIN")) == [] and names(build_graph(net, "TEST")) == []
+    assert names(build_graph(net, "TRAIN", ["aux"])) == ["aux.ip", "aux.relu", "aux.drop"]
+    assert names(build_graph(net, "TEST", ["aux"])) == ["aux.ip", "aux.relu"]  # its own TRAIN-only rule still holds
+    assert layers(HEADED.replace("RULES", "include: {stage: aux}"))["aux.drop"]["include"] == \
+        [{"phase": "TRAIN", "stage": ["aux"]}]
+    net = spec(HEADED.replace("RULES", "exclude: {phase: TRAIN}"))
+    assert names(build_graph(net, "TRAIN")) == [] and names(build_graph(net, "TEST")) == ["aux.ip", "aux.relu"]
+
+
+def test_an_instance_kept_in_test_only_drops_its_train_only_layers():
+    # TEST and the Dropout's TRAIN never meet: that layer is never in the net, and is not written
+    expanded = layers(HEADED.replace("RULES", "include: {phase: TEST}"))
+    assert "aux.drop" not in expanded and expanded["aux.ip"]["include"] == [{"phase": "TEST"}]
+    net = spec(HEADED.replace("RULES", "include: {phase: TEST}"))
+    assert [n.name for n in build_graph(net, "TEST").nodes if n.name.startswith("aux")] == ["aux.ip", "aux.relu"]
+
+
+def test_a_bad_rule_on_an_instance_is_located_there():
+    text = HEADED.replace("RULES", "include: {phase: DEPLOY}")
+    line = next(i for i, x in enumerate(text.splitlines(), 1) if "DEPLOY" in x)
+    assert f"net.yaml:{line}:" in errors(text) and "DEPLOY" in errors(text)

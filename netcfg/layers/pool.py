@@ -34,16 +34,25 @@ class Pool(nn.Module):
     """Max or average pooling over the last 1 or 2 axes, with Caffe's sizes and divisors."""
 
     def __init__(self, op: str, kernel: tuple[int, ...], stride: tuple[int, ...], pad: tuple[int, ...],
-                 ceil: bool, out: tuple[int, ...]):
+                 out: tuple[int, ...], sizes: tuple[int, ...]):
         super().__init__()
-        self.op, self.ceil, self.out = op, ceil, out
-        self.kernel, self.stride = kernel, stride
-        # PyTorch pads at most half the kernel; Caffe allows pad < kernel. Beyond half,
-        # pad explicitly (-inf for MAX, 0 for AVE: the divisor counts padding, as in
-        # Caffe) and pool unpadded; the result may have one window more than Caffe's.
-        self.explicit = any(2 * p > k for p, k in zip(pad, kernel))
+        self.op, self.kernel, self.stride, self.out = op, kernel, stride, out
+        # Always floor mode: ONNX has no ceil_mode below opset 10, and the exporter's own end
+        # padding can pass the kernel, which onnxruntime refuses. Caffe's rounded-up last window
+        # is made by padding the end explicitly instead, up to the window's end.
+        ends = [max(0, (o - 1) * s + k - (n + 2 * p)) for n, k, s, p, o in zip(sizes, kernel, stride, pad, out)]
+        # PyTorch pads at most half the kernel; Caffe allows pad < kernel. Beyond half, or with
+        # an end to pad, pad explicitly (-inf for MAX, 0 for AVE: the divisor counts padding, as
+        # in Caffe) and pool unpadded; the result may have one window more than Caffe's.
+        self.explicit = any(ends) or any(2 * p > k for p, k in zip(pad, kernel))
         self.pad = (0,) * len(pad) if self.explicit else pad
-        self.fpad = tuple(q for p in reversed(pad) for q in (p, p)) if self.explicit else ()
+        self.fpad = tuple(q for p, e in reversed(list(zip(pad, ends))) for q in (p, p + e)) if self.explicit else ()
+        # AVE divides by the kernel; Caffe by the window clipped at input + pad: the last
+        # window's mean is scaled by kernel / clipped window (1 elsewhere), per axis
+        scales = [torch.tensor([k / (min(i * s + k, n + 2 * p) - i * s) for i in range(o)], dtype=torch.float64)
+                  for n, k, s, p, o in zip(sizes, kernel, stride, pad, out)]
+        scale = scales[0] if len(scales) == 1 else scales[0][:, None] * scales[1][None, :]  # (out_h, out_w)
+        self.register_buffer("scale", scale.float() if op == "AVE" and any(ends) else None, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fpad:
@@ -51,12 +60,14 @@ class Pool(nn.Module):
         two_d = len(self.kernel) == 2
         if self.op == "MAX":
             fn = F.max_pool2d if two_d else F.max_pool1d
-            y = fn(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil)
+            y = fn(x, self.kernel, self.stride, self.pad)
         else:
             fn = F.avg_pool2d if two_d else F.avg_pool1d
-            y = fn(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil, count_include_pad=True)
+            y = fn(x, self.kernel, self.stride, self.pad, count_include_pad=True)
         if self.explicit:  # drop the window Caffe's clip (at input + pad) removes
             y = y[..., : self.out[0], : self.out[1]] if two_d else y[..., : self.out[0]]
+        if self.scale is not None:
+            y = y * self.scale.to(y.dtype)
         return y
 
 
@@ -89,6 +100,7 @@ class Pooling(LayerSpec):
         {"inputs": {"x": [3, 6, 6]}, "pool": "MAX", "kernel_size": 3, "stride": 2},  # ceil keeps a partial window
         {"inputs": {"x": [2, 7]}, "pool": "AVE", "kernel_size": 3, "stride": 2, "pad": 2, "round_mode": "FLOOR"},
         {"inputs": {"x": [4, 5, 3]}, "pool": "AVE", "global_pooling": True},
+        {"inputs": {"x": [2, 6, 5]}, "pool": "AVE", "kernel_size": 3, "stride": 2, "pad": 1},  # last window clipped
     ]
 
     @model_validator(mode="after")
@@ -149,7 +161,7 @@ class Pooling(LayerSpec):
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         kernel, stride, pad, out = self._plan(bottoms[0])
-        return Pool(self.pool, kernel, stride, pad, self.round_mode == "CEIL", out)
+        return Pool(self.pool, kernel, stride, pad, out, bottoms[0].shape[1:])
 
     def flops(self, bottoms: list[Blob], tops: list[Blob]) -> int:
         kernel, *_ = self._plan(bottoms[0])
@@ -222,13 +234,7 @@ class SPP(LayerSpec):
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         sizes = bottoms[0].shape[1:]
-        levels = []
-        for k, p, out in self._plan(bottoms[0]):
-            # Caffe rounds up; where rounding down gives the same bins, say so: the same windows and
-            # divisors, and ONNX below opset 10 (no ceil_mode) pads no past-the-kernel end instead
-            ceil = any(pool_size(n, kn, kn, pn, False) != o for n, kn, pn, o in zip(sizes, k, p, out))
-            levels.append(Pool(self.pool, k, k, p, ceil, out))
-        return Pyramid(levels)
+        return Pyramid([Pool(self.pool, k, k, p, out, sizes) for k, p, out in self._plan(bottoms[0])])
 
     def flops(self, bottoms: list[Blob], tops: list[Blob]) -> int:
         c = bottoms[0].shape[0]

@@ -284,14 +284,3 @@ def test_blobs_named_like_the_exporters_own_values_keep_their_names(tmp_path):
     for g, w in zip(got, want):
         assert max_diff(torch.from_numpy(g), w) < TOL
 
-
-@pytest.mark.parametrize("opset", [9, 17])
-def test_spp_exports_below_opset_10_where_its_bins_need_no_ceil_mode(opset, tmp_path):
-    """ONNX's MaxPool has no ceil_mode before opset 10: the exporter pads the end instead, past
-    the kernel for SPP's (7, 6) input at 4 x 4 bins, which onnxruntime refused. Those bins are
-    the same rounded down, so SPP pools in floor mode there."""
-    spec = spec_of({"name": "S", "inputs": {"x": [2, 7, 6]},
-                    "layers": [{"name": "spp", "type": "SPP", "pyramid_height": 3}]})
-    weights = write_weights(spec, tmp_path / "s.safetensors")
-    result = netcfg.export(spec, weights, "onnx", tmp_path / "s.onnx", opset=opset)  # checked in onnxruntime
-    assert result.max_abs_diff < TOL and result.checked_batches == (1, 5)

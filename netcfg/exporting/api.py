@@ -9,9 +9,7 @@ alone to name the one the format cannot hold.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from netcfg.exporting.check import Mismatch, compare, culprit, reason
 from netcfg.exporting.deploy import Deploy, deploy_form
 from netcfg.exporting.job import ExportJob
 from netcfg.exporting.load import load_weights_into, read_net
+from netcfg.exporting.output import Output, out_path
 from netcfg.net.module import Net
 from netcfg.net.spec import NetSpec
 from netcfg.solver.checkpoint import WriteError
@@ -148,7 +147,7 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
     deploy = deploy_form(spec, phase, stages, list(outputs or source_outputs) or None)
     module = Net(deploy.graph)
     load_weights_into(module, weights)
-    out = _out_path(out, weights, fmt, net)
+    out = out_path(out, weights, fmt.suffix, net)
     if out.exists() and not force:  # never overwrite a user's file unasked
         raise ConfigError(f"{out} already exists", file=str(out), hint="pass --force to overwrite it, or choose -o")
     info = {"format": fmt_name, "phase": phase, "stages": list(stages), "batch_size": batch or "dynamic",
@@ -156,13 +155,13 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
             "outputs": deploy.outputs, "output_shapes": {n: _io(deploy, n) for n in deploy.outputs},
             "weights": weights.name}
     metadata = {NET_KEY: to_yaml(deploy.config), EXPORT_KEY: json.dumps(info)}
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp{out.suffix}")  # the suffix tells readers the format
     need, node = deploy.graph.min_batch()  # BatchNorm with use_global_stats: false on a (C,) blob
     if batch is not None and batch < need:
         raise ConfigError(f"batch size {batch} is too small: layer '{node.name}' ({node.spec.type}) uses batch "
                           f"statistics of its {list(node.in_blobs[0].shape)} input (use_global_stats: false), which "
                           f"needs at least {need} samples", file="--batch-size", hint=f"use --batch-size {need} or more")
-    job = ExportJob(deploy, module, tmp, batch, opset, metadata)
+    output = Output(out)
+    job = ExportJob(deploy, module, output.tmp, batch, opset, metadata)
     batches = (batch,) if batch is not None else tuple(max(b, need) for b in CHECK_BATCHES)
     written_opset = (opset or to_onnx.DEFAULT_OPSET) if fmt_name == "onnx" else None
     result = ExportResult(out, fmt_name, deploy, batch, written_opset)
@@ -182,25 +181,22 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
         except Exception as e:  # the file was written but does not load or run
             raise RunFailure(f"{fmt.runtime} cannot run the written file: {reason(e)}") from None
 
-    try:  # a place that cannot be written is said now, not blamed on a layer after the work
-        open(tmp, "wb").close()
-    except OSError as e:
-        raise _unwritable(out, e) from None
+    output.open()
     try:
         result.max_abs_diff = attempt(job)
     except WriteError as e:  # a full disk: named by the file asked for, not by its temporary name
-        _remove(tmp)
+        output.discard()
         raise WriteError(out, e) from None
     except NetcfgError:
-        _remove(tmp)
+        output.discard()
         raise
     except Exception as e:  # an exporter, runtime or numerical failure: find the layer
-        _remove(tmp)
+        output.discard()
         raise _refusal(spec, fmt_name, job, attempt, e) from None
     except BaseException:  # Ctrl-C mid-export: no hidden temporary file left beside the output
-        _remove(tmp)
+        output.discard()
         raise
-    os.replace(tmp, out)
+    output.commit()
     result.checked_batches = batches if runnable else ()
     result.seconds = time.perf_counter() - start
     return result
@@ -227,13 +223,6 @@ def _refusal(spec: NetSpec, fmt: str, job: ExportJob, attempt, error: Exception)
                       layer._path if layer else (),
                       hint="choose another --format, or leave the layer out of the deploy net with --top")
     return ConfigErrors([spec.locate(err)])
-
-
-def _remove(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def _format(name: str) -> tuple[str, Format]:
@@ -283,24 +272,3 @@ def _opset(fmt: str, opset: int | None) -> int | None:
         raise ConfigError(f"opset {opset} is out of range", file="--opset",
                           hint=f"this installation writes opsets {lo} to {hi}; {to_onnx.DEFAULT_OPSET} is the default")
     return opset
-
-
-def _out_path(out, weights: Path, fmt: Format, net) -> Path:
-    path = Path(out) if out is not None else weights.with_name(weights.name.removesuffix(weights.suffix) + fmt.suffix)
-    sources = {weights.resolve()} | ({Path(net).resolve()} if isinstance(net, (str, Path)) else set())
-    if path.resolve() in sources:
-        raise ConfigError(f"the output {path} is an input of the export; it would be overwritten", file="-o",
-                          hint="choose another -o")
-    if path.is_dir():
-        raise ConfigError(f"the output {path} is a directory", file="-o", hint="give a file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _unwritable(path, e) from None
-    return path
-
-
-def _unwritable(path: Path, e: OSError) -> ConfigError:
-    # mkdir says "File exists" of a file where a folder should be; writing there would say this
-    why = os.strerror(errno.ENOTDIR) if isinstance(e, FileExistsError) else e.strerror or str(e)
-    return ConfigError(f"cannot write {path}: {why}", file="-o", hint="choose a file in a folder you can write")

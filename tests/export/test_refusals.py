@@ -72,6 +72,23 @@ def test_a_layer_the_format_cannot_hold_is_named_at_its_line(fmt, title, sorting
     assert not out.exists() and not list(tmp_path.glob(".out.file*"))  # nothing half-written is left
 
 
+def test_a_refused_export_leaves_no_folder_made_for_it(sorting_net, tmp_path):
+    # -o new/deeper/x.onnx made new/deeper before the work: a refused export left them, empty
+    net, weights = sorting_net
+    code, _, stderr = netcfg_cli("export", net, "--weights", weights, "-o", tmp_path / "new" / "deeper" / "x.onnx")
+    assert code == 2 and "layer 'sorter' (NumpySort) cannot be exported to ONNX" in stderr
+    assert not (tmp_path / "new").exists()
+    code, _, stderr = netcfg_cli("export", net, "--weights", weights, "-o", tmp_path / "new" / "x.onnx",
+                                 "--top", "nothing")
+    assert code == 2 and "nothing" in stderr
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()  # a folder that was there stays
+    code, _, _ = netcfg_cli("export", net, "--weights", weights, "-o", tmp_path / "kept" / "new" / "x.onnx")
+    assert code == 2 and list((tmp_path / "kept").iterdir()) == []
+    result = netcfg.export(net, weights, "pt", tmp_path / "new" / "deeper" / "x.pt")  # a written file makes them
+    assert result.path.is_file()
+
+
 @pytest.mark.parametrize("fmt", ["safetensors", "pt"])
 def test_weight_formats_hold_any_layer(fmt, sorting_net, tmp_path):
     net, weights = sorting_net
@@ -192,7 +209,7 @@ def test_a_place_that_cannot_be_written_is_said_before_the_work(tmp_path, monkey
     import builtins
     import errno
 
-    from netcfg.exporting import api
+    from netcfg.exporting import api, output
 
     weights = write_weights(spec_of(LENET.read_text()), tmp_path / "lenet.safetensors")
     (tmp_path / "afile").write_text("mine")
@@ -207,14 +224,14 @@ def test_a_place_that_cannot_be_written_is_said_before_the_work(tmp_path, monkey
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return builtins.open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(api, "open", read_only, raising=False)
+    monkeypatch.setattr(output, "open", read_only, raising=False)
     monkeypatch.setattr(api, "culprit", lambda *a: pytest.fail("a layer was blamed for a folder"))
     for fmt in ("torchscript", "safetensors"):
         out = tmp_path / "out" / f"lenet.{fmt}"
         code, _, stderr = netcfg_cli("export", weights, "-f", fmt, "-o", out)
         assert code == 2, stderr
         assert stderr == f"-o: error: cannot write {out}: Permission denied (choose a file in a folder you can write)\n"
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # nor the folder made for it
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "exported", "pt"])
@@ -243,7 +260,7 @@ def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, fm
     code, _, stderr = netcfg_cli("export", weights, "-f", fmt, "-o", out)
     assert code == 1, stderr
     assert stderr == f"{out}: error: cannot write: No space left on device\n"
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # nor the folder made for it
 
 
 def test_ctrl_c_mid_export_leaves_no_temporary_file(tmp_path, monkeypatch):
@@ -258,7 +275,7 @@ def test_ctrl_c_mid_export_leaves_no_temporary_file(tmp_path, monkeypatch):
     out = tmp_path / "out" / "lenet.pt"
     with pytest.raises(KeyboardInterrupt):
         netcfg.export(LENET, weights, "pt", out)
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # nor the folder made for it
 
 
 def test_an_in_place_layer_before_the_culprit_is_not_blamed(tmp_path, monkeypatch):

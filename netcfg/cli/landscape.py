@@ -59,7 +59,7 @@ def landscape(
     check_output(output)  # before the minutes of evaluation, not after
     require_matplotlib()
     specs = [load_solver(s, set_) for s in solvers]
-    weights = [resolve_file(str(w), Path.cwd()) if w.is_dir() else w for w in weights]  # a run: its newest snapshot
+    weights = [resolve_file(str(w), Path.cwd()) for w in weights]  # a run: its newest snapshot; a state: its weights
     names = [spec.net_spec.name for spec in specs]
     if len(set(names)) < len(names):  # the same net twice: tell them apart by file
         names = [f"{n} ({_where(p)})" for n, p in zip(names, solvers)]

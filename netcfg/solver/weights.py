@@ -109,7 +109,9 @@ def rule_errors(weights: Any) -> list[ConfigError]:
 
 
 def resolve_file(file: str, base_dir: Path) -> Path:
-    """A rule's file made absolute; a run directory becomes its newest snapshot's weights."""
+    """A rule's file made absolute; a run directory becomes its newest snapshot's weights, and a
+    snapshot's ``.solverstate`` the weights beside it (a state without them is left for the
+    loader to refuse, naming them), as netcfg export reads them."""
     path = Path(file).expanduser()
     path = (path if path.is_absolute() else base_dir / path).resolve()
     if path.is_dir():
@@ -118,6 +120,8 @@ def resolve_file(file: str, base_dir: Path) -> Path:
         state = newest_snapshot(path)
         if state is not None:
             return state.with_suffix(".safetensors")
+    if path.suffix == ".solverstate" and path.with_suffix(".safetensors").is_file():
+        return path.with_suffix(".safetensors")
     return path
 
 

@@ -194,3 +194,17 @@ def test_a_solver_state_is_no_solver_and_is_not_called_weights(run, command):
     assert err.strip() == (f"{state}: error: is a solver state (what --resume takes): the optimizer's state of a "
                            f"snapshot, not the solver (data, lr, ...) (give its run directory, {run}; its weights "
                            f"are {run / 'tiny_iter_4.safetensors'})")
+
+
+def test_test_and_train_take_a_solver_state_as_export_does_for_the_weights_beside_it(run, tmp_path):
+    # `export -w X.solverstate` used X.safetensors; `test -w` and `train -w` refused it ("is a solver state")
+    state, weights = run / "tiny_iter_2.solverstate", run / "tiny_iter_2.safetensors"
+    code, out, err = netcfg("test", run / "config.yaml", "-w", state, "--device", "cpu")
+    assert code == 0, err
+    assert out.splitlines()[0].startswith(f"weights from {weights}: ")  # which file it used
+    assert "Iteration 2, Testing net" in out
+    code, out, err = netcfg("train", run / "config.yaml", "-w", state, "--out", tmp_path / "again",
+                            "--set", "max_iter=0", "--device", "cpu")
+    assert code == 0, err
+    assert out.splitlines()[0].startswith(f"weights from {weights}: ")
+    assert f"weights: {weights}" in (tmp_path / "again" / "config.yaml").read_text()  # pinned to the file read

@@ -49,8 +49,8 @@ class Pwned:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
-    """A copy of the corpus, plus the files some cases name: another net's snapshot,
-    a malicious pickle, a state_dict with unrelated names."""
+    """A copy of the corpus, plus the files some cases name: another net's snapshot (and its
+    solver state alone), a malicious pickle, a state_dict with unrelated names."""
     work = tmp_path_factory.mktemp("corpus")
     shutil.copytree(ROOT / CORPUS, work / CORPUS)
     other = work / "other.yaml"
@@ -61,6 +61,8 @@ def work(tmp_path_factory) -> Path:
     s.solve()
     s.run.close()
     other.unlink()
+    (work / CORPUS / "snapshots/lone").mkdir()  # a solver state without its weights beside it
+    shutil.copy(work / CORPUS / "snapshots/other/other_iter_2.solverstate", work / CORPUS / "snapshots/lone")
     files = work / CORPUS / "files"
     torch.save({"ip1.weight": torch.ones(16, 64), "x": Pwned(work / "pwned")}, files / "malicious.pt")
     (files / "raw.pth").write_bytes(pickle.dumps(Pwned(work / "pwned"), protocol=4))

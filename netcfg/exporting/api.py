@@ -137,6 +137,7 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
     else:
         src = read_net(net, overrides)
         spec, source_stages, source_weights, source_outputs = src.net, src.stages_of(phase), src.weights, src.outputs
+    weights_given = weights
     weights = weights_file(weights) if weights is not None else source_weights
     if weights is None:
         raise ConfigError("no weights given", file="--weights",
@@ -165,6 +166,9 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
     batches = (batch,) if batch is not None else tuple(max(b, need) for b in CHECK_BATCHES)
     written_opset = (opset or to_onnx.DEFAULT_OPSET) if fmt_name == "onnx" else None
     result = ExportResult(out, fmt_name, deploy, batch, written_opset)
+    given = weights_given if weights_given is not None else (None if isinstance(net, NetSpec) else net)
+    if given is not None and Path(given) != weights:  # a run directory or a .solverstate: say which file
+        result.notes.append(f"weights from {weights}")
     runnable = check and (fmt_name != "onnx" or to_onnx.has_runtime())
     if check and not runnable:
         result.notes.append("not checked: onnxruntime is not installed (pip install onnxruntime)")

@@ -56,3 +56,14 @@ def test_the_format_follows_the_output_name(tmp_path):
         assert code == 2 and not (tmp_path / name).exists()
         assert f"--format: error: the format of '{tmp_path / name}' is not clear from its name" in err
         assert "give --format: safetensors (.safetensors), pt (.pt), torchscript (.torchscript)" in err
+
+
+def test_export_says_which_weights_a_solver_state_or_run_stood_for(tmp_path):
+    weights = write_weights(spec_of(DIGITS.read_text()), tmp_path / "digits_iter_100.safetensors")
+    state = tmp_path / "digits_iter_100.solverstate"
+    state.write_bytes(b"")  # not read: the weights beside it are
+    code, out, err = netcfg_cli("export", DIGITS, "-w", state, "-f", "pt", "--no-check")
+    assert code == 0, err
+    assert f"  note: weights from {weights}" in out.splitlines()
+    code, out, err = netcfg_cli("export", DIGITS, "-w", weights, "-f", "pt", "-o", tmp_path / "b.pt", "--no-check")
+    assert code == 0 and "weights from" not in out  # the file given: nothing to say

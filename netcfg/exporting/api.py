@@ -149,6 +149,10 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
     module = Net(deploy.graph)
     load_weights_into(module, weights)
     out = out_path(out, weights, fmt.suffix, net)
+    if fmt_name == "exported" and not out.name.endswith(".pt2"):  # torch.export.save's own examples name .pt2
+        raise ConfigError(f"a torch.export program is a .pt2 file: torch.export.load reads '{out.name}' only "
+                          "through a deprecated fallback, with a warning", file="-o",
+                          hint=f"name it {out.name.removesuffix(out.suffix)}.pt2")
     if out.exists() and not force:  # never overwrite a user's file unasked
         raise ConfigError(f"{out} already exists", file=str(out), hint="pass --force to overwrite it, or choose -o")
     info = {"format": fmt_name, "phase": phase, "stages": list(stages), "batch_size": batch or "dynamic",

@@ -6,8 +6,10 @@ import json
 
 import torch
 
+import netcfg
+from netcfg.layers import _registry
 from tests.export.helpers import ROOT, spec_of, write_weights
-from tests.export.test_refusals import netcfg_cli
+from tests.export.test_refusals import LENET, SORTING_NET, NumpySort, netcfg_cli
 
 DIGITS = ROOT / "configs" / "digits_cnn.yaml"
 
@@ -67,3 +69,34 @@ def test_export_says_which_weights_a_solver_state_or_run_stood_for(tmp_path):
     assert f"  note: weights from {weights}" in out.splitlines()
     code, out, err = netcfg_cli("export", DIGITS, "-w", weights, "-f", "pt", "-o", tmp_path / "b.pt", "--no-check")
     assert code == 0 and "weights from" not in out  # the file given: nothing to say
+
+
+def test_a_refused_export_leaves_no_folder_made_for_it(tmp_path, monkeypatch):
+    # -o new/deeper/x.onnx made new/deeper before the work: a refused export left them, empty
+    monkeypatch.setitem(_registry._REGISTRY, "NumpySort", NumpySort)  # a layer ONNX cannot hold
+    net = tmp_path / "sorting.yaml"
+    net.write_text(SORTING_NET)
+    weights = write_weights(spec_of(SORTING_NET), tmp_path / "sorting.safetensors")
+    code, _, stderr = netcfg_cli("export", net, "--weights", weights, "-o", tmp_path / "new" / "deeper" / "x.onnx")
+    assert code == 2 and "layer 'sorter' (NumpySort) cannot be exported to ONNX" in stderr
+    assert not (tmp_path / "new").exists()
+    code, _, stderr = netcfg_cli("export", net, "--weights", weights, "-o", tmp_path / "new" / "x.onnx",
+                                 "--top", "nothing")
+    assert code == 2 and "nothing" in stderr
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()  # a folder that was there stays
+    code, _, _ = netcfg_cli("export", net, "--weights", weights, "-o", tmp_path / "kept" / "new" / "x.onnx")
+    assert code == 2 and list((tmp_path / "kept").iterdir()) == []
+    result = netcfg.export(net, weights, "pt", tmp_path / "new" / "deeper" / "x.pt")  # a written file makes them
+    assert result.path.is_file()
+
+
+def test_a_torch_export_program_is_named_pt2(tmp_path):
+    # -f exported -o m.exported wrote a file torch.export.load reads only through its deprecated
+    # fallback ("Unable to load package. f must be a buffer or a file ending in .pt2")
+    weights = write_weights(spec_of(LENET.read_text()), tmp_path / "lenet.safetensors")
+    code, _, stderr = netcfg_cli("export", weights, "-f", "exported", "-o", tmp_path / "new" / "m.exported")
+    assert code == 2
+    assert stderr == ("-o: error: a torch.export program is a .pt2 file: torch.export.load reads 'm.exported' only "
+                      "through a deprecated fallback, with a warning (name it m.pt2)\n")
+    assert not (tmp_path / "new").exists()

@@ -27,6 +27,7 @@ from tests.export.helpers import (
 NETS = [ROOT / "configs" / "lenet.yaml", ROOT / "configs" / "digits_cnn.yaml"]
 FORMATS = ["safetensors", "pt", "torchscript", "exported", "onnx"]
 TOL = 1e-4  # max abs diff in fp32
+SUFFIX = {"exported": ".pt2"}  # what torch.export.load wants; the others are named after the format
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def exported(zoo_weights, tmp_path_factory):
     def get(config, fmt):
         if (config, fmt) not in done:
             _, weights = zoo_weights(config)
-            done[config, fmt] = netcfg.export(config, weights, fmt, folder / f"{config.stem}.{fmt}", check=False)
+            done[config, fmt] = netcfg.export(config, weights, fmt, folder / f"{config.stem}{SUFFIX.get(fmt, '.' + fmt)}", check=False)
         return done[config, fmt]
 
     return get
@@ -196,7 +197,7 @@ def test_every_layer_type_exports(fmt, tmp_path):
     spec = spec_of(every_layer_net())
     weights = write_weights(spec, tmp_path / "every.safetensors")
     # export() runs the written file at batch 1 and 5 against the eager net and refuses on a mismatch
-    result = netcfg.export(spec, weights, fmt, tmp_path / f"every.{fmt}")
+    result = netcfg.export(spec, weights, fmt, tmp_path / f"every{SUFFIX.get(fmt, '.' + fmt)}")
     types = {n.spec.type for n in result.deploy.graph.nodes}
     built_in = {t for t, c in registry().items() if c.__module__.startswith("netcfg.layers.")}
     assert types == built_in - {"Accuracy", "Silence"} - {t for t in built_in if registry()[t].is_loss}
@@ -213,7 +214,7 @@ def test_layers_named_like_keywords_or_reserved_attributes_export(fmt, tmp_path)
     layers = [{"name": n, "type": "InnerProduct", "num_output": 3} for n in names]
     spec = spec_of({"name": "clash", "inputs": {"data": [4]}, "layers": layers})
     weights = write_weights(spec, tmp_path / "w.safetensors")
-    result = netcfg.export(spec, weights, fmt, tmp_path / f"clash.{fmt}")
+    result = netcfg.export(spec, weights, fmt, tmp_path / f"clash{SUFFIX.get(fmt, '.' + fmt)}")
     assert result.path.is_file() and result.max_abs_diff < TOL
     assert sorted(DeployModule(Net(result.deploy.graph))._modules) == ["None_", "class_", "class__", "code_", "forward_", "graph_",
                                                           "scope"]

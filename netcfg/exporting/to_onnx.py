@@ -21,6 +21,7 @@ import torch
 from netcfg.errors import NetcfgError
 from netcfg.exporting.job import ExportJob, Runner, quiet
 from netcfg.exporting.to_program import dynamic_shapes
+from netcfg.layers.pool import floor_pooling
 from netcfg.solver.checkpoint import atomic_write_bytes
 
 __all__ = ["DEFAULT_OPSET", "DYNAMO_MIN_OPSET", "has_runtime", "opset_range", "run", "write"]
@@ -71,8 +72,9 @@ def write(job: ExportJob) -> None:
         else:
             buf = io.BytesIO()
             axes = {n: {0: "batch"} for n in [*names, *outputs]} if job.batch is None else None
-            torch.onnx.export(module, args, buf, input_names=names, output_names=outputs, opset_version=opset,
-                              dynamo=False, dynamic_axes=axes)
+            with floor_pooling(module, opset < 10):  # no ceil_mode before opset 10
+                torch.onnx.export(module, args, buf, input_names=names, output_names=outputs, opset_version=opset,
+                                  dynamo=False, dynamic_axes=axes)
             model = onnx.load_from_string(buf.getvalue())
     _restore_inputs(model, job)
     got = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)

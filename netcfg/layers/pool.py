@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import ClassVar, Literal
 
 import torch
@@ -14,7 +15,7 @@ from netcfg.errors import FieldError, ShapeError
 from netcfg.layers.base import Blob, IntPair, LayerSpec, check_one_axis, check_rank, pair
 from netcfg.layers._registry import register
 
-__all__ = ["Pooling", "SPP", "pool_size"]
+__all__ = ["Pooling", "SPP", "floor_pooling", "pool_size"]
 
 
 def pool_size(size: int, k: int, s: int, p: int, ceil: bool) -> int:
@@ -37,38 +38,63 @@ class Pool(nn.Module):
                  out: tuple[int, ...], sizes: tuple[int, ...]):
         super().__init__()
         self.op, self.kernel, self.stride, self.out = op, kernel, stride, out
-        # Always floor mode: ONNX has no ceil_mode below opset 10, and the exporter's own end
-        # padding can pass the kernel, which onnxruntime refuses. Caffe's rounded-up last window
-        # is made by padding the end explicitly instead, up to the window's end.
-        ends = [max(0, (o - 1) * s + k - (n + 2 * p)) for n, k, s, p, o in zip(sizes, kernel, stride, pad, out)]
-        # PyTorch pads at most half the kernel; Caffe allows pad < kernel. Beyond half, or with
-        # an end to pad, pad explicitly (-inf for MAX, 0 for AVE: the divisor counts padding, as
-        # in Caffe) and pool unpadded; the result may have one window more than Caffe's.
-        self.explicit = any(ends) or any(2 * p > k for p, k in zip(pad, kernel))
-        self.pad = (0,) * len(pad) if self.explicit else pad
-        self.fpad = tuple(q for p, e in reversed(list(zip(pad, ends))) for q in (p, p + e)) if self.explicit else ()
-        # AVE divides by the kernel; Caffe by the window clipped at input + pad: the last
-        # window's mean is scaled by kernel / clipped window (1 elsewhere), per axis
+        # Caffe rounds up: a last window past the end (``ceil_mode``), only where rounding down
+        # would give fewer windows (so a layer without one exports as plain floor pooling)
+        self.ceil = any(pool_size(n, k, s, p, False) != o for n, k, s, p, o in zip(sizes, kernel, stride, pad, out))
+        # PyTorch pads at most half the kernel; Caffe allows pad < kernel. Beyond half, pad
+        # explicitly (-inf for MAX, 0 for AVE: the divisor counts padding, as in Caffe) and pool
+        # unpadded; the result may have one window more than Caffe's, which is cut off
+        wide = any(2 * p > k for p, k in zip(pad, kernel))
+        self.native = ((0,) * len(pad) if wide else pad, _sides(pad, (0,) * len(pad)) if wide else (), wide)
+        # ``floor_only`` (set by ``floor_pooling`` for ONNX below opset 10, which has no ceil_mode and
+        # whose exporter pads the end past the kernel, refused by onnxruntime): the last window's end
+        # padded explicitly instead, and AVE's mean there scaled to Caffe's clipped divisor
+        self.floor_only = False
+        ends = tuple(max(0, (o - 1) * s + k - (n + 2 * p)) for n, k, s, p, o in zip(sizes, kernel, stride, pad, out))
+        padded = wide or any(ends)
+        self.floor = ((0,) * len(pad) if padded else pad, _sides(pad, ends) if padded else (), padded)
         scales = [torch.tensor([k / (min(i * s + k, n + 2 * p) - i * s) for i in range(o)], dtype=torch.float64)
                   for n, k, s, p, o in zip(sizes, kernel, stride, pad, out)]
         scale = scales[0] if len(scales) == 1 else scales[0][:, None] * scales[1][None, :]  # (out_h, out_w)
         self.register_buffer("scale", scale.float() if op == "AVE" and any(ends) else None, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fpad:
-            x = F.pad(x, self.fpad, value=-math.inf if self.op == "MAX" else 0.0)
+        pad, fpad, crop = self.floor if self.floor_only else self.native
+        if fpad:
+            x = F.pad(x, fpad, value=-math.inf if self.op == "MAX" else 0.0)
+        ceil = self.ceil and not self.floor_only
         two_d = len(self.kernel) == 2
         if self.op == "MAX":
             fn = F.max_pool2d if two_d else F.max_pool1d
-            y = fn(x, self.kernel, self.stride, self.pad)
+            y = fn(x, self.kernel, self.stride, pad, ceil_mode=ceil)
         else:
             fn = F.avg_pool2d if two_d else F.avg_pool1d
-            y = fn(x, self.kernel, self.stride, self.pad, count_include_pad=True)
-        if self.explicit:  # drop the window Caffe's clip (at input + pad) removes
+            y = fn(x, self.kernel, self.stride, pad, ceil_mode=ceil, count_include_pad=True)
+        if crop:  # drop the window Caffe's clip (at input + pad) removes
             y = y[..., : self.out[0], : self.out[1]] if two_d else y[..., : self.out[0]]
-        if self.scale is not None:
+        if self.floor_only and self.scale is not None:
             y = y * self.scale.to(y.dtype)
         return y
+
+
+def _sides(pad: tuple[int, ...], ends: tuple[int, ...]) -> tuple[int, ...]:
+    """F.pad's (left, right, top, bottom) for ``pad`` on both sides and ``ends`` more at the end."""
+    return tuple(q for p, e in reversed(list(zip(pad, ends))) for q in (p, p + e))
+
+
+@contextmanager
+def floor_pooling(module: nn.Module, on: bool = True):
+    """Every Pool in ``module`` pools rounding down (Caffe's last windows made by padding) while
+    inside: ONNX below opset 10 has no ceil_mode. The same numbers; eager training keeps
+    ceil_mode, which pads nothing (1.5 to 2.5 times faster where a last window is partial)."""
+    pools = [m for m in module.modules() if isinstance(m, Pool)] if on else []
+    for m in pools:
+        m.floor_only = True
+    try:
+        yield
+    finally:
+        for m in pools:
+            m.floor_only = False
 
 
 @register

@@ -205,3 +205,26 @@ def test_shape_errors_are_located(layer, shape, message):
     assert message in str(e.value)
     assert "layer 'pool1'" in str(e.value)
     assert "<string>:4:" in e.value.render()
+
+
+@pytest.mark.parametrize("op", ["MAX", "AVE"])
+def test_floor_pooling_for_old_onnx_gives_the_eager_numbers(op, one_thread):
+    # ONNX below opset 10 has no ceil_mode: export pools rounding down, padding Caffe's last
+    # windows itself; eager training keeps ceil_mode (no padding copy: 1.5-2.5x faster there)
+    from netcfg.layers.pool import Pool, floor_pooling
+
+    partial = 0
+    for size, k, s in itertools.product(range(4, 9), (2, 3), (1, 2, 3)):
+        for p in range(k):
+            shape = (2, size, size + 1)
+            module = pooling(pool=op, kernel_size=k, stride=s, pad=p).build([Blob(shape)])
+            assert isinstance(module, Pool)
+            x = torch.randn(2, *shape, dtype=torch.float64)
+            eager = module(x)
+            with floor_pooling(module):
+                assert module.floor_only
+                floored = module(x)
+            assert not module.floor_only
+            torch.testing.assert_close(floored, eager, rtol=1e-12, atol=1e-12)
+            partial += module.ceil
+    assert partial > 20  # the grid has Caffe's rounded-up last windows to compare

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from netcfg.layers._registry import registry
 from netcfg.net import Net, build_graph
 from netcfg.net.spec import net_from_source
 from netcfg.solver.weights_file import save_weights
@@ -70,3 +71,23 @@ def random_inputs(graph, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     assert tuple(a.shape) == tuple(b.shape), (a.shape, b.shape)
     return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
+
+
+def examples_net(name: str, keep) -> dict:
+    """One net of the examples of the built-in layer types a deploy net can hold (losses, metrics
+    and Silence never reach an export) for which ``keep(type_name, index, example)`` holds,
+    each on its own inputs, named <type><index>."""
+    inputs, layers = {}, []
+    for type_name, cls in registry().items():
+        if not cls.__module__.startswith("netcfg.layers.") or cls.is_loss or cls.reduces_batch or cls.n_tops == (0, 0):
+            continue
+        for i, example in enumerate(cls.examples):
+            if not keep(type_name, i, example):
+                continue
+            p = f"{type_name}{i}"
+            fields = {k: v for k, v in example.items() if k != "inputs"}
+            if "top" in fields:
+                fields["top"] = [f"{p}_{t}" for t in fields["top"]]
+            inputs.update({f"{p}_{k}": v for k, v in example["inputs"].items()})
+            layers.append({"name": p, "type": type_name, "bottom": [f"{p}_{k}" for k in example["inputs"]], **fields})
+    return {"name": name, "inputs": inputs, "layers": layers}

@@ -17,6 +17,7 @@ from netcfg.layers._registry import registry
 from netcfg.net import Net
 from tests.export.helpers import (
     ROOT,
+    examples_net,
     max_diff,
     random_inputs,
     reference,
@@ -171,25 +172,15 @@ def test_load_net_with_weights_round_trip(zoo_weights, tmp_path):
 
 
 def every_layer_net() -> dict:
-    """One net holding every built-in layer type a deploy net can hold (losses, metrics and
-    Silence never reach an export): each type's first example, plus every example with a
-    weight_norm or a dtype other than float32, each on its own inputs."""
-    inputs, layers = {}, []
-    for type_name, cls in registry().items():
-        if not cls.__module__.startswith("netcfg.layers.") or cls.is_loss or cls.reduces_batch or cls.n_tops == (0, 0):
-            continue
-        for i, example in enumerate(cls.examples):
-            special = example.get("weight_norm") or any(isinstance(v, dict) and v.get("dtype", "float32") != "float32"
-                                                        for v in example["inputs"].values())
-            if i and not special:
-                continue
-            p = f"{type_name}{i}"
-            fields = {k: v for k, v in example.items() if k != "inputs"}
-            if "top" in fields:
-                fields["top"] = [f"{p}_{t}" for t in fields["top"]]
-            inputs.update({f"{p}_{k}": v for k, v in example["inputs"].items()})
-            layers.append({"name": p, "type": type_name, "bottom": [f"{p}_{k}" for k in example["inputs"]], **fields})
-    return {"name": "EveryLayer", "inputs": inputs, "layers": layers}
+    """One net holding every built-in layer type a deploy net can hold: each type's first
+    example, plus every example with a weight_norm or a dtype other than float32."""
+
+    def keep(type_name: str, i: int, example: dict) -> bool:
+        special = example.get("weight_norm") or any(isinstance(v, dict) and v.get("dtype", "float32") != "float32"
+                                                    for v in example["inputs"].values())
+        return not i or bool(special)
+
+    return examples_net("EveryLayer", keep)
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "exported", "onnx"])

@@ -9,7 +9,7 @@ import pytest
 
 import netcfg
 from netcfg.layers._registry import registry
-from tests.export.helpers import spec_of, write_weights
+from tests.export.helpers import examples_net, spec_of, write_weights
 
 TOL = 1e-4
 
@@ -63,20 +63,7 @@ def refused_below(type_name: str, example: dict) -> int:
 
 def every_example_net(opset: int) -> dict:
     """Every example of every built-in type a deploy net can hold that runs at ``opset``."""
-    inputs, layers = {}, []
-    for type_name, cls in registry().items():
-        if not cls.__module__.startswith("netcfg.layers.") or cls.is_loss or cls.reduces_batch or cls.n_tops == (0, 0):
-            continue
-        for i, example in enumerate(cls.examples):
-            if refused_below(type_name, example) > opset:
-                continue
-            p = f"{type_name}{i}"
-            fields = {k: v for k, v in example.items() if k != "inputs"}
-            if "top" in fields:
-                fields["top"] = [f"{p}_{t}" for t in fields["top"]]
-            inputs.update({f"{p}_{k}": v for k, v in example["inputs"].items()})
-            layers.append({"name": p, "type": type_name, "bottom": [f"{p}_{k}" for k in example["inputs"]], **fields})
-    return {"name": "EveryExample", "inputs": inputs, "layers": layers}
+    return examples_net("EveryExample", lambda type_name, i, example: refused_below(type_name, example) <= opset)
 
 
 def test_every_example_exports_at_opset_9_but_the_documented_ones(tmp_path):

@@ -202,22 +202,26 @@ layers:
     assert set(g.losses) == {"loss_a", "b"}
 
 
-@pytest.mark.parametrize("bottom", ["bottom: ip, ", ""])  # written, or the previous top by default
-def test_a_block_may_end_in_a_train_only_layer_in_place(bottom):
-    # Caffe's idiom, Dropout in place and TRAIN only: the TEST net must still have the output
-    text = HEAD + """
+# a block ending in Caffe's in-place, TRAIN-only Dropout; a net's `layers:` follow
+FC_BLOCK = HEAD + """
 blocks:
   fc:
     params: {width: null}
     layers:
       - {name: ip, type: InnerProduct, num_output: "${width}"}
       - {name: relu, type: ReLU, bottom: ip, top: ip}
-      - {name: drop, type: Dropout, BOTTOMtop: ip, include: {phase: TRAIN}}
-layers:
+      - {name: drop, type: Dropout, bottom: ip, top: ip, include: {phase: TRAIN}}
+layers:"""
+
+
+@pytest.mark.parametrize("bottom", ["bottom: ip, ", ""])  # written, or the previous top by default
+def test_a_block_may_end_in_a_train_only_layer_in_place(bottom):
+    # Caffe's idiom, Dropout in place and TRAIN only: the TEST net must still have the output
+    text = (FC_BLOCK.replace("bottom: ip, top: ip, include", "BOTTOMtop: ip, include") + """
   - {name: fc1, block: fc, repeat: 2, args: {width: 6}}
   - {name: out, type: InnerProduct, num_output: 3}
   - {name: loss, type: SoftmaxWithLoss, bottom: [out, label]}
-""".replace("BOTTOM", bottom)
+""").replace("BOTTOM", bottom)
     for phase in ("TRAIN", "TEST"):
         nodes = {n.name: n for n in build_graph(spec(text), phase).nodes}
         assert nodes["fc1.block1.ip"].tops == ["fc1.block1"] and nodes["fc1.block2.relu"].tops == ["fc1"]
@@ -502,15 +506,7 @@ def test_expand_does_not_overwrite_another_file_without_force(tmp_path):
 
 # ---------------------------------------------------------------- include/exclude on an instance
 
-HEADED = HEAD + """
-blocks:
-  fc:
-    params: {width: null}
-    layers:
-      - {name: ip, type: InnerProduct, num_output: "${width}"}
-      - {name: relu, type: ReLU, bottom: ip, top: ip}
-      - {name: drop, type: Dropout, bottom: ip, top: ip, include: {phase: TRAIN}}
-layers:
+HEADED = FC_BLOCK + """
   - {name: fc1, block: fc, args: {width: 16}}
   - {name: aux, block: fc, bottom: fc1, args: {width: 8}, RULES}
   - {name: out, type: InnerProduct, bottom: fc1, num_output: 3}

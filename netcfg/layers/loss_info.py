@@ -36,7 +36,17 @@ class Infogain(nn.Module):
         super().__init__()
         self.axis, self.ignore_label, self.normalization, self.squeeze = axis, ignore_label, normalization, squeeze
         # rebuilt from the config, which the weights file carries: not a learnable or saved blob
-        self.register_buffer("H", torch.tensor(infogain) if infogain is not None else None, persistent=False)
+        H = torch.tensor(infogain, dtype=torch.float64) if infogain is not None else None
+        self.register_buffer("H", H, persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        """H follows the device only: a net cast to 16 bits kept its H in 16 bits too (0.3 became
+        0.30078, the loss 1e-3 off Caffe's, which computes in float); rows are cast at use."""
+        H = self.H
+        super()._apply(fn, recurse)
+        if H is not None:
+            self.H = H.to(self.H.device)
+        return self
 
     def forward(self, scores: torch.Tensor, label: torch.Tensor, H: torch.Tensor | None = None) -> torch.Tensor:
         label = label.long()

@@ -167,3 +167,16 @@ def test_multinomial_logistic_loss_located_errors(inputs, words):
     with pytest.raises(ConfigErrors) as e:
         build_graph(net_from_source(parse_yaml(text("{name: l, type: MultinomialLogisticLoss, bottom: [p, y]}", inputs))))
     assert words in str(e.value) and "<string>:4:" in e.value.render()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_infogain_of_a_16_bit_net_uses_the_matrix_as_written(dtype):
+    # the net's cast to 16 bits cast H too (0.3 -> 0.30078 in bfloat16): the loss, computed in
+    # float32 from the 16-bit scores, was about 1e-3 off the float32 net's on the same scores
+    layer = "{name: loss, type: InfogainLoss, bottom: [s, y], infogain: [[1, 0.3, 0.7], [0.3, 1, 0.1], [0.7, 0.1, 1]]}"
+    half = build_net(net_from_source(parse_yaml(text(layer, f"{{s: {{shape: [3], dtype: {dtype}}}, "
+                                                             "y: {shape: [], dtype: int64}}"))), "TRAIN")
+    full = build_net(net_from_source(parse_yaml(text(layer, "{s: [3], y: {shape: [], dtype: int64}}"))), "TRAIN")
+    s = torch.randn(6, 3).to(getattr(torch, dtype))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    torch.testing.assert_close(half(s=s, y=y)["loss"].float(), full(s=s.float(), y=y)["loss"], rtol=1e-6, atol=0)

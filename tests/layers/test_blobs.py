@@ -10,10 +10,11 @@ from netcfg.errors import ConfigErrors
 from netcfg.net import build_graph, build_net
 from netcfg.net.spec import net_from_source
 from netcfg.source import parse_yaml
+from tests.layers import graph_errors, net_of
 
 
 def text(layers: str, inputs: str = "{x: [3, 2]}") -> str:
-    return f"name: t\ninputs: {inputs}\nlayers:\n" + "".join(f"  - {line}\n" for line in layers.strip().splitlines())
+    return net_of(layers, inputs)
 
 
 def test_the_top_is_the_blob_for_every_sample_and_its_gradient_sums_the_batch():
@@ -111,6 +112,5 @@ def test_batch_reindex_index_outside_the_batch_is_a_clear_error(index):
     ("{x: [3], i: []}", "got shape [] float32"),
 ])
 def test_batch_reindex_needs_one_integer_index_per_sample(inputs, words):
-    with pytest.raises(ConfigErrors) as e:
-        build_graph(net_from_source(parse_yaml(text("{name: r, type: BatchReindex, bottom: [x, i]}", inputs))))
-    assert words in str(e.value) and "<string>:4:" in e.value.render()
+    e = graph_errors(text("{name: r, type: BatchReindex, bottom: [x, i]}", inputs))
+    assert words in str(e) and "<string>:4:" in e.render()

@@ -8,15 +8,16 @@ import pytest
 import torch
 
 from netcfg.errors import ConfigErrors
-from netcfg.net import build_graph, build_net
+from netcfg.net import build_net
 from netcfg.net.spec import net_from_source
 from netcfg.source import parse_yaml
+from tests.layers import graph_errors, net_of
 
 H3 = [[1.0, 0.5, 0.0], [0.25, 2.0, 0.0], [0.0, 1.0, 3.0]]
 
 
 def text(layer: str, inputs: str) -> str:
-    return f"name: t\ninputs: {inputs}\nlayers:\n  - {layer}\n"
+    return net_of(layer, inputs)
 
 
 def net(layer: str, inputs: str = "{s: [3, 2], y: {shape: [2], dtype: int64}}"):
@@ -110,9 +111,8 @@ def test_gradcheck_in_float64():
 ])
 def test_located_errors(layer, inputs, words):
     ins = "{s: [3, 2], y: {shape: [2], dtype: int64}" + inputs + "}"
-    with pytest.raises(ConfigErrors) as e:
-        build_graph(net_from_source(parse_yaml(text(layer, ins))))
-    assert words in str(e.value) and "<string>:4:" in e.value.render()
+    e = graph_errors(text(layer, ins))
+    assert words in str(e) and "<string>:4:" in e.render()
 
 
 def test_a_ragged_matrix_is_refused_at_infogain():
@@ -164,9 +164,8 @@ def test_multinomial_logistic_loss_of_softmax_is_softmax_with_loss():
     ("{p: {shape: [3], dtype: int64}, y: {shape: [], dtype: int64}}", "needs a floating-point probabilities"),
 ])
 def test_multinomial_logistic_loss_located_errors(inputs, words):
-    with pytest.raises(ConfigErrors) as e:
-        build_graph(net_from_source(parse_yaml(text("{name: l, type: MultinomialLogisticLoss, bottom: [p, y]}", inputs))))
-    assert words in str(e.value) and "<string>:4:" in e.value.render()
+    e = graph_errors(text("{name: l, type: MultinomialLogisticLoss, bottom: [p, y]}", inputs))
+    assert words in str(e) and "<string>:4:" in e.render()
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])

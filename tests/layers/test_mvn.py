@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from netcfg.errors import ConfigErrors
-from netcfg.net import build_graph, build_net
+from netcfg.net import build_net
 from netcfg.net.spec import net_from_source
 from netcfg.source import parse_yaml
+from tests.layers import graph_errors, net_of
 
 
 def net_text(fields: str, inputs: str = "{x: [3, 4, 5]}") -> str:
-    return f"name: t\ninputs: {inputs}\nlayers:\n  - {{name: m, type: MVN{fields}}}\n"
+    return net_of(f"{{name: m, type: MVN{fields}}}", inputs)
 
 
 def mvn(fields: str = "", inputs: str = "{x: [3, 4, 5]}"):
@@ -85,9 +86,8 @@ def test_float16_input_is_normalised_in_float32():
     ("", "{x: {shape: [3, 4], dtype: int64}}", "MVN needs a floating-point input, got int64"),
 ])
 def test_bad_inputs_are_located_errors(fields, inputs, words):
-    with pytest.raises(ConfigErrors) as e:
-        build_graph(net_from_source(parse_yaml(net_text(fields, inputs))))
-    assert words in str(e.value) and "<string>:4:" in e.value.render()
+    e = graph_errors(net_text(fields, inputs))
+    assert words in str(e) and "<string>:4:" in e.render()
 
 
 def test_eps_must_be_positive():

@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from netcfg.errors import ConfigErrors
-from netcfg.net import build_graph, build_net
+from netcfg.net import build_net
 from netcfg.net.spec import net_from_source
 from netcfg.source import parse_yaml
+from tests.layers import graph_errors, net_of
 
 
 def net_text(layer: str, inputs: str = "{x: [2, 3, 4]}") -> str:
-    return f"name: t\ninputs: {inputs}\nlayers:\n  - {layer}\n"
+    return net_of(layer, inputs)
 
 
 def reduction(layer: str, inputs: str = "{x: [2, 3, 4]}"):
@@ -75,15 +76,13 @@ def test_float16_sums_in_float32_and_keeps_its_dtype():
     ("{name: r, type: Reduction, axis: -5}", "axis -5 is out of range"),
 ])
 def test_bad_axes_are_located_errors(layer, words):
-    with pytest.raises(ConfigErrors) as e:
-        build_graph(net_from_source(parse_yaml(net_text(layer))))
-    assert words in str(e.value) and "<string>:4:" in e.value.render() and ".axis" in e.value.render()
+    e = graph_errors(net_text(layer))
+    assert words in str(e) and "<string>:4:" in e.render() and ".axis" in e.render()
 
 
 def test_integer_input_and_bad_operation_are_refused():
-    with pytest.raises(ConfigErrors) as e:
-        build_graph(net_from_source(parse_yaml(net_text("{name: r, type: Reduction}", "{x: {shape: [3], dtype: int64}}"))))
-    assert "Reduction needs a floating-point input, got int64" in str(e.value)
+    e = graph_errors(net_text("{name: r, type: Reduction}", "{x: {shape: [3], dtype: int64}}"))
+    assert "Reduction needs a floating-point input, got int64" in str(e)
     with pytest.raises(ConfigErrors) as e:
         net_from_source(parse_yaml(net_text("{name: r, type: Reduction, operation: PROD}")))
     assert "invalid value 'PROD' (valid: ASUM, MEAN, SUM, SUMSQ)" in str(e.value)

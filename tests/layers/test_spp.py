@@ -13,6 +13,7 @@ from netcfg.net import build_graph, build_net
 from netcfg.net.spec import net_from_source
 from netcfg.source import parse_yaml
 from tests.layers.test_pool import caffe_pool, caffe_size
+from tests.layers import graph_errors, net_of
 
 
 def caffe_spp(x: torch.Tensor, height: int, op: str) -> torch.Tensor:
@@ -61,10 +62,8 @@ def test_three_levels_of_c_channels_are_21_c_values():
     ([2, 8], 2, "SPP expects a 3-d input per sample"),
 ])
 def test_bad_inputs_are_located_errors(shape, height, words):
-    text = f"name: t\ninputs: {{x: {shape}}}\nlayers:\n  - {{name: s, type: SPP, pyramid_height: {height}}}\n"
-    with pytest.raises(ConfigErrors) as e:
-        build_graph(net_from_source(parse_yaml(text)))
-    assert words in str(e.value) and "<string>:4:" in e.value.render()
+    e = graph_errors(net_of(f"{{name: s, type: SPP, pyramid_height: {height}}}", f"{{x: {shape}}}"))
+    assert words in str(e) and "<string>:4:" in e.render()
 
 
 def test_pyramid_height_is_required():

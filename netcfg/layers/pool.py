@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from netcfg.errors import FieldError, ShapeError
-from netcfg.layers.base import Blob, IntPair, LayerSpec, check_one_axis, check_rank, pair
+from netcfg.layers.base import Blob, IntPair, LayerSpec, check_float, check_one_axis, check_rank, pair
 from netcfg.layers._registry import register
 
 __all__ = ["Pooling", "SPP", "floor_pooling", "pool_size"]
@@ -232,8 +232,7 @@ class SPP(LayerSpec):
     def _plan(self, x: Blob) -> list[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
         """Per level: kernel, pad, output size, each (h, w), from spp_layer.cpp's GetPoolingParam."""
         check_rank(self, x, (3,))
-        if x.dtype not in ("float32", "float64", "float16", "bfloat16"):
-            raise ShapeError(f"SPP needs a floating-point input, got {x.dtype}", key="bottom")
+        check_float(self, x)
         plan = []
         for level in range(self.pyramid_height):
             bins = 2 ** level

@@ -23,6 +23,7 @@ from netcfg.caffe.net import ImportedNet, net_from_obj
 from netcfg.caffe.parser import parse_file
 from netcfg.caffe.proto import Obj, decode
 from netcfg.errors import did_you_mean
+from netcfg.net.layer_dicts import listed
 
 __all__ = ["ImportedSolver", "import_solver", "SOLVER_TYPES"]
 
@@ -163,9 +164,6 @@ def import_solver(path: str | Path, net: str | Path | None = None, data: str | N
 
 def _stages_named(net: dict[str, Any]) -> set[str]:
     """The stages the include/exclude rules of a converted net's layers name."""
-    def listed(value: Any) -> list:  # a rule, or a rule's stage, is written alone or as a list
-        return value if isinstance(value, list) else [] if value is None else [value]
-
     return {st for layer in net.get("layers", []) for key in ("include", "exclude") for rule in listed(layer.get(key))
             for st in [*listed(rule.get("stage")), *listed(rule.get("not_stage"))]}
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from netcfg.errors import KeyPath
 from netcfg.layers.base import Rule
 
-__all__ = ["add_rules", "blobs", "in_place_blob", "is_layer_list", "put_key", "rename_blob", "scope_shares", "tops", "walk"]
+__all__ = ["add_rules", "blobs", "listed", "in_place_blob", "is_layer_list", "put_key", "rename_blob", "scope_shares", "tops", "walk"]
 
 
 def put_key(layer: dict, key: str, value: Any) -> None:
@@ -96,10 +96,10 @@ def add_rules(layer: dict, include: list[Rule], exclude: list[Rule]) -> bool:
     becomes one that needs both). False when no pair can ever match (an instance kept in
     TEST only around a TRAIN-only Dropout): the layer is never in the net."""
     if exclude:
-        layer["exclude"] = [*_listed(layer.get("exclude")), *(_dump(r) for r in exclude)]
+        layer["exclude"] = [*listed(layer.get("exclude")), *(_dump(r) for r in exclude)]
     if not include:
         return True
-    own = _listed(layer.get("include"))
+    own = listed(layer.get("include"))
     try:
         mine = [Rule.model_validate(r) for r in own] or [Rule()]
     except ValidationError:  # the layer's validation reports it, at its line
@@ -128,5 +128,6 @@ def _dump(rule: Rule) -> dict:
     return rule.model_dump(exclude_defaults=True)
 
 
-def _listed(value: Any) -> list:
+def listed(value: Any) -> list:
+    """A value written alone or as a list (a rule, a rule's stage), as a list; None as []."""
     return value if isinstance(value, list) else [] if value is None else [value]

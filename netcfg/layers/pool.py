@@ -53,10 +53,8 @@ class Pool(nn.Module):
         ends = tuple(max(0, (o - 1) * s + k - (n + 2 * p)) for n, k, s, p, o in zip(sizes, kernel, stride, pad, out))
         padded = wide or any(ends)
         self.floor = ((0,) * len(pad) if padded else pad, _sides(pad, ends) if padded else (), padded)
-        scales = [torch.tensor([k / (min(i * s + k, n + 2 * p) - i * s) for i in range(o)], dtype=torch.float64)
-                  for n, k, s, p, o in zip(sizes, kernel, stride, pad, out)]
-        scale = scales[0] if len(scales) == 1 else scales[0][:, None] * scales[1][None, :]  # (out_h, out_w)
-        self.register_buffer("scale", scale.float() if op == "AVE" and any(ends) else None, persistent=False)
+        self.register_buffer("scale", _divisor_scale(sizes, kernel, stride, pad, out)
+                             if op == "AVE" and any(ends) else None, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad, fpad, crop = self.floor if self.floor_only else self.native
@@ -75,6 +73,17 @@ class Pool(nn.Module):
         if self.floor_only and self.scale is not None:
             y = y * self.scale.to(y.dtype)
         return y
+
+
+def _divisor_scale(sizes, kernel, stride, pad, out) -> torch.Tensor:
+    """kernel / Caffe's window clipped at input + pad, per output cell (1 but at the last):
+    in Python, then one tensor, as a graph check builds every layer (a tensor product here
+    imported torch._dynamo, a second of start-up)."""
+    per_axis = [[k / (min(i * s + k, n + 2 * p) - i * s) for i in range(o)]
+                for n, k, s, p, o in zip(sizes, kernel, stride, pad, out)]
+    if len(per_axis) == 1:
+        return torch.tensor(per_axis[0])
+    return torch.tensor([[a * b for b in per_axis[1]] for a in per_axis[0]])  # (out_h, out_w)
 
 
 def _sides(pad: tuple[int, ...], ends: tuple[int, ...]) -> tuple[int, ...]:

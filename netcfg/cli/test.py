@@ -28,7 +28,7 @@ def test(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     plugin: PluginOpt = [],
 ) -> None:
-    """Average every scalar output of the TEST net over the test split.
+    """Average every loss and metric of the TEST net over the test split.
 
     Under torchrun each rank tests its share of the split and rank 0 prints the whole
     split's results (docs/distributed.md)."""

@@ -24,6 +24,7 @@ class TopKAccuracy(nn.Module):
         super().__init__()
         self.axis, self.top_k, self.ignore_label = axis, top_k, ignore_label
         self.squeeze, self.per_class = squeeze, per_class
+        self.class_count: torch.Tensor | None = None  # labels of each class in the last batch
 
     def forward(self, scores: torch.Tensor, label: torch.Tensor):
         scores = scores.detach()
@@ -47,13 +48,19 @@ class TopKAccuracy(nn.Module):
         zeros = torch.zeros(n_classes, device=scores.device)
         count = zeros.scatter_add(0, label.flatten(), valid.flatten().float())
         hits = zeros.scatter_add(0, label.flatten(), correct.flatten().float())
+        self.class_count = count
         return accuracy, hits / count.clamp(min=1)  # 0 for a class with no labels, as in Caffe
+
+    def element_weights(self, top: int) -> torch.Tensor | None:
+        """The per-class top's weights for a test's sum (``Net.element_weights``): each class's
+        labels in the last batch, so the test's per-class accuracy is hits over labels."""
+        return self.class_count if top == 1 else None
 
 
 @register
 class Accuracy(LayerSpec):
     """Top-k accuracy of class scores against integer labels (Caffe's); a second top, if
-    named, gets the accuracy of each class (shape: number of classes)."""
+    named, gets the accuracy of each class (shape: number of classes), which tests report over the whole split."""
 
     type: Literal["Accuracy"]
     n_bottoms = (2, 2)

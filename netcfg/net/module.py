@@ -94,6 +94,8 @@ class Net(nn.Module):
             self._schedule.append((module, tuple(node.bottoms), tuple(node.tops)))
             self._bind_params(node, module, shared)
         self._first_reader = _first_weighted_readers(graph, self._layers)
+        # output -> (the module that computes it, which of its tops)
+        self._producers = {t: (m, i) for m, _, tops in self._schedule for i, t in enumerate(tops)}
         self.train(graph.phase == "TRAIN")  # Dropout/BatchNorm follow the phase
 
     def _insert(self, name: str, module: nn.Module) -> None:
@@ -169,6 +171,14 @@ class Net(nn.Module):
             raise ConfigErrors([ConfigError(f"net '{self.graph.name}' has no loss in phase {self.graph.phase}",
                                             ("layers",), hint="add a loss layer or a loss_weight")])
         return total
+
+    def element_weights(self, output: str) -> torch.Tensor | None:
+        """How many samples each element of ``output`` averaged over in the last forward, for an
+        output its layer weighs element by element (Accuracy's per-class top: each class's
+        labels in the batch); None for others. A test sums with these (``evaluate.sum_outputs``)."""
+        module, i = self._producers.get(output, (None, 0))  # an input is its own output
+        weights = getattr(module, "element_weights", None)
+        return weights(i) if weights is not None else None
 
     @torch.no_grad()
     def first_nonfinite(self, **inputs: torch.Tensor) -> tuple[str, str] | None:

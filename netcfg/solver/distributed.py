@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from netcfg.errors import NetcfgError, ReportedElsewhere
+from netcfg.solver.evaluate import OutputSums
 
 __all__ = ["ONE_PROCESS", "Distributed", "RankError", "rank_seed", "unused_parameters"]
 
@@ -136,17 +137,16 @@ class Distributed:
             raise RankError(self.rank, error) from None
         raise error  # a bug: its traceback, which torch marks with the rank
 
-    def sum_over_ranks(self, sums: dict[str, float], count: int) -> tuple[dict[str, float], int]:
-        """Test metrics: every rank's sum of metric x samples and its sample count, added up."""
+    def sum_over_ranks(self, sums: OutputSums) -> OutputSums:
+        """Test metrics: every rank's ``evaluate.OutputSums`` (metric x samples, sample counts), added up."""
         if not self.active:
-            return sums, count
+            return sums
         gathered: list = [None] * self.world_size
-        dist.all_gather_object(gathered, (sums, count))  # a dict: a rank with no test batch has no keys
-        total: dict[str, float] = {}
-        for part, _ in gathered:
-            for k, v in part.items():
-                total[k] = total.get(k, 0.0) + v
-        return total, sum(n for _, n in gathered)
+        dist.all_gather_object(gathered, sums)  # a rank with no test batch has no keys
+        total = OutputSums()
+        for part in gathered:
+            total.add(part)
+        return total
 
     def sync_buffers(self, net: torch.nn.Module) -> None:
         """Rank 0's BatchNorm statistics everywhere, so every rank tests the net rank 0 saves."""

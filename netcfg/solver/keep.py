@@ -107,10 +107,11 @@ def prune_snapshots(run, it: int, keep: int) -> list[Path]:
 
 
 def reported_scalars(graph: Graph) -> list[str]:
-    """The names a test reports for ``graph`` (a TEST net): its outputs that are means over
-    the batch (losses, Accuracy, and what is computed from them only), plus ``loss``, the
+    """The scalars a test reports for ``graph`` (a TEST net): its outputs that are means over
+    the batch (losses, Accuracy, and what is computed from them only; not Accuracy's
+    per-class list), plus ``loss``, the
     weighted total, when the net has loss weights (``evaluate.sum_outputs``)."""
-    names = [o for o in graph.outputs if o in graph.batch_means]
+    names = [o for o in graph.outputs if o in graph.batch_means and graph.blobs[o].shape == ()]
     return names + ["loss"] if graph.losses and "loss" not in names else names
 
 
@@ -122,6 +123,9 @@ def best_metric_errors(spec: SolverSpec, test_graph: Graph | None) -> list[Confi
     if metric in scalars:
         return []
     valid = did_you_mean(metric, scalars) if scalars else "the TEST net reports none: add an Accuracy or a loss layer"
+    if metric in test_graph.batch_means:
+        return [ConfigError(f"'{metric}' is a list of {test_graph.blobs[metric].shape[0]} values (one per class), "
+                            "not a scalar to rank snapshots by", ("snapshot_best", "metric"), hint=valid)]
     if metric in test_graph.outputs:
         return [ConfigError(f"'{metric}' is an output of the TEST net, but one value per sample, "
                             "not a scalar a test averages", ("snapshot_best", "metric"), hint=valid)]

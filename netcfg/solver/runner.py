@@ -80,7 +80,7 @@ class Solver:
         self._updating = False  # inside optimizer.step(): the weights may be half updated
         self._ctrl_c = StopAfterIteration()  # step()'s, while it runs: holds a second Ctrl-C during an update
         self._in_train_mode = False  # net.train() (and frozen BatchNorm in eval) done for this step()
-        self.last_test: dict[str, float] = {}
+        self.last_test: dict[str, float | list[float]] = {}
         self._seconds = 0.0  # training time of earlier sessions (resume)
         self.best = Best.of(spec)  # snapshot_best's value so far; a resume restores it
         self.stopped_early = False  # snapshot_best.patience ran out (solve() ends there)
@@ -284,8 +284,8 @@ class Solver:
     # ------------------------------------------------------------ testing
 
     def test(self, iterations: int | None = None, *, iteration_known: bool = True,
-             stopped: Callable[[], bool] | None = None) -> dict[str, float]:
-        """Average every scalar output of the TEST net over the test set (or N batches)
+             stopped: Callable[[], bool] | None = None) -> dict[str, float | list[float]]:
+        """Average every output of the TEST net that is a mean over the batch over the test set (or N batches)
         (``testing.run_test``), with the net's own weights: the tests of ``solve()`` and the
         snapshots use the weight average when there is one (``ema``), which ``netcfg test``
         reads back from a snapshot."""

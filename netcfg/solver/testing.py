@@ -15,12 +15,13 @@ from netcfg.solver.evaluate import sum_outputs
 from netcfg.solver.keep import keep_best
 from netcfg.solver.state import capture_rng
 
-__all__ = ["run_test", "loop_test", "out_of_patience"]
+__all__ = ["run_test", "results_line", "loop_test", "out_of_patience"]
 
 
 def run_test(solver, iterations: int | None = None, *, iteration_known: bool = True,
-             stopped: Callable[[], bool] | None = None) -> dict[str, float]:
-    """Average every scalar output of the TEST net over the test set (or N batches).
+             stopped: Callable[[], bool] | None = None) -> dict[str, float | list[float]]:
+    """Average every output of the TEST net that is a mean over the batch (losses, Accuracy,
+    and Accuracy's per-class top, a list) over the test set (or N batches).
 
     ``iteration_known=False`` (weights that are no netcfg snapshot, a state_dict .pt)
     leaves "Iteration N" out of the log line: 0 would claim an untrained net. When
@@ -31,19 +32,26 @@ def run_test(solver, iterations: int | None = None, *, iteration_known: bool = T
     solver._settle()  # a deferred NaN check stops here, before testing weights it froze
     solver.dist.sync_buffers(solver.net)  # torchrun: every rank tests rank 0's BatchNorm statistics
     t0 = time.perf_counter()
-    sums, count = sum_outputs(solver.test_net, solver.test_data.epoch_batches(), iterations or solver.spec.test_iter,
-                              channels_last=solver.channels_last, autocast=solver._autocast, stopped=stopped)
+    sums = sum_outputs(solver.test_net, solver.test_data.epoch_batches(), iterations or solver.spec.test_iter,
+                       channels_last=solver.channels_last, autocast=solver._autocast, stopped=stopped)
     if stopped is not None and stopped():
         raise KeyboardInterrupt
-    sums, count = solver.dist.sum_over_ranks(sums, count)  # torchrun: each rank tested its shard
+    sums = solver.dist.sum_over_ranks(sums)  # torchrun: each rank tested its shard
     solver._in_train_mode = False
-    solver.last_test = results = {k: v / max(count, 1) for k, v in sums.items()}
+    solver.last_test = results = sums.means()
     solver._record({"event": "test", "iter": solver.iter,
                     "epoch": round(solver.train_data.epoch_float, 4) if solver.train_data else 0.0,
-                    **results, "samples": count, "seconds": round(time.perf_counter() - t0, 3)})
-    solver.log((f"Iteration {solver.iter}, Testing net" if iteration_known else "Testing net") + f" ({count} samples): "
-               + ", ".join(f"{k} = {v:.4f}" for k, v in results.items()))
+                    **results, "samples": sums.count, "seconds": round(time.perf_counter() - t0, 3)})
+    solver.log((f"Iteration {solver.iter}, Testing net" if iteration_known else "Testing net")
+               + f" ({sums.count} samples): " + results_line(results))
     return results
+
+
+def results_line(results: dict[str, float | list[float]]) -> str:
+    """``loss = 0.0707, accuracy = 0.9778``: the scalars; an output with elements (Accuracy's
+    per-class top) follows as ``per_class = [0.9722, 1.0000, ...]``, every element."""
+    return ", ".join(f"{k} = {v:.4f}" if isinstance(v, float) else f"{k} = [{', '.join(f'{x:.4f}' for x in v)}]"
+                     for k, v in results.items())
 
 
 def loop_test(solver, stopped: Callable[[], bool] | None = None) -> None:

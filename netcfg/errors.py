@@ -33,6 +33,20 @@ class NetcfgError(Exception):
     def render(self) -> str:
         return f"error: {self}"
 
+    def __reduce__(self):
+        # pickled as it is, not by calling __init__ again with ``args`` (the message), which most
+        # subclasses take other arguments for: multiprocessing sends a worker's error back this way
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[NetcfgError], args: tuple, state: dict) -> NetcfgError:
+    error = cls.__new__(cls, *args)
+    if isinstance(error, OSError):  # WriteError: errno and strerror are read from args
+        OSError.__init__(error, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class ReportedElsewhere(NetcfgError):
     """torchrun: this rank stops because other ranks failed, and they print why; the CLI

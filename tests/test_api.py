@@ -1,0 +1,50 @@
+"""netcfg used from a script or a notebook: errors across processes, arguments checked as the CLI's are."""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import netcfg
+from netcfg.errors import ConfigError, ConfigErrors, ReportedElsewhere
+from netcfg.solver.checkpoint import CheckpointError, WriteError
+from netcfg.solver.distributed import RankError
+from netcfg.solver.interrupt import Interrupted
+from netcfg.zoo import ZooMissing
+
+BAD_NET = "name: X\ninputs: {data: [3]}\nlayers:\n  - {name: ip, type: InnerProduct, num_ouput: 2}\n"
+
+
+def _errors() -> list[netcfg.NetcfgError]:
+    located = ConfigError("unknown key", ("layers", 0, "num_ouput"), hint="did you mean 'num_output'?",
+                          file="net.yaml", line=4, col=36)
+    return [located, ConfigErrors([located, ConfigError("no such file", file="other.yaml")]),
+            CheckpointError("run/x.solverstate", "truncated"),
+            WriteError("run/x.safetensors", OSError(errno.ENOSPC, "No space left on device")),
+            ZooMissing(Path("/nowhere/configs")), RankError(1, located), ReportedElsewhere("rank 1 failed", 3),
+            Interrupted("interrupted (SIGTERM) at iteration 5", "SIGTERM")]
+
+
+@pytest.mark.parametrize("error", _errors(), ids=lambda e: type(e).__name__)
+def test_every_error_survives_pickling_as_it_was(error):
+    # multiprocessing pickles a worker's error to send it back: ConfigErrors, CheckpointError and
+    # others were rebuilt by calling __init__ with the message alone, which failed or garbled them
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is type(error)
+    assert again.render() == error.render() and str(again) == str(error)
+    assert again.exit_code == error.exit_code
+
+
+def test_a_worker_s_config_error_reaches_the_parent(tmp_path):
+    # a sweep over net files in a process pool: one typo broke the whole pool (BrokenProcessPool)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD_NET)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        with pytest.raises(netcfg.ConfigErrors) as e:
+            pool.submit(netcfg.load_net, bad).result(timeout=120)
+    assert e.value.render().startswith(f"{bad}:4:36: error: layers[0].num_ouput: unknown key")

@@ -9,6 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 import netcfg
 from netcfg.errors import ConfigError, ConfigErrors, ReportedElsewhere
@@ -17,6 +18,7 @@ from netcfg.solver.distributed import RankError
 from netcfg.solver.interrupt import Interrupted
 from netcfg.zoo import ZooMissing
 
+ROOT = Path(__file__).resolve().parents[1]
 BAD_NET = "name: X\ninputs: {data: [3]}\nlayers:\n  - {name: ip, type: InnerProduct, num_ouput: 2}\n"
 
 
@@ -48,3 +50,18 @@ def test_a_worker_s_config_error_reaches_the_parent(tmp_path):
         with pytest.raises(netcfg.ConfigErrors) as e:
             pool.submit(netcfg.load_net, bad).result(timeout=120)
     assert e.value.render().startswith(f"{bad}:4:36: error: layers[0].num_ouput: unknown key")
+
+
+@pytest.mark.parametrize("device, words", [
+    ("banana", "device 'banana' is not a device PyTorch knows"),
+    ("cuda:99" if torch.cuda.is_available() else "cuda", "device cuda:99: only" if torch.cuda.is_available() else
+     "no CUDA device is available"),
+])
+def test_build_net_names_a_device_it_cannot_use(device, words):
+    # build_net(..., device="banana") raised torch's RuntimeError listing every device type, and
+    # device="cuda" on a machine without CUDA an AssertionError; load_net_with_weights said it as this
+    with pytest.raises(netcfg.ConfigError, match=words) as e:
+        netcfg.build_net(ROOT / "configs" / "lenet.yaml", device=device)
+    assert e.value.render().startswith("device: error: ")
+    net = netcfg.build_net(ROOT / "configs" / "lenet.yaml", "TEST", device=torch.device("cpu"))
+    assert next(net.parameters()).device.type == "cpu"

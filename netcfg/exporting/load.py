@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from netcfg.errors import ConfigError
+from netcfg.net.device import device_argument
 from netcfg.net.graph import build_graph
 from netcfg.net.module import Net
 from netcfg.net.spec import NetSpec
@@ -70,17 +71,7 @@ def load_net_with_weights(weights: str | Path, net: str | Path | NetSpec | None 
             graph.outputs = list(outputs)  # an export may name tops that later layers also read
     module = Net(graph)
     load_weights_into(module, weights)
-    if device is None:
-        return module
-    from netcfg.solver.device import resolve_device
-
-    try:
-        dev = resolve_device(str(device))
-    except RuntimeError:  # torch.device("banana")
-        raise ConfigError(f"device {device!r} is not a device PyTorch knows", file="device", hint="use cpu, cuda, cuda:N or mps") from None
-    except ConfigError as e:
-        raise ConfigError(e.message, file="device", hint=e.hint) from None
-    return module.to(dev)
+    return module if device is None else module.to(device_argument(device))
 
 
 def load_weights_into(net: Net, weights: Path) -> None:

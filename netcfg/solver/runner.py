@@ -35,7 +35,7 @@ from netcfg.solver.layout import to_layout
 from netcfg.solver.finite import DeferredCheck, TrainingDiverged, bad_micro_batch, diverged, diverged_elsewhere
 from netcfg.solver.lr_policy import spec_learning_rate
 from netcfg.solver.memory import is_out_of_memory, out_of_memory_error
-from netcfg.solver.device import resolve_device
+from netcfg.net.device import resolve_device
 from netcfg.solver.rundir import RunDir, resolved_config
 from netcfg.solver.resume import restore, training_state
 from netcfg.solver.snapshot import write_snapshot

@@ -13,7 +13,7 @@ __all__ = ["pick_device"]
 def pick_device(option: str | None, solver: SolverSpec | None):
     """The torch device of a ``--device`` option, else of the solver's ``device``, else auto;
     errors blame the option or the solver's line."""
-    from netcfg.solver.device import resolve_device
+    from netcfg.net.device import resolve_device
 
     if option is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", option):
         raise ConfigError(f"unknown device '{option}'", file="--device", hint="use auto, cpu, cuda, cuda:N or mps")

@@ -21,7 +21,7 @@ from netcfg.layers import _registry
 from netcfg.layers.base import LayerSpec
 from netcfg.layers._registry import RegistryError, lookup, register, registry
 from netcfg.net import Net, build_graph
-from netcfg.net.spec import net_from_source
+from netcfg.net.spec import load_net, net_from_source
 from netcfg.schema import layer_reference, net_schema
 from netcfg.source import parse_yaml
 
@@ -290,6 +290,34 @@ def test_registering_a_taken_name_fails_and_keeps_the_first(scratch_registry):
     assert f"{__name__}." in msg and "Impostor" in msg
     assert registry()["ReLU"] is first
     register(first)  # registering the same class again is harmless
+
+
+def test_a_notebook_cell_run_again_replaces_its_layer_type(scratch_registry, tmp_path):
+    # a cell that defines and registers a layer, run a second time after a fix, was refused with
+    # "'Twice' registered twice: by __main__.Twice and by __main__.Twice"
+    cell = """
+from typing import Literal
+from torch import nn
+import netcfg
+
+@netcfg.register
+class Twice(netcfg.LayerSpec):
+    type: Literal["Twice"]
+    factor: float = FACTOR
+
+    def infer(self, bottoms):
+        return list(bottoms)
+
+    def build(self, bottoms):
+        return nn.Identity()
+"""
+    scope = {"__name__": "__main__"}
+    for factor in ("2.0", "3.0"):  # as a notebook runs a cell: not under this file's __future__ import
+        exec(compile(cell.replace("FACTOR", factor), "<cell>", "exec", dont_inherit=True), scope)
+    assert registry()["Twice"] is scope["Twice"] and registry()["Twice"].model_fields["factor"].default == 3.0
+    net = tmp_path / "net.yaml"
+    net.write_text("name: t\ninputs: {x: [3]}\nlayers:\n  - {name: t, type: Twice, bottom: x, top: y}\n")
+    assert load_net(net).layers[0].factor == 3.0  # the net file gets the new definition
 
 
 def test_a_layer_type_without_infer_or_build_is_refused_when_registered():

@@ -3,7 +3,8 @@
 One registry for every layer type: a built-in registers itself when its file under
 ``netcfg/layers/`` is imported, a plugin when its module is (a net file's
 ``plugins:``, ``--plugin``, or a ``netcfg.layers`` entry point found by name). A
-second class under the same name is an error naming both. ``AnyLayer`` is the
+second class under the same name is an error naming both, unless it is the first one
+defined again (the same module and class name: a notebook cell run twice). ``AnyLayer`` is the
 pydantic field type of a net's ``layers:`` list: each entry is validated by the
 class its ``type`` names.
 """
@@ -39,7 +40,9 @@ def register(cls: type[LayerSpec]) -> type[LayerSpec]:
         raise TypeError(f"{cls.__qualname__}.type must be Literal['LayerName']")
     name = args[0]
     prev = _REGISTRY.get(name)
-    if prev is not None and prev is not cls:
+    # the same class defined again (a notebook cell run twice, importlib.reload) replaces the first
+    redefined = prev is not None and (prev.__module__, prev.__qualname__) == (cls.__module__, cls.__qualname__)
+    if prev is not None and prev is not cls and not redefined:
         raise RegistryError(
             f"layer type '{name}' registered twice: by {prev.__module__}.{prev.__qualname__} "
             f"and by {cls.__module__}.{cls.__qualname__}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import multiprocessing
 import pickle
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import torch
 import netcfg
 from netcfg.errors import ConfigError, ConfigErrors, ReportedElsewhere
 from netcfg.solver.checkpoint import CheckpointError, WriteError
+from netcfg.solver import lock as lock_module
 from netcfg.solver.distributed import RankError
 from netcfg.solver.interrupt import Interrupted
 from netcfg.zoo import ZooMissing
@@ -65,3 +68,29 @@ def test_build_net_names_a_device_it_cannot_use(device, words):
     assert e.value.render().startswith("device: error: ")
     net = netcfg.build_net(ROOT / "configs" / "lenet.yaml", "TEST", device=torch.device("cpu"))
     assert next(net.parameters()).device.type == "cpu"
+
+
+TAKER = ("import importlib.util, sys; from pathlib import Path; "
+         "spec = importlib.util.spec_from_file_location('lock', sys.argv[2]); m = importlib.util.module_from_spec(spec); "
+         "spec.loader.exec_module(m); m.RunLock.acquire(Path(sys.argv[1])).release()")
+
+
+def _another_process_locks(run: Path) -> subprocess.CompletedProcess:
+    """What ``netcfg train --resume RUN`` from a shell meets: the lock, taken by another process."""
+    return subprocess.run([sys.executable, "-c", TAKER, str(run), lock_module.__file__], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_solver_lets_go_of_its_run_directory_when_closed(tmp_path):
+    # a notebook kept its Solver, and with it the run directory's lock, until the kernel stopped:
+    # `netcfg train --resume` from a shell was refused ('in use by another netcfg train') with no
+    # way to let go from Python
+    sets = ["max_iter=2", "snapshot=0", "test_interval=0", "display=0"]
+    with netcfg.Solver.from_file(ROOT / "solvers" / "digits.yaml", sets, out=tmp_path / "run",
+                                 log=lambda line: None) as solver:
+        solver.solve()
+        held = _another_process_locks(tmp_path / "run")
+        assert held.returncode != 0 and "is in use by another netcfg train" in held.stderr
+    assert _another_process_locks(tmp_path / "run").returncode == 0
+    assert not (tmp_path / "run" / "train.lock").exists()
+    solver.close()  # twice is harmless

@@ -329,6 +329,22 @@ class Solver:
         with self.dist.together():  # torchrun: every rank reads the snapshot; a refusal printed once
             restore(self, Path(path), force=force)
 
+    def close(self) -> None:
+        """Let another process train into the run directory (``netcfg train --resume`` from a
+        shell) and close the TensorBoard writer; ``with Solver.from_file(...) as solver:`` calls
+        it on the way out. Until then, or until the Solver is garbage-collected, this process
+        holds the directory's lock, as a ``netcfg train`` does while it runs."""
+        self.run.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
+
+    def __enter__(self) -> Solver:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def load_weights(self, path: str | Path) -> None:
         """Initialise from a weights file by layer name, printing what matched."""
         report = copy_weights(self.net, path, required=self.test_net is None)

@@ -108,7 +108,7 @@ def _size(n: int) -> str:
 
 def export(net: str | Path | NetSpec, weights: str | Path | None = None, format: str | None = None,
            out: str | Path | None = None, *, phase: str = "TEST", stages: tuple[str, ...] | list[str] = (),
-           outputs: list[str] | tuple[str, ...] | None = None, opset: int | None = None,
+           outputs: str | list[str] | tuple[str, ...] | None = None, opset: int | None = None,
            batch_size: int | str | None = "dynamic", overrides: list[str] | tuple[str, ...] = (),
            check: bool = True, force: bool = False) -> ExportResult:
     """Export the deploy form of ``net`` with ``weights`` to ``format``: ``safetensors``,
@@ -126,6 +126,7 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
     >>> netcfg.export("configs/lenet.yaml", "runs/lenet/lenet_iter_10000.safetensors", "onnx", "lenet.onnx")
     """
     start = time.perf_counter()
+    outputs = [outputs] if isinstance(outputs, str) else outputs  # outputs="cls": one top, not c, l, s
     fmt_name, fmt = _format(format if format is not None else _format_of(out))
     batch = _batch(batch_size)
     opset = _opset(fmt_name, opset)

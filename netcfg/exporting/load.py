@@ -34,7 +34,7 @@ def read_net(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> N
 
 def load_net_with_weights(weights: str | Path, net: str | Path | NetSpec | None = None, *, phase: str = "TEST",
                           stages: tuple[str, ...] | list[str] = (), deploy: bool = False,
-                          outputs: list[str] | tuple[str, ...] | None = None,
+                          outputs: str | list[str] | tuple[str, ...] | None = None,
                           device: str | torch.device | None = None) -> Net:
     """The ``Net`` stored in ``weights`` (a ``.safetensors`` written by netcfg, or a run
     directory: its newest snapshot), with its
@@ -52,7 +52,7 @@ def load_net_with_weights(weights: str | Path, net: str | Path | NetSpec | None 
     if outputs and not deploy:
         raise ConfigError("outputs= picks the tops of the deploy form", file="outputs",
                           hint="pass deploy=True too, or leave outputs out")
-    outputs = tuple(outputs or ())
+    outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs or ())  # outputs="cls": one top
     if net is None:
         source = read_net(weights) if weights.suffix in WEIGHT_SUFFIXES else None
         if source is None:

@@ -148,3 +148,13 @@ def test_a_pt_exported_with_top_loads_with_its_outputs(tmp_path):
         assert torch.equal(net(**x)["cls"], whole(**x)["cls"]) and list(net(**x)) == ["cls"]
     with pytest.raises(netcfg.ConfigError, match="outputs= picks the tops of the deploy form"):
         netcfg.load_net_with_weights(result.path, net=config, outputs=["cls"])
+
+
+def test_one_output_named_as_a_string_is_one_top(tmp_path):
+    # outputs="cls" was read letter by letter: "output 'c' is not the top of any layer", three times
+    config = ROOT / "configs" / "multitask.yaml"
+    weights = write_weights(netcfg.load_net(config), tmp_path / "multitask.safetensors")
+    net = netcfg.load_net_with_weights(weights, deploy=True, outputs="cls")
+    assert net.outputs == ("cls",)
+    result = netcfg.export(weights, format="pt", out=tmp_path / "cls.pt", outputs="cls", check=False)
+    assert result.deploy.outputs == ["cls"]

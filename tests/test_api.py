@@ -94,3 +94,32 @@ def test_a_solver_lets_go_of_its_run_directory_when_closed(tmp_path):
     assert _another_process_locks(tmp_path / "run").returncode == 0
     assert not (tmp_path / "run" / "train.lock").exists()
     solver.close()  # twice is harmless
+
+
+STAGED = """\
+name: S
+inputs: {data: [4]}
+layers:
+  - {name: ip, type: InnerProduct, bottom: data, num_output: 2}
+  - {name: extra, type: InnerProduct, bottom: ip, num_output: 3, include: {stage: deploy}}
+"""
+
+
+def test_build_net_refuses_a_stage_no_rule_names_as_the_cli_does(tmp_path):
+    # a typo in stages= built the net without the staged layers, silently; --stage refused it
+    path = tmp_path / "net.yaml"
+    path.write_text(STAGED)
+    with pytest.raises(ConfigError, match=r"stage 'deplyo' is named by no include/exclude rule.*did you mean 'deploy'"):
+        netcfg.build_net(path, stages=["deplyo"])
+    assert netcfg.build_net(path, stages="deploy").outputs == ("extra",)  # a str is one stage
+    assert netcfg.build_net(path).outputs == ("ip",)
+
+
+def test_load_net_with_weights_refuses_an_unknown_stage(tmp_path):
+    path = tmp_path / "net.yaml"
+    path.write_text(STAGED)
+    pt = tmp_path / "w.pt"
+    torch.save(netcfg.build_net(path, stages="deploy").state_dict(), pt)
+    with pytest.raises(ConfigError, match="stage 'dep' is named by no include/exclude rule"):
+        netcfg.load_net_with_weights(pt, path, stages=("dep",))
+    assert netcfg.load_net_with_weights(pt, path, stages="deploy").outputs == ("extra",)

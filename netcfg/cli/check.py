@@ -62,9 +62,7 @@ def check(
         graph = graphs.get(phase) or graphs["TRAIN"]
     else:
         net = net_from_source(src)
-        if stage and (err := net.stage_error(stage, "--stage")):
-            raise err
-        graph = build_graph(net, phase, stage or read.stages_of(phase))
+        graph = build_graph(net, phase, net.checked_stages(stage, "--stage") or read.stages_of(phase))
     if as_json:
         typer.echo(json.dumps(graph_json(graph), indent=1))
     else:

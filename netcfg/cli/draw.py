@@ -67,9 +67,7 @@ def draw(
     if output is not None:
         check_output(output, inputs=(file,))
     loaded = read_net_file(file, set_, run_dir="config")
-    if stage and (err := loaded.net.stage_error(stage, "--stage")):
-        raise err
-    graph = build_graph(loaded.net, phase, stage or loaded.stages_of(phase))
+    graph = build_graph(loaded.net, phase, loaded.net.checked_stages(stage, "--stage") or loaded.stages_of(phase))
     drawing = build_drawing(graph, collapse=collapse or depth is not None, depth=depth or 2)  # --depth implies --collapse
     if fmt == "mmd":
         text = to_mermaid(drawing, rankdir)

@@ -50,9 +50,8 @@ def time_cmd(
     if phase not in ("TRAIN", "TEST"):
         raise ConfigError(f"--phase must be TRAIN or TEST, got '{phase}'", file="--phase")
     loaded = read_net_file(file, set_, run_dir="config")
-    if stage and (err := loaded.net.stage_error(stage, "--stage")):
-        raise err
-    net_spec, solver, stages = loaded.net, loaded.solver, stage or loaded.stages_of(phase)
+    net_spec, solver = loaded.net, loaded.solver
+    stages = net_spec.checked_stages(stage, "--stage") or loaded.stages_of(phase)
     if batch_size is None:
         split = solver.data.train if solver is not None else None
         batch_size = split.batch_size if split is not None else 64

@@ -143,9 +143,7 @@ def export(net: str | Path | NetSpec, weights: str | Path | None = None, format:
     if weights is None:
         raise ConfigError("no weights given", file="--weights",
                           hint="pass the trained weights: netcfg export NET --weights W.safetensors")
-    if stages and (err := spec.stage_error(stages, "--stage")):
-        raise err
-    stages = tuple(stages) or source_stages
+    stages = spec.checked_stages(stages, "--stage") or source_stages
     deploy = deploy_form(spec, phase, stages, list(outputs or source_outputs) or None)
     module = Net(deploy.graph)
     load_weights_into(module, weights)

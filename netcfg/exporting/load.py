@@ -58,9 +58,11 @@ def load_net_with_weights(weights: str | Path, net: str | Path | NetSpec | None 
         if source is None:
             raise ConfigError(f"a {weights.suffix or 'suffix-less'} file holds no net config", file=str(weights),
                               hint="pass the net too: load_net_with_weights(weights, net='net.yaml')")
-        spec, outputs, stages = source.net, outputs or source.outputs, tuple(stages) or source.stages_of(phase)
+        spec, outputs = source.net, outputs or source.outputs
+        stages = spec.checked_stages(stages, "stages") or source.stages_of(phase)
     else:
         spec = net if isinstance(net, NetSpec) else read_net(net).net
+        stages = spec.checked_stages(stages, "stages")
     if deploy:
         from netcfg.exporting.deploy import deploy_form
 

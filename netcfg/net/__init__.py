@@ -25,5 +25,5 @@ def build_net(
     """Build the ``Net`` (an ``nn.Module``) of a net file or spec for one phase."""
     spec = net if isinstance(net, NetSpec) else load_net(net, overrides)
     dev = device_argument(device) if device is not None else None  # checked before the weights are made
-    module = Net(build_graph(spec, phase, stages))
+    module = Net(build_graph(spec, phase, spec.checked_stages(stages, "stages")))
     return module.to(dev) if dev is not None else module

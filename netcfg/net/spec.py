@@ -61,6 +61,14 @@ class NetSpec(Spec):
         return {s for layer in self.layers for rule in (*layer.include, *layer.exclude)
                 for s in (*rule.stage, *rule.not_stage)}
 
+    def checked_stages(self, stages, where: str) -> tuple[str, ...]:
+        """``stages`` as a tuple (a str is one stage), once ``stage_error`` finds none unknown;
+        else that error is raised."""
+        stages = (stages,) if isinstance(stages, str) else tuple(stages or ())
+        if error := self.stage_error(stages, where):
+            raise error
+        return stages
+
     def stage_error(self, stages, where: str) -> ConfigError | None:
         """A stage among ``stages`` that no rule names (a typo would silently build another net,
         as Caffe builds it): the error, at key ``where`` (its index there), or at a command-line

@@ -239,7 +239,8 @@ class LayerSpec(Spec):
 
     def label_classes(self, bottoms: list[Blob]) -> tuple[int, int, int | None] | None:
         """(which bottom holds integer class labels, how many classes, ignore_label) for a
-        layer that reads class indices, so the data's labels can be checked against it."""
+        layer that reads class indices (or an Embed's ids: how many rows its table has), so
+        the data's labels can be checked against it."""
         return None
 
     def min_batch(self, bottoms: list[Blob], phase: str) -> int:

@@ -43,7 +43,7 @@ class Embed(LayerSpec):
 
     type: Literal["Embed"]
     num_output: int = Field(..., ge=1, description="size of each embedding vector")
-    input_dim: int = Field(..., ge=1, description="vocabulary size: ids run 0..input_dim-1")
+    input_dim: int = Field(..., ge=1, description="vocabulary size: ids run 0..input_dim-1 (`netcfg check` checks a solver's data against it)")
     bias_term: bool = Field(True, description="add a learned bias to every embedding (Caffe's default)")
     weight_filler: FillerSpec | None = Field(None, description="table initialisation; default: N(0, 1)")
     bias_filler: FillerSpec | None = Field(None, description="bias initialisation; default: zeros")
@@ -64,6 +64,9 @@ class Embed(LayerSpec):
 
     def blob_names(self) -> list[str]:
         return ["weight", "bias"] if self.bias_term else ["weight"]
+
+    def label_classes(self, bottoms: list[Blob]) -> tuple[int, int, None]:
+        return 0, self.input_dim, None  # the data's ids are checked against the table, not found mid-run
 
     def build(self, bottoms: list[Blob]) -> nn.Module:
         return EmbedTable(self.input_dim, self.num_output, self.bias_term)

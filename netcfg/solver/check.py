@@ -101,11 +101,15 @@ def check_labels(spec: SolverSpec, split: str, graph: Graph, tensors, origins: d
         if not bool(valid.all()):
             seen.add(name)
             bad = values[~valid]
+            what, has, hint = ("labels", f"has {classes} classes", "relabel the data from 0 (classes: [...] "
+                               "relabels), or give the net as many outputs as classes")
+            if node.spec.type == "Embed":  # ids into a table of input_dim rows
+                grow = f"set input_dim: {int(values.max()) + 1} or more, or " if values.max() >= classes else ""
+                what, has, hint = "ids", f"has input_dim {classes}", f"{grow}map the ids into 0..{classes - 1}"
             errors.append(ConfigError(
-                f"the {split} data's '{name}' holds labels {int(values.min())}..{int(values.max())} "
+                f"the {split} data's '{name}' holds {what} {int(values.min())}..{int(values.max())} "
                 f"({bad.numel():,} outside 0..{classes - 1}, e.g. {int(bad[0])}), but layer '{node.name}' "
-                f"({node.spec.type}) has {classes} classes", ("data", split) + (origins or {}).get(name, ()),
-                hint="relabel the data from 0 (classes: [...] relabels), or give the net as many outputs as classes"))
+                f"({node.spec.type}) {has}", ("data", split) + (origins or {}).get(name, ()), hint=hint))
     return errors
 
 

@@ -188,3 +188,28 @@ def test_channels_last_images_say_channels_last(tmp_path, net, x, keys, words):
                                      "base_lr: 0.1\nmax_iter: 1\n")
     result = run_cli("check", str(tmp_path / "s.yaml"))
     assert result.exit_code == 2 and words in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("ids, words", [
+    # a vocabulary counted without its padding or unknown token: the first batch holding it
+    # stopped training with torch's "IndexError: index out of range in self" and a traceback
+    (np.arange(40).reshape(20, 2) % 12,
+     "the train data's 'tokens' holds ids 0..11 (6 outside 0..9, e.g. 10), but layer 'emb' (Embed) has "
+     "input_dim 10 (set input_dim: 12 or more, or map the ids into 0..9)"),
+    (np.arange(40).reshape(20, 2) % 10 - 1,  # -1 as padding: there is no input_dim to suggest
+     "the train data's 'tokens' holds ids -1..8 (4 outside 0..9, e.g. -1), but layer 'emb' (Embed) has "
+     "input_dim 10 (map the ids into 0..9)"),
+])
+def test_embed_ids_outside_the_table_are_named_before_training(tmp_path, ids, words):
+    np.savez(tmp_path / "d.npz", x=ids, y=np.arange(20) % 3)
+    (tmp_path / "n.yaml").write_text(
+        "name: t\ninputs: {tokens: {shape: [2], dtype: int64}, label: {shape: [], dtype: int64}}\nlayers:\n"
+        "  - {name: emb, type: Embed, bottom: tokens, num_output: 4, input_dim: 10}\n"
+        "  - {name: ip, type: InnerProduct, num_output: 3}\n"
+        "  - {name: loss, type: SoftmaxWithLoss, bottom: [ip, label]}\n")
+    (tmp_path / "s.yaml").write_text("net: n.yaml\ndata:\n  train: {source: npz, path: d.npz, "
+                                     "arrays: {tokens: x, label: y}, split: train, batch_size: 10}\n"
+                                     "base_lr: 0.1\nmax_iter: 1\n")
+    result = run_cli("check", str(tmp_path / "s.yaml"))
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert result.stderr == f"{tmp_path / 's.yaml'}:3:54: error: data.train.arrays.tokens: {words}\n"

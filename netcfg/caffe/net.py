@@ -10,7 +10,7 @@ netcfg finds (a shape mismatch, a bad value) is reported at the Caffe line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,7 @@ def net_from_obj(net: Obj, file: str, given: dict[str, InputShape], default_name
     deploy = deploy_inputs(net)
     for name, (shape, _) in deploy.items():
         inputs.setdefault(name, given.get(name) or shape)
+    notes += _embed_ids_as_int64(inputs, layers)
     merged = merge_batchnorm_scale(layers)
     renamed = unique_names(layers, notes)
     positions: dict[tuple, tuple[int, int]] = {(): (1, 1)}
@@ -121,6 +122,19 @@ def net_from_obj(net: Obj, file: str, given: dict[str, InputShape], default_name
     data = {"name": net.get("name") or default_name, "inputs": {k: v.as_yaml() for k, v in inputs.items()},
             "layers": out_layers}
     return ImportedNet(file, data, positions, list(dict.fromkeys(notes)), data_layers, merged, renamed)
+
+
+def _embed_ids_as_int64(inputs: dict[str, InputShape], layers: list[Layer]) -> list[str]:
+    """Declare int64 each float input that only Embed layers read: every Caffe blob is float, and
+    Caffe's Embed truncates its bottom to integer ids, where netcfg's takes integer inputs only."""
+    notes = []
+    for name, shape in inputs.items():
+        readers = [layer for layer in layers if name in layer.bottom]
+        if shape.dtype == "float32" and readers and all(layer.type == "Embed" for layer in readers):
+            inputs[name] = replace(shape, dtype="int64")
+            notes.append(f"input '{name}' is declared int64: it holds the ids of Embed layer '{readers[0].name}' "
+                         "(Caffe keeps them in a float blob)")
+    return notes
 
 
 def _layer(obj: Obj, index: int, notes: list[str], batchless: dict[str, list[int]]) -> Layer | DataLayer:

@@ -147,3 +147,29 @@ def test_sparse_gaussian_filler_keeps_about_sparse_weights_per_input():
     nonzero_per_input = (w != 0).sum(0).float()
     assert abs(nonzero_per_input.mean().item() - 15) < 0.5
     assert abs(w[w != 0].std().item() - 1) < 0.05
+
+
+def test_an_embed_net_imports_with_int64_ids_and_caffes_weight_layout(tmp_path):
+    # every Caffe blob is float, so the ids' Input was imported float32 and the net then failed
+    # its own check ("token ids must be integers, got a float32 input") with no way to fix the file
+    (tmp_path / "net.prototxt").write_text(
+        'name: "words"\n'
+        'layer { name: "data" type: "Input" top: "words" input_param { shape { dim: 2 dim: 6 } } }\n'
+        'layer { name: "emb" type: "Embed" bottom: "words" top: "emb" embed_param { num_output: 4 input_dim: 9 } }\n'
+        'layer { name: "ip" type: "InnerProduct" bottom: "emb" top: "ip" inner_product_param { num_output: 3 } }\n')
+    rng = np.random.default_rng(0)
+    table, bias, ip_w = rng.normal(size=(9, 4)), rng.normal(size=4), rng.normal(size=(3, 24))
+    (tmp_path / "w.caffemodel").write_bytes(field(1, b"words") + layer("emb", [blob(table), blob(bias)])
+                                            + layer("ip", [blob(ip_w), blob(np.zeros(3))]))
+    result = run_cli("import-caffe", str(tmp_path / "net.prototxt"), "--weights", str(tmp_path / "w.caffemodel"),
+                     "-o", str(tmp_path / "net.yaml"))
+    assert result.exit_code == 0, result.stderr
+    assert "input 'words' is declared int64: it holds the ids of Embed layer 'emb'" in result.stderr
+    spec = load_net(tmp_path / "net.yaml")
+    assert spec.inputs["words"].dtype == "int64"
+    net = build_net(spec, "TEST")
+    net.load_state_dict(load_file(tmp_path / "net.safetensors"))
+    ids = torch.tensor([[0, 8, 3, 3, 1, 5], [2, 2, 7, 0, 6, 4]])
+    one_hot = F.one_hot(ids, 9).double()  # Caffe's Embed: one-hot times the (input_dim, num_output) table
+    expected = (one_hot @ torch.tensor(table) + torch.tensor(bias)).reshape(2, 24) @ torch.tensor(ip_w).T
+    torch.testing.assert_close(net(words=ids)["ip"], expected.float(), rtol=1e-5, atol=1e-5)

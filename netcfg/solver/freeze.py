@@ -50,13 +50,14 @@ def freeze(spec, net) -> Frozen:
         return Frozen(trainable_count=sum(i.param.numel() for i in infos))
     patterns = [re.compile(p) for p in spec.freeze]  # checked at load time
     buffers = [n for n, _ in net.named_buffers()]
+    aliases = _aliases(net, infos)
     errors = []
     for j, p in enumerate(patterns):
-        if not any(p.match(i.name) for i in infos) and not any(p.match(b) for b in buffers):
+        if not any(p.match(a) for i in infos for a in aliases[i.name]) and not any(p.match(b) for b in buffers):
             shown = ", ".join(i.name for i in infos[:6]) + (", ..." if len(infos) > 6 else "")
             errors.append(spec.locate(ConfigError(f"freeze pattern {spec.freeze[j]!r} matches no parameter of the net",
                                                   ("freeze", j), hint=f"parameters are <layer>.<blob>: {shown}")))
-    names = {i.name for i in infos if any(p.match(i.name) for p in patterns)}
+    names = {i.name for i in infos if any(p.match(a) for p in patterns for a in aliases[i.name])}
     if infos and len(names) == len(infos):
         errors.append(spec.locate(ConfigError("freeze matches every parameter: nothing is left to train",
                                               ("freeze",), hint="freeze the early layers only, e.g. ['conv']")))
@@ -77,3 +78,15 @@ def freeze(spec, net) -> Frozen:
     frozen = sum(i.param.numel() for i in infos if i.name in names)
     trainable = sum(i.param.numel() for i in infos if i.name not in names)
     return Frozen(frozenset(names), norms, norm_names, frozen, trainable)
+
+
+def _aliases(net, infos) -> dict[str, list[str]]:
+    """Every name each parameter answers to: a weight shared by layers p and q (``param:
+    [{name: w}]``) is ``p.weight`` in ``param_infos`` and also ``q.weight`` in the state_dict,
+    so ``freeze: ['q']`` freezes it (the one tensor both layers use)."""
+    by_id = {id(i.param): i.name for i in infos}
+    out: dict[str, list[str]] = {i.name: [i.name] for i in infos}
+    for name, param in net.named_parameters(remove_duplicate=False):
+        if id(param) in by_id and name not in out[by_id[id(param)]]:
+            out[by_id[id(param)]].append(name)
+    return out

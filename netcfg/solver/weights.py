@@ -30,7 +30,7 @@ from netcfg.solver.rename_maps import RENAME_MAPS, apply_map
 from netcfg.spec import Spec
 
 __all__ = ["WeightsRule", "WeightsField", "regex_errors", "rule_errors", "plan_weights", "WeightsPlan",
-           "RuleReport", "net_targets", "load_rules", "resolved_weights", "resolve_file"]
+           "RuleReport", "net_targets", "load_rules", "resolved_weights", "resolve_file", "layer_of"]
 
 
 class WeightsRule(Spec):
@@ -150,6 +150,7 @@ class RuleReport:
     excluded: list[str] = field(default_factory=list)                      # by include/exclude
     unused: list[tuple[str, str]] = field(default_factory=list)           # (file name, renamed) not in the net
     mismatched: list[tuple[str, str, list[int], list[int]]] = field(default_factory=list)  # file, net, shapes
+    with_layer: list[tuple[str, str]] = field(default_factory=list)       # fit, but a blob of their layer does not
     overridden: int = 0                                                    # net blobs a later rule fills again
 
     @property
@@ -188,6 +189,9 @@ class WeightsPlan:
             if r.mismatched:
                 out.append(f"  shape mismatch, left as initialised ({len(r.mismatched)}): "
                            + show([f"{b} (file {fs}, net {ns})" for _, b, fs, ns in r.mismatched]))
+            if r.with_layer:
+                out.append(f"  left as initialised with their layer, which has a shape mismatch "
+                           f"({len(r.with_layer)}): {show([b for _, b in r.with_layer])}")
             if r.overridden:
                 out.append(f"  {r.overridden} of these are filled again by a later rule (the last rule wins)")
         if self.missing:
@@ -195,6 +199,15 @@ class WeightsPlan:
         filled = sum(not n.endswith("num_batches_tracked") for n in self.copies)
         out.append(f"weights: {filled} of {self.total} net blobs filled from {len(self.rules)} rule(s)")
         return out
+
+
+def layer_of(blob: str) -> str:
+    """The layer of a ``<layer>.<blob>`` name (a layer's name may hold dots: ``layer2.block1.bn1``)."""
+    return blob.rsplit(".", 1)[0]
+
+
+def _counter(blob: str) -> bool:
+    return blob.endswith("num_batches_tracked")  # BatchNorm's counter: never reported on its own
 
 
 def _first(names: list[str], n: int = 8) -> str:
@@ -303,6 +316,9 @@ def _match(rule: WeightsRule, i: int, path: Path, tensors: dict, targets: dict, 
             report.mismatched.append((name, new, list(t.shape), list(targets[new][0])))
         else:
             report.matched.append((name, new))
+    misfits = {layer_of(b) for _, b, _, _ in report.mismatched}  # a layer is copied whole or not at all
+    report.with_layer = [(a, b) for a, b in report.matched if layer_of(b) in misfits and not _counter(b)]
+    report.matched = [(a, b) for a, b in report.matched if layer_of(b) not in misfits]
     names = list(tensors)
     for (kind, key), n in hits.items():
         if not n:

@@ -23,6 +23,7 @@ from torch import nn
 
 from netcfg.errors import ConfigError
 from netcfg.solver.checkpoint import TREE_KEY, CheckpointError, atomic_write_bytes
+from netcfg.solver.weights import layer_of
 from netcfg.source import Source, parse_yaml, to_yaml
 
 __all__ = ["program_kind", "save_weights", "load_weights", "load_metadata", "stored_net", "copy_weights", "WeightsReport",
@@ -169,6 +170,7 @@ class WeightsReport:
     missing: list[str] = field(default_factory=list)      # in the net, not in the file
     unexpected: list[str] = field(default_factory=list)   # in the file, not in the net
     mismatched: list[tuple[str, list[int], list[int]]] = field(default_factory=list)
+    with_layer: list[str] = field(default_factory=list)   # fit, but a blob of their layer does not
     iteration: int | None = None  # the training iteration of a netcfg snapshot; None for other files
 
     def lines(self, source: str, *, refused: bool = False) -> list[str]:
@@ -178,6 +180,8 @@ class WeightsReport:
         if self.mismatched:
             out.append(f"  shape mismatch{left}: " + ", ".join(
                 f"{k} (file {a}, net {b})" for k, a, b in self.mismatched))
+        if self.with_layer and not refused:  # (a refusal's mismatches say it all)
+            out.append("  left as initialised with their layer, which has a shape mismatch: " + ", ".join(self.with_layer))
         if self.missing:
             out.append(f"  not in the file{left}: " + ", ".join(self.missing))
         if self.unexpected:
@@ -186,15 +190,19 @@ class WeightsReport:
 
     def as_dict(self) -> dict:
         return {"matched": self.matched, "missing": self.missing, "unexpected": self.unexpected,
+                "with_layer": self.with_layer,
                 "mismatched": [{"name": k, "file": a, "net": b} for k, a, b in self.mismatched]}
 
 
 @torch.no_grad()
 def copy_weights(net: nn.Module, path: str | Path, *, strict: bool = False, required: bool = True) -> WeightsReport:
-    """Copy blobs from ``path`` into ``net`` by name; shape mismatches are skipped."""
+    """Copy blobs from ``path`` into ``net`` by name. A layer is copied whole or not at all: a
+    blob of another shape leaves its layer's other blobs as initialised too (a classifier's
+    bias without its weight, a BatchNorm's counter without its statistics, mean nothing)."""
     tensors, meta = load_weights(path)
     report = WeightsReport(iteration=int(meta["iter"]) if meta.get("iter", "").isdigit() else None)
     own = net.state_dict(keep_vars=True)
+    fits = {}
     for name, target in own.items():
         src = tensors.get(name)
         if src is None:
@@ -203,12 +211,23 @@ def copy_weights(net: nn.Module, path: str | Path, *, strict: bool = False, requ
         elif tuple(src.shape) != tuple(target.shape):
             report.mismatched.append((name, list(src.shape), list(target.shape)))
         else:
-            target.copy_(src.to(target.dtype))
+            fits[name] = src
+    misfits = {layer_of(k) for k, _, _ in report.mismatched}
+    for name, src in fits.items():
+        if layer_of(name) not in misfits:
+            own[name].copy_(src.to(own[name].dtype))
             report.matched.append(name)
+        elif not name.endswith("num_batches_tracked"):
+            report.with_layer.append(name)
     report.unexpected = [k for k in tensors if k not in own]
     if strict and (report.missing or report.mismatched):
         raise CheckpointError(path, f"its weights do not fit this net{_whose(net, meta)}:\n"
                                     + "\n".join(report.lines(str(path), refused=True)[1:]))
+    if not report.matched and required and report.mismatched:
+        shown = ", ".join(f"{k} (file {a}, net {b})" for k, a, b in report.mismatched[:3])
+        raise ConfigError(f"no layer of the net can be filled from {path}: every layer they share by name differs "
+                          f"in shape ({len(report.mismatched)} blobs: {shown}{', ...' if len(report.mismatched) > 3 else ''})",
+                          file=str(path), hint="a layer is copied whole or not at all; are these weights for this net?")
     if not report.matched and required:
         raise ConfigError(f"no blob in {path} matches a layer of the net by name",
                           file=str(path), hint="weights are matched by <layer>.<blob>; were the layers renamed?")

@@ -168,6 +168,34 @@ def test_weights_report_what_matched_when_the_last_layer_changes(tmp_path):
     assert torch.equal(got["ip1.weight"], want["ip1.weight"]) and torch.equal(got["ip1.bias"], want["ip1.bias"])
 
 
+def test_a_layer_with_a_blob_of_another_shape_is_left_whole(tmp_path):
+    # a narrower hidden layer changes the classifier's weight ([10, 16] -> [10, 8]) but not its
+    # bias ([10]): the bias alone was copied, a half-loaded classifier reported as fine-tuned
+    deep = MLP.replace("  - {name: ip2,", "  - {name: hidden, type: InnerProduct, num_output: 16}\n  - {name: ip2,")
+    solver = write_solver(tmp_path, deep, max_iter=2, test=False)
+    assert netcfg("train", solver, "--out", tmp_path / "run")[0] == 0
+    trained = tmp_path / "run/tiny_iter_2.safetensors"
+    narrower = deep.replace("hidden, type: InnerProduct, num_output: 16", "hidden, type: InnerProduct, num_output: 8")
+    narrow = write_solver(tmp_path / "narrow", narrower, max_iter=0, test=False)
+    code, out, err = netcfg("train", narrow, "--weights", trained, "--out", tmp_path / "ft")
+    assert code == 0, err
+    assert f"weights from {trained}: 2 blobs copied" in out  # ip1's
+    assert "left as initialised with their layer, which has a shape mismatch: ip2.bias" in out
+    fresh = write_solver(tmp_path / "fresh", narrower, max_iter=0, test=False)
+    assert netcfg("train", fresh, "--out", tmp_path / "scratch")[0] == 0
+    got, init = load_file(tmp_path / "ft/tiny_iter_0.safetensors"), load_file(tmp_path / "scratch/tiny_iter_0.safetensors")
+    assert torch.equal(got["ip2.bias"], init["ip2.bias"])  # as its filler made it, like ip2.weight
+    code, out, err = netcfg("weights", narrow, "--set", f"weights={trained}")
+    assert code == 0, err
+    assert "left as initialised with their layer, which has a shape mismatch (1): ip2.bias" in out
+    assert "missing, left as initialised (4): hidden.weight, hidden.bias, ip2.weight, ip2.bias" in out
+    # a net none of whose layers fits is refused, naming the shapes rather than asking about names
+    code, out, err = netcfg("train", write_solver(tmp_path / "wide", MLP.replace("num_output: 16", "num_output: 8"),
+                                                   max_iter=0, test=False), "--weights", trained, "--out", tmp_path / "x")
+    assert code == 2 and "error: no layer of the net can be filled from" in err, err
+    assert "every layer they share by name differs in shape (3 blobs: ip1.weight (file [16, 64], net [8, 64])," in err
+
+
 def test_weights_and_device_options_are_taken_as_given_and_named_in_errors(tmp_path):
     solver = write_solver(tmp_path, MLP, max_iter=2, test=False)
     assert netcfg("train", solver, "--out", tmp_path / "run #1")[0] == 0

@@ -135,3 +135,25 @@ def test_bad_freeze_patterns_are_located_errors(tmp_path, step1):
         with pytest.raises(ConfigErrors) as e:
             Solver.from_file(second(tmp_path, step1, freeze=freeze), out=tmp_path / "run", log=lambda line: None)
         assert words in e.value.render() and "second.yaml:" in e.value.render()
+
+
+def test_a_layer_is_copied_whole_or_not_at_all(tmp_path, step1):
+    # a new hidden layer before the classifier changes ip2.weight ([5, 16] -> [5, 8]) but not
+    # ip2.bias ([5]): the rule copied the bias alone, half a classifier
+    source = load_file(step1 / "tiny_iter_6.safetensors")
+    net = NET.replace("  - {name: ip2,", "  - {name: ip1b, type: InnerProduct, num_output: 8}\n  - {name: ip2,")
+    solver = write_solver(tmp_path, net, name="second", max_iter=0, test=False, train=SECOND,
+                          weights=[{"file": str(step1)}])
+    code, out, err = netcfg("weights", solver)
+    assert code == 0, err
+    assert "shape mismatch, left as initialised (1): ip2.weight (file [5, 16], net [5, 8])" in out
+    assert "left as initialised with their layer, which has a shape mismatch (1): ip2.bias" in out
+    assert "missing, left as initialised (4): ip1b.weight, ip1b.bias, ip2.weight, ip2.bias" in out
+    s = Solver.from_file(solver, out=tmp_path / "run", log=lambda line: None)
+    assert torch.equal(s.net.state_dict()["ip1.weight"], source["ip1.weight"])
+    assert not torch.equal(s.net.state_dict()["ip2.bias"], source["ip2.bias"])
+    # a BatchNorm whose statistics do not fit keeps its own counter too
+    wide = write_solver(tmp_path / "wide", NET.replace("num_output: 16", "num_output: 8"), name="second",
+                        max_iter=0, test=False, train=SECOND, weights=[{"file": str(step1), "include": ["bn1"]}])
+    code, out, err = netcfg("weights", wide)
+    assert code == 2 and "weights[0]: this rule fills no blob of the net" in err, err

@@ -87,6 +87,10 @@ def _read_weights(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], d
                                     f"{'/'.join(TORCH_SUFFIXES)} (netcfg export --format pt)")
     if path.suffix.lower() in TORCH_SUFFIXES:
         return (_load_torch(path) if tensors else {}), {}
+    if path.suffix.lower() == ".caffemodel":  # else refused as 'not a readable .safetensors (header too large)'
+        raise CheckpointError(path, "is Caffe weights, which netcfg reads once converted: netcfg import-caffe "
+                                    f"NET.prototxt --weights {path.name} -o NET.yaml writes NET.yaml and "
+                                    "NET.safetensors (its blobs keyed <layer>.<blob>); give that .safetensors")
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

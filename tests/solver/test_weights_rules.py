@@ -157,3 +157,13 @@ def test_a_layer_is_copied_whole_or_not_at_all(tmp_path, step1):
                         max_iter=0, test=False, train=SECOND, weights=[{"file": str(step1), "include": ["bn1"]}])
     code, out, err = netcfg("weights", wide)
     assert code == 2 and "weights[0]: this rule fills no blob of the net" in err, err
+
+
+def test_a_caffemodel_is_sent_to_import_caffe(tmp_path, step1):
+    (tmp_path / "bvlc.caffemodel").write_bytes(b"\x0a\x05lenet" + bytes(range(200)))
+    solver = second(tmp_path, step1, weights="bvlc.caffemodel")
+    for command in (["train", solver, "--out", tmp_path / "run"], ["weights", solver]):
+        code, out, err = netcfg(*command)  # was: 'not a readable .safetensors weights file (... header too large)'
+        assert code == 2 and "is Caffe weights, which netcfg reads once converted: netcfg import-caffe " \
+                             "NET.prototxt --weights bvlc.caffemodel -o NET.yaml" in err, err
+

@@ -46,7 +46,7 @@ def weights(
     try:
         plan = plan_weights(rules, spec.base_dir, net_targets([net, test]))
     except ConfigErrors as e:
-        raise ConfigErrors([spec.locate(x) for x in e.errors]) from None
+        raise ConfigErrors([spec.locate(_as_given(x, spec.weights)) for x in e.errors]) from None
     for line in plan.lines(full=True):
         typer.echo(line)
     if spec.freeze:
@@ -54,3 +54,12 @@ def weights(
     if plan.refusals:
         raise ConfigErrors([spec.locate(x) for x in plan.refusals])
     typer.echo("netcfg train would accept these weights")
+
+
+def _as_given(error, weights):
+    """A rule's error for ``weights: FILE``, which has no ``weights[0].file`` to name: at ``weights``."""
+    from netcfg.errors import ConfigError
+
+    if isinstance(weights, list) or error.path[:2] != ("weights", 0):
+        return error
+    return ConfigError(error.message, ("weights",), hint=error.hint)

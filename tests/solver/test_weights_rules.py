@@ -167,3 +167,8 @@ def test_a_caffemodel_is_sent_to_import_caffe(tmp_path, step1):
         assert code == 2 and "is Caffe weights, which netcfg reads once converted: netcfg import-caffe " \
                              "NET.prototxt --weights bvlc.caffemodel -o NET.yaml" in err, err
 
+
+def test_the_dry_run_of_a_weights_file_names_the_weights_key(tmp_path, step1):
+    # it named a key the solver file does not have: weights[0].file
+    code, out, err = netcfg("weights", second(tmp_path, step1, weights="nowhere.safetensors"))
+    assert code == 2 and f"{tmp_path / 'second.yaml'}:" in err and ": error: weights: weights file not found" in err, err

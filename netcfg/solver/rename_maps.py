@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-__all__ = ["RENAME_MAPS", "RenameStep", "apply_map"]
+__all__ = ["RENAME_MAPS", "RenameStep", "apply_map", "map_hint"]
 
 RenameStep = tuple[re.Pattern, str | Callable[[re.Match], str]]
 
@@ -44,3 +44,17 @@ def apply_map(name: str, steps: list[RenameStep]) -> str:
     for pattern, replacement in steps:
         name = pattern.sub(replacement, name)
     return name
+
+
+# names that give a map away: a file holding one of these, loaded without its map, fills
+# conv1/bn1/fc only and leaves every block as initialised
+_TELLS = {"torchvision_resnet": re.compile(r"^layer\d+\.\d+\.")}
+
+
+def map_hint(unused: list[str]) -> str | None:
+    """A hint naming the rename_map for file blobs the net lacks, when their names are that map's source's."""
+    for name, tell in _TELLS.items():
+        if any(tell.match(n) for n in unused):
+            return (f"these are torchvision's ResNet names (layer1.0.conv1...): load them with rename_map: {name} "
+                    f"(weights: [{{file: FILE, rename_map: {name}}}])")
+    return None

@@ -26,7 +26,7 @@ from pydantic import Field, PlainSerializer, PlainValidator, TypeAdapter, Valida
 from pydantic_core import PydanticCustomError
 
 from netcfg.errors import ConfigError, ConfigErrors, NetcfgError
-from netcfg.solver.rename_maps import RENAME_MAPS, apply_map
+from netcfg.solver.rename_maps import RENAME_MAPS, apply_map, map_hint
 from netcfg.spec import Spec
 
 __all__ = ["WeightsRule", "WeightsField", "regex_errors", "rule_errors", "plan_weights", "WeightsPlan",
@@ -152,6 +152,7 @@ class RuleReport:
     mismatched: list[tuple[str, str, list[int], list[int]]] = field(default_factory=list)  # file, net, shapes
     with_layer: list[tuple[str, str]] = field(default_factory=list)       # fit, but a blob of their layer does not
     overridden: int = 0                                                    # net blobs a later rule fills again
+    hint: str | None = None                                                # for the unused: the rename_map to add
 
     @property
     def renamed(self) -> list[tuple[str, str]]:
@@ -186,6 +187,8 @@ class WeightsPlan:
             if r.unused:
                 out.append(f"  unused, no such blob in the net ({len(r.unused)}): "
                            f"{show([a if a == b else f'{a} (as {b})' for a, b in r.unused])}")
+            if r.hint:
+                out.append(f"  hint: {r.hint}")
             if r.mismatched:
                 out.append(f"  shape mismatch, left as initialised ({len(r.mismatched)}): "
                            + show([f"{b} (file {fs}, net {ns})" for _, b, fs, ns in r.mismatched]))
@@ -320,6 +323,8 @@ def _match(rule: WeightsRule, i: int, path: Path, tensors: dict, targets: dict, 
     report.with_layer = [(a, b) for a, b in report.matched if layer_of(b) in misfits and not _counter(b)]
     report.matched = [(a, b) for a, b in report.matched if layer_of(b) not in misfits]
     names = list(tensors)
+    if not rule.rename_map and not rule.rename:
+        report.hint = map_hint([a for a, _ in report.unused])
     for (kind, key), n in hits.items():
         if not n:
             pattern = key if kind == "rename" else getattr(rule, kind)[key]
@@ -329,8 +334,8 @@ def _match(rule: WeightsRule, i: int, path: Path, tensors: dict, targets: dict, 
         tried = [b for _, b in report.unused][:4] or names[:4]
         errors.append(ConfigError(f"this rule fills no blob of the net: none of the {len(names)} blobs of "
                                   f"{path.name} it takes has a net blob's name and shape", ("weights", i),
-                                  hint=f"it offers {', '.join(tried)}; the net has {_first(list(targets), 4)}; "
-                                       "add rename (or rename_map) so the names meet"))
+                                  hint=report.hint or f"it offers {', '.join(tried)}; the net has "
+                                       f"{_first(list(targets), 4)}; add rename (or rename_map) so the names meet"))
     return report
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from netcfg.errors import ConfigError
 from netcfg.solver.checkpoint import TREE_KEY, CheckpointError, atomic_write_bytes
+from netcfg.solver.rename_maps import map_hint
 from netcfg.solver.weights import layer_of
 from netcfg.source import Source, parse_yaml, to_yaml
 
@@ -190,6 +191,8 @@ class WeightsReport:
             out.append(f"  not in the file{left}: " + ", ".join(self.missing))
         if self.unexpected:
             out.append(f"  in the file but not in the net{ignored}: " + ", ".join(self.unexpected))
+            if hint := map_hint(self.unexpected):
+                out.append(f"  hint: {hint}")
         return out
 
     def as_dict(self) -> dict:
@@ -233,8 +236,8 @@ def copy_weights(net: nn.Module, path: str | Path, *, strict: bool = False, requ
                           f"in shape ({len(report.mismatched)} blobs: {shown}{', ...' if len(report.mismatched) > 3 else ''})",
                           file=str(path), hint="a layer is copied whole or not at all; are these weights for this net?")
     if not report.matched and required:
-        raise ConfigError(f"no blob in {path} matches a layer of the net by name",
-                          file=str(path), hint="weights are matched by <layer>.<blob>; were the layers renamed?")
+        raise ConfigError(f"no blob in {path} matches a layer of the net by name", file=str(path),
+                          hint=map_hint(report.unexpected) or "weights are matched by <layer>.<blob>; were the layers renamed?")
     return report
 
 

@@ -152,3 +152,22 @@ def test_dry_run_lists_the_renames_and_refuses_a_strict_misfit(tmp_path):
     assert code == 2
     assert "solver.yaml:" in err and "weights[0].strict: strict rule refuses" in err
     assert "shape mismatch" in out
+
+
+def test_a_torchvision_file_loaded_without_its_map_is_named(tmp_path):
+    # without rename_map only conv1, bn1 and fc have netcfg's names: the 114 other blobs were
+    # listed as unused with no word on the map that would place them
+    _twin_checkpoint(tmp_path, BasicBlock, [2, 2, 2, 2])
+    hint = "hint: these are torchvision's ResNet names (layer1.0.conv1...): load them with rename_map: torchvision_resnet"
+    solver = _solver(tmp_path, "resnet18.yaml")
+    rules = yaml.safe_load(solver.read_text())
+    del rules["weights"][0]["rename_map"]
+    solver.write_text(yaml.safe_dump(rules))
+    code, out, err = netcfg("weights", solver)
+    assert code == 0 and f"  {hint}" in out, err
+    code, out, err = netcfg("weights", solver, "--set", "weights=resnet.pth")  # `weights: FILE`, as train reads it
+    assert code == 0 and f"  {hint}" in out, err
+    code, out, err = netcfg("train", solver, "--set", "weights=resnet.pth", "--out", tmp_path / "run")
+    assert code == 0 and f"  {hint}" in out, err
+    with_map = _solver(tmp_path, "resnet18.yaml")
+    assert "hint:" not in netcfg("weights", with_map)[1]

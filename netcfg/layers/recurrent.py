@@ -122,7 +122,7 @@ class _RecurrentBase(LayerSpec):
     return_sequence: bool = Field(True, description="output every step (T, D*num_output); false: only the final state (D*num_output,)")
     bias_term: bool = Field(True, description="learn the input and hidden biases (bias_ih, bias_hh)")
     weight_filler: FillerSpec | None = Field(None, description="initialisation of every weight_* blob; default: PyTorch's")
-    bias_filler: FillerSpec | None = Field(None, description="initialisation of every bias_* blob; default: PyTorch's")
+    bias_filler: FillerSpec | None = Field(None, description="initialisation of every bias_* blob: bias_ih and bias_hh both, which add (constant 1 gives each gate a bias of 2); default: PyTorch's")
 
     gates: ClassVar[int] = 4  # gate blocks stacked in weight_ih / weight_hh
     module_class: ClassVar[type[nn.Module]] = LSTMStack

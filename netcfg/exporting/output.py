@@ -3,6 +3,7 @@ becomes the output only when the export succeeds, leaving nothing behind when it
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from pathlib import Path
@@ -33,6 +34,7 @@ class Output:
         self.path = path
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
         self.made: list[Path] = []  # the folders made for the output, deepest last
+        self.opened = False  # the temporary file was made: there is something to remove
 
     def open(self) -> None:
         """Make the missing folders and an empty temporary file: a place that cannot be written
@@ -43,6 +45,7 @@ class Output:
                 folder.mkdir()
                 self.made.append(folder)
             open(self.tmp, "wb").close()
+            self.opened = True
         except OSError as e:
             self.discard()
             raise _unwritable(self.path, e) from None
@@ -51,10 +54,12 @@ class Output:
         os.replace(self.tmp, self.path)
 
     def discard(self) -> None:
-        try:
-            self.tmp.unlink()
-        except (FileNotFoundError, NotADirectoryError):  # not made (open failed)
-            pass
+        # only a file open() made: on a read-only file system, unlinking one never made is not
+        # "no such file" but "Read-only file system", which hid the error open() was reporting
+        if self.opened:
+            with contextlib.suppress(FileNotFoundError):  # a writer already moved it
+                self.tmp.unlink()
+            self.opened = False
         for folder in reversed(self.made):
             try:
                 folder.rmdir()

@@ -217,6 +217,37 @@ def test_a_place_that_cannot_be_written_is_said_before_the_work(tmp_path, monkey
     assert not (tmp_path / "out").exists()  # nor the folder made for it
 
 
+def test_a_read_only_file_system_is_said_not_a_traceback(tmp_path, monkeypatch):
+    # -o on a read-only mount was an OSError traceback: removing the temporary file that could not
+    # be made said "Read-only file system" too (not "no such file"), over the error being reported
+    import builtins
+    import errno
+    from pathlib import Path
+
+    from netcfg.exporting import output
+
+    def read_only_open(path, mode="r", *args, **kwargs):
+        if "w" in mode:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return builtins.open(path, mode, *args, **kwargs)
+
+    real_unlink = Path.unlink
+
+    def read_only_unlink(path, *args, **kwargs):
+        if path.parent == tmp_path / "ro":
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    weights = write_weights(spec_of(LENET.read_text()), tmp_path / "lenet.safetensors")
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(output, "open", read_only_open, raising=False)
+    monkeypatch.setattr(Path, "unlink", read_only_unlink)
+    out = tmp_path / "ro" / "lenet.onnx"
+    code, _, stderr = netcfg_cli("export", weights, "-f", "pt", "-o", out)
+    assert code == 2, stderr
+    assert stderr == f"-o: error: cannot write {out}: Read-only file system (choose a file in a folder you can write)\n"
+
+
 @pytest.mark.parametrize("fmt", ["torchscript", "exported", "pt"])
 def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, fmt):
     # TorchScript and torch.export wrote through their own C++ file code: a full disk was

@@ -8,13 +8,37 @@ import time
 from collections.abc import Callable, Iterator
 
 
+def _stdout_gone(e: OSError) -> None:
+    """Training goes on when its stdout can no longer be written: the run, its snapshots and
+    train.log are what matter, and a run that died of ``netcfg train ... | head`` left no
+    snapshot. Later writes (Python's own flush at exit among them) go to /dev/null."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    with contextlib.suppress(OSError, ValueError):  # stderr may be the same closed pipe (2>&1 | head)
+        print(f"netcfg train: stdout cannot be written ({e.strerror or e}); training goes on, "
+              "its log in the run directory's train.log", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def training_progress(max_iter: int, write_log: Callable[[str], None]) -> Iterator[tuple[Callable, Callable | None]]:
     """Yield ``(log, on_step)``: ``log`` prints a line (above the bar on a terminal)
     and records it; ``on_step`` advances the bar, or is None when not a terminal."""
     if not sys.stdout.isatty():
+        shown = [True]  # stdout still takes lines
+
         def log(line: str) -> None:
-            print(line, flush=True)
+            if shown[0]:
+                try:
+                    print(line, flush=True)
+                except OSError as e:  # the pipe's reader went (| head, | grep -m1) or the disk is full
+                    shown[0] = False
+                    _stdout_gone(e)
             write_log(line)
 
         yield log, None

@@ -364,6 +364,23 @@ def test_sigterm_from_a_scheduler_snapshots_and_exits_143(tmp_path):
     assert (run / f"tiny_iter_{it}.safetensors").is_file() and (run / f"tiny_iter_{it}.solverstate").is_file()
 
 
+def test_a_closed_stdout_does_not_stop_the_run(tmp_path):
+    # netcfg train ... | head -2: the first line after head left raised BrokenPipeError, and the run
+    # died with exit 1, no message, no snapshot and a train.log cut short
+    solver = write_solver(tmp_path, MLP, max_iter=30, test=False)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "netcfg", "train", str(solver), "--out", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    proc.stdout.close()  # as head does once it has its lines (before the first here: no race with the run)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert err == ("netcfg train: stdout cannot be written (Broken pipe); training goes on, "
+                   "its log in the run directory's train.log\n")
+    assert (run / "tiny_iter_30.safetensors").is_file() and (run / "tiny_iter_30.solverstate").is_file()
+    log = (run / "train.log").read_text().splitlines()
+    assert log[0].startswith("Solving ") and log[-1] == "Optimization Done." and len(log) > 30  # every line
+
+
 SIGTERM_AT_START = """
 import os, signal, sys, time
 from netcfg.solver import Solver

@@ -10,10 +10,13 @@ a NetcfgError prints as ``FILE:LINE:COL: error: ...`` and exits with its code.
 from __future__ import annotations
 
 import atexit
+import functools
 import importlib
 import inspect
+import os
 import pkgutil
 import signal
+from pathlib import Path
 
 import typer
 import typer.core
@@ -79,9 +82,30 @@ def _unwrap_help(t: typer.Typer) -> None:
         _unwrap_help(g.typer_instance)
 
 
+def _home(value):
+    """A path argument with ``~`` (or ``~user``) in front, expanded as in a YAML file's paths."""
+    if isinstance(value, Path) and value.parts and value.parts[0].startswith("~"):
+        return Path(os.path.expanduser(value))  # unchanged for an unknown user, as the shell leaves it
+    if isinstance(value, (list, tuple)):
+        return type(value)(_home(v) for v in value)
+    return value
+
+
+def _expand_home(t: typer.Typer) -> None:
+    """Every command gets its path arguments with ``~`` expanded: the shell leaves ``--out=~/runs/x``
+    (and a quoted '~/x') alone, and train made a folder named '~' in the working directory."""
+    for c in t.registered_commands:
+        if c.callback is not None:
+            c.callback = functools.wraps(c.callback)(
+                lambda *args, _callback=c.callback, **params: _callback(*args, **{k: _home(v) for k, v in params.items()}))
+    for g in t.registered_groups:
+        _expand_home(g.typer_instance)
+
+
 for _module in _command_modules():
     _module.register(app)
 _unwrap_help(app)
+_expand_home(app)
 
 
 def main(argv: list[str] | None = None) -> None:

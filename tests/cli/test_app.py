@@ -126,3 +126,19 @@ def test_help_keeps_square_brackets_that_rich_would_read_as_markup(monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     for command in ("plot", "landscape"):
         assert "pip install 'netcfg[plot]'" in run_cli(command, "--help").stdout, command
+
+
+def test_a_path_option_with_a_tilde_means_the_home_folder(tmp_path, monkeypatch):
+    # the shell leaves ~ alone after '=' (--out=~/runs/x) and in quotes: train made a folder
+    # named '~' in the working directory, and --weights=~/w.safetensors was 'not found: ./~/...'
+    from tests.cli import netcfg
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    code, _, err = netcfg("schema", "net", "--output=~/schemas/net.json")
+    assert code == 0, err
+    assert (home / "schemas/net.json").is_file() and not (work / "~").exists()
+    code, out, err = netcfg("draw", "~/nothing.yaml")  # an argument, as a quoted '~/x' reaches it
+    assert (code, err) == (2, f"{home / 'nothing.yaml'}: error: no such file\n")

@@ -18,7 +18,9 @@ import yaml
 
 from netcfg.errors import ConfigError, ConfigErrors, KeyPath
 
-__all__ = ["Source", "load_yaml", "parse_yaml", "to_yaml", "value_at", "document_kind"]
+__all__ = ["Source", "YAML_SUFFIXES", "load_yaml", "parse_yaml", "to_yaml", "value_at", "document_kind"]
+
+YAML_SUFFIXES = (".yaml", ".yml")  # the names a folder's net and solver files are found by
 
 # Tags PyYAML's safe constructor turns into plain data; anything else (!!python/...,
 # !custom) is refused rather than silently read as a string.

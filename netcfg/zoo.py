@@ -112,11 +112,13 @@ def zoo_files(directory: Path | None = None) -> list[Path]:
     """The net files of a zoo directory, by name; ZooMissing when there is no such directory."""
     if directory is not None and not directory.is_dir():  # the user's own --dir: no install advice
         raise ConfigError(f"--dir {directory} is not a folder", file="netcfg zoo",
-                          hint="give a folder of net files (*.yaml)")
+                          hint="give a folder of net files (*.yaml, *.yml)")
+    from netcfg.source import YAML_SUFFIXES
+
     directory = directory or default_zoo_dir()
     if not directory.is_dir():
         raise ZooMissing(directory)
-    return sorted(directory.glob("*.yaml"))
+    return sorted(p for p in directory.glob("*.y*ml") if p.suffix in YAML_SUFFIXES)
 
 
 def zoo_entries(directory: Path | None = None) -> list[ZooEntry]:
@@ -158,7 +160,7 @@ def _readable(files: list[Path]):
 def find_entry(name: str, directory: Path | None = None) -> ZooEntry:
     """The zoo entry called ``name`` (file stem, file name or the net's own name, any case)."""
     files = zoo_files(directory)
-    key = name.removesuffix(".yaml").lower()
+    key = name.removesuffix(".yaml").removesuffix(".yml").lower()
     for p in files:
         if p.stem.lower() == key:
             return read_entry(p)
@@ -180,7 +182,7 @@ def solvers_using(entry: ZooEntry, solvers_dir: Path | None = None) -> list[Path
 
     target = entry.path.resolve()
     found = []
-    for p in sorted(solvers_dir.glob("*.yaml")):
+    for p in zoo_files(solvers_dir):
         try:
             net = yaml.safe_load(p.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError, OSError):

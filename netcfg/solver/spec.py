@@ -22,7 +22,7 @@ from netcfg.net.spec import NetSpec, net_from_source
 from netcfg.solver.lr_policy import OPTIONAL, POLICIES
 from netcfg.solver.weights import WeightsField, regex_errors, rule_errors
 from netcfg.overrides import FlagOverride, apply_net_sets, apply_overrides
-from netcfg.source import Source, document_kind, load_yaml
+from netcfg.source import YAML_SUFFIXES, Source, document_kind, load_yaml
 from netcfg.spec import Spec, validate
 
 __all__ = ["SolverSpec", "BestSpec", "load_solver", "solver_from_source", "OPTIMIZERS"]
@@ -270,8 +270,9 @@ def _load_net(spec: SolverSpec, src: Source, base_dir: Path) -> NetSpec:
     except OSError as e:  # a name too long, a folder without permission: Path.is_file raises these
         raise spec.locate(ConfigError(f"cannot read the net file {path}: {e.strerror}", ("net",))) from None
     if not found:
-        near = sorted(p.name for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
-        hint = f"files there: {', '.join(near[:8])}" if near else f"{path.parent} has no .yaml files"
+        near = sorted(p.name for p in path.parent.glob("*.y*ml") if p.suffix in YAML_SUFFIXES) \
+            if path.parent.is_dir() else []  # net.yml beside a mistyped net.yaml is the likeliest fix
+        hint = f"files there: {', '.join(near[:8])}" if near else f"{path.parent} has no .yaml or .yml files"
         raise spec.locate(ConfigError(f"net file not found: {path}", ("net",), hint=hint))
     return net_from_source(apply_net_sets(src, load_yaml(path)))  # with the solver's --set net.KEY=...
 

@@ -213,3 +213,14 @@ def test_embed_ids_outside_the_table_are_named_before_training(tmp_path, ids, wo
     result = run_cli("check", str(tmp_path / "s.yaml"))
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     assert result.stderr == f"{tmp_path / 's.yaml'}:3:54: error: data.train.arrays.tokens: {words}\n"
+
+
+def test_a_missing_net_file_lists_the_yml_files_beside_it(tmp_path):
+    # net: net.yaml beside a net.yml said '... has no .yaml files', steering away from the file there
+    (tmp_path / "net.yml").write_text(Path(LENET).read_text())
+    (tmp_path / "solver.yaml").write_text("net: net.yaml\ndata: {train: {source: digits, split: train, batch_size: 8}}\n"
+                                           "base_lr: 0.1\nmax_iter: 1\n")
+    result = run_cli("check", str(tmp_path / "solver.yaml"))
+    assert result.exit_code == 2
+    assert result.stderr == (f"{tmp_path / 'solver.yaml'}:1:6: error: net: net file not found: {tmp_path / 'net.yaml'} "
+                             "(files there: net.yml, solver.yaml)\n")

@@ -130,3 +130,18 @@ def test_an_unreadable_file_is_left_out_with_a_note_and_the_rest_listed(tmp_path
     assert shown.exit_code == 0 and shown.stdout.startswith("LeNet: Caffe's MNIST LeNet"), shown.stderr
     named = run_cli("zoo", "bad", "--dir", str(tmp_path))  # named by its file: why it cannot be shown
     assert named.exit_code == 2 and "byte 0xff is not UTF-8 text" in named.stderr
+
+
+def test_a_folder_of_yml_files_is_a_zoo_too(tmp_path):
+    # --dir of nets saved as .yml listed '0 nets', and 'netcfg zoo NAME' said 'known: ' (nothing)
+    nets, solvers = tmp_path / "configs", tmp_path / "solvers"
+    nets.mkdir(), solvers.mkdir()
+    (nets / "mine.yml").write_text((ROOT / "configs/lenet.yaml").read_text())
+    (solvers / "train_mine.yml").write_text("net: ../configs/mine.yml\n")
+    listed = run_cli("zoo", "--dir", str(nets))
+    assert listed.exit_code == 0, listed.stderr
+    assert listed.stdout.splitlines()[2].split()[:2] == ["mine", "431,080"]
+    for name in ("mine", "mine.yml", "LeNet"):
+        shown = run_cli("zoo", name, "--dir", str(nets))
+        assert shown.exit_code == 0, shown.stderr
+        assert str(solvers / "train_mine.yml") in shown.stdout

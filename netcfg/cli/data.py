@@ -99,10 +99,13 @@ def show(
     plugin: PluginOpt = [],
 ) -> None:
     """Write a grid of one batch as the net sees it (after augmentation), with labels."""
+    from netcfg.cli.output import check_output, writing
     from netcfg.data.grid import batch_grid, sample_captions
     from netcfg.data.loader import BatchLoader
     from netcfg.errors import ConfigError
 
+    _check_picture(out)  # before the data loads, as plot and landscape do: a folder, a missing one, a bad suffix
+    check_output(out)
     spec, ds, data = _load(solver, split, set_, plugin)
     if not data.transforms:
         raise ConfigError(f"the {split} data has no images to show (tensors: {', '.join(data)})", file=str(solver))
@@ -121,11 +124,21 @@ def show(
                          raw_uint8=stored.dtype == _uint8(), limit=limit,
                          title=f"{solver.name} {split.lower()} batch {batch}: '{name}' {list(b[name].shape)}"
                                + (" after augmentation" if train and data.transforms[name].augments else ""))
-    try:
+    with writing(out):
         picture.save(out)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot write the picture: {e}", file=str(out)) from None
     typer.echo(f"wrote {out} ({min(limit, len(b[name]))} of {len(b[name])} samples, {picture.width}x{picture.height})")
+
+
+def _check_picture(out: Path) -> None:
+    """``--output`` names a picture format Pillow writes, by its suffix."""
+    from PIL import Image
+
+    from netcfg.errors import ConfigError
+
+    formats = Image.registered_extensions()
+    if formats.get(out.suffix.lower()) not in Image.SAVE:
+        raise ConfigError(f"cannot write '{out}': use a .png or .jpg file (a picture format Pillow writes)",
+                          file="--output")
 
 
 def _uint8():

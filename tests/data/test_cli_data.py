@@ -94,6 +94,25 @@ def test_show_writes_a_grid_with_labels(tmp_path):
     assert pixels.min() < 30 and pixels.max() > 225  # dark digit backgrounds, white page and strokes
 
 
+def test_show_output_is_checked_before_the_data_and_its_folder_made(tmp_path, monkeypatch):
+    # -o in a folder not made yet was "error: cannot write the picture: [Errno 2] No such file or
+    # directory" (every other -o makes it), a folder or .txt "unknown file extension", all after the data loaded
+    from netcfg.cli import data as data_cli
+
+    out = tmp_path / "new folder" / "batch.png"
+    result = run_cli("data", "show", DIGITS, "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert Image.open(out).size[0] > 64
+    monkeypatch.setattr(data_cli, "_load", lambda *a: pytest.fail("the data loaded before -o was checked"))
+    for bad in (tmp_path, tmp_path / "batch.txt"):
+        result = run_cli("data", "show", DIGITS, "-o", str(bad))
+        assert (result.exit_code, result.stderr) == (2, f"--output: error: cannot write '{bad}': use a .png or .jpg "
+                                                        "file (a picture format Pillow writes)\n")
+    (tmp_path / "afile").write_text("mine")
+    result = run_cli("data", "show", DIGITS, "-o", str(tmp_path / "afile" / "batch.png"))
+    assert result.exit_code == 2 and result.stderr.startswith(f"--output: error: cannot write {tmp_path / 'afile'}")
+
+
 def test_show_test_split_and_class_names(tmp_path):
     for c in ("ant", "bee"):
         (tmp_path / "imgs" / c).mkdir(parents=True)

@@ -23,8 +23,9 @@ def check_output(path: Path, *, option: str = "--output", inputs: tuple[Path, ..
                               hint="choose another output file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot write {path}: {e.strerror}", file=option,
+    except OSError as e:  # mkdir's "File exists" is of a file where a folder should be: writing says this
+        why = os.strerror(errno.ENOTDIR) if isinstance(e, FileExistsError) else e.strerror
+        raise ConfigError(f"cannot write {path}: {why}", file=option,
                           hint="choose a file in a folder you can write") from None
     if path.is_dir() or not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         what = os.strerror(errno.EISDIR if path.is_dir() else errno.EACCES)  # as writing it would say

@@ -68,3 +68,12 @@ def test_an_output_that_cannot_be_written_is_an_error_and_expand_never_writes_ov
     result = run_cli("expand", str(net), "-o", str(net))
     assert result.exit_code == 2 and "is the file being read: writing it would destroy it" in result.stderr
     assert net.read_text() == (ROOT / "configs/resnet20.yaml").read_text()
+
+
+def test_an_output_below_a_file_says_not_a_directory(tmp_path):
+    # mkdir's 'File exists' read as if the output were there already, with a file in the folder's place
+    (tmp_path / "notes").write_text("mine")
+    result = run_cli("schema", "net", "-o", str(tmp_path / "notes/net.json"))
+    assert (result.exit_code, result.stderr) == (2, f"--output: error: cannot write {tmp_path / 'notes/net.json'}: "
+                                                    "Not a directory (choose a file in a folder you can write)\n")
+    assert (tmp_path / "notes").read_text() == "mine"

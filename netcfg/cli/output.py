@@ -28,10 +28,21 @@ def check_output(path: Path, *, option: str = "--output", inputs: tuple[Path, ..
         raise ConfigError(f"cannot write {path}: {why}", file=option,
                           hint="choose a file in a folder you can write") from None
     if path.is_dir() or not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        what = os.strerror(errno.EISDIR if path.is_dir() else errno.EACCES)  # as writing it would say
+        what = os.strerror(errno.EISDIR if path.is_dir() else errno.EROFS if _read_only(path.parent)
+                           else errno.EACCES)  # as writing it would say (chmod does not mend a read-only mount)
         raise ConfigError(f"cannot write {path}: {what}", file=option, hint="choose a file in a folder you can write")
     if not overwrite and path.exists():  # as import-caffe and export: never replace a user's file unasked
         raise ConfigError(f"{path} already exists", file=option, hint="pass --force to overwrite it, or choose another -o")
+
+
+def _read_only(folder: Path) -> bool:
+    """``folder`` is on a file system mounted read-only."""
+    import os
+
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False
 
 
 def write_output(path: Path, text: str | bytes, *, option: str = "--output", inputs: tuple[Path, ...] = (),

@@ -77,3 +77,18 @@ def test_an_output_below_a_file_says_not_a_directory(tmp_path):
     assert (result.exit_code, result.stderr) == (2, f"--output: error: cannot write {tmp_path / 'notes/net.json'}: "
                                                     "Not a directory (choose a file in a folder you can write)\n")
     assert (tmp_path / "notes").read_text() == "mine"
+
+
+def test_an_output_on_a_read_only_mount_says_so(tmp_path, monkeypatch):
+    # it said 'Permission denied', which sends the user to chmod a folder of a read-only file system
+    import os
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(f_flag=os.ST_RDONLY))
+    result = run_cli("schema", "net", "-o", str(tmp_path / "net.json"))
+    assert (result.exit_code, result.stderr) == (2, f"--output: error: cannot write {tmp_path / 'net.json'}: "
+                                                    "Read-only file system (choose a file in a folder you can write)\n")
+    monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(f_flag=0))
+    result = run_cli("schema", "net", "-o", str(tmp_path / "net.json"))
+    assert "net.json: Permission denied (choose" in result.stderr

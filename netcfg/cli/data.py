@@ -167,6 +167,11 @@ def fetch(
     from netcfg.data.fetch import fetch as fetch_files
 
     ds = data_set(name)
+    if root is not None and root.exists() and not root.is_dir():
+        from netcfg.errors import ConfigError
+
+        raise ConfigError(f"{root} is a file, not a folder", file="--root",
+                          hint="give the folder the files go in (made if need be)")
     root = (root or default_root(ds.name)).expanduser().absolute()
     base = mirror_url(mirror) if mirror else None
     reporter = _BarReporter() if sys.stderr.isatty() else _LineReporter()

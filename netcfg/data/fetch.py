@@ -150,9 +150,9 @@ def fetch(ds: DataSet, root: Path, base_url: str | None = None, reporter: Report
     base = base_url or ds.url
     try:
         root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise NetcfgError(f"cannot create the data directory '{root}': {e.strerror or e} "
-                          "(choose another with --root)") from None
+    except OSError as e:  # mkdir's "File exists" is of a file in the folder's place
+        why = "a file is in its place" if isinstance(e, FileExistsError) else e.strerror or e
+        raise NetcfgError(f"cannot create the data directory '{root}': {why} (choose another with --root)") from None
     out = []
     with _lock(root, reporter):
         for file in ds.files:

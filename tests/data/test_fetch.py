@@ -356,3 +356,15 @@ def test_two_fetches_into_one_directory_take_turns(tmp_path):
         os.close(fd)  # the other one is done
         worker.join(10)
     assert [s for _, s in rec.done] == ["downloaded"] * 4
+
+
+def test_a_root_that_is_a_file_is_named_at_root(tmp_path, monkeypatch):
+    # 'error: cannot create the data directory ...: File exists', naming no option, as if a folder were there
+    (tmp_path / "notes").write_text("mine")
+    result = run_cli("data", "fetch", "mnist", "--root", str(tmp_path / "notes"))
+    assert (result.exit_code, result.stderr) == (2, f"--root: error: {tmp_path / 'notes'} is a file, not a folder "
+                                                    "(give the folder the files go in (made if need be))\n")
+    monkeypatch.setenv("NETCFG_DATA", str(tmp_path / "notes"))  # the default root below a file
+    result = run_cli("data", "fetch", "mnist")
+    assert (result.exit_code, result.stderr) == (2, f"error: cannot create the data directory '{tmp_path / 'notes/mnist'}'"
+                                                    ": Not a directory (choose another with --root)\n")

@@ -134,6 +134,9 @@ def read_text(path: str | Path, kind: str = "YAML", binary_hint: str | None = No
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
+        if name == "-":  # the Unix spelling of "read stdin", which a bare "no such file" leaves a puzzle
+            raise ConfigError("no such file: netcfg reads config files by path, not from stdin", file=name,
+                              hint="save it to a file and give its path") from None
         raise ConfigError("no such file", file=name) from None
     except IsADirectoryError:
         raise ConfigError(f"is a directory, not a {kind} file", file=name) from None

@@ -224,3 +224,11 @@ def test_a_missing_net_file_lists_the_yml_files_beside_it(tmp_path):
     assert result.exit_code == 2
     assert result.stderr == (f"{tmp_path / 'solver.yaml'}:1:6: error: net: net file not found: {tmp_path / 'net.yaml'} "
                              "(files there: net.yml, solver.yaml)\n")
+
+
+def test_a_dash_for_stdin_says_files_are_read_by_path(tmp_path, monkeypatch):
+    # 'netcfg expand x.yaml | netcfg check -' said '-: error: no such file'
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("check", "-")
+    assert (result.exit_code, result.stderr) == (2, "-: error: no such file: netcfg reads config files by path, not "
+                                                    "from stdin (save it to a file and give its path)\n")

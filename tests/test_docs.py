@@ -116,3 +116,15 @@ def test_the_zoo_tables_quote_each_headers_parameter_count(doc):
     for names, quoted in rows:
         assert set(quoted) <= {counts[n] for n in names}, (doc, names, quoted)
         assert len(quoted) in (len(names), 2), (doc, names, quoted)  # each net's, or a range
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/zoo.md"])
+def test_the_zoo_tables_quote_the_recipes_measurements(doc):
+    """A row's 'reaches' percentages are those its recipes' headers measured, rounded."""
+    for line in (ROOT / doc).read_text().splitlines():
+        recipes = re.findall(r"solvers/\w+\.yaml", line) if line.startswith("| `") else []
+        measured = [float(x) for r in recipes
+                    for x in re.findall(r"(\d+(?:\.\d+)?)%", zoo.header_comment((ROOT / r).read_text()))]
+        for quoted in re.findall(r"(\d+\.\d+)%", line) if recipes else []:
+            half = 0.5 * 10 ** -len(quoted.partition(".")[2]) + 1e-9
+            assert any(abs(float(quoted) - m) <= half for m in measured), (doc, quoted, recipes)

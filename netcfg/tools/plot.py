@@ -116,10 +116,10 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
         if not isinstance(rec, dict) or not isinstance(rec.get("iter"), int):
             raise ConfigError("a metrics record must be a JSON object with an integer 'iter'", file=str(file), line=n, col=1)
         for key, value in rec.items():  # a train or test record holds numbers (NaN included)
-            if rec.get("event") in ("train", "test") and key != "event" and (
-                    isinstance(value, bool) or not isinstance(value, (int, float))):
+            if rec.get("event") in ("train", "test") and key != "event" and not _numbers(value, rec["event"]):
                 raise ConfigError(f"'{key}' is {json.dumps(value)}, not a number", file=str(file), line=n,
-                                  col=line.find(f'"{key}"') + 1 or 1, hint="train and test records hold numbers only")
+                                  col=line.find(f'"{key}"') + 1 or 1, hint="train and test records hold numbers "
+                                  "only (a test record also lists of numbers: Accuracy's per-class top)")
         if rec.get("event") == "resume":
             run.train = [r for r in run.train if r["iter"] <= rec["iter"]]
             run.test = [r for r in run.test if r["iter"] <= rec["iter"]]
@@ -130,6 +130,13 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
     if not run.train and not run.test:
         raise ConfigError(f"{file} holds no train or test records yet", file=str(file))
     return run
+
+
+def _numbers(value, event: str) -> bool:
+    """A number, or in a test record a list of numbers (Accuracy's per-class top, not drawn)."""
+    if isinstance(value, list) and event == "test":
+        return all(_numbers(v, "train") for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def smooth(values: list[float], weight: float) -> list[float]:

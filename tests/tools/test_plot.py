@@ -107,6 +107,25 @@ def test_bad_input_is_an_error(tmp_path, runs):
     assert result.exit_code == 2 and result.stderr.startswith("--output: error: cannot write"), result.stderr
 
 
+def test_a_run_with_per_class_accuracy_plots(runs, tmp_path):
+    """Accuracy's per-class top is a list in each test record (netcfg test --json's too): plot
+    drew nothing, refusing the run as "'per_class' is [...], not a number"; now the list is
+    read and left out of the curves. A list of other things is still refused."""
+    lines = (runs[0] / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    for r in records:
+        if r["event"] == "test":
+            r["per_class"] = [0.5, 1.0, 0.75]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = run_cli("plot", str(tmp_path), "-o", str(tmp_path / "c.png"))
+    assert result.exit_code == 0, result.stderr
+    assert_picture(tmp_path / "c.png", (1200, 800))
+    assert read_run(tmp_path).test_metrics() == read_run(runs[0]).test_metrics()
+    (tmp_path / "metrics.jsonl").write_text('{"event": "test", "iter": 0, "per_class": [0.5, "x"]}\n')
+    result = run_cli("plot", str(tmp_path), "-o", str(tmp_path / "c.png"))
+    assert result.exit_code == 2 and "'per_class' is [0.5, \"x\"], not a number" in result.stderr
+
+
 @pytest.mark.parametrize("name", ["tiny_iter_40.safetensors", "tiny_iter_40.solverstate", "config.yaml"])
 def test_another_file_of_a_run_is_an_error_naming_the_run_directory(runs, tmp_path, name):
     # a snapshot was a UnicodeDecodeError traceback; config.yaml a bare "not a JSON line"

@@ -1,7 +1,8 @@
 """TensorBoard scalars for a run (``log: {tensorboard: true}``), mirroring metrics.jsonl.
 
 Each train and test record the solver writes to metrics.jsonl becomes scalars
-``train/<key>`` and ``test/<key>`` at step ``iter``, in ``<run>/tensorboard``:
+``train/<key>`` and ``test/<key>`` at step ``iter`` (a list, Accuracy's per-class top, one
+scalar per element: ``test/per_class/0``, ...), in ``<run>/tensorboard``:
 
     tensorboard --logdir runs/
 
@@ -33,11 +34,13 @@ class TensorBoardLog:
             return
         step = int(record["iter"])
         for key, value in record.items():
-            if key in _SKIP or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
             if event == "test" and key == "seconds":
                 key = "test_seconds"  # a test record's seconds is the test's own duration
-            self.writer.add_scalar(f"{event}/{key}", value, step)
+            if isinstance(value, list):  # Accuracy's per-class top: test/per_class/0, test/per_class/1, ...
+                for i, v in enumerate(value):
+                    self.writer.add_scalar(f"{event}/{key}/{i}", v, step)
+            elif key not in _SKIP and not isinstance(value, bool) and isinstance(value, (int, float)):
+                self.writer.add_scalar(f"{event}/{key}", value, step)
         self.writer.flush()
 
     def close(self) -> None:

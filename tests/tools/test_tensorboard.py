@@ -29,6 +29,28 @@ def test_scalars_mirror_metrics_jsonl(tmp_path):
     assert [e.step for e in events.Scalars("test/accuracy")] == [r["iter"] for r in test] == [0, 10, 20]
 
 
+def test_a_per_class_list_becomes_one_scalar_per_class():
+    """Accuracy's per-class top (a list in the test record) was dropped from TensorBoard,
+    silently: only numbers were written. Now each class is a scalar of its own."""
+    from netcfg.solver.tensorboard import TensorBoardLog
+
+    written = []
+
+    class Writer:  # SummaryWriter's two calls TensorBoardLog makes; the package may not be installed
+        def add_scalar(self, tag, value, step):
+            written.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+    log = object.__new__(TensorBoardLog)
+    log.writer = Writer()
+    log.write({"event": "test", "iter": 30, "loss": 0.5, "accuracy": 0.75, "per_class": [1.0, 0.5],
+               "samples": 8, "seconds": 0.1})
+    assert written == [("test/loss", 0.5, 30), ("test/accuracy", 0.75, 30), ("test/per_class/0", 1.0, 30),
+                       ("test/per_class/1", 0.5, 30), ("test/test_seconds", 0.1, 30)]
+
+
 def test_asking_for_tensorboard_without_the_package_is_a_located_error(tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))

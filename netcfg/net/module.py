@@ -129,6 +129,10 @@ class Net(nn.Module):
             if id(p) not in listed:
                 self._infos.append(ParamInfo(f"{node.name}.{sub}", p, 1.0, 1.0))
 
+    def layer(self, name: str) -> nn.Module:
+        """The module of layer ``name`` (``net.loss`` is a method, not a layer called loss)."""
+        return self._layers[name][2]
+
     def param_infos(self) -> list[ParamInfo]:
         """Every distinct learnable tensor with its lr_mult/decay_mult (shared ones once)."""
         return list(self._infos)

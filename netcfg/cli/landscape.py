@@ -47,7 +47,7 @@ def landscape(
     from netcfg.cli.output import check_output, writing
     from netcfg.errors import ConfigError
     from netcfg.solver.spec import load_solver
-    from netcfg.solver.weights import resolve_file
+    from netcfg.solver.weights_spec import resolve_file
     from netcfg.tools.landscape import landscape_of, plot_surfaces
     from netcfg.tools.plot import require_matplotlib
 

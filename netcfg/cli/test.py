@@ -39,7 +39,7 @@ def test(
     from netcfg.solver import Solver, launch
     from netcfg.solver.weights_file import copy_weights
     from netcfg.solver.spec import load_solver
-    from netcfg.solver.weights import resolve_file
+    from netcfg.solver.weights_spec import resolve_file
 
     if weights is None and solver.suffix in (".safetensors", ".solverstate") and (solver.parent / "config.yaml").is_file():
         solver, weights = solver.parent, solver.with_suffix(".safetensors")  # a snapshot, tested with its run's config

@@ -34,7 +34,8 @@ def weights(
     from netcfg.net import Net, build_graph
     from netcfg.solver.freeze import freeze
     from netcfg.solver.spec import load_solver
-    from netcfg.solver.weights import WeightsRule, net_targets, plan_weights
+    from netcfg.solver.weights import net_targets, plan_weights
+    from netcfg.solver.weights_spec import WeightsRule
 
     spec = load_solver(solver, list(set_))
     if not spec.weights:

@@ -19,7 +19,7 @@ from netcfg.solver.checkpoint import CheckpointError
 from netcfg.solver.rundir import run_config
 from netcfg.solver.weights_file import STAGES_KEY, program_kind, stored_net
 from netcfg.solver.spec import SolverSpec, solver_from_source
-from netcfg.solver.weights import resolve_file
+from netcfg.solver.weights_spec import resolve_file
 from netcfg.source import Source, document_kind, load_yaml
 
 __all__ = ["EXPORT_KEY", "NetFile", "read_net_file", "read_net_source", "weights_file"]

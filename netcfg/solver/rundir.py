@@ -39,7 +39,7 @@ def resolved_config(spec: SolverSpec) -> dict:
         if ds is not None:  # every path (path, mean_file, sub-sources...) made absolute
             data["data"][split] = ds.resolved_dump(spec.base_dir)
     if spec.weights:  # absolute files; a run directory pinned to the snapshot it gave
-        from netcfg.solver.weights import resolved_weights
+        from netcfg.solver.weights_spec import resolved_weights
 
         data["weights"] = resolved_weights(spec)
     return data

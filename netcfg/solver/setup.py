@@ -21,7 +21,8 @@ from netcfg.solver.layout import use_channels_last
 from netcfg.solver.memory import check_memory
 from netcfg.solver.optim import make_optimizer, param_groups
 from netcfg.solver.spec import SolverSpec
-from netcfg.solver.weights import load_rules, resolve_file
+from netcfg.solver.weights import load_rules
+from netcfg.solver.weights_spec import resolve_file
 
 if TYPE_CHECKING:
     from netcfg.solver.runner import Solver

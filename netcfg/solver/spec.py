@@ -20,7 +20,7 @@ from netcfg.data.spec import DataSpec
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.net.spec import NetSpec, net_from_source
 from netcfg.solver.lr_policy import OPTIONAL, POLICIES
-from netcfg.solver.weights import WeightsField, regex_errors, rule_errors
+from netcfg.solver.weights_spec import WeightsField, regex_errors, rule_errors
 from netcfg.overrides import FlagOverride, apply_net_sets, apply_overrides
 from netcfg.source import YAML_SUFFIXES, Source, document_kind, load_yaml
 from netcfg.spec import Spec, validate

@@ -24,7 +24,7 @@ from torch import nn
 from netcfg.errors import ConfigError
 from netcfg.solver.checkpoint import TREE_KEY, CheckpointError, atomic_write_bytes
 from netcfg.solver.rename_maps import map_hint
-from netcfg.solver.weights import layer_of
+from netcfg.solver.weights_plan import layer_of
 from netcfg.source import Source, parse_yaml, to_yaml
 
 __all__ = ["program_kind", "save_weights", "load_weights", "load_metadata", "stored_net", "copy_weights", "WeightsReport",

@@ -63,4 +63,4 @@ def _as_given(error, weights):
 
     if isinstance(weights, list) or error.path[:2] != ("weights", 0):
         return error
-    return ConfigError(error.message, ("weights",), hint=error.hint)
+    return ConfigError(error.message, ("weights",), hint=error.hint, file=error.file)

@@ -21,8 +21,7 @@ from netcfg.solver.layout import use_channels_last
 from netcfg.solver.memory import check_memory
 from netcfg.solver.optim import make_optimizer, param_groups
 from netcfg.solver.spec import SolverSpec
-from netcfg.solver.weights import load_rules
-from netcfg.solver.weights_spec import resolve_file
+from netcfg.solver.weights import load_file, load_rules
 
 if TYPE_CHECKING:
     from netcfg.solver.runner import Solver
@@ -87,8 +86,8 @@ def _initial_weights(solver: Solver, spec: SolverSpec, resuming: bool) -> None:
     if isinstance(spec.weights, list):  # rules: plan, refuse or copy, report (weights.py)
         for line in load_rules(spec, [solver.net, solver.test_net]):
             solver.log(line)
-    else:  # a file, or a run directory: its newest snapshot
-        solver.load_weights(resolve_file(spec.weights, spec.base_dir))
+    else:  # a file, or a run directory: its newest snapshot; errors at weights:, as the rules'
+        load_file(spec, solver.load_weights)
 
 
 def _test_net_own_tensors(solver: Solver) -> list[str]:

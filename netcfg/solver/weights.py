@@ -17,7 +17,7 @@ from netcfg.solver.rename_maps import RENAME_MAPS, apply_map, map_hint
 from netcfg.solver.weights_plan import RuleReport, WeightsPlan, first_names, is_counter, layer_of
 from netcfg.solver.weights_spec import WeightsRule, resolve_file
 
-__all__ = ["plan_weights", "net_targets", "load_rules"]
+__all__ = ["plan_weights", "net_targets", "load_rules", "load_file", "check_file", "read_error"]
 
 
 def net_targets(nets) -> dict[str, tuple[tuple[int, ...], list]]:
@@ -38,19 +38,46 @@ def _read(rule: WeightsRule, i: int, base_dir: Path) -> tuple[Path, dict]:
     from netcfg.solver.weights_file import load_weights
 
     path = resolve_file(rule.file, base_dir)
-    if path.is_dir():
-        raise ConfigError(f"{path} is a directory without a snapshot (no <prefix>_iter_<N>.safetensors)",
-                          ("weights", i, "file"), hint="name a weights file, or a run directory that has snapshots")
-    if not path.is_file():
-        near = sorted(p.name for p in path.parent.iterdir())[:8] if path.parent.is_dir() else []
-        raise ConfigError(f"weights file not found: {path}", ("weights", i, "file"),
-                          hint=("files there: " + ", ".join(near)) if near else
-                          "a relative path resolves against the solver file's directory")
+    check_file(path, ("weights", i, "file"))
     try:
         tensors, _ = load_weights(path)
     except NetcfgError as e:
-        raise ConfigError(getattr(e, "message", str(e)), ("weights", i, "file")) from None
+        raise read_error(e, path, ("weights", i, "file")) from None
     return path, tensors
+
+
+def check_file(path: Path, key: tuple) -> None:
+    """Refuse, at ``key``, a weights path that is a directory without a snapshot, or nothing."""
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory without a snapshot (no <prefix>_iter_<N>.safetensors)",
+                          key, hint="name a weights file, or a run directory that has snapshots")
+    if not path.is_file():
+        near = sorted(p.name for p in path.parent.iterdir())[:8] if path.parent.is_dir() else []
+        raise ConfigError(f"weights file not found: {path}", key,
+                          hint=("files there: " + ", ".join(near)) if near else
+                          "a relative path resolves against the solver file's directory")
+
+
+def read_error(e: NetcfgError, path: Path, key: tuple) -> ConfigError:
+    """The reader's error on ``path`` (unreadable, no blob fits) at the solver's ``key``;
+    located, it keeps the file's path in its message (a run directory names its snapshot)."""
+    return ConfigError(getattr(e, "message", str(e)), key, file=str(path), hint=getattr(e, "hint", None))
+
+
+def load_file(spec, load) -> None:
+    """``weights: FILE`` (or ``--weights``): ``load(path)``, the solver's copy by name, with
+    its errors located at ``weights``, as the rules' are."""
+    from netcfg.solver.checkpoint import CheckpointError
+
+    path = resolve_file(spec.weights, spec.base_dir)
+    try:
+        check_file(path, ("weights",))
+    except ConfigError as e:
+        raise spec.locate(e) from None
+    try:
+        load(path)
+    except (ConfigError, CheckpointError) as e:
+        raise spec.locate(read_error(e, path, ("weights",))) from None
 
 
 def plan_weights(rules: list[WeightsRule], base_dir: Path, targets: dict[str, tuple]) -> WeightsPlan:

@@ -192,7 +192,7 @@ def test_a_layer_with_a_blob_of_another_shape_is_left_whole(tmp_path):
     # a net none of whose layers fits is refused, naming the shapes rather than asking about names
     code, out, err = netcfg("train", write_solver(tmp_path / "wide", MLP.replace("num_output: 16", "num_output: 8"),
                                                    max_iter=0, test=False), "--weights", trained, "--out", tmp_path / "x")
-    assert code == 2 and "error: no layer of the net can be filled from" in err, err
+    assert code == 2 and "--weights: error: weights: no layer of the net can be filled from" in err, err
     assert "every layer they share by name differs in shape (3 blobs: ip1.weight (file [16, 64], net [8, 64])," in err
 
 

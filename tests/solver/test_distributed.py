@@ -225,7 +225,8 @@ def test_an_error_in_the_set_up_is_printed_once_and_every_rank_stops(tmp_path):
     solver = write_solver(tmp_path, MLP, test=False)
     done = torchrun(tmp_path, str(solver), "--weights", "missing.safetensors")  # in Solver(): every rank
     assert done.returncode != 0
-    assert done.stderr.count("missing.safetensors: error: weights file not found") == 1
+    assert done.stderr.count("--weights: error: weights: weights file not found: ") == 1, done.stderr
+    assert done.stderr.count("missing.safetensors (files there: ") == 1, done.stderr
     assert not (tmp_path / "runs").exists()
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")

@@ -172,3 +172,20 @@ def test_the_dry_run_of_a_weights_file_names_the_weights_key(tmp_path, step1):
     # it named a key the solver file does not have: weights[0].file
     code, out, err = netcfg("weights", second(tmp_path, step1, weights="nowhere.safetensors"))
     assert code == 2 and f"{tmp_path / 'second.yaml'}:" in err and ": error: weights: weights file not found" in err, err
+
+
+@pytest.mark.parametrize("command", ["train", "weights"])
+def test_a_weights_file_that_cannot_be_used_is_refused_at_the_weights_key_naming_the_file(tmp_path, step1, command):
+    # train reported these at the weights file's own path: no line of the solver, no key
+    (tmp_path / "garbage.safetensors").write_bytes(b"\xff" * 64)
+    torch.save({"encoder.weight": torch.ones(3, 3)}, tmp_path / "unrelated.pt")
+    cases = {"nowhere.safetensors": f"weights file not found: {tmp_path / 'nowhere.safetensors'} (files there: ",
+             "garbage.safetensors": f"{tmp_path / 'garbage.safetensors'}: not a readable .safetensors weights file",
+             "unrelated.pt": "unrelated.pt"}
+    for file, message in cases.items():
+        solver = second(tmp_path, step1, weights=file)
+        line = solver.read_text().splitlines().index(f"weights: {file}") + 1
+        code, out, err = netcfg(command, solver, *(["--out", tmp_path / "run"] if command == "train" else []))
+        assert code == 2 and err.startswith(f"{solver}:{line}:10: error: weights: "), err
+        assert message in err, err
+        assert not (tmp_path / "run").exists()

@@ -98,7 +98,7 @@ def plan_weights(rules: list[WeightsRule], base_dir: Path, targets: dict[str, tu
             continue
         report = _match(rule, i, path, tensors, targets, errors)
         for file_name, net_name in report.matched:
-            if filled_by.get(net_name, len(reports)) != len(reports):
+            if filled_by.get(net_name, len(reports)) != len(reports) and not is_counter(net_name):
                 reports[filled_by[net_name]].overridden += 1
             filled_by[net_name] = len(reports)
             copies[net_name] = tensors[file_name]
@@ -107,7 +107,7 @@ def plan_weights(rules: list[WeightsRule], base_dir: Path, targets: dict[str, tu
         raise ConfigErrors(errors)
     counted = [n for n in targets if not n.endswith("num_batches_tracked")]  # torch's counter, not a weight
     plan = WeightsPlan(reports, [n for n in counted if n not in copies], len(counted), copies)
-    for r in reports:
+    for r in (r.counted() for r in reports):  # counted as the report counts them
         if rules[r.index].strict and (r.unused or r.mismatched or plan.missing):
             what = [f"{len(r.unused)} of its blobs are not in the net" if r.unused else "",
                     f"{len(r.mismatched)} differ in shape" if r.mismatched else "",
@@ -126,7 +126,7 @@ def _match(rule: WeightsRule, i: int, path: Path, tensors: dict, targets: dict, 
     steps = RENAME_MAPS[rule.rename_map] if rule.rename_map else []
     hits = {("include", j): 0 for j in range(len(include))} | {("exclude", j): 0 for j in range(len(exclude))}
     hits |= {("rename", p): 0 for p in rule.rename}
-    report = RuleReport(i, path, total=len(tensors))
+    report = RuleReport(i, path, total=len(tensors), counters=sum(map(is_counter, tensors)))
     for name, t in tensors.items():
         inc = [j for j, p in enumerate(include) if p.match(name)]
         exc = [j for j, p in enumerate(exclude) if p.match(name)]

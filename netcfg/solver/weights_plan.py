@@ -3,7 +3,7 @@ train log, and ``netcfg weights``'s dry run); weights.py computes it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,20 @@ class RuleReport:
     with_layer: list[tuple[str, str]] = field(default_factory=list)       # fit, but a blob of their layer does not
     overridden: int = 0                                                    # net blobs a later rule fills again
     hint: str | None = None                                                # for the unused: the rename_map to add
+    counters: int = 0                                                      # BatchNorm's num_batches_tracked in the file
 
     @property
     def renamed(self) -> list[tuple[str, str]]:
         return [(a, b) for a, b in self.matched if a != b]
+
+    def counted(self) -> RuleReport:
+        """The report as printed: without BatchNorm's counters (copied with their layer), as the
+        net's total counts none, so that '41 matched' and '41 of 41 net blobs filled' agree."""
+        def keep(xs: list) -> list:
+            return [x for x in xs if not is_counter(x if isinstance(x, str) else x[0])]
+
+        return replace(self, total=self.total - self.counters, matched=keep(self.matched), excluded=keep(self.excluded),
+                       unused=keep(self.unused), mismatched=keep(self.mismatched))
 
 
 @dataclass
@@ -46,8 +56,9 @@ class WeightsPlan:
         """The report: every name when ``full`` (the dry run), the first few otherwise (the train log)."""
         show = (lambda xs: ", ".join(xs)) if full else first_names
         out = []
-        for r in self.rules:
-            out.append(f"rule {r.index + 1}: {r.file} ({r.total} blobs): {len(r.matched)} matched, "
+        for r in (r.counted() for r in self.rules):
+            counters = f", not counting its {r.counters} num_batches_tracked" if r.counters else ""
+            out.append(f"rule {r.index + 1}: {r.file} ({r.total} blobs{counters}): {len(r.matched)} matched, "
                        f"{len(r.renamed)} renamed, {len(r.excluded)} excluded, {len(r.unused)} unused, "
                        f"{len(r.mismatched)} shape mismatches")
             plain = [b for a, b in r.matched if a == b]

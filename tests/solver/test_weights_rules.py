@@ -189,3 +189,14 @@ def test_a_weights_file_that_cannot_be_used_is_refused_at_the_weights_key_naming
         assert code == 2 and err.startswith(f"{solver}:{line}:10: error: weights: "), err
         assert message in err, err
         assert not (tmp_path / "run").exists()
+
+
+def test_the_dry_run_counts_blobs_as_its_total_does(tmp_path, step1):
+    # the rule said "9 matched" (bn1.num_batches_tracked counted), the total "8 of 8 net blobs filled"
+    code, out, err = netcfg("weights", second(tmp_path, step1, weights=[{"file": str(step1)}]))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].endswith("(8 blobs, not counting its 1 num_batches_tracked): 8 matched, 0 renamed, 0 excluded, "
+                             "0 unused, 0 shape mismatches"), out
+    assert "bn1.num_batches_tracked" not in out
+    assert "weights: 8 of 8 net blobs filled from 1 rule(s)" in lines

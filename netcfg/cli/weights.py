@@ -45,7 +45,7 @@ def weights(
     net = Net(build_graph(spec.net_spec, "TRAIN", spec.train_stages))
     test = Net(build_graph(spec.net_spec, "TEST", spec.test_stages), share=net) if spec.data.test else None
     try:
-        plan = plan_weights(rules, spec.base_dir, net_targets([net, test]))
+        plan = plan_weights(rules, spec.base_dir, *net_targets([net, test]))
     except ConfigErrors as e:
         raise ConfigErrors([spec.locate(_as_given(x, spec.weights)) for x in e.errors]) from None
     for line in plan.lines(full=True):

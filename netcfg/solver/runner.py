@@ -352,7 +352,11 @@ class Solver:
         for line in report.lines(str(path)):
             self.log(line)
         if self.test_net is not None:  # layers only the TEST net has (most are shared)
-            matched += len(copy_weights(self.test_net, path, required=False).matched)
+            test = copy_weights(self.test_net, path, required=False)
+            matched += len(test.matched)
+            seen = {k for k, _, _ in report.mismatched}  # a shared layer's, reported above
+            if own := [f"{k} (file {a}, net {b})" for k, a, b in test.mismatched if k not in seen]:
+                self.log("  TEST net only, shape mismatch, left as initialised: " + ", ".join(own))
             if not matched:
                 copy_weights(self.test_net, path)  # raises: nothing matched in either net
         if self.ema is not None:  # loaded after construction (from Python): the average starts here

@@ -20,18 +20,22 @@ from netcfg.solver.weights_spec import WeightsRule, resolve_file
 __all__ = ["plan_weights", "net_targets", "load_rules", "load_file", "check_file", "read_error"]
 
 
-def net_targets(nets) -> dict[str, tuple[tuple[int, ...], list]]:
+def net_targets(nets) -> tuple[dict[str, tuple[tuple[int, ...], list]], list[tuple[str, list[int], list[int]]]]:
     """``{blob name: (shape, [tensors])}`` over the train and test nets (a test-only layer
-    is filled too; a shared layer once)."""
+    is filled too; a shared layer once), and the test net's blobs that no weights fill: one
+    of a TRAIN blob's name but another shape, as ``(name, its shape, the TRAIN blob's)``."""
     out: dict[str, tuple[tuple[int, ...], list]] = {}
+    others = []
     for net in nets:
         if net is None:
             continue
         for name, t in net.state_dict(keep_vars=True).items():
             shape, tensors = out.setdefault(name, (tuple(t.shape), []))
-            if tuple(t.shape) == shape and not any(x is t for x in tensors):
+            if tuple(t.shape) != shape:
+                others.append((name, list(t.shape), list(shape)))
+            elif not any(x is t for x in tensors):
                 tensors.append(t)
-    return out
+    return out, others
 
 
 def _read(rule: WeightsRule, i: int, base_dir: Path) -> tuple[Path, dict]:
@@ -80,8 +84,10 @@ def load_file(spec, load) -> None:
         raise spec.locate(read_error(e, path, ("weights",))) from None
 
 
-def plan_weights(rules: list[WeightsRule], base_dir: Path, targets: dict[str, tuple]) -> WeightsPlan:
-    """Match every rule's file blobs to the net's names (``targets`` from ``net_targets``).
+def plan_weights(rules: list[WeightsRule], base_dir: Path, targets: dict[str, tuple],
+                 others: list[tuple[str, list[int], list[int]]] = ()) -> WeightsPlan:
+    """Match every rule's file blobs to the net's names (``targets`` and ``others``, the TEST
+    net's blobs left out of them, from ``net_targets``).
 
     Raises ConfigErrors (key paths under ``weights``) for a file that cannot be read, a
     regex that matches no blob, a rule that fills nothing; strict rules' objections are
@@ -106,12 +112,14 @@ def plan_weights(rules: list[WeightsRule], base_dir: Path, targets: dict[str, tu
     if errors:
         raise ConfigErrors(errors)
     counted = [n for n in targets if not n.endswith("num_batches_tracked")]  # torch's counter, not a weight
-    plan = WeightsPlan(reports, [n for n in counted if n not in copies], len(counted), copies)
+    plan = WeightsPlan(reports, [n for n in counted if n not in copies], len(counted), copies,
+                       test_only=[o for o in others if not is_counter(o[0])])
     for r in (r.counted() for r in reports):  # counted as the report counts them
-        if rules[r.index].strict and (r.unused or r.mismatched or plan.missing):
+        if rules[r.index].strict and (r.unused or r.mismatched or plan.missing or plan.test_only):
             what = [f"{len(r.unused)} of its blobs are not in the net" if r.unused else "",
                     f"{len(r.mismatched)} differ in shape" if r.mismatched else "",
-                    f"{len(plan.missing)} net blobs are not filled" if plan.missing else ""]
+                    f"{len(plan.missing)} net blobs are not filled" if plan.missing else "",
+                    f"{len(plan.test_only)} TEST net blobs are not filled" if plan.test_only else ""]
             plan.refusals.append(ConfigError("strict rule refuses: " + "; ".join(w for w in what if w),
                                              ("weights", r.index, "strict"),
                                              hint="`netcfg weights SOLVER` lists them; fix the rule, or strict: false"))
@@ -177,9 +185,9 @@ def load_rules(spec, nets) -> list[str]:
     Returns the report lines for the log."""
     import torch
 
-    targets = net_targets(nets)
+    targets, others = net_targets(nets)
     try:
-        plan = plan_weights(spec.weights, spec.base_dir, targets)
+        plan = plan_weights(spec.weights, spec.base_dir, targets, others)
     except ConfigErrors as e:
         raise ConfigErrors([spec.locate(x) for x in e.errors]) from None
     if plan.refusals:

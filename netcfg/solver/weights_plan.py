@@ -51,6 +51,7 @@ class WeightsPlan:
     total: int                                             # net blobs (num_batches_tracked not counted)
     copies: dict[str, Any] = field(default_factory=dict)   # net name -> file tensor (a later rule wins)
     refusals: list[ConfigError] = field(default_factory=list)
+    test_only: list[tuple[str, list[int], list[int]]] = field(default_factory=list)  # TEST blob, shape, TRAIN's
 
     def lines(self, *, full: bool = False) -> list[str]:
         """The report: every name when ``full`` (the dry run), the first few otherwise (the train log)."""
@@ -83,6 +84,9 @@ class WeightsPlan:
                 out.append(f"  {r.overridden} of these are filled again by a later rule (the last rule wins)")
         if self.missing:
             out.append(f"missing, left as initialised ({len(self.missing)}): {show(self.missing)}")
+        if self.test_only:  # filling by name reaches the TRAIN net's blob of that name only
+            out.append(f"TEST net only, another shape than the TRAIN net's blob of that name, left as initialised "
+                       f"({len(self.test_only)}): {show([f'{n} (TEST {t}, TRAIN {tr})' for n, t, tr in self.test_only])}")
         filled = sum(not n.endswith("num_batches_tracked") for n in self.copies)
         out.append(f"weights: {filled} of {self.total} net blobs filled from {len(self.rules)} rule(s)")
         return out

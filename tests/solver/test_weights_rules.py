@@ -200,3 +200,24 @@ def test_the_dry_run_counts_blobs_as_its_total_does(tmp_path, step1):
                              "0 unused, 0 shape mismatches"), out
     assert "bn1.num_batches_tracked" not in out
     assert "weights: 8 of 8 net blobs filled from 1 rule(s)" in lines
+
+
+def test_a_test_only_blob_of_another_shape_is_reported_not_skipped(tmp_path, step1):
+    # a TEST-only ip2 of another width than the TRAIN ip2 was left as initialised, unsaid
+    net = NET.replace("  - {name: ip2, type: InnerProduct, num_output: 5, weight_filler: {type: xavier}}\n",
+                      "  - {name: ip2, type: InnerProduct, num_output: 5, include: {phase: TRAIN}}\n"
+                      "  - {name: ip2, type: InnerProduct, bottom: relu1, num_output: 3, include: {phase: TEST}}\n")
+    left = "ip2.weight (TEST [3, 16], TRAIN [5, 16]), ip2.bias (TEST [3], TRAIN [5])"
+    solver = write_solver(tmp_path, net, name="second", max_iter=0, train=SECOND, weights=[{"file": str(step1)}])
+    config = yaml.safe_load(solver.read_text())
+    config["data"]["test"]["classes"] = [5, 6, 7]  # (write_solver's `test` is a flag)
+    solver.write_text(yaml.safe_dump(config, sort_keys=False))
+    code, out, err = netcfg("weights", solver)
+    assert code == 0 and f"TEST net only, another shape than the TRAIN net's blob of that name, left as initialised " \
+                         f"(2): {left}" in out, out + err
+    code, out, err = netcfg("weights", solver, "--set", "weights.0.strict=true")
+    assert code == 2 and "strict rule refuses: 2 TEST net blobs are not filled" in err, err
+    lines = []  # the plain file: the TEST net's copy by name
+    Solver(load_solver(solver, [f"weights={step1}"]), out=tmp_path / "run", log=lines.append)
+    assert "  TEST net only, shape mismatch, left as initialised: ip2.weight (file [5, 16], net [3, 16]), " \
+           "ip2.bias (file [5], net [3])" in lines, lines

@@ -166,8 +166,7 @@ def _match(rule: WeightsRule, i: int, path: Path, tensors: dict, targets: dict, 
     for (kind, key), n in hits.items():
         if not n:
             pattern = key if kind == "rename" else getattr(rule, kind)[key]
-            errors.append(ConfigError(f"{kind} pattern {pattern!r} matches no blob of {path.name}",
-                                      ("weights", i, kind, key), hint=f"its blobs: {first_names(names, 6)}"))
+            errors.append(_no_match(kind, key, pattern, path, names, report.excluded, steps, i))
     if not report.matched and not any(e.path[:2] == ("weights", i) for e in errors):
         tried = [b for _, b in report.unused][:4] or names[:4]
         errors.append(ConfigError(f"this rule fills no blob of the net: none of the {len(names)} blobs of "
@@ -175,6 +174,19 @@ def _match(rule: WeightsRule, i: int, path: Path, tensors: dict, targets: dict, 
                                   hint=report.hint or f"it offers {', '.join(tried)}; the net has "
                                        f"{first_names(list(targets), 4)}; add rename (or rename_map) so the names meet"))
     return report
+
+
+def _no_match(kind: str, key, pattern: str, path: Path, names: list[str], excluded: list[str], steps, i: int):
+    """A pattern that matched nothing: a typo, or (a rename) one that only include/exclude's
+    left-out blobs would have met."""
+    met = [a for a in excluded if kind == "rename" and re.search(pattern, apply_map(a, steps))]
+    if met:
+        return ConfigError(f"rename pattern {pattern!r} matches only blobs that include/exclude leave out "
+                           f"({first_names(met, 4)}), so it renames nothing", ("weights", i, kind, key),
+                           hint="drop it, or take those blobs: include/exclude match the names in the file, "
+                                "before renaming")
+    return ConfigError(f"{kind} pattern {pattern!r} matches no blob of {path.name}", ("weights", i, kind, key),
+                       hint=f"its blobs: {first_names(names, 6)}")
 
 
 # ---------------------------------------------------------------- copying

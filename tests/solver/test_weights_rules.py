@@ -221,3 +221,14 @@ def test_a_test_only_blob_of_another_shape_is_reported_not_skipped(tmp_path, ste
     Solver(load_solver(solver, [f"weights={step1}"]), out=tmp_path / "run", log=lines.append)
     assert "  TEST net only, shape mismatch, left as initialised: ip2.weight (file [5, 16], net [3, 16]), " \
            "ip2.bias (file [5], net [3])" in lines, lines
+
+
+def test_a_rename_of_left_out_blobs_only_says_so(tmp_path, step1):
+    # it said "rename pattern '^ip2\.' matches no blob of tiny_iter_6.safetensors", though the file has ip2.weight
+    rule = {"file": str(step1), "exclude": [r"ip2\."], "rename": {r"^ip2\.": "head."}}
+    code, out, err = netcfg("weights", second(tmp_path, step1, weights=[rule]))
+    assert code == 2 and "weights[0].rename.^ip2\\.: rename pattern '^ip2\\\\.' matches only blobs that " \
+                         "include/exclude leave out (ip2.bias, ip2.weight), so it renames nothing" in err, err
+    rule["rename"] = {"^ipx": "head"}  # a typo is still one
+    code, out, err = netcfg("weights", second(tmp_path, step1, weights=[rule]))
+    assert code == 2 and "rename pattern '^ipx' matches no blob of tiny_iter_6.safetensors" in err, err

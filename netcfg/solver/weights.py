@@ -161,6 +161,14 @@ def _match(rule: WeightsRule, i: int, path: Path, tensors: dict, targets: dict, 
     report.with_layer = [(a, b) for a, b in report.matched if layer_of(b) in misfits and not is_counter(b)]
     report.matched = [(a, b) for a, b in report.matched if layer_of(b) not in misfits]
     names = list(tensors)
+    onto: dict[str, list[str]] = {}
+    for a, b in report.matched + [(a, b) for a, b, _, _ in report.mismatched]:
+        onto.setdefault(b, []).append(a)
+    if clash := next(((b, a) for b, a in onto.items() if len(a) > 1), None):  # the file's order would pick one
+        errors.append(ConfigError(f"{len(clash[1])} blobs of {path.name} are renamed onto one net blob: "
+                                  f"{', '.join(clash[1][:4])} -> {clash[0]}",
+                                  ("weights", i, "rename" if rule.rename else "rename_map"),
+                                  hint="a net blob takes one blob of a rule; rename them apart, or exclude all but one"))
     if not rule.rename_map and not rule.rename:
         report.hint = map_hint([a for a, _ in report.unused])
     for (kind, key), n in hits.items():

@@ -232,3 +232,13 @@ def test_a_rename_of_left_out_blobs_only_says_so(tmp_path, step1):
     rule["rename"] = {"^ipx": "head"}  # a typo is still one
     code, out, err = netcfg("weights", second(tmp_path, step1, weights=[rule]))
     assert code == 2 and "rename pattern '^ipx' matches no blob of tiny_iter_6.safetensors" in err, err
+
+
+def test_a_rename_of_two_blobs_onto_one_net_blob_is_refused(tmp_path, step1):
+    # both were listed as matched, and the file's order chose which one ip1.weight kept
+    source = load_file(step1 / "tiny_iter_6.safetensors")
+    torch.save({"a.0.weight": source["ip1.weight"], "a.1.weight": -source["ip1.weight"]}, tmp_path / "two.pt")
+    rule = {"file": "two.pt", "rename": {r"^a\.\d\.": "ip1."}}
+    code, out, err = netcfg("weights", second(tmp_path, step1, weights=[rule]))
+    assert code == 2 and "weights[0].rename: 2 blobs of two.pt are renamed onto one net blob: a.0.weight, " \
+                         "a.1.weight -> ip1.weight" in err, out + err

@@ -129,8 +129,9 @@ class Net(nn.Module):
             if id(p) not in listed:
                 self._infos.append(ParamInfo(f"{node.name}.{sub}", p, 1.0, 1.0))
 
-    def layer(self, name: str) -> nn.Module:
-        """The module of layer ``name`` (``net.loss`` is a method, not a layer called loss)."""
+    def module_of(self, name: str) -> nn.Module:
+        """The module of layer ``name`` (``net.loss`` is a method, not a layer called loss). Not
+        ``layer``: a method hides a layer of its name from torch.func.functional_call."""
         return self._layers[name][2]
 
     def param_infos(self) -> list[ParamInfo]:

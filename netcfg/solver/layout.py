@@ -28,7 +28,7 @@ def use_channels_last(choice: str, net: nn.Module) -> bool:
         return choice == "channels_last"
     graded: set[str] = set()  # blobs whose gradient backward computes: a layer with weights made them
     for node in net.graph.nodes:
-        params = list(net.layer(node.name).parameters())
+        params = list(net.module_of(node.name).parameters())
         reads_graded = any(b in graded for b in node.bottoms)
         if reads_graded or any(p.requires_grad for p in params):
             graded.update(node.tops)

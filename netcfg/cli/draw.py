@@ -40,7 +40,7 @@ def draw(
     without it, the DOT source is written instead, with the command that renders it.
     Mermaid (.mmd) renders on GitHub and at mermaid.live with nothing installed."""
     import_plugins(plugin)
-    from netcfg.cli.output import check_output, write_output
+    from netcfg.cli.output import check_output, write_output, writing
     from netcfg.errors import ConfigError, did_you_mean
     from netcfg.net import build_graph
     from netcfg.solver.netfile import read_net_file
@@ -92,5 +92,6 @@ def draw(
                    f"  dot -T{fmt} {dot_path} -o {output}\n"
                    f"or draw it without Graphviz: netcfg draw {file} -o {output.with_suffix('.mmd')} (Mermaid)", err=True)
         return
-    render(text, output, fmt)
+    with writing(output):
+        render(text, output, fmt)
     typer.echo(f"wrote {output}", err=True)

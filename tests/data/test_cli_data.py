@@ -113,6 +113,30 @@ def test_show_output_is_checked_before_the_data_and_its_folder_made(tmp_path, mo
     assert result.exit_code == 2 and result.stderr.startswith(f"--output: error: cannot write {tmp_path / 'afile'}")
 
 
+def test_a_failed_show_leaves_no_folder_behind(tmp_path):
+    # -o DIR/x.png made DIR before the data loaded, so a data error (or a batch past the epoch) left
+    # an empty DIR: a command that fails changes nothing on disk
+    out = tmp_path / "pics" / "new" / "batch.png"
+    for args, words in ((["--set", "data.train.source=digitz"], "did you mean 'digits'"),
+                        (["--batch", "1000"], "batches per epoch")):
+        result = run_cli("data", "show", DIGITS, "-o", str(out), *args)
+        assert result.exit_code == 2 and words in result.stderr, result.stderr
+        assert list(tmp_path.iterdir()) == []
+    result = run_cli("data", "show", DIGITS, "-o", str(out))
+    assert result.exit_code == 0 and out.is_file(), result.stderr
+
+
+def test_a_failed_write_takes_back_the_folders_it_made(tmp_path):
+    from netcfg.cli.output import writing
+    from netcfg.errors import ConfigError
+
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ConfigError, match="cannot write .*: No space left on device"):
+        with writing(tmp_path / "mine" / "a" / "b" / "x.png"):
+            raise OSError(28, "No space left on device")
+    assert [p.name for p in tmp_path.rglob("*")] == ["mine"]  # the folder that was there stays
+
+
 def test_show_test_split_and_class_names(tmp_path):
     for c in ("ant", "bee"):
         (tmp_path / "imgs" / c).mkdir(parents=True)

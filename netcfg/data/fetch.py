@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from netcfg.errors import NetcfgError, did_you_mean
+from netcfg.errors import ConfigError, NetcfgError, did_you_mean
 
 __all__ = ["DATASETS", "DataSet", "DownloadError", "RemoteFile", "Reporter", "data_set", "default_root", "fetch",
            "mirror_url", "sha256_of", "solver_snippet"]
@@ -104,7 +104,7 @@ def data_set(name: str) -> DataSet:
     """The data set called ``name`` (``fashion_mnist`` and ``FASHION-MNIST`` work too)."""
     key = name.strip().lower().replace("_", "-")
     if key not in DATASETS:
-        raise NetcfgError(f"unknown data set '{name}' ({did_you_mean(key, DATASETS)})")
+        raise ConfigError(f"unknown data set '{name}'", file="netcfg data fetch", hint=did_you_mean(key, DATASETS))
     return DATASETS[key]
 
 
@@ -115,6 +115,9 @@ def default_root(name: str) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "netcfg" / "data" / name
 
 
+_MIRROR = "give the base URL the files are under, e.g. https://example.org/mnist/, or a directory holding them"
+
+
 def mirror_url(mirror: str) -> str:
     """A base URL from ``--mirror``: http(s):// or file:// URL, or a local directory; ends with '/'."""
     if mirror.startswith(("http://", "https://", "file://")):
@@ -122,15 +125,15 @@ def mirror_url(mirror: str) -> str:
             parts = urllib.parse.urlsplit(mirror)
             parts.port  # noqa: B018  (a bad port raises here, not at the first download)
         except ValueError as e:
-            raise NetcfgError(f"--mirror '{mirror}' is not a well-formed URL ({e})") from None
+            raise ConfigError(f"'{mirror}' is not a well-formed URL ({e})", file="--mirror", hint=_MIRROR) from None
         if parts.scheme != "file" and not parts.hostname:
-            raise NetcfgError(f"--mirror '{mirror}' names no host")
+            raise ConfigError(f"'{mirror}' names no host", file="--mirror", hint=_MIRROR)
         return mirror if mirror.endswith("/") else mirror + "/"
     path = Path(mirror).expanduser()
     if path.is_dir():
         return path.resolve().as_uri() + "/"
-    raise NetcfgError(f"--mirror '{mirror}' is neither an http://, https:// or file:// URL nor a directory "
-                      "(give the base URL the files are under, e.g. https://example.org/mnist/)")
+    raise ConfigError(f"'{mirror}' is neither an http://, https:// or file:// URL nor a directory", file="--mirror",
+                      hint=_MIRROR)
 
 
 def sha256_of(path: Path) -> str:

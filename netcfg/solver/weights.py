@@ -42,7 +42,7 @@ def _read(rule: WeightsRule, i: int, base_dir: Path) -> tuple[Path, dict]:
     from netcfg.solver.weights_file import load_weights
 
     path = resolve_file(rule.file, base_dir)
-    check_file(path, ("weights", i, "file"))
+    check_file(path, ("weights", i, "file"), rule.file)
     try:
         tensors, _ = load_weights(path)
     except NetcfgError as e:
@@ -50,16 +50,32 @@ def _read(rule: WeightsRule, i: int, base_dir: Path) -> tuple[Path, dict]:
     return path, tensors
 
 
-def check_file(path: Path, key: tuple) -> None:
-    """Refuse, at ``key``, a weights path that is a directory without a snapshot, or nothing."""
+def check_file(path: Path, key: tuple, given: str) -> None:
+    """Refuse, at ``key``, a weights path that is a directory without a snapshot, or nothing
+    (``given``: the path as the solver or command line wrote it)."""
     if path.is_dir():
         raise ConfigError(f"{path} is a directory without a snapshot (no <prefix>_iter_<N>.safetensors)",
                           key, hint="name a weights file, or a run directory that has snapshots")
     if not path.is_file():
-        near = sorted(p.name for p in path.parent.iterdir())[:8] if path.parent.is_dir() else []
-        raise ConfigError(f"weights file not found: {path}", key,
-                          hint=("files there: " + ", ".join(near)) if near else
-                          "a relative path resolves against the solver file's directory")
+        raise ConfigError(f"weights file not found: {path}", key, hint=_not_found_hint(path, given))
+
+
+def _not_found_hint(path: Path, given: str) -> str:
+    """What is where ``path`` was looked for; ``given`` relative (as written in the solver, or a
+    ``--set``), where it was looked for. ``netcfg train --weights`` gives it absolute, resolved
+    against the working directory: the solver's directory would be a false lead."""
+    if path.parent.is_dir():
+        near = sorted(p.name for p in path.parent.iterdir())[:8]
+        if near:
+            return "files there: " + ", ".join(near)
+        said = f"{path.parent} is empty"
+    else:
+        missing = path.parent
+        while not missing.parent.is_dir() and missing.parent != missing:
+            missing = missing.parent
+        said = f"there is no folder {missing}"
+    relative = not Path(given).expanduser().is_absolute()
+    return said + ("; a relative path resolves against the solver file's directory" if relative else "")
 
 
 def read_error(e: NetcfgError, path: Path, key: tuple) -> ConfigError:
@@ -75,7 +91,7 @@ def load_file(spec, load) -> None:
 
     path = resolve_file(spec.weights, spec.base_dir)
     try:
-        check_file(path, ("weights",))
+        check_file(path, ("weights",), spec.weights)
     except ConfigError as e:
         raise spec.locate(e) from None
     try:

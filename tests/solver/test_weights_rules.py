@@ -242,3 +242,20 @@ def test_a_rename_of_two_blobs_onto_one_net_blob_is_refused(tmp_path, step1):
     code, out, err = netcfg("weights", second(tmp_path, step1, weights=[rule]))
     assert code == 2 and "weights[0].rename: 2 blobs of two.pt are renamed onto one net blob: a.0.weight, " \
                          "a.1.weight -> ip1.weight" in err, out + err
+
+
+def test_a_missing_weights_folder_is_hinted_where_it_was_looked_for(tmp_path, step1, monkeypatch):
+    # train --weights nowhere/w.safetensors resolves against the working directory, but the hint said
+    # "a relative path resolves against the solver file's directory": a false lead to a user in another folder
+    solver = second(tmp_path / "solvers", step1, weights=None)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    code, _, err = netcfg("train", solver, "--weights", "nowhere/w.safetensors", "--out", tmp_path / "run")
+    missing = tmp_path / "work" / "nowhere"
+    assert (code, err) == (2, f"--weights: error: weights: weights file not found: {missing / 'w.safetensors'} "
+                              f"(there is no folder {missing})\n")
+    code, _, err = netcfg("train", solver, "--set", "weights=nowhere/deeper/w.safetensors", "--out", tmp_path / "run")
+    missing = tmp_path / "solvers" / "nowhere"  # the first folder that is not there, not its child
+    assert code == 2 and err.endswith(f"(there is no folder {missing}; a relative path resolves against the solver "
+                                      "file's directory)\n"), err
+    assert not (tmp_path / "run").exists()

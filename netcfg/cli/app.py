@@ -10,12 +10,14 @@ a NetcfgError prints as ``FILE:LINE:COL: error: ...`` and exits with its code.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import importlib
 import inspect
 import os
 import pkgutil
 import signal
+import sys
 from pathlib import Path
 
 import typer
@@ -31,17 +33,39 @@ class _Group(typer.core.TyperGroup):
     def invoke(self, ctx):
         from netcfg.errors import NetcfgError, ReportedElsewhere
 
-        try:
-            with exits_when_stopped():  # before training started (a run's own Ctrl-C is Interrupted, below)
-                return super().invoke(ctx)
-        except NetcfgError as e:
-            if not isinstance(e, ReportedElsewhere):  # torchrun: the rank that failed prints it
-                typer.echo(e.render(), err=True)
-            ctx.exit(e.exit_code)
+        with _exits_when_unread():
+            try:
+                with exits_when_stopped():  # before training started (a run's own Ctrl-C is Interrupted, below)
+                    done = super().invoke(ctx)
+            except NetcfgError as e:
+                if not isinstance(e, ReportedElsewhere):  # torchrun: the rank that failed prints it
+                    typer.echo(e.render(), err=True)
+                ctx.exit(e.exit_code)
+            sys.stdout.flush()  # what is still buffered meets a closed pipe here, not in Python's exit
+            return done
 
     def make_context(self, *args, **kwargs):
-        with exits_when_stopped():  # typer would exit 130 in silence, SIGTERM included
-            return super().make_context(*args, **kwargs)
+        with _exits_when_unread(), exits_when_stopped():  # typer would exit 130 in silence, SIGTERM included
+            return super().make_context(*args, **kwargs)  # (--help prints here)
+
+
+@contextlib.contextmanager
+def _exits_when_unread():
+    """``netcfg layers | head -3``: once the reader has gone, the command stops in silence and
+    exits 141, as ``git log | head`` does (click exited 1); a broken pipe of another's is a bug."""
+    from netcfg.cli.pipes import SIGPIPE_EXIT, quiet_if_reader_gone
+
+    try:
+        yield
+    except BrokenPipeError as e:
+        if not quiet_if_reader_gone():  # click would exit 1 in silence
+            raise RuntimeError(f"a pipe other than stdout's or stderr's broke: {e}") from e
+        raise typer.Exit(SIGPIPE_EXIT) from None
+    except SystemExit as e:  # rich (--help) exits 1 on a broken pipe, its stdout sent to /dev/null already
+        if e.code == 1 and isinstance(e.__context__, BrokenPipeError):
+            quiet_if_reader_gone()  # stderr too, when it is the same pipe
+            raise typer.Exit(SIGPIPE_EXIT) from None
+        raise
 
 
 app = typer.Typer(

@@ -12,14 +12,9 @@ def _stdout_gone(e: OSError) -> None:
     """Training goes on when its stdout can no longer be written: the run, its snapshots and
     train.log are what matter, and a run that died of ``netcfg train ... | head`` left no
     snapshot. Later writes (Python's own flush at exit among them) go to /dev/null."""
-    import os
+    from netcfg.cli.pipes import to_devnull
 
-    with contextlib.suppress(OSError, ValueError):
-        sys.stdout.flush()
-    with contextlib.suppress(OSError, ValueError):
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())
-        os.close(null)
+    to_devnull(sys.stdout)
     with contextlib.suppress(OSError, ValueError):  # stderr may be the same closed pipe (2>&1 | head)
         print(f"netcfg train: stdout cannot be written ({e.strerror or e}); training goes on, "
               "its log in the run directory's train.log", file=sys.stderr, flush=True)

@@ -142,3 +142,29 @@ def test_a_path_option_with_a_tilde_means_the_home_folder(tmp_path, monkeypatch)
     assert (home / "schemas/net.json").is_file() and not (work / "~").exists()
     code, out, err = netcfg("draw", "~/nothing.yaml")  # an argument, as a quoted '~/x' reaches it
     assert (code, err) == (2, f"{home / 'nothing.yaml'}: error: no such file\n")
+
+
+@pytest.mark.parametrize("args", [["layers"], ["zoo"], ["--help"], ["data", "fetch", "--help"],
+                                  ["check", "configs/lenet.yaml"]])
+def test_a_reader_that_went_stops_the_command_quietly_with_141(args):
+    # `netcfg layers | head -3`, `netcfg zoo | head -1`: click exited 1 (rich's --help too), as if the
+    # command had failed; now the exit status of `git log | head`, with nothing on stderr
+    proc = subprocess.Popen([sys.executable, "-m", "netcfg", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    proc.stdout.close()  # as head does once it has its lines (before the first here: no race)
+    err = proc.stderr.read()
+    assert (proc.wait(timeout=60), err) == (141, "")
+
+
+def test_a_broken_pipe_of_another_is_a_bug_shown(monkeypatch):
+    # only stdout's or stderr's reader going is quiet: any other broken pipe is a traceback (click
+    # took every broken pipe for stdout's and exited 1 in silence)
+    from tests.cli import netcfg
+
+    def broken(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("netcfg.layers._registry.registry", broken)
+    with pytest.raises(RuntimeError, match="a pipe other than stdout's or stderr's broke") as e:
+        netcfg("layers")
+    assert isinstance(e.value.__cause__, BrokenPipeError)

@@ -74,8 +74,10 @@ def source_types() -> dict[str, SourceType]:
 
 
 def source_enum(schema: dict[str, Any]) -> None:
-    """The JSON Schema of ``source:``: every registered name."""
+    """The JSON Schema of ``source:``: every registered name (a plugin's too), listed in its
+    description as well, which a hand-written list left incomplete (image_features)."""
     schema["enum"] = list(source_types())
+    schema["description"] = "registered data source: " + ", ".join(schema["enum"])
 
 
 # data set names users write as a source, and the source that reads them

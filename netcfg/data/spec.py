@@ -39,8 +39,7 @@ class DataSourceSpec(Spec):
     # keys holding file paths, made absolute in a run's config.yaml (see resolved_dump)
     PATH_KEYS: ClassVar[tuple[str, ...]] = ("path", "mean_file")
 
-    source: str = Field(..., description="registered data source: digits, idx, cifar10, cifar100, npz, npy, csv, folder, multi",
-                        json_schema_extra=source_enum)
+    source: str = Field(..., description="registered data source", json_schema_extra=source_enum)
     path: str | None = Field(None, min_length=1, description="where the files are (a directory or a file, per source); relative paths resolve against the solver file")
     split: Literal["train", "test"] = Field(..., description="which part of the data set")
     batch_size: int = Field(..., ge=1, description="samples per batch")
@@ -167,7 +166,7 @@ TRANSFORM_KEYS = ("scale", "mean_value", "mean_file", "std", "crop_size", "pad",
 class _SourceName(Spec):
     """Validates only ``source`` (an unknown or missing name reports nothing else)."""
 
-    source: str = Field(..., description="registered data source: " + "digits, idx, cifar10, cifar100, npz, npy, csv, folder, multi")
+    source: str = Field(..., description="registered data source", json_schema_extra=source_enum)
 
     @field_validator("source")
     @classmethod

@@ -83,6 +83,28 @@ def test_source_enum_in_json_schema():
     assert set(DataSourceSpec.model_json_schema()["properties"]["source"]["enum"]) >= {"digits", "idx"}
 
 
+def test_the_schema_describes_every_registered_source():
+    # the description was a hand-written list that missed image_features (netcfg schema solver)
+    from netcfg.data.registry import source_types
+    from netcfg.schema import solver_schema
+
+    names = ", ".join(source_types())
+    assert "image_features" in names
+    described = {v["description"] for v in _values_of(solver_schema(), "source") if "description" in v}
+    assert described == {f"registered data source: {names}"}
+
+
+def _values_of(node, key: str):
+    """Every value of ``key`` anywhere in a JSON document."""
+    if isinstance(node, dict):
+        yield from ([node[key]] if key in node and isinstance(node[key], dict) else [])
+        for v in node.values():
+            yield from _values_of(v, key)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _values_of(v, key)
+
+
 # ---------------------------------------------------------------- digits
 
 

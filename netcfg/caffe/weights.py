@@ -64,6 +64,7 @@ def convert_weights(imported, caffemodel: str | Path, target: str | Path) -> lis
 
     from netcfg.net import Net, build_graph
     from netcfg.solver.weights_file import save_weights
+    from netcfg.solver.weights_plan import is_counter
 
     spec = imported.spec()
     train = Net(build_graph(spec, "TRAIN"))
@@ -97,7 +98,7 @@ def convert_weights(imported, caffemodel: str | Path, target: str | Path) -> lis
     if not copied:
         raise ConfigError("no layer of the .caffemodel matches a layer of the net by name", file=str(caffemodel))
     save_weights(Path(target), holder, imported.data, extra={"source": f"caffe:{Path(caffemodel).name}"})
-    wanted = {k for k in state if not k.endswith("num_batches_tracked")}
+    wanted = {k for k in state if not is_counter(k)}
     lines = [f"wrote {target}: {len(copied)} blobs from {caffemodel}"]
     if ignored:
         lines.append("  layers of the .caffemodel not in the net, ignored: " + ", ".join(ignored))

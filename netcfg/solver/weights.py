@@ -127,7 +127,7 @@ def plan_weights(rules: list[WeightsRule], base_dir: Path, targets: dict[str, tu
         reports.append(report)
     if errors:
         raise ConfigErrors(errors)
-    counted = [n for n in targets if not n.endswith("num_batches_tracked")]  # torch's counter, not a weight
+    counted = [n for n in targets if not is_counter(n)]
     plan = WeightsPlan(reports, [n for n in counted if n not in copies], len(counted), copies,
                        test_only=[o for o in others if not is_counter(o[0])])
     for r in (r.counted() for r in reports):  # counted as the report counts them

@@ -24,7 +24,7 @@ from torch import nn
 from netcfg.errors import ConfigError
 from netcfg.solver.checkpoint import TREE_KEY, CheckpointError, atomic_write_bytes
 from netcfg.solver.rename_maps import map_hint
-from netcfg.solver.weights_plan import layer_of
+from netcfg.solver.weights_plan import is_counter, layer_of
 from netcfg.source import Source, parse_yaml, to_yaml
 
 __all__ = ["program_kind", "save_weights", "load_weights", "load_metadata", "stored_net", "copy_weights", "WeightsReport",
@@ -213,7 +213,7 @@ def copy_weights(net: nn.Module, path: str | Path, *, strict: bool = False, requ
     for name, target in own.items():
         src = tensors.get(name)
         if src is None:
-            if not name.endswith("num_batches_tracked"):
+            if not is_counter(name):
                 report.missing.append(name)
         elif tuple(src.shape) != tuple(target.shape):
             report.mismatched.append((name, list(src.shape), list(target.shape)))
@@ -224,7 +224,7 @@ def copy_weights(net: nn.Module, path: str | Path, *, strict: bool = False, requ
         if layer_of(name) not in misfits:
             own[name].copy_(src.to(own[name].dtype))
             report.matched.append(name)
-        elif not name.endswith("num_batches_tracked"):
+        elif not is_counter(name):
             report.with_layer.append(name)
     report.unexpected = [k for k in tensors if k not in own]
     if strict and (report.missing or report.mismatched):

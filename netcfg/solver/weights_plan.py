@@ -87,7 +87,7 @@ class WeightsPlan:
         if self.test_only:  # filling by name reaches the TRAIN net's blob of that name only
             out.append(f"TEST net only, another shape than the TRAIN net's blob of that name, left as initialised "
                        f"({len(self.test_only)}): {show([f'{n} (TEST {t}, TRAIN {tr})' for n, t, tr in self.test_only])}")
-        filled = sum(not n.endswith("num_batches_tracked") for n in self.copies)
+        filled = sum(not is_counter(n) for n in self.copies)
         out.append(f"weights: {filled} of {self.total} net blobs filled from {len(self.rules)} rule(s)")
         return out
 
@@ -98,7 +98,9 @@ def layer_of(blob: str) -> str:
 
 
 def is_counter(blob: str) -> bool:
-    return blob.endswith("num_batches_tracked")  # BatchNorm's counter: never reported on its own
+    """BatchNorm's ``num_batches_tracked``: torch's counter, not a weight, so never counted nor
+    reported on its own (the one test of it, for the plan, the copy and the Caffe import alike)."""
+    return blob.endswith("num_batches_tracked")
 
 
 def first_names(names: list[str], n: int = 8) -> str:

@@ -23,8 +23,10 @@ import math
 import torch
 
 from netcfg.errors import NetcfgError
+from netcfg.solver.layout import to_layout
+from netcfg.solver.state import rewind
 
-__all__ = ["TrainingDiverged", "DeferredCheck", "gradients_finite", "first_nonfinite_gradient", "diverged",
+__all__ = ["TrainingDiverged", "DeferredCheck", "gradients_finite", "first_nonfinite_gradient", "diverged", "settle",
            "diverged_elsewhere", "bad_micro_batch"]
 
 
@@ -140,6 +142,27 @@ def _layer(net, name: str) -> torch.nn.Module:
     for part in name.split("."):
         module = module._modules[part]
     return module
+
+
+def settle(solver) -> None:
+    """Read a solver's deferred check flag (one host sync). If an iteration went bad, its update and
+    every later one were skipped on the device: stop as the per-iteration check would have, at
+    that iteration, with its batches drawn again to name the layer."""
+    d = solver._deferred
+    if d is None:
+        return
+    bad = d.first_bad()
+    if bad is None:
+        d.restart(solver.iter)
+        if solver.losses:  # what the progress bar shows between displays
+            solver._shown_loss = float(sum(solver.losses) / len(solver.losses))
+        return
+    rewind(d.recent[bad], solver.train_data, solver.device)
+    solver.iter, solver._undo = bad, None
+    batches = [solver.train_data.next_batch() for _ in range(solver.spec.iter_size)]
+    batches = [to_layout(b) for b in batches] if solver.channels_last else batches
+    batch, value, gradient = bad_micro_batch(solver.net, batches, float(d.value), solver._autocast)
+    solver._diverged(batch, value, gradient)
 
 
 class TrainingDiverged(NetcfgError):

@@ -26,13 +26,13 @@ import torch
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.solver import launch
 from netcfg.solver.debug_info import watch
+from netcfg.solver.display import display, open_tensorboard, opening_lines
 from netcfg.solver.ema import WeightAverage
 from netcfg.solver.testing import loop_test, out_of_patience, run_test
 from netcfg.solver.keep import Best, prune_snapshots
 from netcfg.solver.interrupt import Interrupted, StopAfterIteration, Terminated
 from netcfg.solver.iteration import autocast, train_step
-from netcfg.solver.layout import to_layout
-from netcfg.solver.finite import DeferredCheck, TrainingDiverged, bad_micro_batch, diverged, diverged_elsewhere
+from netcfg.solver.finite import DeferredCheck, TrainingDiverged, diverged, diverged_elsewhere, settle
 from netcfg.solver.lr_policy import spec_learning_rate
 from netcfg.solver.memory import is_out_of_memory, out_of_memory_error
 from netcfg.net.device import resolve_device
@@ -42,7 +42,7 @@ from netcfg.solver.snapshot import write_snapshot
 from netcfg.solver.weights_file import copy_weights
 from netcfg.solver.setup import build
 from netcfg.solver.spec import SolverSpec, load_solver
-from netcfg.solver.state import capture_rng, restore_rng
+from netcfg.solver.state import iteration_start, rewind
 
 __all__ = ["Solver", "TrainingDiverged"]
 
@@ -95,11 +95,7 @@ class Solver:
         # last: a run refused above (bad weights, data, memory) leaves no directory behind
         self.run = run_dir if run_dir is not None else self.dist.shared_run_dir(
             lambda: RunDir.create(spec, out), lambda path: RunDir.follow(path, spec))
-        self.tensorboard = None  # metrics.jsonl records mirrored as TensorBoard scalars (log.tensorboard)
-        if spec.log.tensorboard and self.run.writes:
-            from netcfg.solver.tensorboard import TensorBoardLog
-
-            self.tensorboard = TensorBoardLog(self.run.path)
+        self.tensorboard = open_tensorboard(self)  # metrics.jsonl records mirrored as TensorBoard scalars
 
     # ------------------------------------------------------------ construction
 
@@ -128,24 +124,8 @@ class Solver:
         raise diverged_elsewhere(self.run, self.iter, ranks)
 
     def _settle(self) -> None:
-        """Read a deferred NaN check's flag (one host sync). If an iteration went bad, its update and
-        every later one were skipped on the device: stop as the per-iteration check would have, at
-        that iteration, with its batches drawn again to name the layer."""
-        d = self._deferred
-        if d is None:
-            return
-        bad = d.first_bad()
-        if bad is None:
-            d.restart(self.iter)
-            if self.losses:  # what the progress bar shows between displays
-                self._shown_loss = float(sum(self.losses) / len(self.losses))
-            return
-        self._rewind(d.recent[bad])
-        self.iter, self._undo = bad, None
-        batches = [self.train_data.next_batch() for _ in range(self.spec.iter_size)]
-        batches = [to_layout(b) for b in batches] if self.channels_last else batches
-        batch, value, gradient = bad_micro_batch(self.net, batches, float(d.value), self._autocast)
-        self._diverged(batch, value, gradient)
+        """Read a deferred NaN check's flag: stop at the iteration that went bad (``finite.settle``)."""
+        settle(self)
 
     def step(self, n: int) -> None:
         """Run ``n`` iterations (Caffe's Solver::Step)."""
@@ -197,7 +177,7 @@ class Solver:
                     now = time.perf_counter()  # training images/s: the tests and snapshots in between left out
                     rate = (images - last_display[1]) / max(now - last_display[0] - paused, 1e-9)
                     last_display, paused = (now, images), 0.0
-                    self._display(self.iter - 1, outs, rate, self._seconds + now - t0)
+                    display(self, self.iter - 1, outs, rate, self._seconds + now - t0)
                 if self.on_step is not None:
                     self.on_step(self, loss if self._deferred is None else self._shown_loss)
                 if s.snapshot and self.iter % s.snapshot == 0:
@@ -212,50 +192,20 @@ class Solver:
         self._seconds += time.perf_counter() - t0
 
     def _iteration_start(self) -> dict:
-        return {"data": self.train_data.state_dict() if self.train_data else None, "rng": capture_rng(self.device)}
+        return iteration_start(self.train_data, self.device)
 
     def _roll_back_iteration(self) -> None:
         """Undo what an interrupted iteration drew: its batches and its random numbers.
         (The weights change only in ``optimizer.step()``, at the iteration's very end.)"""
         undo, self._undo = self._undo, None
         if undo is not None:
-            self._rewind(undo)
-
-    def _rewind(self, undo: dict) -> None:
-        """Data position and random state back to an iteration's start (``_iteration_start``)."""
-        if undo["data"] is not None:
-            self.train_data.load_state_dict(undo["data"])
-        restore_rng(undo["rng"], self.device)
-
-    def _display(self, it: int, outs: dict[str, float], rate: float, seconds: float) -> None:
-        smoothed = self._shown_loss = float(sum(self.losses) / len(self.losses))
-        outs = {k: float(v) for k, v in outs.items()}  # deferred: device scalars until here
-        epoch = self.train_data.epoch_float
-        lr = self.lr(it)
-        rec = {"event": "train", "iter": it, "epoch": round(epoch, 4), "loss": smoothed,
-               **{k: v for k, v in outs.items()}, "lr": lr, "images_per_s": round(rate, 1),
-               "seconds": round(seconds, 3)}
-        self._record(rec)
-        weights = self.net.loss_weights  # the total first, then each output (a top may itself be called loss)
-        shown = [f"{k} = {v:.4g}" + (f" x {weights[k]:g}" if weights.get(k, 1.0) != 1.0 else "")
-                 for k, v in outs.items() if k not in weights or len(outs) > 1]
-        extra = f" ({', '.join(shown)})" if shown else ""
-        self.log(f"Iteration {it} (epoch {epoch:.2f}), loss = {smoothed:.4f}{extra}, lr = {lr:.3g}, "
-                 f"{rate:,.0f} images/s")
+            rewind(undo, self.train_data, self.device)
 
     def solve(self) -> dict[str, float]:
         """Train to ``max_iter``; snapshot at the end; return the last test results."""
         s = self.spec
-        self.log(f"Solving {self.net.graph.name} on {self.device} ({s.type}, base_lr {s.base_lr}, "
-                 f"lr_policy {s.lr_policy}); run directory {self.run.path}")
-        if self.dist.active:
-            self.log(f"DistributedDataParallel over {self.dist.world_size} ranks: batch_size {s.data.train.batch_size} "
-                     f"per rank, {s.data.train.batch_size * s.iter_size * self.dist.world_size} images per update")
-        if s.freeze:
-            self.log(self.frozen.line())
-        if s.ema:
-            self.log(f"Averaging the weights (ema: decay {s.ema.decay:g}, warmup {s.ema.warmup}): tests and "
-                     "snapshots use the average")
+        for line in opening_lines(self):
+            self.log(line)
         try:
             self.step(s.max_iter - self.iter)
             if s.snapshot_after_train and (not s.snapshot or self.iter % s.snapshot):

@@ -1,4 +1,5 @@
-"""Pieces of a solver's state that a resume must restore exactly: RNGs and optimizer buffers."""
+"""Pieces of a solver's state that a resume (or an iteration's roll-back) must restore exactly: RNGs,
+the data position and optimizer buffers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from netcfg.errors import NetcfgError
 from netcfg.solver.optim import zero_momentum
 
-__all__ = ["capture_rng", "restore_rng", "load_optimizer_state"]
+__all__ = ["capture_rng", "restore_rng", "iteration_start", "rewind", "load_optimizer_state"]
 
 
 def capture_rng(device: torch.device) -> dict[str, torch.Tensor]:
@@ -22,6 +23,18 @@ def restore_rng(rng: dict[str, torch.Tensor], device: torch.device) -> None:
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and device.type == "cuda":
         torch.cuda.set_rng_state(rng["cuda"], device)
+
+
+def iteration_start(train_data, device: torch.device) -> dict:
+    """What rewinds a training iteration to its start: the data position and the RNG state."""
+    return {"data": train_data.state_dict() if train_data else None, "rng": capture_rng(device)}
+
+
+def rewind(undo: dict, train_data, device: torch.device) -> None:
+    """Data position and random state back to an iteration's start (``iteration_start``)."""
+    if undo["data"] is not None:
+        train_data.load_state_dict(undo["data"])
+    restore_rng(undo["rng"], device)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, source: str) -> list[str]:

@@ -96,6 +96,26 @@ def test_a_solver_lets_go_of_its_run_directory_when_closed(tmp_path):
     solver.close()  # twice is harmless
 
 
+def test_a_closed_solver_refuses_to_write_into_the_run_directory_it_let_go(tmp_path):
+    # after `with ... as solver:` ended, solver.solve() trained on and wrote snapshots and metrics
+    # into runs/api while a `netcfg train --resume runs/api` from a shell could be writing there too
+    sets = ["max_iter=4", "snapshot=0", "test_interval=0", "display=1"]
+    with netcfg.Solver.from_file(ROOT / "solvers" / "digits.yaml", sets, out=tmp_path / "run",
+                                 log=lambda line: None) as solver:
+        solver.step(2)
+    files = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    for call in (lambda: solver.step(1), solver.solve, solver.snapshot, solver.test,
+                 lambda: solver.restore(tmp_path / "run" / "x.solverstate")):
+        with pytest.raises(netcfg.ConfigError, match="on a closed Solver") as e:
+            call()
+        assert e.value.render().startswith(f"{tmp_path / 'run'}: error: ")
+        assert f"--resume {tmp_path / 'run'}" in e.value.render()
+    assert solver.iter == 2
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == files
+    solver.close()  # twice is harmless
+    assert solver.net(**{k: v for k, v in solver.train_data.next_batch().items()})["loss"].isfinite()
+
+
 STAGED = """\
 name: S
 inputs: {data: [4]}

@@ -87,6 +87,7 @@ class RunDir:
         self._config = to_yaml(resolved_config(spec))
         self.lock = lock
         self.writes = True  # False for torchrun's ranks > 0: rank 0 writes for all (see follow)
+        self.closed = False  # close() let the directory go: its Solver may not write there any more
 
     @classmethod
     def create(cls, spec: SolverSpec, out: str | Path | None = None) -> RunDir:
@@ -172,6 +173,7 @@ class RunDir:
 
     def close(self) -> None:
         """Let another run use this directory."""
+        self.closed = True
         if self.lock is not None:
             self.lock.release()
 

@@ -129,6 +129,7 @@ class Solver:
 
     def step(self, n: int) -> None:
         """Run ``n`` iterations (Caffe's Solver::Step)."""
+        self._check_open("step()")
         s = self.spec
         stop = self.iter + n
         t0 = time.perf_counter()
@@ -203,6 +204,7 @@ class Solver:
 
     def solve(self) -> dict[str, float]:
         """Train to ``max_iter``; snapshot at the end; return the last test results."""
+        self._check_open("solve()")
         s = self.spec
         for line in opening_lines(self):
             self.log(line)
@@ -239,6 +241,7 @@ class Solver:
         (``testing.run_test``), with the net's own weights: the tests of ``solve()`` and the
         snapshots use the weight average when there is one (``ema``), which ``netcfg test``
         reads back from a snapshot."""
+        self._check_open("test()")  # its record goes to metrics.jsonl
         return run_test(self, iterations, iteration_known=iteration_known, stopped=stopped)
 
     def _averaged(self):
@@ -259,6 +262,7 @@ class Solver:
 
     def snapshot(self) -> Path:
         """Write <prefix>_iter_<N>.safetensors and .solverstate into the run directory."""
+        self._check_open("snapshot()")
         self._settle()  # never a snapshot of weights a deferred NaN check has frozen
         if not self.run.writes:  # torchrun: rank 0 writes the snapshot for every rank
             return self.run.snapshot_paths(self.iter)[0]
@@ -276,6 +280,7 @@ class Solver:
 
         Refuses when the solver or net differ from the snapshot's, naming what
         differs, unless ``force`` (``max_iter`` may always grow)."""
+        self._check_open("restore()")
         with self.dist.together():  # torchrun: every rank reads the snapshot; a refusal printed once
             restore(self, Path(path), force=force)
 
@@ -283,11 +288,19 @@ class Solver:
         """Let another process train into the run directory (``netcfg train --resume`` from a
         shell) and close the TensorBoard writer; ``with Solver.from_file(...) as solver:`` calls
         it on the way out. Until then, or until the Solver is garbage-collected, this process
-        holds the directory's lock, as a ``netcfg train`` does while it runs."""
+        holds the directory's lock, as a ``netcfg train`` does while it runs. A closed Solver, like a
+        closed file, refuses what would write there (step, solve, test, snapshot, restore)."""
         self.run.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
             self.tensorboard = None
+
+    def _check_open(self, what: str) -> None:
+        if self.run.closed:
+            raise ConfigError(f"{what} on a closed Solver: close() (or the end of its `with` block) let go of this "
+                              "run directory, which another run may now write in", file=str(self.run.path),
+                              hint=f"call {what} before close(); to train on, resume the run: "
+                                   f"netcfg train {self.run.path} --resume {self.run.path}")
 
     def __enter__(self) -> Solver:
         return self

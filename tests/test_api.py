@@ -20,6 +20,7 @@ from netcfg.solver import lock as lock_module
 from netcfg.solver.distributed import RankError
 from netcfg.solver.interrupt import Interrupted
 from netcfg.zoo import ZooMissing
+from tests.cli import netcfg as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD_NET = "name: X\ninputs: {data: [3]}\nlayers:\n  - {name: ip, type: InnerProduct, num_ouput: 2}\n"
@@ -114,6 +115,24 @@ def test_a_closed_solver_refuses_to_write_into_the_run_directory_it_let_go(tmp_p
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == files
     solver.close()  # twice is harmless
     assert solver.net(**{k: v for k, v in solver.train_data.next_batch().items()})["loss"].isfinite()
+
+
+def test_a_run_from_python_writes_its_train_log_as_netcfg_train_does(tmp_path):
+    # README lists train.log among a run's files, but Solver.from_file(...).solve() left none: only
+    # the CLI wrote it, so a notebook's run kept its log nowhere once the cell's output was cleared
+    sets = ["max_iter=6", "snapshot=3", "test_interval=3", "display=2"]
+    shown = []
+    with netcfg.Solver.from_file(ROOT / "solvers" / "digits.yaml", sets, out=tmp_path / "api",
+                                 log=shown.append) as solver:
+        solver.solve()
+    assert (tmp_path / "api" / "train.log").read_text().splitlines() == shown
+    assert any(line.startswith("Iteration 2 (epoch") for line in shown) and shown[-1] == "Optimization Done."
+    solver.log("after close(): shown only")  # the directory is no longer this Solver's
+    assert (tmp_path / "api" / "train.log").read_text().splitlines() == shown[:-1]
+    code, out, err = cli("train", ROOT / "solvers" / "digits.yaml", "--out", tmp_path / "cli",
+                         *(a for s in sets for a in ("--set", s)))
+    assert code == 0, err
+    assert (tmp_path / "cli" / "train.log").read_text() == out  # every printed line, once
 
 
 STAGED = """\

@@ -21,9 +21,9 @@ def _stdout_gone(e: OSError) -> None:
 
 
 @contextlib.contextmanager
-def training_progress(max_iter: int, write_log: Callable[[str], None]) -> Iterator[tuple[Callable, Callable | None]]:
-    """Yield ``(log, on_step)``: ``log`` prints a line (above the bar on a terminal)
-    and records it; ``on_step`` advances the bar, or is None when not a terminal."""
+def training_progress(max_iter: int) -> Iterator[tuple[Callable, Callable | None]]:
+    """Yield ``(log, on_step)``: ``log`` prints a line (above the bar on a terminal; the Solver
+    writes it to train.log); ``on_step`` advances the bar, or is None when not a terminal."""
     if not sys.stdout.isatty():
         shown = [True]  # stdout still takes lines
 
@@ -34,7 +34,6 @@ def training_progress(max_iter: int, write_log: Callable[[str], None]) -> Iterat
                 except OSError as e:  # the pipe's reader went (| head, | grep -m1) or the disk is full
                     shown[0] = False
                     _stdout_gone(e)
-            write_log(line)
 
         yield log, None
         return
@@ -48,7 +47,6 @@ def training_progress(max_iter: int, write_log: Callable[[str], None]) -> Iterat
 
     def log(line: str) -> None:
         progress.console.print(line, markup=False, highlight=False)
-        write_log(line)
 
     def on_step(solver, loss: float) -> None:
         now = time.perf_counter()

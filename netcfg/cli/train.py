@@ -55,21 +55,14 @@ def train(
             resume = _snapshot_to_resume(resume, force)
     from netcfg.cli.progress import training_progress
 
-    log_to = []  # the run directory, once made
-
-    def write_log(line: str) -> None:
-        if log_to:
-            log_to[0].log_line(line)
-
     main = launch.env_rank() == 0  # torchrun: rank 0 prints, locks and writes the run directory
-    with training_progress(spec.max_iter, write_log) if main else _quiet() as (log, on_step):
+    with training_progress(spec.max_iter) if main else _quiet() as (log, on_step):
         run_dir, finished, training = None, False, False  # training: past the checks a refused run stops at
         if resume is not None:
             run_dir = RunDir.resume(spec, resume, log=log) if main else RunDir.follow(resume.resolve().parent, spec)
         try:
             s = Solver(spec, out=out, log=log, run_dir=run_dir, on_step=on_step, resuming=resume is not None)
-            run_dir = s.run
-            log_to.append(s.run)
+            run_dir = s.run  # its train.log gets every line the Solver logs from here (display.RunLog)
             if resume is not None:
                 s.restore(resume, force=force)
             training = True

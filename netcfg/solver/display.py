@@ -1,14 +1,31 @@
-"""What the training loop says: solve()'s opening lines, and every ``display`` iterations the
-smoothed loss as a log line and a metrics.jsonl record (mirrored to TensorBoard)."""
+"""What the training loop says: its log (printed and in train.log), solve()'s opening lines, and every
+``display`` iterations the smoothed loss as a log line and a metrics.jsonl record (mirrored to TensorBoard)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from netcfg.solver.rundir import RunDir
     from netcfg.solver.runner import Solver
 
-__all__ = ["opening_lines", "display", "open_tensorboard"]
+__all__ = ["RunLog", "opening_lines", "display", "open_tensorboard"]
+
+
+class RunLog:
+    """A Solver's ``log``: each line to the caller's ``show`` (print by default) and, from the moment
+    the run directory is made until the Solver is closed, to its train.log, whatever the entry point
+    (Python or ``netcfg train``), as Caffe's and Lightning's logs are written."""
+
+    def __init__(self, show: Callable[[str], None]):
+        self.show = show
+        self.run: RunDir | None = None  # set once made (lines before it, a refused run's, are only shown)
+
+    def __call__(self, line: str) -> None:
+        self.show(line)
+        if self.run is not None and not self.run.closed:
+            self.run.log_line(line)
 
 
 def opening_lines(solver: Solver) -> list[str]:

@@ -26,7 +26,7 @@ import torch
 from netcfg.errors import ConfigError, ConfigErrors
 from netcfg.solver import launch
 from netcfg.solver.debug_info import watch
-from netcfg.solver.display import display, open_tensorboard, opening_lines
+from netcfg.solver.display import RunLog, display, open_tensorboard, opening_lines
 from netcfg.solver.ema import WeightAverage
 from netcfg.solver.testing import loop_test, out_of_patience, run_test
 from netcfg.solver.keep import Best, prune_snapshots
@@ -52,7 +52,8 @@ class Solver:
 
     def __init__(self, spec: SolverSpec, *, out: str | Path | None = None, log=print, run_dir: RunDir | None = None,
                  on_step=None, deferred_check: bool | None = None, resuming: bool = False):
-        """``log(line)`` receives every message; ``on_step(solver, loss)`` is called after
+        """``log(line)`` shows every message (the run directory's train.log gets them too, ``display.RunLog``);
+        ``on_step(solver, loss)`` is called after
         each iteration (the CLI's progress bar). ``deferred_check``: check for NaN/Inf
         without a host sync per iteration (``finite.DeferredCheck``); default: on CUDA,
         where the optimizer is fused and neither torchrun nor fp16's scaler is in use.
@@ -62,7 +63,7 @@ class Solver:
             raise TypeError(f"Solver() takes a SolverSpec, got {type(spec).__name__}"
                             + (": for a solver file use Solver.from_file(path)" if isinstance(spec, (str, Path)) else ""))
         self.spec = spec
-        self.log = log
+        self.log = RunLog(log)
         self.on_step = on_step
         try:
             self.device = resolve_device(spec.device)
@@ -71,7 +72,7 @@ class Solver:
         except ConfigError as e:
             raise ConfigErrors([spec.locate(e)]) from None
         if not self.dist.is_main:  # torchrun: rank 0 prints and logs for every rank
-            self.log, self.on_step = (lambda line: None), None
+            self.log, self.on_step = RunLog(lambda line: None), None
         self._shown_loss = float("nan")  # the last displayed loss: what on_step gets under a deferred check
         self._compiling = spec.compile
         self.iter = 0
@@ -95,6 +96,7 @@ class Solver:
         # last: a run refused above (bad weights, data, memory) leaves no directory behind
         self.run = run_dir if run_dir is not None else self.dist.shared_run_dir(
             lambda: RunDir.create(spec, out), lambda path: RunDir.follow(path, spec))
+        self.log.run = self.run
         self.tensorboard = open_tensorboard(self)  # metrics.jsonl records mirrored as TensorBoard scalars
 
     # ------------------------------------------------------------ construction

@@ -22,7 +22,7 @@ from netcfg.solver.snapshot import BEST_KEY, write_snapshot
 from netcfg.solver.weights_file import load_metadata
 from netcfg.solver.spec import SolverSpec
 
-__all__ = ["Best", "keep_best", "prune_snapshots", "reported_scalars", "best_metric_errors"]
+__all__ = ["Best", "keep_best", "keep_periodic", "prune_snapshots", "reported_scalars", "best_metric_errors"]
 
 
 @dataclass
@@ -131,6 +131,23 @@ def best_metric_errors(spec: SolverSpec, test_graph: Graph | None) -> list[Confi
                             "not a scalar a test averages", ("snapshot_best", "metric"), hint=valid)]
     return [ConfigError(f"'{metric}' is not a scalar output of the TEST net",
                         ("snapshot_best", "metric"), hint=valid)]
+
+
+def keep_periodic(solver) -> Path:
+    """``solver.snapshot()`` once checked: write ``<prefix>_iter_<N>`` (the weight average in the net,
+    when there is one), then prune to ``snapshot_keep``; returns the weights' path."""
+    if not solver.run.writes:  # torchrun: rank 0 writes the snapshot for every rank
+        return solver.run.snapshot_paths(solver.iter)[0]
+    with solver._averaged():
+        weights, state = write_snapshot(solver.run, solver.iter, solver.net, resolved_config(solver.spec),
+                                        solver.state())
+    solver.log(f"Snapshotting to {weights} and {state.name}")
+    keep = solver.spec.snapshot_keep
+    if keep:  # only now that the new snapshot is complete
+        removed = prune_snapshots(solver.run, solver.iter, keep)
+        if removed:
+            solver.log(f"Removed {', '.join(p.stem for p in removed)} (snapshot_keep: {keep})")
+    return weights
 
 
 def keep_best(solver, results: dict[str, float], rng: dict) -> Path | None:

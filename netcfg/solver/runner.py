@@ -29,17 +29,16 @@ from netcfg.solver.debug_info import watch
 from netcfg.solver.display import RunLog, display, open_tensorboard, opening_lines
 from netcfg.solver.ema import WeightAverage
 from netcfg.solver.testing import loop_test, out_of_patience, run_test
-from netcfg.solver.keep import Best, prune_snapshots
+from netcfg.solver.keep import Best, keep_periodic
 from netcfg.solver.interrupt import Interrupted, StopAfterIteration, Terminated
 from netcfg.solver.iteration import autocast, train_step
 from netcfg.solver.finite import DeferredCheck, TrainingDiverged, diverged, diverged_elsewhere, settle
 from netcfg.solver.lr_policy import spec_learning_rate
 from netcfg.solver.memory import is_out_of_memory, out_of_memory_error
 from netcfg.net.device import resolve_device
-from netcfg.solver.rundir import RunDir, resolved_config
+from netcfg.solver.rundir import RunDir
 from netcfg.solver.resume import restore, training_state
-from netcfg.solver.snapshot import write_snapshot
-from netcfg.solver.weights_file import copy_weights
+from netcfg.solver.weights_file import copy_into_nets
 from netcfg.solver.setup import build
 from netcfg.solver.spec import SolverSpec, load_solver
 from netcfg.solver.state import iteration_start, rewind
@@ -266,16 +265,7 @@ class Solver:
         """Write <prefix>_iter_<N>.safetensors and .solverstate into the run directory."""
         self._check_open("snapshot()")
         self._settle()  # never a snapshot of weights a deferred NaN check has frozen
-        if not self.run.writes:  # torchrun: rank 0 writes the snapshot for every rank
-            return self.run.snapshot_paths(self.iter)[0]
-        with self._averaged():
-            weights, state = write_snapshot(self.run, self.iter, self.net, resolved_config(self.spec), self.state())
-        self.log(f"Snapshotting to {weights} and {state.name}")
-        if self.spec.snapshot_keep:  # only now that the new snapshot is complete
-            removed = prune_snapshots(self.run, self.iter, self.spec.snapshot_keep)
-            if removed:
-                self.log(f"Removed {', '.join(p.stem for p in removed)} (snapshot_keep: {self.spec.snapshot_keep})")
-        return weights
+        return keep_periodic(self)
 
     def restore(self, path: str | Path, *, force: bool = False) -> None:
         """Continue from a .solverstate (and the weights file next to it) exactly.
@@ -312,17 +302,6 @@ class Solver:
 
     def load_weights(self, path: str | Path) -> None:
         """Initialise from a weights file by layer name, printing what matched."""
-        report = copy_weights(self.net, path, required=self.test_net is None)
-        matched = len(report.matched)
-        for line in report.lines(str(path)):
-            self.log(line)
-        if self.test_net is not None:  # layers only the TEST net has (most are shared)
-            test = copy_weights(self.test_net, path, required=False)
-            matched += len(test.matched)
-            seen = {k for k, _, _ in report.mismatched}  # a shared layer's, reported above
-            if own := [f"{k} (file {a}, net {b})" for k, a, b in test.mismatched if k not in seen]:
-                self.log("  TEST net only, shape mismatch, left as initialised: " + ", ".join(own))
-            if not matched:
-                copy_weights(self.test_net, path)  # raises: nothing matched in either net
+        copy_into_nets(self.net, self.test_net, path, self.log)
         if self.ema is not None:  # loaded after construction (from Python): the average starts here
             self.ema.resume(self.net, None)

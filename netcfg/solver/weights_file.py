@@ -27,7 +27,7 @@ from netcfg.solver.rename_maps import map_hint
 from netcfg.solver.weights_plan import is_counter, layer_of
 from netcfg.source import Source, parse_yaml, to_yaml
 
-__all__ = ["program_kind", "save_weights", "load_weights", "load_metadata", "stored_net", "copy_weights", "WeightsReport",
+__all__ = ["copy_into_nets", "program_kind", "save_weights", "load_weights", "load_metadata", "stored_net", "copy_weights", "WeightsReport",
            "net_config_of", "describe", "TORCH_SUFFIXES", "NET_KEY", "STAGES_KEY"]
 
 NET_KEY = "netcfg.net"  # metadata: the resolved net config, YAML
@@ -199,6 +199,23 @@ class WeightsReport:
         return {"matched": self.matched, "missing": self.missing, "unexpected": self.unexpected,
                 "with_layer": self.with_layer,
                 "mismatched": [{"name": k, "file": a, "net": b} for k, a, b in self.mismatched]}
+
+
+def copy_into_nets(net: nn.Module, test_net: nn.Module | None, path: str | Path, log) -> None:
+    """``path`` into a solver's TRAIN net and TEST-only layers by name, ``log``-ging what matched;
+    refused when nothing in either net matched."""
+    report = copy_weights(net, path, required=test_net is None)
+    matched = len(report.matched)
+    for line in report.lines(str(path)):
+        log(line)
+    if test_net is not None:  # layers only the TEST net has (most are shared)
+        test = copy_weights(test_net, path, required=False)
+        matched += len(test.matched)
+        seen = {k for k, _, _ in report.mismatched}  # a shared layer's, reported above
+        if own := [f"{k} (file {a}, net {b})" for k, a, b in test.mismatched if k not in seen]:
+            log("  TEST net only, shape mismatch, left as initialised: " + ", ".join(own))
+        if not matched:
+            copy_weights(test_net, path)  # raises: nothing matched in either net
 
 
 @torch.no_grad()

@@ -135,6 +135,22 @@ def test_a_run_from_python_writes_its_train_log_as_netcfg_train_does(tmp_path):
     assert (tmp_path / "cli" / "train.log").read_text() == out  # every printed line, once
 
 
+def test_the_weights_report_logged_while_the_solver_is_set_up_reaches_train_log(tmp_path):
+    # the weights: report is logged before the run directory is made (made last, so that a refused
+    # run leaves none): it was shown but missing from train.log, the record of what a fine-tune loaded
+    sets = ["max_iter=2", "snapshot=2", "test_interval=0", "display=1"]
+    with netcfg.Solver.from_file(ROOT / "solvers" / "digits.yaml", sets, out=tmp_path / "first",
+                                 log=lambda line: None) as first:
+        first.solve()
+    shown = []
+    with netcfg.Solver.from_file(ROOT / "solvers" / "digits.yaml", [*sets, f"weights={tmp_path}/first"],
+                                 out=tmp_path / "tuned", log=shown.append) as solver:
+        solver.solve()
+    report = [line for line in shown if "blobs copied" in line]
+    assert report, shown
+    assert (tmp_path / "tuned" / "train.log").read_text().splitlines() == shown
+
+
 STAGED = """\
 name: S
 inputs: {data: [4]}

@@ -14,17 +14,30 @@ __all__ = ["RunLog", "opening_lines", "display", "open_tensorboard"]
 
 
 class RunLog:
-    """A Solver's ``log``: each line to the caller's ``show`` (print by default) and, from the moment
-    the run directory is made until the Solver is closed, to its train.log, whatever the entry point
-    (Python or ``netcfg train``), as Caffe's and Lightning's logs are written."""
+    """A Solver's ``log``: each line to the caller's ``show`` (print by default) and to its run
+    directory's train.log until the Solver is closed, whatever the entry point (Python or
+    ``netcfg train``), as Caffe's and Lightning's logs are written. Lines logged while the Solver is
+    set up (the weights report, warnings) wait for the directory, made last; a run refused in
+    between writes none of them, so a refused resume adds nothing to the run's log."""
 
     def __init__(self, show: Callable[[str], None]):
         self.show = show
-        self.run: RunDir | None = None  # set once made (lines before it, a refused run's, are only shown)
+        self.run: RunDir | None = None
+        self._waiting: list[str] = []  # lines logged before the run directory was attached
+
+    def attach(self, run: RunDir) -> None:
+        """From now on lines go to ``run``'s train.log, those logged so far first."""
+        self.run = run
+        waiting, self._waiting = self._waiting, []
+        if not run.closed:
+            for line in waiting:
+                run.log_line(line)
 
     def __call__(self, line: str) -> None:
         self.show(line)
-        if self.run is not None and not self.run.closed:
+        if self.run is None:
+            self._waiting.append(line)
+        elif not self.run.closed:
             self.run.log_line(line)
 
 

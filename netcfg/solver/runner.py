@@ -95,7 +95,7 @@ class Solver:
         # last: a run refused above (bad weights, data, memory) leaves no directory behind
         self.run = run_dir if run_dir is not None else self.dist.shared_run_dir(
             lambda: RunDir.create(spec, out), lambda path: RunDir.follow(path, spec))
-        self.log.run = self.run
+        self.log.attach(self.run)
         self.tensorboard = open_tensorboard(self)  # metrics.jsonl records mirrored as TensorBoard scalars
 
     # ------------------------------------------------------------ construction

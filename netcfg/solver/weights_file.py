@@ -204,26 +204,29 @@ class WeightsReport:
 def copy_into_nets(net: nn.Module, test_net: nn.Module | None, path: str | Path, log) -> None:
     """``path`` into a solver's TRAIN net and TEST-only layers by name, ``log``-ging what matched;
     refused when nothing in either net matched."""
-    report = copy_weights(net, path, required=test_net is None)
+    loaded = load_weights(path)  # read once for both nets
+    report = copy_weights(net, path, required=test_net is None, loaded=loaded)
     matched = len(report.matched)
     for line in report.lines(str(path)):
         log(line)
     if test_net is not None:  # layers only the TEST net has (most are shared)
-        test = copy_weights(test_net, path, required=False)
+        test = copy_weights(test_net, path, required=False, loaded=loaded)
         matched += len(test.matched)
         seen = {k for k, _, _ in report.mismatched}  # a shared layer's, reported above
         if own := [f"{k} (file {a}, net {b})" for k, a, b in test.mismatched if k not in seen]:
             log("  TEST net only, shape mismatch, left as initialised: " + ", ".join(own))
         if not matched:
-            copy_weights(test_net, path)  # raises: nothing matched in either net
+            copy_weights(test_net, path, loaded=loaded)  # raises: nothing matched in either net
 
 
 @torch.no_grad()
-def copy_weights(net: nn.Module, path: str | Path, *, strict: bool = False, required: bool = True) -> WeightsReport:
-    """Copy blobs from ``path`` into ``net`` by name. A layer is copied whole or not at all: a
-    blob of another shape leaves its layer's other blobs as initialised too (a classifier's
-    bias without its weight, a BatchNorm's counter without its statistics, mean nothing)."""
-    tensors, meta = load_weights(path)
+def copy_weights(net: nn.Module, path: str | Path, *, strict: bool = False, required: bool = True,
+                 loaded: tuple[dict[str, torch.Tensor], dict[str, str]] | None = None) -> WeightsReport:
+    """Copy blobs from ``path`` (``loaded``: its ``load_weights``, read already) into ``net`` by name. A
+    layer is copied whole or not at all: a blob of another shape leaves its layer's other blobs as
+    initialised too (a classifier's bias without its weight, a BatchNorm's counter without its
+    statistics, mean nothing)."""
+    tensors, meta = loaded if loaded is not None else load_weights(path)
     report = WeightsReport(iteration=int(meta["iter"]) if meta.get("iter", "").isdigit() else None)
     own = net.state_dict(keep_vars=True)
     fits = {}
